@@ -1,0 +1,140 @@
+"""
+The pieces train.py, bench.py, sample.py, chat.py and eval.py share, each in one place:
+one-line errors, precision setup, batch sampling from the token files, the tokenizer, and
+checkpoints that are written atomically and loaded without running code from the file.
+"""
+
+import contextlib
+import json
+import os
+from dataclasses import fields
+from typing import NoReturn
+
+import numpy as np
+import torch
+
+from model import GPT, GPTConfig
+
+
+def die(message: str) -> NoReturn:
+    """Stop with a one-line error (no traceback): what is wrong and how to fix it."""
+    raise SystemExit(f"error: {message}")
+
+
+# ---------------------------------------------------------------- precision
+
+PT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str, device_type: str) -> str:
+    """'auto' picks bf16 where the GPU has it (Ampere and later), fp16 on older GPUs such as the
+    V100 (with a GradScaler), fp32 on the CPU, where autocast buys nothing for training."""
+    if dtype == "auto":
+        if device_type == "cuda":
+            return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
+        return "float32"
+    if dtype not in PT_DTYPES:
+        die(f"unknown dtype '{dtype}': use auto, float32, bfloat16 or float16")
+    return dtype
+
+
+def autocast(device_type: str, dtype: str):
+    """Mixed-precision context: matmuls in dtype, weights, norms and the loss in fp32."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=PT_DTYPES[dtype])
+
+
+# ---------------------------------------------------------------- data
+
+def load_meta(data_dir: str) -> dict:
+    """meta.json of a folder made by prepare.py; its presence means the folder is complete."""
+    path = os.path.join(data_dir, "meta.json")
+    if not os.path.exists(path):
+        die(f"no prepared data in '{data_dir}' (missing meta.json): run `python prepare.py` for OpenWebText, "
+            f"or `python prepare.py --input ../shared/data/openwebtext_sample --out {data_dir}` offline")
+    with open(path) as f:
+        return json.load(f)
+
+
+def get_batch(data_dir: str, split: str, batch_size: int, block_size: int, generator: torch.Generator,
+              device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows of block_size + 1 tokens from data_dir/{split}.bin: inputs x, targets y.
+
+    Positions come from `generator`, so a seed (and the generator's state in a checkpoint) makes the
+    stream reproducible. The memmap is opened anew each call: a long-lived one keeps every page it
+    touched resident, which reads as a memory leak over a 23-hour run.
+    """
+    data = np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16, mode="r")
+    if len(data) <= block_size:
+        die(f"{split}.bin in '{data_dir}' has {len(data)} tokens, fewer than block_size+1={block_size + 1}: "
+            f"prepare more text or lower block_size")
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator).tolist()
+    x = torch.from_numpy(np.stack([data[i:i + block_size] for i in ix]).astype(np.int64))
+    y = torch.from_numpy(np.stack([data[i + 1:i + 1 + block_size] for i in ix]).astype(np.int64))
+    if device.startswith("cuda"):
+        # pinned memory lets the copy run asynchronously, overlapping the step in flight
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+def get_tokenizer():
+    """GPT-2's BPE through tiktoken, with a clear message when its files cannot be fetched."""
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as e:  # tiktoken raises requests' errors, or ValueError on a bad cache
+        die(f"could not load the GPT-2 tokenizer ({type(e).__name__}); without a network, point TIKTOKEN_CACHE_DIR "
+            f"at a folder holding its files, e.g. export TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache")
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def model_args(config: GPTConfig) -> dict:
+    """The GPTConfig fields to store in a checkpoint (derived ones are derived again on load)."""
+    return {f.name: getattr(config, f.name) for f in fields(config) if f.init}
+
+
+def save_checkpoint(checkpoint: dict, path: str) -> None:
+    """Write to a temporary name, flush to disk, then rename over the old file: a crash or kill at
+    any moment leaves either the previous checkpoint or the new one, never half of one."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, device: str = "cpu") -> dict:
+    """Load a checkpoint made by train.py. weights_only=True: tensors and plain data only, so a
+    malicious file cannot run code."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "ckpt.pt")
+    if not os.path.exists(path):
+        die(f"no checkpoint at '{path}': train one with `python train.py config/smoke.py`, or give --out_dir")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        die(f"checkpoint '{path}' is corrupt or not a checkpoint ({type(e).__name__}): "
+            f"use another file or retrain")
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_args" not in checkpoint:
+        die(f"'{path}' is not a checkpoint of this project (no model / model_args)")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict, device: str = "cpu") -> GPT:
+    """Rebuild the GPT a checkpoint describes and load its weights."""
+    try:
+        config = GPTConfig(**checkpoint["model_args"])
+    except (TypeError, ValueError) as e:
+        die(f"checkpoint holds an unknown architecture ({e})")
+    model = GPT(config)
+    # names of a compiled or DDP-wrapped model, in case a checkpoint was saved from one
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in checkpoint["model"].items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        die(f"checkpoint weights do not match its architecture: {str(e).splitlines()[0]}")
+    return model.to(device)

@@ -1,0 +1,89 @@
+"""
+nanoGPT's configuration scheme, with its gaps closed. A script declares its settings as plain
+globals, then calls
+
+    config = configure(globals(), sys.argv[1:])
+
+Each argument is either a config file (plain Python assignments, e.g. config/option_a.py) or an
+override --key=value; later ones win. An unknown key is refused with a did-you-mean suggestion,
+and a value of the wrong type with a message that says the type expected (an int may set a float;
+a setting whose default is None takes any value). The resolved settings are written back into the
+script's globals and returned as a dict, ready for logging and for checkpoints.
+"""
+
+import difflib
+import os
+from ast import literal_eval
+
+SETTING_TYPES = (int, float, bool, str, type(None))
+
+
+def settings_of(namespace: dict) -> dict:
+    """The settings a script declares: its public globals of plain types."""
+    return {k: v for k, v in namespace.items() if not k.startswith("_") and isinstance(v, SETTING_TYPES)}
+
+
+def _unknown(key: str, known: dict, where: str) -> SystemExit:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(known))}"
+    return SystemExit(f"error: unknown config key '{key}' {where}{hint}")
+
+
+def _check_type(key: str, value, default, where: str):
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)  # an int may set a float
+    elif isinstance(value, type(default)) and not isinstance(value, bool):
+        return value
+    raise SystemExit(f"error: config key '{key}' {where} expects {type(default).__name__} "
+                     f"(like {default!r}), got {type(value).__name__} {value!r}")
+
+
+def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_files: bool = True) -> dict:
+    """strict_files=False: keys a config file sets that this script does not declare are skipped
+    (bench.py and eval.py read the training configs for the model settings alone)."""
+    config = settings_of(namespace)
+    for arg in argv:
+        if not arg.startswith("--"):
+            # a config file: run it in a namespace of its own and take what it assigns
+            try:
+                with open(arg) as f:
+                    source = f.read()
+            except OSError:
+                raise SystemExit(f"error: config file '{arg}' not found (give a path like config/option_a.py, "
+                                 f"or --key=value)") from None
+            file_vars: dict = {"__file__": os.path.abspath(arg)}  # lets a config include another
+            exec(compile(source, arg, "exec"), file_vars)
+            for key, value in file_vars.items():
+                if key.startswith("_") or not isinstance(value, SETTING_TYPES):
+                    continue  # imports, helpers
+                if key not in config:
+                    if not strict_files:
+                        continue
+                    raise _unknown(key, config, f"in {arg}")
+                config[key] = _check_type(key, value, config[key], f"in {arg}")
+            if verbose:
+                print(f"read config file {arg}")
+        else:
+            key, eq, raw = arg[2:].partition("=")
+            if not eq:
+                raise SystemExit(f"error: override '{arg}' needs a value: write --{key}=VALUE")
+            if key not in config:
+                raise _unknown(key, config, "on the command line")
+            try:
+                value = literal_eval(raw)
+            except (SyntaxError, ValueError):
+                value = raw  # a bare string, e.g. --out_dir=out-a
+            if isinstance(config[key], str) and not isinstance(value, str):
+                value = raw  # a string setting keeps what was typed, e.g. --dtype=float16 or --seed_text=123
+            config[key] = _check_type(key, value, namespace.get(key), "on the command line")
+    namespace.update(config)
+    if verbose:
+        print("config: " + ", ".join(f"{k}={v!r}" for k, v in config.items()))
+    return config
+
