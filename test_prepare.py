@@ -1,0 +1,339 @@
+"""Tests for prepare.py. Expected outputs come from a naive reference inside each test:
+tiktoken on each document, EOT after it, and the split rule written out by hand."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+REPO = Path(__file__).resolve().parent
+SHARED = REPO.parent / "shared"
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
+
+import tiktoken  # noqa: E402  (after TIKTOKEN_CACHE_DIR is set)
+
+import prepare  # noqa: E402
+
+enc = tiktoken.get_encoding("gpt2")
+EOT = 50256
+OWT_SAMPLE = SHARED / "data" / "openwebtext_sample"
+WEBTEXT = SHARED / "data" / "webtext_snippets" / "webtext.valid.jsonl"
+
+
+def run(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs prepare.py the way a user does."""
+    return subprocess.run([sys.executable, str(REPO / "prepare.py"), *map(str, args)],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
+
+
+def load(out: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    meta = json.loads((out / "meta.json").read_text())
+    train = np.memmap(out / "train.bin", dtype=np.uint16, mode="r")
+    val = np.memmap(out / "val.bin", dtype=np.uint16, mode="r")
+    return np.asarray(train), np.asarray(val), meta
+
+
+def check_counts(out: Path, train: np.ndarray, val: np.ndarray, meta: dict) -> None:
+    for name, data in (("train", train), ("val", val)):
+        assert meta[name]["tokens"] == len(data) > 0
+        assert (out / f"{name}.bin").stat().st_size == 2 * len(data)
+    assert (meta["tokenizer"], meta["vocab_size"], meta["eot_token"], meta["dtype"]) == ("gpt2", 50257, EOT, "uint16")
+
+
+def tokens_of(docs: list[str]) -> list[int]:
+    return [t for d in docs for t in enc.encode_ordinary(d) + [EOT]]
+
+
+def webtext_rows(n: int, start: int = 0) -> list[str]:
+    with open(WEBTEXT, encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line in f][start:start + n]
+
+
+def write_jsonl(path: Path, docs: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    return path
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+# -----------------------------------------------------------------------------
+# round trips
+
+def test_owt_sample_single_document_splits_tokens(tmp_path):
+    # the sample is one .txt file, so one document: too few for a document split,
+    # so the last 10% of the token stream is val (nanoGPT's shakespeare rule)
+    out = tmp_path / "owt"
+    r = run("--input", OWT_SAMPLE, "--out", out)
+    assert r.returncode == 0, r.stderr
+    train, val, meta = load(out)
+    check_counts(out, train, val, meta)
+    text = (OWT_SAMPLE / "openwebtext_sample.txt").read_text(encoding="utf-8")
+    expected = enc.encode_ordinary(text) + [EOT]
+    assert len(expected) == 113_571  # 113,570 per the sample's README, plus EOT
+    cut = int(len(expected) * 0.9)
+    assert train.tolist() == expected[:cut] and val.tolist() == expected[cut:]
+    assert enc.decode(train.tolist() + val.tolist()) == text + "<|endoftext|>"
+    assert meta["split"]["method"] == "tokens"
+    assert meta["train"]["documents"] == meta["val"]["documents"] == 1  # the document is cut in two
+    assert meta["source"] == [str(OWT_SAMPLE / "openwebtext_sample.txt")]
+    assert not list(out.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet", "folder"])
+def test_documents_round_trip(tmp_path, kind):
+    rows = webtext_rows(450)
+    src = tmp_path / "src"
+    src.mkdir()
+    if kind == "jsonl":
+        write_jsonl(src / "a.jsonl", rows[:200])
+        with open(src / "a.jsonl", "a") as f:
+            f.write("\n")  # a blank line is not a document
+        with open(src / "a.jsonl", "a") as f:
+            f.write("".join(json.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(rows[200:])))
+        inputs, docs = [src / "a.jsonl"], rows
+    elif kind == "parquet":
+        # an empty or null text is skipped (it would be a lone EOT)
+        pq.write_table(pa.table({"text": rows[:100] + ["", None] + rows[100:], "n": list(range(452))}),
+                       src / "b.parquet")
+        inputs, docs = [src / "b.parquet"], rows
+    else:
+        # read in sorted path order, recursively; other suffixes ignored
+        (src / "sub").mkdir()
+        pq.write_table(pa.table({"text": rows[300:]}), src / "sub" / "b.parquet")
+        write_jsonl(src / "a.jsonl", rows[:300])
+        (src / "sub" / "c.txt").write_text("One whole file.\n\nIs one document.\n", encoding="utf-8")
+        (src / "README.md").write_text("not data")
+        inputs, docs = [src], rows + ["One whole file.\n\nIs one document.\n"]
+
+    out = tmp_path / "out"
+    r = run("--input", *inputs, "--out", out)
+    assert r.returncode == 0, r.stderr
+    train, val, meta = load(out)
+    check_counts(out, train, val, meta)
+    # default --val_fraction 0.005: every 200th document is val
+    val_idx = set(range(199, len(docs), 200))
+    train_docs = [d for i, d in enumerate(docs) if i not in val_idx]
+    val_docs = [d for i, d in enumerate(docs) if i in val_idx]
+    assert train.tolist() == tokens_of(train_docs)
+    assert val.tolist() == tokens_of(val_docs)
+    assert enc.decode(val.tolist()).split("<|endoftext|>") == val_docs + [""]
+    assert enc.decode(train.tolist()).split("<|endoftext|>") == train_docs + [""]
+    assert meta["split"]["method"] == "documents"
+    assert meta["train"]["documents"] == len(train_docs) == int((train == EOT).sum())
+    assert meta["val"]["documents"] == len(val_docs) == 2
+
+
+def test_num_docs_and_val_fraction(tmp_path):
+    docs = webtext_rows(40)
+    out = tmp_path / "out"
+    r = run("--input", write_jsonl(tmp_path / "a.jsonl", docs), "--out", out,
+            "--num_docs", "30", "--val_fraction", "0.1")
+    assert r.returncode == 0, r.stderr
+    train, val, meta = load(out)
+    assert val.tolist() == tokens_of([docs[9], docs[19], docs[29]])
+    assert train.tolist() == tokens_of([d for i, d in enumerate(docs[:30]) if i % 10 != 9])
+    assert (meta["train"]["documents"], meta["val"]["documents"]) == (27, 3)
+
+
+# -----------------------------------------------------------------------------
+# errors: one line on stderr, and nothing left in --out
+
+def make_case(tmp_path: Path, case: str) -> tuple[list, list[str]]:
+    if case == "missing":
+        return [tmp_path / "nope.txt"], ["not found", "nope.txt"]
+    if case == "empty_file":
+        (tmp_path / "empty.txt").write_text("")
+        return [tmp_path / "empty.txt"], ["no text"]
+    if case == "empty_folder":
+        (tmp_path / "d").mkdir()
+        (tmp_path / "d" / "notes.md").write_text("hello")
+        return [tmp_path / "d"], ["no .txt, .jsonl or .parquet files", "d"]
+    if case == "no_text_field":
+        (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"title": "no text here"}\n')
+        return [tmp_path / "bad.jsonl"], ["bad.jsonl line 2", '"text"']
+    if case == "bad_json":
+        (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n\n{"text": oops}\n')
+        return [tmp_path / "bad.jsonl"], ["bad.jsonl line 3", "JSON"]
+    if case == "not_utf8":
+        (tmp_path / "latin1.txt").write_bytes("café crème".encode("latin-1"))
+        return [tmp_path / "latin1.txt"], ["latin1.txt", "UTF-8"]
+    if case == "not_utf8_jsonl":
+        (tmp_path / "l.jsonl").write_bytes('{"text": "café"}\n'.encode("latin-1"))
+        return [tmp_path / "l.jsonl"], ["l.jsonl", "UTF-8"]
+    if case == "parquet_no_text":
+        pq.write_table(pa.table({"body": ["x"]}), tmp_path / "t.parquet")
+        return [tmp_path / "t.parquet"], ["t.parquet", '"text" column']
+    if case == "wrong_suffix":
+        (tmp_path / "a.csv").write_text("text\nhello\n")
+        return [tmp_path / "a.csv"], ["a.csv", "unsupported"]
+    raise ValueError(case)
+
+
+@pytest.mark.parametrize("case", ["missing", "empty_file", "empty_folder", "no_text_field", "bad_json",
+                                  "not_utf8", "not_utf8_jsonl", "parquet_no_text", "wrong_suffix"])
+def test_input_errors(tmp_path, case):
+    inputs, words = make_case(tmp_path, case)
+    out = tmp_path / "out"
+    r = run("--input", *inputs, "--out", out, "--num_proc", "1")
+    assert_one_line_error(r, *words)
+    assert not out.exists()  # no half-written file, not even an empty folder
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    out = tmp_path / "out"
+    a = write_jsonl(tmp_path / "a.jsonl", ["first"])
+    b = write_jsonl(tmp_path / "b.jsonl", ["second"])
+    assert run("--input", a, "--out", out).returncode == 0
+    before = (out / "train.bin").read_bytes()
+    assert_one_line_error(run("--input", b, "--out", out), str(out), "--overwrite")
+    assert (out / "train.bin").read_bytes() == before
+    r = run("--input", b, "--out", out, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    train, val, _ = load(out)
+    assert train.tolist() + val.tolist() == tokens_of(["second"])
+
+
+def test_failure_midway_leaves_no_bin(tmp_path):
+    # a.jsonl is tokenized and partly written before b.txt turns out not to be UTF-8
+    src = tmp_path / "src"
+    src.mkdir()
+    write_jsonl(src / "a.jsonl", webtext_rows(1000))
+    (src / "b.txt").write_bytes(b"\xff\xfe\x00broken")
+    out = tmp_path / "out"
+    assert_one_line_error(run("--input", src, "--out", out, "--num_proc", "1"), "b.txt", "UTF-8")
+    assert not out.exists()
+
+
+def test_interrupt_keeps_previous_data(tmp_path, monkeypatch):
+    # an --overwrite run interrupted midway must leave the old, complete folder as it was
+    docs = webtext_rows(2000)
+    src = write_jsonl(tmp_path / "a.jsonl", docs)
+    out = tmp_path / "out"
+    prepare.main(["--input", str(src), "--out", str(out), "--num_proc", "1", "--num_docs", "500"])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    seen_tmp = []
+    real_local_docs = prepare.local_docs
+
+    def interrupted(files):
+        for i, d in enumerate(real_local_docs(files)):
+            if i == 1500:
+                seen_tmp.append(sorted(p.name for p in out.iterdir()))
+                raise KeyboardInterrupt
+            yield d
+
+    monkeypatch.setattr(prepare, "local_docs", interrupted)
+    with pytest.raises(SystemExit) as e:
+        prepare.main(["--input", str(src), "--out", str(out), "--num_proc", "1", "--overwrite"])
+    assert str(e.value.code).startswith("error: interrupted")
+    assert "train.bin.tmp" in seen_tmp[0]  # it was interrupted midway through writing
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_crash_between_renames_leaves_no_meta(tmp_path, monkeypatch):
+    # meta.json marks a complete folder: an --overwrite run that dies while renaming
+    # its files must not leave the old meta.json vouching for a mix of old and new
+    out = tmp_path / "out"
+    prepare.main(["--input", str(write_jsonl(tmp_path / "a.jsonl", ["old"])), "--out", str(out)])
+    real_replace = os.replace
+
+    def crash_on_val(src, dst):
+        if Path(dst).name == "val.bin":
+            raise OSError("disk gone")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(prepare.os, "replace", crash_on_val)
+    with pytest.raises(OSError):
+        prepare.main(["--input", str(write_jsonl(tmp_path / "b.jsonl", ["new"])), "--out", str(out), "--overwrite"])
+    assert not (out / "meta.json").exists() and not list(out.glob("*.tmp"))
+
+
+# -----------------------------------------------------------------------------
+# what cannot be reached from here: the hub and the tokenizer download
+
+def system_exit_message(argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as e:
+        prepare.main(argv)
+    msg = str(e.value.code)
+    assert msg.startswith("error:") and "\n" not in msg, msg
+    return msg
+
+
+def test_tokenizer_unreachable(tmp_path, monkeypatch):
+    def no_network(name):
+        raise ConnectionError("Failed to resolve 'openaipublic.blob.core.windows.net'")
+
+    monkeypatch.setattr(prepare.tiktoken, "get_encoding", no_network)
+    src = write_jsonl(tmp_path / "a.jsonl", ["hello"])
+    msg = system_exit_message(["--input", str(src), "--out", str(tmp_path / "out")])
+    assert "GPT-2 tokenizer" in msg and "TIKTOKEN_CACHE_DIR" in msg and "ConnectionError" in msg
+    assert not (tmp_path / "out").exists()
+
+
+class FakeDatasets:
+    def __init__(self, loader):
+        self.load_dataset = loader
+
+
+def test_hub_unreachable_message(tmp_path, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'Skylion007/openwebtext' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setitem(sys.modules, "datasets", FakeDatasets(unreachable))
+    msg = system_exit_message(["--out", str(tmp_path / "out"), "--num_docs", "10"])
+    assert msg.startswith("error: cannot reach Skylion007/openwebtext")
+    assert "--input" in msg and "TIKTOKEN_CACHE_DIR" in msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_without_datasets_package(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
+    msg = system_exit_message(["--out", str(tmp_path / "out")])
+    assert "pip install datasets" in msg and "--input" in msg
+
+
+def test_hub_offline_subprocess(tmp_path):
+    pytest.importorskip("datasets")
+    out = tmp_path / "out"
+    r = run("--out", out, "--num_docs", "10", env={"HF_HUB_OFFLINE": "1"})
+    assert_one_line_error(r, "cannot reach Skylion007/openwebtext", "--input", "TIKTOKEN_CACHE_DIR")
+    assert not out.exists()
+
+
+def test_hub_path_with_local_stream(tmp_path, monkeypatch):
+    # the hub code path end to end, with the real datasets streaming API over local rows
+    datasets = pytest.importorskip("datasets")
+    docs = webtext_rows(1000)
+    calls = []
+
+    def load_dataset(path, **kwargs):
+        calls.append((path, kwargs))
+        return datasets.Dataset.from_dict({"text": docs}).to_iterable_dataset(num_shards=8)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    argv = ["--num_docs", "600", "--num_proc", "1", "--shuffle_buffer", "100"]
+    prepare.main(argv + ["--out", str(tmp_path / "a")])
+    prepare.main(argv + ["--out", str(tmp_path / "b")])
+    prepare.main(argv + ["--out", str(tmp_path / "c"), "--seed", "1"])
+    assert calls[0] == ("Skylion007/openwebtext",
+                        {"revision": "refs/convert/parquet", "split": "train", "streaming": True})
+    train, val, meta = load(tmp_path / "a")
+    check_counts(tmp_path / "a", train, val, meta)
+    assert (meta["train"]["documents"], meta["val"]["documents"]) == (597, 3)
+    got = enc.decode(train.tolist()).split("<|endoftext|>")[:-1]
+    assert len(set(got)) == 597 and set(got) <= set(docs)
+    assert got != docs[:597]  # shuffled
+    for name in ("train.bin", "val.bin"):  # the same seed gives the same files, another seed does not
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / "train.bin").read_bytes() != (tmp_path / "c" / "train.bin").read_bytes()
