@@ -270,6 +270,10 @@ def prepare(args: argparse.Namespace) -> dict:
         ndocs = counts["train"][1] + counts["val"][1]
         if ndocs == 0:
             raise SystemExit(f"error: no text in the input ({', '.join(args.input or [HUB_DATASET])})")
+        if not args.input and ndocs < total:
+            # e.g. if the hub's Parquet conversion of a large dataset is only partial
+            print(f"warning: the hub stream ended after {ndocs:,} of the {total:,} documents asked for",
+                  file=sys.stderr)
         method = "documents"
         if counts["val"][1] == 0:
             # fewer than 1/f documents: move the last 10% of the token stream from train to val

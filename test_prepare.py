@@ -311,7 +311,7 @@ def test_hub_offline_subprocess(tmp_path):
     assert not out.exists()
 
 
-def test_hub_path_with_local_stream(tmp_path, monkeypatch):
+def test_hub_path_with_local_stream(tmp_path, monkeypatch, capsys):
     # the hub code path end to end, with the real datasets streaming API over local rows
     datasets = pytest.importorskip("datasets")
     docs = webtext_rows(1000)
@@ -337,3 +337,8 @@ def test_hub_path_with_local_stream(tmp_path, monkeypatch):
     for name in ("train.bin", "val.bin"):  # the same seed gives the same files, another seed does not
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert (tmp_path / "a" / "train.bin").read_bytes() != (tmp_path / "c" / "train.bin").read_bytes()
+    # a stream shorter than asked for is reported, not silently accepted
+    capsys.readouterr()
+    meta = prepare.main(["--num_docs", "1200", "--num_proc", "1", "--out", str(tmp_path / "d")])
+    assert meta["train"]["documents"] + meta["val"]["documents"] == 1000
+    assert "ended after 1,000 of the 1,200 documents" in capsys.readouterr().err
