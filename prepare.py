@@ -281,12 +281,13 @@ def prepare(args: argparse.Namespace) -> dict:
             n = counts["train"][0]
             cut = int(n * (1 - TOKEN_SPLIT_VAL))
             data = np.memmap(tmp["train.bin"], dtype=np.uint16, mode="r")
+            chunk = 1 << 24  # 32 MB at a time: a single .txt document can be large
             with open(tmp["val.bin"], "wb") as fval:
-                for start in range(cut, n, 1 << 24):  # in chunks: a single .txt document can be large
-                    fval.write(data[start:min(n, start + (1 << 24))].tobytes())
-            # documents with at least one token on each side (one may be cut in two)
-            train_eots = sum(int((data[s:min(cut, s + (1 << 24))] == EOT).sum()) for s in range(0, cut, 1 << 24))
-            counts["train"] = [cut, train_eots + int(data[cut - 1] != EOT)] if cut else [0, 0]
+                for s in range(cut, n, chunk):
+                    fval.write(data[s:s + chunk].tobytes())
+            train_eots = sum(int(np.count_nonzero(data[s:min(cut, s + chunk)] == EOT)) for s in range(0, cut, chunk))
+            # a document with tokens on both sides of the cut counts in both (n >= 2, so cut >= 1)
+            counts["train"] = [cut, train_eots + int(data[cut - 1] != EOT)]
             counts["val"] = [n - cut, ndocs - train_eots]
             del data
             os.truncate(tmp["train.bin"], 2 * cut)
@@ -304,6 +305,9 @@ def prepare(args: argparse.Namespace) -> dict:
             "seconds": round(time.time() - t0, 1),
         }
         tmp["meta.json"].write_text(json.dumps(meta, indent=2) + "\n")
+        for p in tmp.values():  # on disk before the renames: a power cut must not leave a renamed, empty file
+            with open(p, "rb+") as fh:
+                os.fsync(fh.fileno())
         # meta.json goes first and comes back last: while it is missing the folder is incomplete
         final["meta.json"].unlink(missing_ok=True)
         for name in ("train.bin", "val.bin", "meta.json"):

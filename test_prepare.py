@@ -147,6 +147,23 @@ def test_num_docs_and_val_fraction(tmp_path):
     assert (meta["train"]["documents"], meta["val"]["documents"]) == (27, 3)
 
 
+@pytest.mark.parametrize("ndocs", [5, 10])  # 10 x 64 tokens puts the cut exactly on a document boundary
+def test_few_documents_split_tokens(tmp_path, ndocs):
+    docs = webtext_rows(ndocs)
+    out = tmp_path / "out"
+    assert run("--input", write_jsonl(tmp_path / "a.jsonl", docs), "--out", out).returncode == 0
+    train, val, meta = load(out)
+    check_counts(out, train, val, meta)
+    stream = tokens_of(docs)
+    cut = int(len(stream) * 0.9)
+    assert train.tolist() == stream[:cut] and val.tolist() == stream[cut:]
+    ends = np.cumsum([len(enc.encode_ordinary(d)) + 1 for d in docs])
+    starts = np.concatenate([[0], ends[:-1]])
+    assert meta["train"]["documents"] == int((starts < cut).sum())
+    assert meta["val"]["documents"] == int((ends > cut).sum())
+    assert meta["train"]["documents"] + meta["val"]["documents"] == ndocs + (ndocs == 5)
+
+
 # -----------------------------------------------------------------------------
 # errors: one line on stderr, and nothing left in --out
 
