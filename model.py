@@ -197,12 +197,15 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, targets, vocab_size: int, chunk: int):
-        # x (N, C) final hidden states, weight (V_padded, C), targets (N,) with -1 = ignore
+    def forward(ctx, x, weight, targets, vocab_size: int, chunk: int, grad_enabled: bool = True):
+        # x (N, C) final hidden states, weight (V_padded, C), targets (N,) with -1 = ignore.
+        # grad_enabled: the caller's torch.is_grad_enabled() (grad mode is always off in here, and
+        # needs_input_grad stays True under no_grad because the weight requires grad): evaluation
+        # must not pay for the two gradient GEMMs.
         dev = x.device.type
         dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
         w = weight.to(dtype)
-        needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        needs_grad = grad_enabled and (ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
         n_valid = (targets != -1).sum().clamp(min=1)
         loss = torch.zeros((), dtype=torch.float32, device=x.device)
         grad_x = torch.empty_like(x, dtype=torch.float32) if needs_grad else None
@@ -216,7 +219,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             loss += ((lse - logits.gather(1, tgt[:, None]).squeeze(1)) * valid).sum()
             if not needs_grad:
                 continue
-            g = (logits - lse[:, None]).exp_()  # softmax
+            g = logits.sub_(lse[:, None]).exp_()  # softmax, in place: one fp32 chunk alive, not three
             g[torch.arange(g.size(0), device=g.device), tgt] -= 1.0
             g *= valid[:, None]
             scale = 1.0
@@ -224,11 +227,13 @@ class ChunkedCrossEntropy(torch.autograd.Function):
                 # fp16 (V100) has 5 exponent bits: softmax gradients near 1e-6 would flush to zero,
                 # and the chunk's weight gradient could overflow. Scale g by a power of two (exact to
                 # undo) that keeps both GEMM outputs under 2^14: |g @ w| <= 2·max|w| since each row
-                # of g sums to 2 in absolute value, and |g.T @ x| <= max_v sum_t |g_tv| · max|x|.
+                # of g sums to 2 in absolute value, and |g.T @ x| <= max_v sum_t |g_tv| · max|x|;
+                # g itself (|g| <= 1) must fit too, or small x and w push g·scale past fp16's 65504.
                 col = (g.abs().sum(0).max() * xc.abs().max()).float()
-                bound = torch.maximum(col, 2 * w.abs().max().float())
+                bound = torch.maximum(torch.maximum(col, 2 * w.abs().max().float()), g.abs().max())
                 scale = torch.exp2(torch.floor(torch.log2(2.0**14 / bound))).clamp(2.0**-24, 2.0**24)
-            g = (g * scale).to(dtype)
+                g.mul_(scale)
+            g = g.to(dtype)
             grad_x[i:i + chunk] = (g @ w).float() / scale
             grad_w += (g.t() @ xc).float() / scale
         ctx.save_for_backward(grad_x, grad_w, n_valid)
@@ -238,7 +243,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out):
         grad_x, grad_w, n_valid = ctx.saved_tensors
         s = grad_out / n_valid
-        return grad_x * s, grad_w * s, None, None, None
+        return grad_x * s, grad_w * s, None, None, None, None
 
 
 class GPT(nn.Module):
@@ -321,7 +326,7 @@ class GPT(nn.Module):
         h, targets = h.view(-1, h.size(-1)), targets.reshape(-1)
         if self.config.loss_chunk > 0:
             loss = ChunkedCrossEntropy.apply(h, self.lm_head.weight, targets, self.config.vocab_size,
-                                             self.config.loss_chunk)
+                                             self.config.loss_chunk, torch.is_grad_enabled())
         else:
             loss = F.cross_entropy(self.logits(h).float(), targets, ignore_index=-1)
         return None, loss
