@@ -1,0 +1,352 @@
+"""
+Evaluate a checkpoint: perplexity on held-out text, HellaSwag and LAMBADA, zero-shot.
+
+    python eval.py --out_dir=out-option-a                        # val, hellaswag, lambada
+    python eval.py --out_dir=out-smoke --tasks=hellaswag --limit=200
+    python eval.py --ckpt=out-option-a/ckpt.pt --files=a.txt,b.jsonl --tasks=val --json=results.json
+
+Every task reduces to one primitive, the log-likelihood of a continuation given a context (as in
+EleutherAI's lm-evaluation-harness): run context + continuation through the model once and sum
+log p(token) over the continuation's tokens, noting whether each was also the greedy choice.
+
+- val: loss and perplexity on a prepared split (data_dir/val.bin) or on raw .txt / .jsonl files,
+  with a sliding window for anything longer than the context.
+- hellaswag (Zellers et al. 2019): pick the most likely of 4 endings, by the sum of its token
+  log-probabilities (acc) and by their mean (acc_norm), as build-nanogpt scores it.
+- lambada (Paperno et al. 2016; OpenAI's detokenised test set): the passage's last word must come
+  out of greedy decoding token for token (acc); ppl is exp of the mean negative log-likelihood of
+  the word, as lm-evaluation-harness reports it.
+
+train.py imports load_hellaswag and hellaswag_accuracy to log HellaSwag beside the loss.
+Results are deterministic: a fixed order, no sampling, the same batches on every run.
+"""
+
+import json as jsonlib  # 'json' is the name of a setting below
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common import autocast, die, get_tokenizer, load_checkpoint, load_meta, model_from_checkpoint, resolve_dtype
+
+_SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data"))
+
+# ---------------------------------------------------------------- settings (python eval.py --key=value)
+out_dir = "out"  # the checkpoint is out_dir/ckpt.pt ...
+ckpt = ""  # ... unless this names a checkpoint file
+tasks = "val,hellaswag,lambada"
+data_dir = ""  # val: prepared data holding val.bin; "" = the data_dir the checkpoint was trained on
+files = ""  # val: comma-separated .txt (one document each) / .jsonl ("text" per line) files instead of val.bin
+stride = 0  # val: a sliding window advances this many tokens; 0 = block_size // 2
+hellaswag_file = os.path.join(_SHARED_DATA, "hellaswag", "hellaswag_val.jsonl")
+lambada_file = os.path.join(_SHARED_DATA, "lambada", "lambada_test.jsonl")
+limit = 0  # at most this many examples per task (val: windows of val.bin, or documents of files); 0 = all
+batch_size = 16  # sequences per forward pass
+device = "cuda" if torch.cuda.is_available() else "cpu"
+dtype = "auto"  # auto | float32 | bfloat16 | float16 (the transformer; log-probabilities are always fp32)
+json = ""  # also write the results as JSON to this path ('-' = stdout)
+# -----------------------------------------------------------------------------
+
+_LOGITS_CHUNK = 1024  # scored positions per lm_head call: 1024 x 50257 fp32 logits are 200 MB
+
+
+# ---------------------------------------------------------------- the primitive
+
+@torch.no_grad()
+def loglikelihoods(model, requests: list[tuple], batch_size: int, device: str, ctx,
+                   desc: str | None = None) -> list[tuple[float, int, bool]]:
+    """For each request (tokens, n): the summed log-probability of the last n tokens of `tokens`
+    given everything before them, n, and whether greedy decoding would have produced all n.
+
+    `tokens` (a list or 1-D array) is at most block_size + 1 long. Requests are batched longest
+    first, so a batch wastes little padding, and results come back in the order given. Padding goes
+    on the right, where causal attention keeps it from touching the real positions, and is never
+    scored. The transformer runs under `ctx` (autocast); the lm_head and log-softmax run in fp32,
+    since bf16 logits carry ~3 significant digits, too coarse to rank endings whose log-likelihoods
+    differ by a few hundredths.
+    """
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]))  # stable: deterministic
+    results: list = [None] * len(requests)
+    batches = range(0, len(order), batch_size)
+    for b in tqdm(batches, desc=desc, disable=desc is None, leave=False, file=sys.stderr):
+        rows = order[b:b + batch_size]
+        T = max(len(requests[i][0]) for i in rows) - 1
+        x = torch.zeros(len(rows), T, dtype=torch.long)
+        y = torch.full((len(rows), T), -1, dtype=torch.long)  # -1: not scored
+        for r, i in enumerate(rows):
+            tokens, n = requests[i]
+            tokens = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
+            L = len(tokens) - 1
+            x[r, :L] = tokens[:-1]
+            y[r, L - n:L] = tokens[L - n + 1:]
+        x, y = x.to(device), y.to(device)
+        with ctx:
+            h = model.hidden_states(x)
+        scored = y != -1
+        h, targets = h[scored].float(), y[scored]  # (N, C), row by row
+        logp, greedy = [], []
+        for c in range(0, targets.numel(), _LOGITS_CHUNK):
+            logits = model.logits(h[c:c + _LOGITS_CHUNK]).float()
+            t = targets[c:c + _LOGITS_CHUNK]
+            # log p = logit - logsumexp: no [N x vocab] log-softmax tensor is written
+            logp.append((logits.gather(1, t[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)).double())
+            greedy.append(logits.argmax(dim=-1) == t)
+        counts = scored.sum(dim=1).tolist()
+        for i, lp, g, n in zip(rows, torch.cat(logp).split(counts), torch.cat(greedy).split(counts), counts,
+                               strict=True):
+            results[i] = (lp.sum().item(), n, bool(g.all()))
+    model.train(was_training)
+    return results
+
+
+def truncate(context: list[int], continuation: list[int], block_size: int) -> tuple[list[int], int]:
+    """(tokens, n) for the primitive: context + continuation, cut from the left to block_size + 1
+    tokens as lm-evaluation-harness does, so the continuation stays whole whenever it can."""
+    tokens = (context + continuation)[-(block_size + 1):]
+    return tokens, min(len(continuation), len(tokens) - 1)
+
+
+# ---------------------------------------------------------------- perplexity
+
+def sliding_windows(tokens, block_size: int, stride: int) -> list[tuple]:
+    """Cover tokens[1:] with requests of at most block_size + 1 tokens, each token scored once.
+
+    tokens[0] is context only (the EOT that precedes every document in training). The first window
+    scores all of its tokens; each later one advances by `stride` and scores only its new tokens,
+    which so see at least block_size - stride tokens of context (stride = block_size: disjoint
+    windows, fastest, least context).
+    """
+    windows = []
+    end = min(block_size + 1, len(tokens))
+    windows.append((tokens[:end], end - 1))
+    while end < len(tokens):
+        new_end = min(end + stride, len(tokens))
+        windows.append((tokens[max(0, new_end - block_size - 1):new_end], new_end - end))
+        end = new_end
+    return windows
+
+
+def perplexity(model, windows: list[tuple], batch_size: int, device: str, ctx, desc: str | None = None) -> dict:
+    """Mean loss (nats per token) and perplexity over every token the windows score."""
+    scores = loglikelihoods(model, windows, batch_size, device, ctx, desc)
+    tokens = sum(n for _, n, _ in scores)
+    loss = -sum(lp for lp, _, _ in scores) / max(tokens, 1)
+    return {"loss": loss, "ppl": math.exp(loss), "tokens": tokens}
+
+
+def read_documents(path: str) -> list[str]:
+    """The documents of a file, as prepare.py reads them: a .txt file is one document, a .jsonl
+    file one per line in its "text" field."""
+    if not os.path.isfile(path):
+        die(f"eval file '{path}' not found: give existing .txt or .jsonl files in --files")
+    if not path.endswith((".txt", ".jsonl")):
+        die(f"eval file '{path}' is neither .txt (one document) nor .jsonl (a \"text\" field per line)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            if path.endswith(".txt"):
+                return [f.read()]
+            docs = []
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = jsonlib.loads(line)
+                except jsonlib.JSONDecodeError as e:
+                    die(f"{path} line {n}: not valid JSON ({e.msg}); a .jsonl file holds one JSON object per line")
+                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                    die(f'{path} line {n}: no "text" field holding a string')
+                docs.append(row["text"])
+            return docs
+    except UnicodeDecodeError as e:
+        die(f"{path} is not UTF-8 text (bad byte at offset {e.start})")
+
+
+# ---------------------------------------------------------------- HellaSwag
+
+def read_jsonl(path: str, what: str, fields: dict) -> list[dict]:
+    """Rows of a task's .jsonl file, each checked to have `fields` ({name: type}); one-line errors."""
+    if not os.path.isfile(path):
+        die(f"{what} file '{path}' not found: see README.md (Evaluation) for where it comes from, "
+            f"or point --{what}_file at a copy")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = jsonlib.loads(line)
+            except jsonlib.JSONDecodeError as e:
+                die(f"{path} line {n}: not valid JSON ({e.msg}); is this the {what} .jsonl file?")
+            if not isinstance(row, dict) or not all(isinstance(row.get(k), t) for k, t in fields.items()):
+                die(f"{path} line {n}: not a {what} example (needs fields {', '.join(fields)})")
+            rows.append(row)
+    if not rows:
+        die(f"{what} file '{path}' holds no examples")
+    return rows
+
+
+def load_hellaswag(path: str = hellaswag_file) -> list[dict]:
+    """HellaSwag examples {ctx, endings (4 strings), label (0-3)}: ../shared's file or the official
+    hellaswag_val.jsonl, which has the same three fields."""
+    rows = read_jsonl(path, "hellaswag", {"ctx": str, "endings": list, "label": int})
+    for n, row in enumerate(rows, 1):
+        if len(row["endings"]) != 4 or not 0 <= row["label"] < 4:
+            die(f"{path} example {n}: a HellaSwag example has 4 endings and a label 0-3")
+    return rows
+
+
+def hellaswag_accuracy(model, enc, examples: list[dict], device: str, ctx, limit: int | None = None,
+                       batch_size: int = 16, progress: bool = False) -> dict:
+    """Zero-shot HellaSwag on the first `limit` examples (None or 0: all).
+
+    Completion style, as build-nanogpt does it: the context, then each ending with a leading space;
+    the prediction is the ending with the highest summed log-probability (acc) or the highest mean
+    per token (acc_norm, which does not penalise long endings). `model` is the bare GPT (not the
+    DDP or torch.compile wrapper); its train/eval mode is restored on return. Chance is 0.25.
+    """
+    examples = examples[:limit] if limit else examples
+    block_size = model.config.block_size
+    requests = []
+    for ex in examples:
+        context = enc.encode_ordinary(ex["ctx"])
+        requests += [truncate(context, enc.encode_ordinary(" " + e), block_size) for e in ex["endings"]]
+    scores = loglikelihoods(model, requests, batch_size, device, ctx, "hellaswag" if progress else None)
+    acc = acc_norm = 0
+    for k, ex in enumerate(examples):
+        four = scores[4 * k:4 * k + 4]
+        sums = [lp for lp, _, _ in four]
+        means = [lp / n for lp, n, _ in four]
+        acc += max(range(4), key=sums.__getitem__) == ex["label"]  # first of equals wins: deterministic
+        acc_norm += max(range(4), key=means.__getitem__) == ex["label"]
+    n = max(len(examples), 1)
+    return {"acc": acc / n, "acc_norm": acc_norm / n, "n": len(examples)}
+
+
+# ---------------------------------------------------------------- LAMBADA
+
+def load_lambada(path: str = lambada_file) -> list[dict]:
+    """LAMBADA passages {text}; the target is the last space-separated word."""
+    rows = read_jsonl(path, "lambada", {"text": str})
+    for n, row in enumerate(rows, 1):
+        if " " not in row["text"].strip():
+            die(f"{path} example {n}: a LAMBADA passage needs a context and a last word")
+    return rows
+
+
+def lambada_accuracy(model, enc, examples: list[dict], device: str, ctx, limit: int | None = None,
+                     batch_size: int = 16, progress: bool = False) -> dict:
+    """Last-word accuracy and perplexity on the first `limit` passages (None or 0: all), scored as
+    lm-evaluation-harness's lambada_openai: context = the text before the last space, target =
+    " " + the last word, every token of which greedy decoding must reproduce."""
+    examples = examples[:limit] if limit else examples
+    requests = []
+    for ex in examples:
+        context, _, word = ex["text"].strip().rpartition(" ")
+        requests.append(truncate(enc.encode_ordinary(context), enc.encode_ordinary(" " + word),
+                                 model.config.block_size))
+    scores = loglikelihoods(model, requests, batch_size, device, ctx, "lambada" if progress else None)
+    n = max(len(scores), 1)
+    return {"acc": sum(g for _, _, g in scores) / n,
+            "ppl": math.exp(-sum(lp for lp, _, _ in scores) / n),
+            "n": len(scores)}
+
+
+# ---------------------------------------------------------------- the script
+
+def main() -> dict:
+    from configurator import configure
+
+    config = configure(globals(), sys.argv[1:])
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    for t in task_list:
+        if t not in ("val", "hellaswag", "lambada"):
+            die(f"unknown task '{t}': choose from val, hellaswag, lambada (e.g. --tasks=val,hellaswag)")
+    if stride < 0 or limit < 0 or batch_size < 1:
+        die("stride and limit must be >= 0 and batch_size >= 1")
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    if device_type == "cuda" and not torch.cuda.is_available():
+        die(f"device '{device}' asked for but CUDA is not available: use --device=cpu")
+    precision = resolve_dtype(dtype, device_type)
+    ctx = autocast(device_type, precision)
+
+    checkpoint = load_checkpoint(ckpt or out_dir, device="cpu")
+    if checkpoint.get("tokenizer", "gpt2") != "gpt2":
+        die(f"checkpoint uses tokenizer '{checkpoint['tokenizer']}'; eval.py knows only gpt2")
+    model = model_from_checkpoint(checkpoint, device)
+    model.eval()
+    enc = get_tokenizer()
+    block_size = model.config.block_size
+    win_stride = stride or max(block_size // 2, 1)
+    print(f"checkpoint {ckpt or out_dir}: iter {checkpoint.get('iter_num', '?')}, "
+          f"{model.num_params():,} parameters, block_size {block_size}; {device}, {precision}")
+
+    results: dict = {}
+    t0 = time.time()
+    if "val" in task_list:
+        if files:
+            per_file = {}
+            for path in [p.strip() for p in files.split(",") if p.strip()]:
+                docs = read_documents(path)
+                docs = docs[:limit] if limit else docs
+                windows = [w for d in docs if d for w in
+                           sliding_windows([enc.eot_token] + enc.encode_ordinary(d), block_size, win_stride)]
+                per_file[path] = perplexity(model, windows, batch_size, device, ctx, f"val {os.path.basename(path)}")
+            # the aggregate is token-weighted over all files
+            tokens = sum(r["tokens"] for r in per_file.values())
+            loss = sum(r["loss"] * r["tokens"] for r in per_file.values()) / max(tokens, 1)
+            results["val"] = {"loss": loss, "ppl": math.exp(loss), "tokens": tokens, "files": per_file}
+        else:
+            source = data_dir or checkpoint.get("config", {}).get("data_dir", "")
+            if not source:
+                die("no data for task val: give --data_dir (prepared by prepare.py) or --files")
+            load_meta(source)  # a clear error when the folder is not prepared data
+            val = np.memmap(os.path.join(source, "val.bin"), dtype=np.uint16, mode="r")
+            # val.bin is one stream of documents, each ending in EOT; an EOT in front gives its
+            # first token the context every other document start gets.
+            tokens = np.concatenate([np.array([enc.eot_token], dtype=np.uint16), val])
+            windows = sliding_windows(tokens, block_size, win_stride)
+            windows = windows[:limit] if limit else windows
+            results["val"] = perplexity(model, windows, batch_size, device, ctx, "val")
+            results["val"]["data_dir"] = source
+    if "hellaswag" in task_list:
+        results["hellaswag"] = hellaswag_accuracy(model, enc, load_hellaswag(hellaswag_file), device, ctx, limit,
+                                                  batch_size, progress=True)
+    if "lambada" in task_list:
+        results["lambada"] = lambada_accuracy(model, enc, load_lambada(lambada_file), device, ctx, limit,
+                                              batch_size, progress=True)
+    seconds = time.time() - t0
+
+    # the table
+    print(f"\n{'task':<10} {'metric':<9} {'value':>10}  {'n':>9}")
+    for task, r in results.items():
+        n = r.get("tokens", r.get("n"))
+        unit = "tokens" if "tokens" in r else "examples"
+        for metric in ("loss", "ppl", "acc", "acc_norm"):
+            if metric in r:
+                value = f"{r[metric]:.2f}" if metric == "ppl" else f"{r[metric]:.4f}"
+                print(f"{task:<10} {metric:<9} {value:>10}  {n:>9,} {unit}")
+        for path, fr in r.get("files", {}).items():
+            print(f"  {path}: loss {fr['loss']:.4f}, ppl {fr['ppl']:.2f}, {fr['tokens']:,} tokens")
+    print(f"({seconds:.1f}s)")
+
+    report = {"checkpoint": ckpt or out_dir, "iter_num": checkpoint.get("iter_num"),
+              "params": model.num_params(), "settings": config, "results": results, "seconds": round(seconds, 2)}
+    if json == "-":
+        print(jsonlib.dumps(report, indent=2))
+    elif json:
+        tmp = f"{json}.tmp"
+        with open(tmp, "w") as f:
+            jsonlib.dump(report, f, indent=2)
+        os.replace(tmp, json)
+        print(f"wrote {json}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
