@@ -1,0 +1,162 @@
+"""
+Sample from a trained model, streaming text to stdout as it is generated (nanoGPT's interface):
+
+    python sample.py --out_dir=out-smoke --start="Hello" --num_samples=3 --max_new_tokens=100
+    python sample.py --ckpt=out/ckpt.pt --start=FILE:prompt.txt --temperature=0   # greedy
+
+Only the samples go to stdout (one line of '---------------' between them); what was loaded goes
+to stderr, so `python sample.py ... > out.txt` keeps just the text. Generation itself (KV cache,
+top-k/top-p, stop tokens) lives in model.py; chat.py reuses load_model and StreamDecoder below.
+"""
+
+import codecs
+import sys
+import time
+
+import torch
+
+from common import autocast, die, get_tokenizer, load_checkpoint, model_from_checkpoint, resolve_dtype
+from configurator import configure
+from model import EOT_TOKEN, GPT
+
+# -----------------------------------------------------------------------------
+out_dir = "out"  # folder holding ckpt.pt, as train.py writes it
+ckpt = ""  # or the path of a checkpoint file; wins over out_dir
+start = "\n"  # the prompt; "FILE:prompt.txt" reads it from a file; "" starts a fresh document (from EOT)
+num_samples = 1
+max_new_tokens = 500
+temperature = 0.8  # 0 = greedy; <1 sharper, >1 more random
+top_k = 200  # keep only the k most likely tokens; 0 = off
+top_p = 1.0  # nucleus sampling (Holtzman et al. 2019): the smallest set holding this mass; 1.0 = off
+stop_at_eot = True  # end a sample at <|endoftext|>, the document boundary prepare.py puts after every text
+seed = 1337
+device = "auto"  # auto: cuda if available, else cpu; or cpu, cuda, cuda:1, mps
+dtype = "auto"  # auto: bf16 on GPUs that have it, fp16 on older ones, fp32 on the CPU
+# -----------------------------------------------------------------------------
+
+
+class StreamDecoder:
+    """Token ids in, text out as soon as it is complete.
+
+    A GPT-2 BPE token is a run of bytes, and one UTF-8 character can be split across two tokens
+    (an emoji often is), so decoding token by token would print replacement characters. The bytes
+    go through an incremental UTF-8 decoder that holds a partial character until it is complete.
+    """
+
+    def __init__(self, enc):
+        self.enc = enc
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token: int) -> str:
+        return self.utf8.decode(self.enc.decode_single_token_bytes(token))
+
+    def flush(self) -> str:
+        """Whatever is held at the end (an unfinished character becomes U+FFFD)."""
+        return self.utf8.decode(b"", final=True)
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        die(f"--device={device} but no CUDA GPU is available: use --device=cpu")
+    return device
+
+
+def load_model(path: str, device: str):
+    """The model of a checkpoint, in eval mode on device, with the tokenizer it was trained with."""
+    checkpoint = load_checkpoint(path, device)
+    tokenizer = checkpoint.get("tokenizer", "gpt2")
+    if tokenizer != "gpt2":
+        die(f"checkpoint was trained with tokenizer '{tokenizer}', but sampling uses GPT-2's BPE: "
+            f"use a checkpoint of this project")
+    enc = get_tokenizer()
+    vocab = checkpoint["model_args"].get("vocab_size")
+    if vocab != enc.n_vocab:
+        die(f"checkpoint has vocab_size={vocab}, but the GPT-2 tokenizer has {enc.n_vocab} tokens: "
+            f"it was not trained with this tokenizer")
+    model = model_from_checkpoint(checkpoint, device)
+    model.eval()
+    return model, enc, checkpoint
+
+
+def read_prompt(start: str) -> str:
+    if start.startswith("FILE:"):
+        path = start[len("FILE:"):]
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            die(f"cannot read the prompt file '{path}' ({type(e).__name__}): give --start=FILE:path of a UTF-8 text")
+    return start
+
+
+def encode_prompt(enc, text: str, block_size: int) -> list[int]:
+    """Prompt token ids; an empty prompt starts a new document, as after <|endoftext|> in training."""
+    ids = enc.encode(text, allowed_special={"<|endoftext|>"}) or [EOT_TOKEN]
+    if len(ids) > block_size:
+        print(f"note: the prompt has {len(ids)} tokens; the model sees only the last {block_size}", file=sys.stderr)
+    return ids
+
+
+def stream_text(model: GPT, enc, ids: list[int], device: str, ctx, stop: set[int], **kwargs):
+    """Yield (token, text) for each generated token, text being what became printable with it ("" while a
+    character is incomplete), then (None, text held at the end). Stops before any token in stop, which
+    is not part of the text; kwargs go to model.generate_stream."""
+    decoder = StreamDecoder(enc)
+    steps = model.generate_stream(torch.tensor([ids], dtype=torch.long, device=device), stop=stop, **kwargs)
+    try:
+        while True:
+            # the autocast context is entered around each step only, never held across a yield,
+            # where it would leak into the caller's code
+            with ctx:
+                token = next(steps, None)
+            if token is None or (t := token.item()) in stop:
+                break
+            yield t, decoder.push(t)
+    finally:
+        steps.close()  # frees the KV cache now, also when the caller stops early
+    yield None, decoder.flush()
+
+
+def main():
+    configure(globals(), sys.argv[1:], verbose=False)
+    if num_samples < 1 or max_new_tokens < 0:
+        die("--num_samples must be at least 1 and --max_new_tokens at least 0")
+    if temperature < 0:
+        die(f"--temperature={temperature}: use 0 (greedy) or a positive number")
+    if not 0 < top_p <= 1:
+        die(f"--top_p={top_p}: use a number in (0, 1]; 1.0 turns nucleus sampling off")
+    dev = pick_device(device)
+    device_type = "cuda" if dev.startswith("cuda") else dev
+    dt = resolve_dtype(dtype, device_type)
+    torch.manual_seed(seed)
+    generator = torch.Generator(device=dev).manual_seed(seed)  # one stream: samples differ, runs repeat
+    prompt = read_prompt(start)
+    model, enc, checkpoint = load_model(ckpt or out_dir, dev)
+    print(f"loaded {ckpt or out_dir}: {model.num_params() / 1e6:.1f}M parameters, iter {checkpoint.get('iter_num')}, "
+          f"val loss {checkpoint.get('val_loss')}; {dev}, {dt}", file=sys.stderr)
+    ids = encode_prompt(enc, prompt, model.config.block_size)
+    n_tokens, t0 = 0, time.time()
+    try:
+        for i in range(num_samples):
+            if i > 0:
+                sys.stdout.write("\n---------------\n")
+            sys.stdout.write(prompt)
+            stop = {EOT_TOKEN} if stop_at_eot else set()
+            for token, text in stream_text(model, enc, ids, dev, autocast(device_type, dt), stop,
+                                           max_new_tokens=max_new_tokens, temperature=temperature,
+                                           top_k=top_k or None, top_p=top_p, generator=generator):
+                n_tokens += token is not None
+                sys.stdout.write(text)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        sys.exit(130)
+    sys.stdout.write("\n")
+    dt_s = time.time() - t0
+    print(f"{n_tokens} tokens in {dt_s:.1f}s ({n_tokens / max(dt_s, 1e-9):.1f} tokens/s)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
