@@ -1,0 +1,165 @@
+"""
+Tests of configurator.configure: config files and --key=value overrides, the refusal of unknown
+keys and wrong types with one-line messages, and the real config/option_*.py files resolving to
+the three architectures with their exact parameter counts.
+"""
+
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from configurator import configure
+from model import GPT, GPTConfig
+
+ROOT = Path(__file__).resolve().parent
+EXPECTED = {  # option: (n_layer, n_head, n_embd, mlp, norm, pos_emb, parameters)
+    "a": (16, 5, 320, "swiglu", "rmsnorm", "rope", 35_763_840),
+    "b": (24, 8, 256, "swiglu", "rmsnorm", "rope", 31_740_416),
+    "c": (8, 6, 384, "gelu", "layernorm", "learned", 33_860_736),
+}
+
+
+def script_globals() -> dict:
+    """What a script's globals() holds when it calls configure: settings plus modules and dunders."""
+    return {
+        "__name__": "__main__", "sys": sys, "Path": Path, "_private": 1,
+        "n_layer": 12, "learning_rate": 6e-4, "compile": True, "out_dir": "out", "seed_text": "hello",
+        "init_from": None,
+    }
+
+
+def write(tmp_path: Path, text: str, name: str = "cfg.py") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def refused(ns: dict, argv: list[str], **kwargs) -> str:
+    """The message of the SystemExit configure raises; checks it is the project's one-line error."""
+    with pytest.raises(SystemExit) as info:
+        configure(ns, argv, verbose=False, **kwargs)
+    message = str(info.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+# ---------------------------------------------------------------- values
+
+def test_config_file_sets_values(tmp_path, capsys):
+    ns = script_globals()
+    path = write(tmp_path, "import math\nn_layer = 4\nlearning_rate = 3e-4\n_helper = 5\n"
+                           "def f():\n    return 1\nout_dir = 'out-' + str(math.floor(2.5))\n")
+    config = configure(ns, [path])
+    assert config == {"n_layer": 4, "learning_rate": 3e-4, "compile": True, "out_dir": "out-2",
+                      "seed_text": "hello", "init_from": None}
+    assert ns["n_layer"] == 4 and ns["out_dir"] == "out-2"  # written back into the script's globals
+    assert ns["sys"] is sys and ns["_private"] == 1  # non-settings untouched
+    assert f"read config file {path}" in capsys.readouterr().out
+
+
+def test_overrides_win_and_later_arguments_win(tmp_path):
+    path = write(tmp_path, "n_layer = 4\nout_dir = 'from-file'\n")
+    config = configure(script_globals(), [path, "--n_layer=8"], verbose=False)
+    assert config["n_layer"] == 8 and config["out_dir"] == "from-file"
+    config = configure(script_globals(), ["--n_layer=8", path], verbose=False)
+    assert config["n_layer"] == 4  # the file came later
+    config = configure(script_globals(), ["--n_layer=8", "--n_layer=9", "--compile=False"], verbose=False)
+    assert config["n_layer"] == 9 and config["compile"] is False
+
+
+def test_int_may_set_float(tmp_path):
+    config = configure(script_globals(), ["--learning_rate=1"], verbose=False)
+    assert config["learning_rate"] == 1.0 and type(config["learning_rate"]) is float
+    config = configure(script_globals(), [write(tmp_path, "learning_rate = 2\n")], verbose=False)
+    assert config["learning_rate"] == 2.0 and type(config["learning_rate"]) is float
+    assert configure(script_globals(), ["--learning_rate=6e-4"], verbose=False)["learning_rate"] == 6e-4
+
+
+@pytest.mark.parametrize("typed,expected", [
+    ("123", "123"), ("1e3", "1e3"), ("out-a", "out-a"), ("float16", "float16"), ("None", "None"),
+    ("True", "True"), ("'quoted'", "quoted"), ("a=b", "a=b"), ("", ""),
+])
+def test_string_setting_keeps_what_was_typed(typed, expected):
+    config = configure(script_globals(), [f"--seed_text={typed}"], verbose=False)
+    assert config["seed_text"] == expected
+
+
+def test_none_default_takes_any_value():
+    assert configure(script_globals(), ["--init_from=5"], verbose=False)["init_from"] == 5
+    assert configure(script_globals(), ["--init_from=resume"], verbose=False)["init_from"] == "resume"
+
+
+# ---------------------------------------------------------------- refusals
+
+def test_unknown_key_on_command_line():
+    message = refused(script_globals(), ["--n_layers=4"])
+    assert "n_layers" in message and "did you mean 'n_layer'" in message
+    message = refused(script_globals(), ["--zzzzzz=1"])  # nothing close: list what there is
+    assert "known keys" in message and "learning_rate" in message
+
+
+def test_unknown_key_in_config_file(tmp_path):
+    path = write(tmp_path, "n_layer = 4\nlearning_rat = 1e-3\n")
+    message = refused(script_globals(), [path])
+    assert "learning_rat" in message and path in message and "did you mean 'learning_rate'" in message
+
+
+def test_unknown_file_keys_skipped_when_not_strict(tmp_path):
+    path = write(tmp_path, "n_layer = 4\nbatch_tokens = 1024\n")
+    config = configure(script_globals(), [path], verbose=False, strict_files=False)
+    assert config["n_layer"] == 4 and "batch_tokens" not in config
+    assert "did you mean" in refused(script_globals(), ["--n_layers=4"], strict_files=False)  # CLI stays strict
+
+
+@pytest.mark.parametrize("arg,expected_type", [
+    ("--n_layer=abc", "int"), ("--n_layer=1.5", "int"), ("--n_layer=True", "int"),
+    ("--compile=1", "bool"), ("--compile=true", "bool"), ("--compile=0", "bool"),
+    ("--learning_rate=abc", "float"), ("--learning_rate=True", "float"),
+])
+def test_wrong_type_on_command_line(arg, expected_type):
+    message = refused(script_globals(), [arg])
+    key = arg[2:].split("=")[0]
+    assert f"'{key}'" in message and f"expects {expected_type}" in message
+
+
+@pytest.mark.parametrize("line,expected_type", [
+    ("n_layer = '12'", "int"), ("n_layer = 2.5", "int"), ("compile = 1", "bool"), ("out_dir = 5", "str"),
+])
+def test_wrong_type_in_config_file(tmp_path, line, expected_type):
+    message = refused(script_globals(), [write(tmp_path, line + "\n")])
+    assert f"expects {expected_type}" in message
+
+
+def test_missing_config_file():
+    message = refused(script_globals(), ["config/no_such_option.py"])
+    assert "config/no_such_option.py" in message and "not found" in message
+
+
+def test_override_without_value():
+    message = refused(script_globals(), ["--compile"])
+    assert "--compile=VALUE" in message
+
+
+# ---------------------------------------------------------------- the real config files
+
+MODEL_FIELDS = [f for f in fields(GPTConfig) if f.init]
+
+
+@pytest.mark.parametrize("option", sorted(EXPECTED))
+def test_option_config_builds_the_exact_model(option, monkeypatch):
+    """config/option_X.py (B and C exec option_A and change the shape) resolves to the right
+    architecture and training settings, and builds a GPT of the exact parameter count."""
+    monkeypatch.chdir(ROOT)  # given as a user types it, relative to the repository root
+    ns = {f.name: f.default for f in MODEL_FIELDS}  # what bench.py / eval.py declare
+    ns.update(out_dir="out", learning_rate=6e-4, time_budget_hours=0.0)
+    config = configure(ns, [f"config/option_{option}.py"], verbose=False, strict_files=False)
+    n_layer, n_head, n_embd, mlp, norm, pos_emb, n_params = EXPECTED[option]
+    assert (config["n_layer"], config["n_head"], config["n_embd"]) == (n_layer, n_head, n_embd)
+    assert (config["mlp"], config["norm"], config["pos_emb"]) == (mlp, norm, pos_emb)
+    assert config["block_size"] == 1024 and config["vocab_size"] == 50257 and config["bias"] is False
+    assert config["out_dir"] == f"out-option-{option}"
+    assert config["learning_rate"] == 1e-3 and config["time_budget_hours"] == 23.0  # A's recipe, inherited
+    model = GPT(GPTConfig(**{f.name: config[f.name] for f in MODEL_FIELDS}))
+    assert model.num_params() == n_params
