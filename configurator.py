@@ -13,6 +13,7 @@ script's globals and returned as a dict, ready for logging and for checkpoints.
 
 import difflib
 import os
+import traceback
 from ast import literal_eval
 
 SETTING_TYPES = (int, float, bool, str, type(None))
@@ -58,7 +59,11 @@ def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_fil
                 raise SystemExit(f"error: config file '{arg}' not found (give a path like config/option_a.py, "
                                  f"or --key=value)") from None
             file_vars: dict = {"__file__": os.path.abspath(arg)}  # lets a config include another
-            exec(compile(source, arg, "exec"), file_vars)
+            try:
+                exec(compile(source, arg, "exec"), file_vars)
+            except Exception as e:  # a typo in a config file: say where, without a traceback
+                line = e.lineno if isinstance(e, SyntaxError) else traceback.extract_tb(e.__traceback__)[-1].lineno
+                raise SystemExit(f"error: config file '{arg}' line {line}: {type(e).__name__}: {e}") from None
             for key, value in file_vars.items():
                 if key.startswith("_") or not isinstance(value, SETTING_TYPES):
                     continue  # imports, helpers

@@ -142,6 +142,16 @@ def test_override_without_value():
     assert "--compile=VALUE" in message
 
 
+@pytest.mark.parametrize("text,line,kind", [
+    ("n_layer = 3\nlearning_rate = foo\n", 2, "NameError"),
+    ("n_layer = (3\n", 1, "SyntaxError"),
+])
+def test_broken_config_file_names_file_and_line(tmp_path, text, line, kind):
+    path = write(tmp_path, text)
+    message = refused(script_globals(), [path])
+    assert path in message and f"line {line}" in message and kind in message
+
+
 # ---------------------------------------------------------------- the real config files
 
 MODEL_FIELDS = [f for f in fields(GPTConfig) if f.init]

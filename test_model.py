@@ -379,6 +379,7 @@ def test_optimizer_groups(option, bias):
     dict(mlp="relu"), dict(norm="batchnorm"), dict(pos_emb="alibi"),
     dict(n_embd=320, n_head=6),  # 320 is not divisible by 6
     dict(n_embd=30, n_head=2),  # RoPE needs an even head size (15 is odd)
+    dict(n_head=0), dict(n_layer=0), dict(block_size=-1), dict(dropout=1.0),
 ])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
