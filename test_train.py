@@ -1,0 +1,290 @@
+"""Tests for train.py, run the way users run it: as a script (or under torchrun), on the CPU, with a model small
+enough for a fraction of a second per step. What they check comes from what the runs leave behind: the
+checkpoint, metrics.jsonl, the log and the exit status. The script's own helpers (the GPU check and the
+learning-rate schedule) are taken from its source and checked against the rules written out by hand."""
+
+import ast
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import common
+from conftest import ROOT, run_script
+from model import GPT, GPTConfig
+
+# a 1-layer, 16-wide model on 32-token windows: ~0.1-0.5 s a step on 2 busy cores
+TINY = ["config/smoke.py", "--n_layer=1", "--n_embd=16", "--block_size=32", "--batch_size=4", "--batch_tokens=128",
+        "--eval_iters=2", "--log_interval=1", "--warmup_iters=2", "--learning_rate=3e-2"]
+
+
+def train(data: Path, out: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run_script("train.py", *TINY, f"--data_dir={data}", f"--out_dir={out}", *args, check=check)
+
+
+def metrics(out: Path) -> tuple[list[dict], list[dict]]:
+    """(train records, eval records) of out/metrics.jsonl."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "loss" in r], [r for r in rows if "val_loss" in r]
+
+
+def script_functions(*names: str, **settings) -> dict:
+    """Functions defined in train.py, without running the script; `settings` stand in for the globals they read."""
+    tree = ast.parse((ROOT / "train.py").read_text())
+    defs = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in names]
+    namespace = {"math": math, **settings}
+    exec(compile(ast.Module(body=defs, type_ignores=[]), "train.py", "exec"), namespace)
+    return namespace
+
+
+def val_loss_of(model: GPT, data: Path, n: int = 4) -> float:
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        return float(np.mean([model(*common.get_batch(str(data), "val", 8, 32, gen))[1].item() for _ in range(n)]))
+
+
+@pytest.fixture(scope="module")
+def small_data(owt_data, tmp_path_factory) -> Path:
+    """150 real train tokens and 300 val tokens: a few steps make several epochs."""
+    out = tmp_path_factory.mktemp("small")
+    for split, n in (("train", 150), ("val", 300)):
+        np.fromfile(owt_data / f"{split}.bin", dtype=np.uint16)[:n].tofile(out / f"{split}.bin")
+    (out / "meta.json").write_text((owt_data / "meta.json").read_text())
+    return out
+
+
+# ---------------------------------------------------------------- the script's helpers
+
+def test_gpu_check_knows_which_builds_run_on_which_gpus():
+    runs_on = script_functions("runs_on")["runs_on"]
+    v100, a100, h100 = (7, 0), (8, 0), (9, 0)
+    assert runs_on(*v100, ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"])  # cu126 wheels
+    assert not runs_on(*v100, ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"])  # cu128 wheels from 2.11 on
+    assert not runs_on(*v100, ["sm_75", "sm_80", "compute_90"])  # PTX runs only on GPUs at least as new
+    assert runs_on(*h100, ["sm_75", "sm_80", "compute_80"])  # ... which it does here, JIT-compiled
+    assert runs_on(8, 6, ["sm_80"]) and not runs_on(*a100, ["sm_86"])  # a cubin runs on later minors only
+    assert runs_on(*h100, ["sm_90a"]) and not runs_on(10, 0, ["sm_90a"])  # never across major versions
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
+def test_lr_schedule_warms_up_then_ends_exactly_at_min_lr(schedule):
+    peak, low, warmup, frac = 1e-3, 1e-4, 10, 0.2
+    get_lr = script_functions("get_lr", learning_rate=peak, min_lr=low, warmup_iters=warmup, lr_schedule=schedule,
+                              decay_fraction=frac)["get_lr"]
+    ramp = [get_lr(s, 0.0) for s in range(warmup + 1)]
+    assert ramp == sorted(ramp) and ramp[0] == pytest.approx(peak / (warmup + 1)) and ramp[-1] == pytest.approx(peak)
+    assert get_lr(1000, 1.0) == pytest.approx(low, abs=1e-15) and get_lr(1000, 1.5) == pytest.approx(low, abs=1e-15)
+    decay = [get_lr(1000, p / 100) for p in range(101)]
+    assert decay == sorted(decay, reverse=True)
+    if schedule == "cosine":  # min + (peak - min) * (1 + cos(pi p)) / 2
+        assert get_lr(1000, 0.5) == pytest.approx((peak + low) / 2)
+        assert get_lr(1000, 0.25) == pytest.approx(low + (peak - low) * (1 + math.cos(math.pi / 4)) / 2)
+    else:  # the peak until 1 - frac, then a straight line down
+        assert get_lr(1000, 1 - frac) == pytest.approx(peak) and get_lr(1000, 0.5) == pytest.approx(peak)
+        assert get_lr(1000, 1 - frac / 2) == pytest.approx((peak + low) / 2)
+
+
+# ---------------------------------------------------------------- runs
+
+def test_ddp_two_ranks_on_gloo(owt_data, tmp_path):
+    out = tmp_path / "ddp"
+    # 2 ranks x 2 sequences x 32 tokens = 128 per micro-step: 2 micro-steps make the 256-token batch
+    result = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
+                        f"--data_dir={owt_data}", f"--out_dir={out}", "--batch_size=2", "--batch_tokens=256",
+                        "--max_iters=6", "--eval_interval=3")
+    assert "2 x cpu" in result.stdout and "2 micro-steps of 2x32" in result.stdout
+    assert "stopped (max_iters) at step 6" in result.stdout
+    checkpoint = common.load_checkpoint(str(out))
+    assert checkpoint["iter_num"] == 6 and checkpoint["tokens_seen"] == 6 * 256
+    ranks = checkpoint["rng"]["ranks"]  # both ranks' data streams, distinct, for an exact resume
+    assert checkpoint["rng"]["world_size"] == 2 and not torch.equal(ranks[0]["data"], ranks[1]["data"])
+    train_rows, evals = metrics(out)
+    assert [r["iter"] for r in evals] == [0, 3, 6] and evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.1
+    assert train_rows[-1]["epochs"] == pytest.approx(6 * 256 / (os.path.getsize(owt_data / "train.bin") // 2))
+    # the saved weights really learned: on val windows of their own, better than a fresh model of that shape
+    trained = common.model_from_checkpoint(checkpoint)
+    torch.manual_seed(0)
+    fresh = GPT(GPTConfig(**checkpoint["model_args"]))
+    assert val_loss_of(trained, owt_data) < val_loss_of(fresh, owt_data) - 0.1
+    assert (out / "loss.png").stat().st_size > 0
+
+
+def test_exact_resume_with_fp16_scaler_and_dropout(small_data, tmp_path):
+    """3 steps + resume + 3 steps == 6 steps, float for float: weights, optimizer, GradScaler and the data and
+    dropout random streams all come back. 6 steps of 128 tokens are 5 epochs of this data: one warning."""
+    args = ["--dtype=float16", "--dropout=0.1", "--eval_interval=3", "--lr_decay_iters=6"]
+    one_go = train(small_data, tmp_path / "one", *args, "--max_iters=6")
+    train(small_data, tmp_path / "two", *args, "--max_iters=3")
+    resumed = train(small_data, tmp_path / "two", *args, "--max_iters=6", "--init_from=resume")
+    (a_train, a_eval), (b_train, b_eval) = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert [r["iter"] for r in a_train] == list(range(6)) and all(r["loss_scale"] > 0 for r in a_train)
+    for key in ("loss", "lr", "grad_norm", "loss_scale", "tokens"):
+        assert [r[key] for r in a_train] == [r[key] for r in b_train], key
+    assert [(r["iter"], r["val_loss"]) for r in a_eval] == [(r["iter"], r["val_loss"]) for r in b_eval]
+    a, b = common.load_checkpoint(str(tmp_path / "one")), common.load_checkpoint(str(tmp_path / "two"))
+    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["scaler"] == b["scaler"] and a["tokens_seen"] == b["tokens_seen"] == 6 * 128
+    assert one_go.stdout.count("warning: ") == 1 and "epochs over" in one_go.stdout and "warning" in resumed.stdout
+
+
+def test_time_budget_ends_in_time_and_a_resume_continues_it(owt_data, tmp_path):
+    budget = 10.0
+    args = [f"--time_budget_hours={budget / 3600}", "--eval_interval=1000", "--lr_decay_iters=100000"]
+    out = tmp_path / "budget"
+    train(owt_data, out, *args, "--max_iters=2")  # stops at 2 steps, well inside the budget
+    first = common.load_checkpoint(str(out))
+    assert first["iter_num"] == 2 and 0 < first["elapsed"] < budget
+    result = train(owt_data, out, *args, "--max_iters=0", "--init_from=resume")
+    assert "stopped (time budget)" in result.stdout
+    last = common.load_checkpoint(str(out))
+    assert last["iter_num"] > 2 and first["elapsed"] < last["elapsed"] <= budget
+    train_rows, evals = metrics(out)
+    resumed = [r for r in train_rows if r["iter"] >= 2]
+    # the clock and the schedule went on from the checkpoint's: no fresh start at elapsed 0 and the peak LR
+    assert resumed[0]["elapsed"] > first["elapsed"] and resumed[0]["lr"] < train_rows[1]["lr"]
+    # the schedule ran on the clock (lr_decay_iters is far away) and reached min_lr at the deadline
+    peak, low = 3e-2, 3e-4  # the smoke config's min_lr
+    assert resumed[-1]["lr"] - low < 0.1 * (peak - low)
+    assert evals[-1]["iter"] == last["iter_num"] and evals[-1]["elapsed"] <= budget
+
+
+def test_sigterm_finishes_the_step_saves_and_exits_cleanly(owt_data, tmp_path):
+    out = tmp_path / "sigterm"
+    cmd = [sys.executable, "train.py", *TINY, f"--data_dir={owt_data}", f"--out_dir={out}", "--max_iters=100000",
+           "--eval_interval=1000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in proc.stdout:  # wait until it is training
+        lines.append(line)
+        if line.startswith("step 2:"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "stopped (signal)" in stdout
+    checkpoint = common.load_checkpoint(str(out))
+    assert checkpoint["iter_num"] >= 3 and f"at step {checkpoint['iter_num']} " in stdout
+    common.model_from_checkpoint(checkpoint)
+
+
+def test_kill_during_a_checkpoint_save_leaves_the_previous_one(owt_data, tmp_path):
+    """train.py killed (SIGKILL) halfway through writing its second checkpoint: the first one is still there."""
+    out = tmp_path / "killed"
+    killer = (
+        "import os, runpy, signal, sys, torch\n"
+        "real_save, calls = torch.save, []\n"
+        "def save(obj, f, *args, **kwargs):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 2:\n"
+        "        f.write(b'half a checkpoint'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real_save(obj, f, *args, **kwargs)\n"
+        "torch.save = save\n"
+        "sys.argv = ['train.py', *sys.argv[1:]]\n"
+        "runpy.run_path('train.py', run_name='__main__')\n")
+    result = run_script("-c", killer, *TINY, f"--data_dir={owt_data}", f"--out_dir={out}", "--max_iters=10",
+                        "--eval_interval=2", check=False, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert result.returncode == -signal.SIGKILL and "eval 2:" in result.stdout
+    assert (out / "ckpt.pt.tmp").exists()  # the torn write
+    checkpoint = common.load_checkpoint(str(out))
+    assert checkpoint["iter_num"] == 0
+    common.model_from_checkpoint(checkpoint)
+
+
+# ---------------------------------------------------------------- runs that must stop with a one-line error
+
+@pytest.fixture(scope="module")
+def failures(owt_data, small_data, tmp_path_factory) -> dict:
+    """Runs train.py in one process (torch imported once) for each case and returns {case: (message, out_dir)}.
+    Order matters: 'nan' leaves the checkpoint that the two cases after it find."""
+    tmp = tmp_path_factory.mktemp("failures")
+    big_vocab = tmp / "big_vocab"
+    big_vocab.mkdir()
+    for name in ("train.bin", "val.bin"):
+        (big_vocab / name).write_bytes((small_data / name).read_bytes())
+    (big_vocab / "meta.json").write_text(json.dumps({**json.loads((small_data / "meta.json").read_text()),
+                                                     "vocab_size": 60000}))
+    short = tmp / "short"  # 20 tokens, fewer than a 32-token window
+    short.mkdir()
+    for name in ("train.bin", "val.bin"):
+        (short / name).write_bytes((small_data / name).read_bytes()[:40])
+    (short / "meta.json").write_text((small_data / "meta.json").read_text())
+    (tmp / "a_file").write_text("")
+    data, nan_out = f"--data_dir={owt_data}", tmp / "nan"
+    cases = {
+        "missing data": [f"--data_dir={tmp / 'nowhere'}", f"--out_dir={tmp / 'o1'}"],
+        "vocab": [f"--data_dir={big_vocab}", f"--out_dir={tmp / 'o2'}"],
+        "short data": [f"--data_dir={short}", f"--out_dir={tmp / 'o3'}"],
+        "no checkpoint": [data, f"--out_dir={tmp / 'o4'}", "--init_from=resume"],
+        "unwritable": [data, f"--out_dir={tmp / 'a_file' / 'out'}"],
+        "batch": [data, f"--out_dir={tmp / 'o5'}", "--batch_tokens=100"],
+        "no end": [data, f"--out_dir={tmp / 'o6'}", "--max_iters=0"],
+        "nan": [data, f"--out_dir={nan_out}", "--inject_nan_at_iter=4", "--eval_interval=2", "--divergence_steps=3",
+                "--max_iters=100"],
+        "architecture": [data, f"--out_dir={nan_out}", "--init_from=resume", "--n_layer=2"],
+        "overwrite": [data, f"--out_dir={nan_out}"],
+        "spike": [data, f"--out_dir={tmp / 'o8'}", "--divergence_ratio=0.5", "--divergence_steps=2",
+                  "--max_iters=100"],
+        "v100": [data, f"--out_dir={tmp / 'o7'}", "--device=cuda"],  # last: it leaves torch.cuda patched
+    }
+    driver = (
+        "import json, runpy, sys, torch\n"
+        "cases, results = json.loads(sys.argv[1]), {}\n"
+        "for name, argv in cases.items():\n"
+        "    if name == 'v100':  # a V100 under a torch build without sm_70 (the cu128 wheels from 2.11 on)\n"
+        "        torch.cuda.is_available = lambda: True\n"
+        "        torch.cuda.get_device_capability = lambda device=None: (7, 0)\n"
+        "        torch.cuda.get_device_name = lambda device=None: 'Tesla V100-SXM2-32GB'\n"
+        "        torch.cuda.get_arch_list = lambda: ['sm_75', 'sm_80', 'sm_86', 'sm_90', 'sm_100', 'sm_120']\n"
+        "    sys.argv = ['train.py', *argv]\n"
+        "    try:\n"
+        "        runpy.run_path('train.py', run_name='__main__')\n"
+        "        results[name] = 'finished'\n"
+        "    except SystemExit as e:\n"
+        "        results[name] = str(e.code)\n"
+        "print('RESULTS ' + json.dumps(results))\n")
+    cases = {name: [*TINY, *argv] for name, argv in cases.items()}
+    result = run_script("-c", driver, json.dumps(cases))
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULTS "))
+    return {name: (message, nan_out) for name, message in json.loads(line[len("RESULTS "):]).items()}
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing data", "python prepare.py --input"),
+    ("vocab", "vocab_size=50257: set vocab_size >= 60000"),
+    ("short data", "fewer than block_size+1=33"),
+    ("no checkpoint", "no checkpoint at"),
+    ("unwritable", "cannot write to out_dir"),
+    ("batch", "batch_tokens=100 is not a multiple of batch_size*block_size*world_size"),
+    ("no end", "set max_iters or time_budget_hours"),
+    ("v100", "no kernels for Tesla V100-SXM2-32GB (sm_70; it has sm_75"),
+    ("architecture", "another architecture (n_layer=1; the settings say n_layer=2)"),
+    ("overwrite", "exists: continue it with --init_from=resume"),
+])
+def test_bad_input_stops_with_a_one_line_error(failures, case, expected):
+    message, _ = failures[case]
+    assert message.startswith("error: ") and "\n" not in message
+    assert expected in message
+    if case == "v100":
+        assert "download.pytorch.org/whl/cu126" in message
+
+
+def test_divergence_guard_stops_and_keeps_the_last_good_checkpoint(failures):
+    for case in ("nan", "spike"):
+        message, _ = failures[case]
+        assert message.startswith("error: training diverged") and "\n" not in message
+    message, out = failures["nan"]
+    assert "loss nan for 3 steps in a row at step 4" in message and "(step 4)" in message
+    checkpoint = common.load_checkpoint(str(out))  # saved at step 4's eval, before the NaNs; the later runs refused
+    assert checkpoint["iter_num"] == 4 and all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+    train_rows, _ = metrics(out)
+    skips = [r for r in train_rows if r["iter"] == 4]  # the non-finite steps: logged, counted, not progress
+    assert [r["skipped"] for r in skips] == [1, 2, 3] and all(math.isnan(r["loss"]) for r in skips)
+    assert "for 2 steps in a row at step 2;" in failures["spike"][0]  # ratio 0.5: every loss after the first spikes

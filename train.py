@@ -1,0 +1,459 @@
+"""
+Train the GPT, on one process or on many GPUs with DDP:
+
+    python train.py config/smoke.py                                        # CPU, one process, a minute
+    torchrun --standalone --nproc_per_node=8 train.py config/option_a.py   # 8 GPUs, the 23-hour run
+    torchrun --standalone --nproc_per_node=8 train.py config/option_a.py --init_from=resume
+
+Settings are the globals below; a config file and --key=value overrides change them (configurator.py).
+The run ends at max_iters or at the time budget, whichever comes first, always after a final eval and
+checkpoint. A checkpoint (out_dir/ckpt.pt) is written at every eval, replaced atomically, and only
+while the loss is healthy; SIGTERM, SIGINT or SIGUSR1 finish the step, write one and exit.
+
+nanoGPT's train.py is the shape of this file: https://github.com/karpathy/nanoGPT/blob/master/train.py
+"""
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from contextlib import nullcontext, suppress
+from dataclasses import fields
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, nothing to close
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import common
+from common import die
+from configurator import configure
+from model import GPT, GPTConfig
+
+# ---------------------------------------------------------------- settings
+# I/O
+out_dir = "out"
+data_dir = "data/openwebtext"
+init_from = "scratch"  # 'scratch' (refuses to overwrite a checkpoint in out_dir) | 'resume' (continue it)
+eval_interval = 1000  # optimizer steps between evals; each eval also writes the checkpoint
+eval_iters = 100  # val batches per eval: the same batches every time, split across ranks
+log_interval = 50
+wandb_log = False  # also send the metrics to Weights & Biases (pip install wandb)
+wandb_project = "smallgpt"
+wandb_run_name = "run"
+# data
+batch_size = 16  # micro-batch per GPU, in sequences
+batch_tokens = 524288  # global tokens per optimizer step, the same on any number of GPUs
+# model: every GPTConfig field (model.py has the reasons); the defaults are option A
+block_size = 1024
+vocab_size = 50257
+n_layer = 16
+n_head = 5
+n_embd = 320
+mlp = "swiglu"
+ffn_hidden = None
+ffn_multiple_of = 2
+norm = "rmsnorm"
+norm_eps = 1e-5
+pos_emb = "rope"
+rope_theta = 10000.0
+bias = False
+dropout = 0.0
+vocab_multiple_of = 64
+loss_chunk = 4096
+# AdamW
+learning_rate = 1e-3  # peak
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0  # clip the global gradient norm to this; 0 = off
+# learning-rate schedule, on progress = max(step / lr_decay_iters, elapsed / time budget)
+lr_schedule = "cosine"  # 'cosine' | 'wsd' (warmup-stable-decay: Hu et al. 2024, MiniCPM)
+warmup_iters = 1000
+min_lr = 1e-4  # reached at the end of training
+decay_fraction = 0.2  # wsd: the final share of training spent decaying (20% matches cosine: Hägele et al. 2024)
+max_iters = 0  # optimizer steps; 0 = no step limit (then the time budget ends the run)
+lr_decay_iters = 0  # steps the schedule spans; 0 = max_iters (set it to stop early without changing the schedule)
+time_budget_hours = 0.0  # wall-clock budget of the whole run, across resumes; 0 = none
+# faults
+divergence_steps = 10  # stop after this many bad steps in a row: a non-finite loss, or a spike
+divergence_ratio = 2.0  # a loss above this multiple of its running level counts as a spike
+inject_nan_at_iter = -1  # testing only: from this step on the loss is NaN, to exercise the divergence guard
+# system
+device = "auto"  # 'auto' (CUDA when there is a GPU) | 'cpu' | 'cuda'; under torchrun each rank takes its own GPU
+dtype = "auto"  # 'auto' (bf16 where supported, fp16 + GradScaler on V100, fp32 on CPU) | float32 | bfloat16 | float16
+compile = None  # torch.compile; None = on for CUDA, off on CPU
+seed = 1337
+
+# ---------------------------------------------------------------- setup
+config = configure(globals(), sys.argv[1:], verbose=os.environ.get("RANK", "0") == "0")
+ddp = "RANK" in os.environ  # launched by torchrun
+rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")) if ddp else (0, 0, 1)
+master = rank == 0  # rank 0 logs and writes checkpoints
+t_start = time.monotonic()  # the budget counts everything from here, across resumes
+
+stop_signal = None
+
+
+def on_signal(signum, frame):
+    # Only note it: the loop finishes the step, all ranks agree, then the checkpoint is written.
+    global stop_signal
+    stop_signal = signum
+
+
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):  # kill / Ctrl-C / a cluster's preemption warning
+    signal.signal(sig, on_signal)
+
+
+def runs_on(major: int, minor: int, archs: list[str]) -> bool:
+    """Whether a torch build for archs (torch.cuda.get_arch_list(), e.g. ['sm_75', 'sm_80', 'compute_90']) runs on
+    a GPU of compute capability major.minor: machine code (sm_XY) runs on the same major version at an equal or later
+    minor; PTX (compute_XY) is compiled by the driver for any later GPU."""
+    for arch in archs:
+        kind, _, version = arch.partition("_")
+        v = int(version.rstrip("af"))  # sm_90a, sm_100f: architecture- and family-specific variants
+        if v <= 10 * major + minor and (kind == "compute" or v // 10 == major):
+            return True
+    return False
+
+
+if init_from not in ("scratch", "resume"):
+    die(f"init_from must be 'scratch' or 'resume', got '{init_from}'")
+if lr_schedule not in ("cosine", "wsd"):
+    die(f"lr_schedule must be 'cosine' or 'wsd', got '{lr_schedule}'")
+if max_iters <= 0 and time_budget_hours <= 0:
+    die("nothing ends this run: set max_iters or time_budget_hours")
+if compile not in (None, True, False):
+    die(f"compile must be True, False or None (automatic), got {compile!r}")
+if device == "auto":
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+device_type = device.split(":")[0]
+if device_type not in ("cpu", "cuda"):
+    die(f"device must be auto, cpu or cuda, got '{device}'")
+if device_type == "cuda":
+    if not torch.cuda.is_available():
+        die("device=cuda but torch sees no GPU: check the driver and the torch build, or use --device=cpu")
+    if ddp:
+        device = f"cuda:{local_rank}"
+    # A build without kernels for this GPU fails later with "no kernel image is available"; say why now.
+    major, minor = torch.cuda.get_device_capability(device)
+    if not runs_on(major, minor, torch.cuda.get_arch_list()):
+        die(f"this torch {torch.__version__} has no kernels for {torch.cuda.get_device_name(device)} "
+            f"(sm_{major}{minor}; it has {' '.join(torch.cuda.get_arch_list())}): on V100 use the CUDA 12.6 build, "
+            f"pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126")
+    torch.cuda.set_device(device)
+    torch.set_float32_matmul_precision("high")  # TF32 for any fp32 matmul on Ampere and later
+dtype = common.resolve_dtype(dtype, device_type)
+compile = device_type == "cuda" if compile is None else compile
+autocast = common.autocast(device_type, dtype)
+
+# global batch -> gradient accumulation: the same tokens per optimizer step whatever the world size
+tokens_per_micro = batch_size * block_size * world_size
+if batch_tokens % tokens_per_micro:
+    die(f"batch_tokens={batch_tokens} is not a multiple of batch_size*block_size*world_size = {batch_size}*{block_size}"
+        f"*{world_size} = {tokens_per_micro}: change batch_tokens or batch_size")
+grad_accum = batch_tokens // tokens_per_micro
+
+# data: prepare.py's folder; the vocabulary must fit the model's
+meta = common.load_meta(data_dir)
+if meta["vocab_size"] > vocab_size:
+    die(f"{data_dir} holds token ids up to {meta['vocab_size'] - 1} ({meta.get('tokenizer')}), more than the model's "
+        f"vocab_size={vocab_size}: set vocab_size >= {meta['vocab_size']}")
+train_tokens = os.path.getsize(os.path.join(data_dir, "train.bin")) // 2  # uint16
+
+try:  # every rank checks, so none is left waiting for one that stopped
+    os.makedirs(out_dir, exist_ok=True)
+    probe = os.path.join(out_dir, f".write-test-{rank}")
+    open(probe, "w").close()
+    os.remove(probe)
+except OSError as e:
+    die(f"cannot write to out_dir '{out_dir}' ({e.strerror}): choose another --out_dir")
+ckpt_path = os.path.join(out_dir, "ckpt.pt")
+metrics_path = os.path.join(out_dir, "metrics.jsonl")
+
+try:
+    model_config = GPTConfig(**{f.name: config[f.name] for f in fields(GPTConfig) if f.init})
+except ValueError as e:
+    die(f"bad model settings: {e}")
+checkpoint = None
+if init_from == "resume":
+    checkpoint = common.load_checkpoint(ckpt_path)  # a one-line error when it is missing or corrupt
+    # dropout and loss_chunk change how the model computes, not what it is, so a resume may change them
+    ours = common.model_args(model_config)
+    theirs = checkpoint["model_args"]
+    differ = [k for k in theirs if k not in ("dropout", "loss_chunk") and ours.get(k) != theirs[k]]
+    if differ:
+        die(f"{ckpt_path} is another architecture ({', '.join(f'{k}={theirs[k]!r}' for k in differ)}; the settings say "
+            f"{', '.join(f'{k}={ours.get(k)!r}' for k in differ)}): resume with the config it was trained with")
+elif os.path.exists(ckpt_path):
+    die(f"{ckpt_path} exists: continue it with --init_from=resume, or choose another --out_dir (or delete it) "
+        f"to start over")
+
+if ddp:
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+
+
+def seeded_generator(*key: int) -> torch.Generator:
+    """A torch.Generator whose stream is fixed by key, e.g. (seed, rank, step): distinct keys, independent streams."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+
+
+# ---------------------------------------------------------------- model, optimizer, state
+torch.manual_seed(seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+if checkpoint:
+    model = common.model_from_checkpoint({**checkpoint, "model_args": common.model_args(model_config)}, device)
+else:
+    model = GPT(model_config).to(device)
+raw_model = model  # unwrapped and uncompiled: what checkpoints hold, so their names load anywhere
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+# fp16 has 5 exponent bits: small gradients underflow unless the loss is scaled up first (Micikevicius et al. 2018)
+scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
+data_gen = seeded_generator(seed, rank, 0)  # training windows: different per rank, reproducible from the seed
+torch.manual_seed(seed + rank)  # dropout: different per rank
+iter_num, tokens_seen, skipped, elapsed_before, best_val_loss, val_loss = 0, 0, 0, 0.0, float("inf"), float("nan")
+step_dt = eval_dt = ckpt_dt = 0.0  # measured on rank 0: the slowest recent step, the last eval and save
+if checkpoint:
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    iter_num, tokens_seen, elapsed_before = checkpoint["iter_num"], checkpoint["tokens_seen"], checkpoint["elapsed"]
+    best_val_loss, val_loss, skipped = checkpoint["best_val_loss"], checkpoint["val_loss"], checkpoint["skipped"]
+    step_dt, eval_dt, ckpt_dt = (checkpoint["timing"][k] for k in ("step", "eval", "checkpoint"))  # for the budget
+    rng = checkpoint["rng"]
+    if rng["world_size"] == world_size:  # continue each rank's streams exactly where they were
+        data_gen.set_state(rng["ranks"][rank]["data"])
+        torch.set_rng_state(rng["ranks"][rank]["torch"])
+        if device_type == "cuda" and "cuda" in rng["ranks"][rank]:
+            torch.cuda.set_rng_state(rng["ranks"][rank]["cuda"])
+    else:  # another world size: fresh streams, still distinct from every window drawn before
+        data_gen = seeded_generator(seed, rank, iter_num)
+        if master:
+            print(f"resuming a {rng['world_size']}-rank run on {world_size}: the data order differs from unbroken")
+    checkpoint = None  # free the memory
+fast_model = torch.compile(raw_model) if compile else raw_model
+model = DDP(fast_model, device_ids=[local_rank] if device_type == "cuda" else None) if ddp else fast_model
+if master:
+    print(f"{raw_model.num_params():,} parameters | {world_size} x {device} | {dtype} | compile {compile} | "
+          f"{grad_accum} micro-steps of {batch_size}x{block_size} per step | {train_tokens:,} train tokens")
+
+
+
+def read_metrics() -> list[dict]:
+    rows = []
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            for line in f:
+                with suppress(ValueError):  # a line cut short by a kill
+                    rows.append(json.loads(line))
+    return rows
+
+
+if master:  # metrics.jsonl: keep what led up to the checkpoint, drop what a crashed run logged after it
+    kept = [r for r in read_metrics() if r["iter"] < iter_num or r["iter"] == iter_num and "val_loss" in r]
+    kept = kept if init_from == "resume" else []
+    with open(metrics_path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in kept)
+    if wandb_log:
+        import wandb
+        wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+
+
+def log(record: dict) -> None:
+    with open(metrics_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if wandb_log:
+        wandb.log(record, step=record["iter"])
+
+
+def plot_losses() -> None:
+    """out_dir/loss.png: train and val loss against tokens seen, from metrics.jsonl (so across resumes)."""
+    rows = read_metrics()
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    for key, style, label in (("loss", "-", "train"), ("val_loss", "o-", "val")):
+        points = [(r["tokens"], r[key]) for r in rows if key in r and math.isfinite(r[key])]
+        ax.plot([t for t, _ in points], [v for _, v in points], style, label=label)
+    ax.set(xlabel="tokens", ylabel="loss", title=out_dir)
+    ax.legend()
+    fig.savefig(f"{out_dir}/loss.png.tmp", format="png", dpi=100)
+    os.replace(f"{out_dir}/loss.png.tmp", f"{out_dir}/loss.png")
+
+
+def get_lr(step: int, progress: float) -> float:
+    """Linear warmup over warmup_iters steps, times a decay that reaches min_lr at progress 1 (the end of training)."""
+    warmup = min(1.0, (step + 1) / (warmup_iters + 1))
+    progress = min(1.0, progress)
+    if lr_schedule == "cosine":  # Loshchilov & Hutter 2017
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:  # wsd: the peak until the last decay_fraction, then linear to min_lr
+        decay = min(1.0, (1.0 - progress) / decay_fraction)
+    return warmup * (min_lr + decay * (learning_rate - min_lr))
+
+
+@torch.no_grad()
+def evaluate() -> float:
+    """Mean val loss over batches 0..eval_iters-1, each drawn from its own fixed seed: the same windows at every
+    eval and on any number of ranks, so curves compare. Rank r takes batches r, r + world_size, ..."""
+    fast_model.eval()
+    total = torch.zeros(2, device=device)  # sum of losses, batches
+    for k in range(rank, eval_iters, world_size):
+        x, y = common.get_batch(data_dir, "val", batch_size, block_size, seeded_generator(k), device)
+        with autocast:
+            total += torch.stack([fast_model(x, y)[1].float(), torch.ones((), device=device)])
+    if ddp:
+        dist.all_reduce(total)
+    fast_model.train()
+    return (total[0] / total[1]).item()
+
+
+def save_checkpoint() -> None:
+    """Every rank hands rank 0 its random-number states; rank 0 writes the file (atomically: common.py)."""
+    state = {"data": data_gen.get_state(), "torch": torch.get_rng_state()}
+    if device_type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    ranks = [state]
+    if ddp:
+        ranks = [None] * world_size
+        dist.all_gather_object(ranks, state)
+    if master:
+        common.save_checkpoint({
+            "model": raw_model.state_dict(), "model_args": common.model_args(model_config),
+            "tokenizer": meta.get("tokenizer", "gpt2"), "config": config, "iter_num": iter_num,
+            "elapsed": elapsed() + ckpt_dt,  # and the time this save takes (as long as the last one)
+            "tokens_seen": tokens_seen, "best_val_loss": best_val_loss, "val_loss": val_loss,
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "skipped": skipped,
+            "rng": {"world_size": world_size, "ranks": ranks},
+            "timing": {"step": step_dt, "eval": eval_dt, "checkpoint": ckpt_dt},
+        }, ckpt_path)
+
+
+def elapsed() -> float:
+    return elapsed_before + time.monotonic() - t_start
+
+
+def hms(seconds: float) -> str:
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m{int(seconds % 60):02d}s"
+
+
+# ---------------------------------------------------------------- training loop
+budget = time_budget_hours * 3600
+decay_iters = lr_decay_iters or max_iters
+# the step last evaluated and saved: a fresh run evaluates and saves at once, a resumed one starts from its checkpoint
+last_eval = saved_iter = iter_num if init_from == "resume" else None
+bad_steps, loss_ema, warned_epochs = 0, None, False
+window_steps, window_time = 0, 0.0  # steps and their time since the last log line
+while True:
+    # ---- Is this the last iteration? Every rank must agree, so rank 0's clock decides and the verdict is summed
+    # across ranks along with any rank's signal. The time left must hold, with a 1.5x margin: an eval and checkpoint
+    # now if one is due, one more step, and the final eval and checkpoint.
+    due = iter_num != last_eval and (last_eval is None or iter_num % eval_interval == 0)
+    time_progress = out_of_time = 0.0
+    if master and budget > 0:
+        step_deadline = budget - 1.5 * (eval_dt + ckpt_dt)  # the schedule reaches min_lr here
+        out_of_time = elapsed() + 1.5 * (step_dt + (eval_dt + ckpt_dt) * due) > step_deadline
+        time_progress = min(1.0, elapsed() / step_deadline) if step_deadline > 0 else 1.0
+    flags = torch.tensor([stop_signal is not None, out_of_time, time_progress], dtype=torch.float64, device=device)
+    if ddp:
+        dist.all_reduce(flags)  # ranks other than 0 add zeros, so all hold rank 0's clock (and lr)
+    got_signal, out_of_time, time_progress = flags.tolist()
+    stop = ("signal" if got_signal else "time budget" if out_of_time else
+            "max_iters" if 0 < max_iters <= iter_num else None)
+
+    # ---- eval and checkpoint: at the first iteration, every eval_interval steps, and at the end (a signal skips
+    # the eval: preemption leaves seconds, not minutes)
+    if (due or stop) and stop != "signal" and iter_num != last_eval:
+        t0 = time.monotonic()
+        val_loss = evaluate()
+        best_val_loss = min(best_val_loss, val_loss)
+        last_eval = iter_num
+        if master:
+            print(f"eval {iter_num}: val loss {val_loss:.4f} (best {best_val_loss:.4f}) | {tokens_seen:,} tokens")
+            log({"iter": iter_num, "val_loss": val_loss, "tokens": tokens_seen, "elapsed": elapsed()})
+            plot_losses()
+        eval_dt = time.monotonic() - t0
+    if due or stop:
+        # Only a healthy model is saved: a diverging one must never replace the last good checkpoint.
+        if bad_steps == 0 and math.isfinite(val_loss):
+            t0 = time.monotonic()
+            save_checkpoint()
+            saved_iter, ckpt_dt = iter_num, time.monotonic() - t0
+        elif master:
+            print(f"not saving at step {iter_num}: the loss is not healthy; {ckpt_path} keeps step {saved_iter}")
+    if stop:
+        break
+
+    # ---- one optimizer step: grad_accum micro-steps, gradients synchronised only on the last one
+    t0, step = time.monotonic(), iter_num
+    progress = max(iter_num / decay_iters if decay_iters else 0.0, time_progress)
+    lr = get_lr(iter_num, progress)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss_sum = torch.zeros((), device=device)
+    x, y = common.get_batch(data_dir, "train", batch_size, block_size, data_gen, device)
+    for micro in range(grad_accum):
+        with model.no_sync() if ddp and micro < grad_accum - 1 else nullcontext():
+            with autocast:
+                _, loss = model(x, y)  # fp32 loss (model.py's fused lm_head + cross-entropy)
+            if 0 <= inject_nan_at_iter <= iter_num:
+                loss = loss * float("nan")
+            if micro < grad_accum - 1:
+                x, y = common.get_batch(data_dir, "train", batch_size, block_size, data_gen, device)  # while it runs
+            loss_sum += loss.detach()
+            scaler.scale(loss / grad_accum).backward()
+    scaler.unscale_(optimizer)  # true gradients, so clipping and the logged norm mean what they say
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+    applied = bool(torch.isfinite(grad_norm))  # the same on every rank: DDP averaged the gradients
+    if applied:  # inf/NaN gradients (fp16 overflow, a bad batch) would poison the weights: skip the update
+        scaler.step(optimizer)
+        iter_num += 1
+        tokens_seen += batch_tokens
+    else:
+        skipped += 1
+    scaler.update()  # fp16: halve the scale after an overflow, double it after 2000 clean steps
+    optimizer.zero_grad(set_to_none=True)
+    if ddp:
+        dist.all_reduce(loss_sum)
+    loss = loss_sum.item() / grad_accum / world_size
+    dt = time.monotonic() - t0
+    step_dt = max(dt, 0.99 * step_dt)  # the slowest recent step, forgetting the first (compiled) one slowly
+    window_steps, window_time = window_steps + 1, window_time + dt
+
+    epochs = tokens_seen / train_tokens
+    if master and epochs > 4 and not warned_epochs:
+        warned_epochs = True
+        print(f"warning: {epochs:.1f} epochs over {data_dir}: past ~4, repeated tokens are worth little (Muennighoff "
+              f"et al. 2023); prepare more data")
+    if master and (step % log_interval == 0 or not applied):
+        mean_dt = window_time / window_steps
+        mfu = raw_model.estimate_mfu(batch_tokens // world_size, mean_dt,
+                                     torch.cuda.get_device_name(device) if device_type == "cuda" else "", dtype)
+        left = [t for t in (budget - elapsed() if budget else None,
+                            (max_iters - iter_num) * mean_dt if max_iters else None) if t is not None]
+        record = {"iter": step, "loss": loss, "lr": lr, "grad_norm": grad_norm.item(),
+                  "loss_scale": scaler.get_scale() if scaler.is_enabled() else None,
+                  "tokens_per_s": batch_tokens / mean_dt, "mfu": mfu, "tokens": tokens_seen, "epochs": epochs,
+                  "elapsed": elapsed(), "time_left": min(left), "skipped": skipped}
+        print(f"step {step}: loss {loss:.4f} | lr {lr:.2e} | grad norm {record['grad_norm']:.3f}"
+              + (f" | scale {record['loss_scale']:g}" if scaler.is_enabled() else "")
+              + f" | {record['tokens_per_s']:,.0f} tok/s" + (f" | MFU {100 * mfu:.1f}%" if mfu else "")
+              + f" | {tokens_seen / 1e6:.2f}M tokens | {epochs:.2f} epochs | {hms(min(left))} left"
+              + (f" | {skipped} skipped" if skipped else ""))
+        log(record)
+        window_steps, window_time = 0, 0.0
+
+    # ---- the divergence guard: identical on every rank, since the loss is the mean over ranks
+    bad = not math.isfinite(loss) or (loss_ema is not None and loss > divergence_ratio * loss_ema)
+    bad_steps = bad_steps + 1 if bad else 0
+    if not bad:
+        loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
+    if bad_steps >= divergence_steps:
+        die(f"training diverged: loss {loss:.4g} for {bad_steps} steps in a row at step {step}; {ckpt_path} "
+            f"keeps the last good model (step {saved_iter}): lower learning_rate or raise warmup_iters, then resume")
+
+if master:
+    print(f"stopped ({stop}) at step {iter_num} after {hms(elapsed())}: val loss {val_loss:.4f}, "
+          f"{tokens_seen:,} tokens; checkpoint {ckpt_path} (step {saved_iter})")
+if ddp:
+    dist.destroy_process_group()
