@@ -234,8 +234,9 @@ def load_lambada(path: str = lambada_file) -> list[dict]:
     """LAMBADA passages {text}; the target is the last space-separated word."""
     rows = read_jsonl(path, "lambada", {"text": str})
     for n, row in enumerate(rows, 1):
-        if " " not in row["text"].strip():
-            die(f"{path} example {n}: a LAMBADA passage needs a context and a last word")
+        context, _, word = row["text"].rpartition(" ")
+        if not context or not word:
+            die(f"{path} example {n}: a LAMBADA passage is a context, a space and a last word")
     return rows
 
 
@@ -247,7 +248,7 @@ def lambada_accuracy(model, enc, examples: list[dict], device: str, ctx, limit: 
     examples = examples[:limit] if limit else examples
     requests = []
     for ex in examples:
-        context, _, word = ex["text"].strip().rpartition(" ")
+        context, _, word = ex["text"].rpartition(" ")
         requests.append(truncate(enc.encode_ordinary(context), enc.encode_ordinary(" " + word),
                                  model.config.block_size))
     scores = loglikelihoods(model, requests, batch_size, device, ctx, "lambada" if progress else None)

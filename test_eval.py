@@ -1,0 +1,241 @@
+"""eval.py: the batched log-likelihood primitive against a naive one-sequence-at-a-time reference,
+the sliding window against the model's own loss, HellaSwag and LAMBADA against independent
+scorers (build-nanogpt's loop; greedy generation), and the script end to end on a trained model."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import common
+import eval as ev
+from conftest import run_script
+from model import GPT, OPTIONS, GPTConfig
+
+NO_AUTOCAST = common.autocast("cpu", "float32")
+
+
+def tiny_model(option: str) -> GPT:
+    """A tiny random model with weights scaled up, so its predictions are confident and varied."""
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(**{**OPTIONS[option], "n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64}))
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.mul_(5.0)
+    return m.eval()
+
+
+@pytest.fixture(scope="module", params=["a", "c"])
+def model(request) -> GPT:
+    """RoPE and learned positions: padding and windows must be right for both."""
+    return tiny_model(request.param)
+
+
+@pytest.fixture(scope="module")
+def model_a() -> GPT:
+    """The tasks' plumbing does not depend on the architecture: one model is enough."""
+    return tiny_model("a")
+
+
+@pytest.fixture(scope="module")
+def enc():
+    return common.get_tokenizer()
+
+
+def naive_loglikelihood(model: GPT, tokens: list[int], n: int) -> tuple[float, bool]:
+    """One sequence, full logits, no batching, padding or chunking."""
+    with torch.no_grad():
+        logits, _ = model(torch.tensor(tokens[:-1])[None])
+    logp = F.log_softmax(logits[0].double(), dim=-1)
+    targets = torch.tensor(tokens[1:])
+    pos = torch.arange(len(tokens) - 1 - n, len(tokens) - 1)
+    return logp[pos, targets[pos]].sum().item(), bool((logits[0, pos].argmax(-1) == targets[pos]).all())
+
+
+def test_loglikelihoods_match_naive_reference(model):
+    g = torch.Generator().manual_seed(0)
+    requests = []
+    for length in [2, 65, 30, 7, 65, 12, 40, 3, 64]:  # ragged, up to block_size + 1
+        tokens = torch.randint(0, 50257, (length,), generator=g).tolist()
+        n = int(torch.randint(1, length, (1,), generator=g))
+        requests.append((tokens, n))
+    # and requests whose continuation is the model's own greedy choice, so the greedy flag is tested both ways
+    for length, n in [(10, 3), (40, 1), (20, 6)]:
+        prompt = torch.randint(0, 50257, (1, length - n), generator=g)
+        tokens = model.generate(prompt, n, temperature=0.0, stop=())[0].tolist()
+        requests.append((tokens, n))
+    reference = [naive_loglikelihood(model, t, n) for t, n in requests]
+    assert [r[1] for r in reference].count(True) >= 3
+    for batch_size in (1, 4, 16):
+        got = ev.loglikelihoods(model, requests, batch_size, "cpu", NO_AUTOCAST)
+        for (lp, n, greedy), (ref_lp, ref_greedy), (_, want_n) in zip(got, reference, requests, strict=True):
+            assert n == want_n and greedy == ref_greedy
+            assert lp == pytest.approx(ref_lp, rel=1e-5, abs=1e-4)
+
+
+def test_sliding_windows_score_every_token_once():
+    for length, block_size, stride in [(1, 8, 4), (2, 8, 4), (9, 8, 4), (10, 8, 4), (100, 8, 3), (100, 8, 8),
+                                       (100, 16, 1), (33, 16, 16)]:
+        tokens = list(range(length))
+        scored = []
+        for i, (window, n) in enumerate(ev.sliding_windows(tokens, block_size, stride)):
+            assert 1 <= len(window) <= block_size + 1 and 0 <= n <= len(window) - 1
+            scored += list(window[len(window) - n:])
+            if i > 0:  # every later token sees at least block_size - stride tokens of context
+                assert len(window) - n >= min(block_size - stride + 1, window[0] + len(window) - n)
+        assert scored == tokens[1:]
+
+
+def test_perplexity_equals_the_models_own_loss(model):
+    """Disjoint windows (stride = block_size) score exactly what forward(idx, targets) does on
+    consecutive blocks, through the model's separate chunked cross-entropy."""
+    T = model.config.block_size
+    tokens = torch.randint(0, 50257, (4 * T + 1,), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        _, loss = model(tokens[:-1].view(4, T), tokens[1:].view(4, T))
+    r = ev.perplexity(model, ev.sliding_windows(tokens.numpy(), T, T), 3, "cpu", NO_AUTOCAST)
+    assert r["tokens"] == 4 * T
+    assert r["loss"] == pytest.approx(loss.item(), rel=1e-5)
+    assert r["ppl"] == pytest.approx(math.exp(loss.item()), rel=1e-5)
+    # overlapping windows: more context per token, the same tokens scored, and a different loss
+    r2 = ev.perplexity(model, ev.sliding_windows(tokens.numpy(), T, T // 4), 5, "cpu", NO_AUTOCAST)
+    assert r2["tokens"] == 4 * T and r2["loss"] != pytest.approx(r["loss"], rel=1e-6)
+
+
+def naive_hellaswag(model, enc, ex) -> tuple[int, int]:
+    """build-nanogpt's render_example + loss loop: predictions by summed and by mean loss."""
+    ctx = enc.encode_ordinary(ex["ctx"])
+    sums, means = [], []
+    for ending in ex["endings"]:
+        end = enc.encode_ordinary(" " + ending)
+        x = torch.tensor(ctx + end)[None]
+        with torch.no_grad():
+            logits, _ = model(x)
+        losses = F.cross_entropy(logits[0, :-1].float(), x[0, 1:], reduction="none")[-len(end):]
+        sums.append(losses.sum().item())
+        means.append(losses.mean().item())
+    return int(np.argmin(sums)), int(np.argmin(means))
+
+
+def test_hellaswag_agrees_with_naive_scorer(model_a, enc):
+    model = model_a
+    examples = ev.load_hellaswag()[:8]
+    preds = [naive_hellaswag(model, enc, ex) for ex in examples]
+    assert any(s != m for s, m in preds), "want examples where acc and acc_norm disagree"
+    # relabel with the reference's choices: our scorer must then be right on every one
+    by_sum = [{**ex, "label": s} for ex, (s, _) in zip(examples, preds, strict=True)]
+    by_mean = [{**ex, "label": m} for ex, (_, m) in zip(examples, preds, strict=True)]
+    model.train()
+    r = ev.hellaswag_accuracy(model, enc, by_sum, "cpu", NO_AUTOCAST, batch_size=5)
+    assert model.training  # the caller's mode is restored (train.py calls this mid-training)
+    model.eval()
+    assert r["acc"] == 1.0 and r["n"] == 8
+    assert r["acc_norm"] == sum(s == m for s, m in preds) / 8
+    r = ev.hellaswag_accuracy(model, enc, by_mean, "cpu", NO_AUTOCAST, limit=6)
+    assert r["acc_norm"] == 1.0 and r["n"] == 6
+    assert ev.hellaswag_accuracy(model, enc, examples, "cpu", NO_AUTOCAST) == \
+        ev.hellaswag_accuracy(model, enc, examples, "cpu", NO_AUTOCAST), "deterministic"
+
+
+def test_lambada_agrees_with_greedy_generation(model_a, enc):
+    model = model_a
+    real = ev.load_lambada()[:6]
+    # passages whose last word is the model's greedy continuation, built from real contexts
+    made = []
+    for row in ev.load_lambada()[6:60]:
+        context = row["text"].rpartition(" ")[0]
+        ids = enc.encode_ordinary(context)[-40:]
+        context = enc.decode(ids)
+        if enc.encode_ordinary(context) != ids:
+            continue
+        nxt = model.generate(torch.tensor(ids)[None], 1, temperature=0.0, stop=())[0, -1].item()
+        word = enc.decode([nxt])
+        if word.startswith(" ") and word[1:].isalpha() and enc.encode_ordinary(word) == [nxt]:
+            made.append({"text": context + word})
+        if len(made) == 4:
+            break
+    assert len(made) == 4
+    examples = real + made
+    acc, nll = 0, 0.0
+    for ex in examples:  # reference: greedy generation must spell the word; loss from forward(targets)
+        context, _, word = ex["text"].rpartition(" ")
+        c, w = enc.encode_ordinary(context), enc.encode_ordinary(" " + word)
+        c = c[-(model.config.block_size + 1 - len(w)):]
+        out = model.generate(torch.tensor(c)[None], len(w), temperature=0.0, stop=())[0, len(c):].tolist()
+        acc += out == w
+        x = torch.tensor(c + w)
+        y = torch.cat([torch.full((len(c) - 1,), -1), x[len(c):]])
+        with torch.no_grad():
+            _, loss = model(x[None, :-1], y[None])
+        nll += loss.item() * len(w)
+    r = ev.lambada_accuracy(model, enc, examples, "cpu", NO_AUTOCAST, batch_size=3)
+    assert r["n"] == 10 and r["acc"] == acc / 10 and acc >= 4
+    assert r["ppl"] == pytest.approx(math.exp(nll / 10), rel=1e-4)
+
+
+def test_val_loss_agrees_with_training(smoke_ckpt, owt_data):
+    """The whole val split in disjoint windows estimates what train.py's sampled eval does."""
+    checkpoint = common.load_checkpoint(str(smoke_ckpt))
+    model = common.model_from_checkpoint(checkpoint).eval()
+    T = model.config.block_size
+    val = np.fromfile(owt_data / "val.bin", dtype=np.uint16)
+    r = ev.perplexity(model, ev.sliding_windows(np.concatenate([[50256], val]), T, T), 16, "cpu", NO_AUTOCAST)
+    assert r["tokens"] == len(val)
+    assert r["loss"] == pytest.approx(checkpoint["val_loss"], abs=0.15)
+    assert r["loss"] < 10.0  # trained: well below uniform's ln(50257) = 10.8
+
+
+def test_script_end_to_end(smoke_ckpt, owt_data, tmp_path):
+    out = tmp_path / "results.json"
+    r = run_script("eval.py", f"--out_dir={smoke_ckpt}", f"--data_dir={owt_data}", "--limit=6", "--batch_size=5",
+                   f"--json={out}")
+    report = json.loads(out.read_text())
+    res = report["results"]
+    assert set(res) == {"val", "hellaswag", "lambada"} and report["iter_num"] == 40
+    assert res["val"]["tokens"] == 6 * 64 + 64 and res["val"]["ppl"] == pytest.approx(math.exp(res["val"]["loss"]))
+    assert res["hellaswag"]["n"] == 6 and res["lambada"]["n"] == 6
+    assert 0 <= res["hellaswag"]["acc"] <= 1 and res["lambada"]["ppl"] > 1
+    for row in ("val        loss", "hellaswag  acc_norm", "lambada    acc"):
+        assert row in r.stdout
+
+    # raw files instead of val.bin: a .txt is one document, a .jsonl one per line
+    txt, jsonl = tmp_path / "a.txt", tmp_path / "b.jsonl"
+    txt.write_text("The cat sat on the mat. " * 30)
+    jsonl.write_text('{"text": "Hello world."}\n\n{"text": "A second, longer document about the weather."}\n')
+    r = run_script("eval.py", f"--ckpt={smoke_ckpt / 'ckpt.pt'}", "--tasks=val", f"--files={txt},{jsonl}",
+                   "--json=-")
+    report = json.loads(r.stdout[r.stdout.index("{\n"):])
+    files = report["results"]["val"]["files"]
+    enc = common.get_tokenizer()
+    assert files[str(txt)]["tokens"] == len(enc.encode_ordinary(txt.read_text()))
+    assert files[str(jsonl)]["tokens"] == len(enc.encode_ordinary("Hello world.")) + \
+        len(enc.encode_ordinary("A second, longer document about the weather."))
+    total = report["results"]["val"]
+    assert total["tokens"] == sum(f["tokens"] for f in files.values())
+    assert total["loss"] == pytest.approx(sum(f["loss"] * f["tokens"] for f in files.values()) / total["tokens"])
+
+
+def one_line_error(fn, *args) -> str:
+    with pytest.raises(SystemExit) as e:
+        fn(*args)
+    assert str(e.value).startswith("error: ") and "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_bad_input(tmp_path, shared):
+    assert "not found" in one_line_error(ev.read_documents, str(tmp_path / "missing.txt"))
+    (tmp_path / "x.csv").write_text("a,b")
+    assert "neither .txt" in one_line_error(ev.read_documents, str(tmp_path / "x.csv"))
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": 3}\n')
+    assert "line 2" in one_line_error(ev.read_documents, str(tmp_path / "bad.jsonl"))
+    lambada = str(shared / "data" / "lambada" / "lambada_test.jsonl")
+    assert "not a hellaswag example" in one_line_error(ev.load_hellaswag, lambada)
+    assert "not valid JSON" in one_line_error(ev.load_lambada, str(shared / "data" / "tinyshakespeare" / "input.txt"))
+    assert "not found" in one_line_error(ev.load_lambada, str(tmp_path / "nope.jsonl"))
+    r = run_script("eval.py", "--tasks=val,winogrande", check=False)
+    assert r.returncode != 0 and r.stderr.strip().splitlines() == [
+        "error: unknown task 'winogrande': choose from val, hellaswag, lambada (e.g. --tasks=val,hellaswag)"]
