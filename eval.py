@@ -122,9 +122,10 @@ def sliding_windows(tokens, block_size: int, stride: int) -> list[tuple]:
     which so see at least block_size - stride tokens of context (stride = block_size: disjoint
     windows, fastest, least context).
     """
-    windows = []
+    if len(tokens) < 2:
+        return []  # nothing to score
     end = min(block_size + 1, len(tokens))
-    windows.append((tokens[:end], end - 1))
+    windows = [(tokens[:end], end - 1)]
     while end < len(tokens):
         new_end = min(end + stride, len(tokens))
         windows.append((tokens[max(0, new_end - block_size - 1):new_end], new_end - end))
