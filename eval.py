@@ -329,10 +329,9 @@ def main() -> dict:
     for task, r in results.items():
         n = r.get("tokens", r.get("n"))
         unit = "tokens" if "tokens" in r else "examples"
-        for metric in ("loss", "ppl", "acc", "acc_norm"):
-            if metric in r:
-                value = f"{r[metric]:.2f}" if metric == "ppl" else f"{r[metric]:.4f}"
-                print(f"{task:<10} {metric:<9} {value:>10}  {n:>9,} {unit}")
+        for metric in [k for k in r if k in ("loss", "ppl", "acc", "acc_norm")]:
+            value = f"{r[metric]:.2f}" if metric == "ppl" else f"{r[metric]:.4f}"
+            print(f"{task:<10} {metric:<9} {value:>10}  {n:>9,} {unit}")
         for path, fr in r.get("files", {}).items():
             print(f"  {path}: loss {fr['loss']:.4f}, ppl {fr['ppl']:.2f}, {fr['tokens']:,} tokens")
     print(f"({seconds:.1f}s)")

@@ -239,3 +239,17 @@ def test_bad_input(tmp_path, shared):
     r = run_script("eval.py", "--tasks=val,winogrande", check=False)
     assert r.returncode != 0 and r.stderr.strip().splitlines() == [
         "error: unknown task 'winogrande': choose from val, hellaswag, lambada (e.g. --tasks=val,hellaswag)"]
+
+
+def test_autocast_path(model_a):
+    """The GPU path (transformer under bf16/fp16 autocast, lm_head in fp32), run on the CPU: close to
+    fp32, and the same answer every time."""
+    g = torch.Generator().manual_seed(3)
+    requests = [(torch.randint(0, 50257, (n,), generator=g).tolist(), n // 2) for n in (20, 33, 65, 9)]
+    fp32 = ev.loglikelihoods(model_a, requests, 2, "cpu", NO_AUTOCAST)
+    for dtype in ("bfloat16", "float16"):
+        half = ev.loglikelihoods(model_a, requests, 2, "cpu", common.autocast("cpu", dtype))
+        assert half == ev.loglikelihoods(model_a, requests, 2, "cpu", common.autocast("cpu", dtype))
+        for (lp, n, _), (ref, _, _) in zip(half, fp32, strict=True):
+            assert abs(lp - ref) / n < 0.05  # nats per token: reduced precision, not a different model
+            assert lp != ref
