@@ -193,9 +193,10 @@ def export(model: GPT, folder: str, with_tokenizer: bool = True) -> str:
     from safetensors.torch import save_file
 
     arch = hf_architecture(model.config)
+    folder = os.path.normpath(folder)
     if os.path.exists(folder) and not os.path.isfile(os.path.join(folder, "config.json")) and os.listdir(folder):
         die(f"'{folder}' exists and does not look like an export (no config.json): choose another --hf_dir")
-    tmp = folder.rstrip("/") + ".tmp"
+    tmp = folder + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     model = model.float().cpu()
