@@ -145,3 +145,16 @@ def test_bad_input(tmp_path):
     (tmp_path / "hf" / "stale.bin").write_text("from an older export")
     export_hf.export(model, str(tmp_path / "hf"), False)
     assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "generation_config.json", "model.safetensors"]
+
+
+def test_export_without_tokenizer_files(tmp_path, monkeypatch, capsys):
+    """Offline with no tiktoken cache: the model is exported alone, with a note saying so."""
+    import tiktoken.load
+
+    def offline(url, expected_hash=None):
+        raise ConnectionError(url)
+
+    monkeypatch.setattr(tiktoken.load, "read_file_cached", offline)
+    export_hf.export(tiny_model("c"), str(tmp_path / "hf"))
+    assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "generation_config.json", "model.safetensors"]
+    assert "exported without them" in capsys.readouterr().out
