@@ -125,6 +125,7 @@ def test_exact_resume_with_fp16_scaler_and_dropout(small_data, tmp_path):
     resumed = train(small_data, tmp_path / "two", *args, "--max_iters=6", "--init_from=resume")
     (a_train, a_eval), (b_train, b_eval) = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert [r["iter"] for r in a_train] == list(range(6)) and all(r["loss_scale"] > 0 for r in a_train)
+    assert a_train[-1]["lr"] == pytest.approx(3e-4)  # the last step runs at the smoke config's min_lr
     for key in ("loss", "lr", "grad_norm", "loss_scale", "tokens"):
         assert [r[key] for r in a_train] == [r[key] for r in b_train], key
     assert [(r["iter"], r["val_loss"]) for r in a_eval] == [(r["iter"], r["val_loss"]) for r in b_eval]
@@ -147,10 +148,12 @@ def test_time_budget_ends_in_time_and_a_resume_continues_it(owt_data, tmp_path):
     assert last["iter_num"] > 2 and first["elapsed"] < last["elapsed"] <= budget
     train_rows, evals = metrics(out)
     resumed = [r for r in train_rows if r["iter"] >= 2]
-    # the clock and the schedule went on from the checkpoint's: no fresh start at elapsed 0 and the peak LR
-    assert resumed[0]["elapsed"] > first["elapsed"] and resumed[0]["lr"] < train_rows[1]["lr"]
+    # the clock and the schedule went on from the checkpoint's, rather than from elapsed 0 and the peak LR: the
+    # first resumed step is at least as far along as the checkpoint's elapsed time over the budget
+    peak, low = 3e-2, 3e-4  # the smoke config's learning_rate (overridden in TINY) and min_lr
+    get_lr = script_functions("get_lr", learning_rate=peak, min_lr=low, warmup_iters=2, lr_schedule="cosine")["get_lr"]
+    assert resumed[0]["elapsed"] > first["elapsed"] and resumed[0]["lr"] < get_lr(2, first["elapsed"] / budget)
     # the schedule ran on the clock (lr_decay_iters is far away) and reached min_lr at the deadline
-    peak, low = 3e-2, 3e-4  # the smoke config's min_lr
     assert resumed[-1]["lr"] - low < 0.1 * (peak - low)
     assert evals[-1]["iter"] == last["iter_num"] and evals[-1]["elapsed"] <= budget
 

@@ -239,7 +239,6 @@ if master:
           f"{grad_accum} micro-steps of {batch_size}x{block_size} per step | {train_tokens:,} train tokens")
 
 
-
 def read_metrics() -> list[dict]:
     rows = []
     if os.path.exists(metrics_path):
@@ -351,9 +350,10 @@ while True:
     due = iter_num != last_eval and (last_eval is None or iter_num % eval_interval == 0)
     time_progress = out_of_time = 0.0
     if master and budget > 0:
-        step_deadline = budget - 1.5 * (eval_dt + ckpt_dt)  # the schedule reaches min_lr here
-        out_of_time = elapsed() + 1.5 * (step_dt + (eval_dt + ckpt_dt) * due) > step_deadline
-        time_progress = min(1.0, elapsed() / step_deadline) if step_deadline > 0 else 1.0
+        deadline = budget - 1.5 * (eval_dt + ckpt_dt)  # for the last step to end by; the schedule ends here too
+        now, need = elapsed(), 1.5 * (step_dt + (eval_dt + ckpt_dt) * due)
+        out_of_time = now + need > deadline
+        time_progress = 1.0 if now + need + 1.5 * step_dt > deadline else now / deadline  # the last step: min_lr
     flags = torch.tensor([stop_signal is not None, out_of_time, time_progress], dtype=torch.float64, device=device)
     if ddp:
         dist.all_reduce(flags)  # ranks other than 0 add zeros, so all hold rank 0's clock (and lr)
@@ -386,7 +386,7 @@ while True:
 
     # ---- one optimizer step: grad_accum micro-steps, gradients synchronised only on the last one
     t0, step = time.monotonic(), iter_num
-    progress = max(iter_num / decay_iters if decay_iters else 0.0, time_progress)
+    progress = max((iter_num + 1) / decay_iters if decay_iters else 0.0, time_progress)  # at the end of this step
     lr = get_lr(iter_num, progress)
     for group in optimizer.param_groups:
         group["lr"] = lr
