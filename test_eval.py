@@ -253,3 +253,18 @@ def test_autocast_path(model_a):
         for (lp, n, _), (ref, _, _) in zip(half, fp32, strict=True):
             assert abs(lp - ref) / n < 0.05  # nats per token: reduced precision, not a different model
             assert lp != ref
+
+
+def test_train_logs_hellaswag(owt_data, tmp_path):
+    """train.py's opt-in hook: HellaSwag on the first N examples at each eval, in metrics.jsonl, equal
+    to scoring the saved checkpoint here (fp32 on the CPU: deterministic)."""
+    out = tmp_path / "out"
+    run_script("train.py", "config/smoke.py", f"--data_dir={owt_data}", f"--out_dir={out}", "--max_iters=1",
+               "--eval_interval=1", "--eval_iters=2", "--hellaswag_every_eval=8")
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in evals if "val_loss" in r]
+    assert [r["iter"] for r in evals] == [0, 1]
+    model = common.model_from_checkpoint(common.load_checkpoint(str(out)))
+    r = ev.hellaswag_accuracy(model, common.get_tokenizer(), ev.load_hellaswag(), "cpu", NO_AUTOCAST, limit=8,
+                              batch_size=8)
+    assert (evals[-1]["hellaswag_acc"], evals[-1]["hellaswag_acc_norm"]) == (r["acc"], r["acc_norm"])

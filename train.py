@@ -40,6 +40,7 @@ data_dir = "data/openwebtext"
 init_from = "scratch"  # 'scratch' (refuses to overwrite a checkpoint in out_dir) | 'resume' (continue it)
 eval_interval = 1000  # optimizer steps between evals; each eval also writes the checkpoint
 eval_iters = 100  # val batches per eval: the same batches every time, split across ranks
+hellaswag_every_eval = 0  # examples; 0 = off. HellaSwag (eval.py) on the first N at each eval, logged with the loss
 log_interval = 50
 wandb_log = False  # also send the metrics to Weights & Biases (pip install wandb)
 wandb_project = "smallgpt"
@@ -230,7 +231,7 @@ if checkpoint:
     else:  # another world size: fresh streams, still distinct from every window drawn before
         data_gen = seeded_generator(seed, rank, iter_num)
         if master:
-            print(f"resuming a {rng['world_size']}-rank run on {world_size}: the data order differs from unbroken")
+            print(f"resuming a {rng['world_size']}-rank run on {world_size}: data streams reseeded, not continued")
     checkpoint = None  # free the memory
 fast_model = torch.compile(raw_model) if compile else raw_model
 model = DDP(fast_model, device_ids=[local_rank] if device_type == "cuda" else None) if ddp else fast_model
@@ -336,6 +337,12 @@ def hms(seconds: float) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m{int(seconds % 60):02d}s"
 
 
+# HellaSwag at each eval (opt-in): eval.py's scorer, on rank 0, over the same first examples every time
+if hellaswag_every_eval > 0 and master:
+    from eval import hellaswag_accuracy, load_hellaswag
+
+    hellaswag_examples, enc = load_hellaswag(), common.get_tokenizer()
+
 # ---------------------------------------------------------------- training loop
 budget = time_budget_hours * 3600
 decay_iters = lr_decay_iters or max_iters
@@ -369,8 +376,14 @@ while True:
         best_val_loss = min(best_val_loss, val_loss)
         last_eval = iter_num
         if master:
-            print(f"eval {iter_num}: val loss {val_loss:.4f} (best {best_val_loss:.4f}) | {tokens_seen:,} tokens")
-            log({"iter": iter_num, "val_loss": val_loss, "tokens": tokens_seen, "elapsed": elapsed()})
+            hellaswag = {}
+            if hellaswag_every_eval > 0:
+                r = hellaswag_accuracy(raw_model, enc, hellaswag_examples, device, autocast, hellaswag_every_eval,
+                                       batch_size)
+                hellaswag = {"hellaswag_acc": r["acc"], "hellaswag_acc_norm": r["acc_norm"]}
+            print(f"eval {iter_num}: val loss {val_loss:.4f} (best {best_val_loss:.4f}) | {tokens_seen:,} tokens"
+                  + (f" | hellaswag acc_norm {hellaswag['hellaswag_acc_norm']:.4f}" if hellaswag else ""))
+            log({"iter": iter_num, "val_loss": val_loss, **hellaswag, "tokens": tokens_seen, "elapsed": elapsed()})
             plot_losses()
         eval_dt = time.monotonic() - t0
     if due or stop:
