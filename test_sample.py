@@ -279,13 +279,6 @@ def test_checkpoint_cannot_run_code(tmp_path):
 # ---------------------------------------------------------------- sample.py end to end
 
 
-@pytest.fixture(scope="module")
-def ckpt_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("out-tiny")
-    make_checkpoint(out / "ckpt.pt", GPTConfig(n_layer=2, n_embd=64, n_head=2, block_size=128))
-    return out
-
-
 def expected_text(model: GPT, enc, prompt: str, n: int, **kwargs) -> str:
     """What sample.py should print for one sample: model.generate, cut at EOT, tiktoken's decode."""
     ids = enc.encode(prompt, allowed_special={"<|endoftext|>"})
@@ -293,21 +286,21 @@ def expected_text(model: GPT, enc, prompt: str, n: int, **kwargs) -> str:
     return prompt + enc.decode(out[:out.index(EOT_TOKEN)] if EOT_TOKEN in out else out)
 
 
-def test_sample_py_greedy_from_file_prompt(ckpt_dir, tmp_path):
+def test_sample_py_greedy_from_file_prompt(smoke_ckpt, tmp_path):
     prompt = "The meaning of life is"
     (tmp_path / "prompt.txt").write_text(prompt, encoding="utf-8")
-    result = run_script("sample.py", f"--out_dir={ckpt_dir}", f"--start=FILE:{tmp_path / 'prompt.txt'}",
+    result = run_script("sample.py", f"--out_dir={smoke_ckpt}", f"--start=FILE:{tmp_path / 'prompt.txt'}",
                         "--temperature=0", "--max_new_tokens=40", "--device=cpu")
-    model = model_from_checkpoint(load_checkpoint(str(ckpt_dir))).eval()
+    model = model_from_checkpoint(load_checkpoint(str(smoke_ckpt))).eval()
     assert result.stdout == expected_text(model, get_tokenizer(), prompt, 40, temperature=0) + "\n"
     assert "tokens/s" in result.stderr
 
 
-def test_sample_py_seeded_samples(ckpt_dir):
-    args = ["sample.py", f"--ckpt={ckpt_dir / 'ckpt.pt'}", "--start=Once upon a time", "--num_samples=2",
+def test_sample_py_seeded_samples(smoke_ckpt):
+    args = ["sample.py", f"--ckpt={smoke_ckpt / 'ckpt.pt'}", "--start=Once upon a time", "--num_samples=2",
             "--max_new_tokens=30", "--temperature=1.0", "--top_k=50", "--top_p=0.9", "--seed=7"]
     result = run_script(*args)
-    model = model_from_checkpoint(load_checkpoint(str(ckpt_dir))).eval()
+    model = model_from_checkpoint(load_checkpoint(str(smoke_ckpt))).eval()
     g = torch.Generator().manual_seed(7)  # one generator for all samples, as sample.py does
     samples = [expected_text(model, get_tokenizer(), "Once upon a time", 30, temperature=1.0, top_k=50, top_p=0.9,
                              generator=g) for _ in range(2)]

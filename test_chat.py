@@ -1,0 +1,330 @@
+"""
+Tests of chat.py: the transcript template and its trimming, stop strings held back while streaming,
+the terminal REPL through piped stdin, the web server's protocol and limits, and the page itself in
+a real headless Chromium driven by Playwright.
+
+Expected replies come from a reference written here from the documented template: format the
+transcript by hand, run model.generate greedily, decode with tiktoken, cut at the first stop string.
+"""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+import chat
+from common import get_tokenizer, load_checkpoint, model_from_checkpoint
+from conftest import ROOT
+from model import EOT_TOKEN, GPTConfig
+from test_sample import make_checkpoint
+
+HEADER = "A conversation between a user and a helpful assistant."
+STOPS = ("\nUser:", "\nAssistant:", "\n\n")
+MAX_NEW = 24  # tokens per reply in these tests
+enc = get_tokenizer()
+
+
+def ref_transcript(history: list[tuple[str, str]], message: str) -> str:
+    text = HEADER + "\n\n"
+    for user, assistant in history:
+        text += "User: " + user + "\nAssistant: " + assistant + "\n"
+    return text + "User: " + message + "\nAssistant:"
+
+
+def ref_reply(model, history: list[tuple[str, str]], message: str, generator=None, **kwargs) -> str:
+    """The reply as displayed: generated until EOT or until the decoded text, leading whitespace
+    dropped, holds a stop string; then cut there. kwargs: sampling settings (default greedy)."""
+    ids = enc.encode(ref_transcript(history, message))
+    assert len(ids) <= model.config.block_size // 2, "keep test chats short enough that no turn is trimmed"
+    new: list[int] = []
+    for token in model.generate_stream(torch.tensor([ids]), MAX_NEW, generator=generator,
+                                       **{"temperature": 0, **kwargs}):
+        if token.item() == EOT_TOKEN:
+            break
+        new.append(token.item())
+        if any(s in enc.decode(new).lstrip() for s in STOPS):
+            break
+    text = enc.decode(new).lstrip()
+    return text[:min([i for i in (text.find(s) for s in STOPS) if i >= 0], default=len(text))]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A GPT with random weights: its replies never stop early, which the server tests need."""
+    out = tmp_path_factory.mktemp("out-chat")
+    make_checkpoint(out / "ckpt.pt", GPTConfig(n_layer=2, n_embd=64, n_head=2, block_size=128))
+    return out
+
+
+def load(out_dir):
+    return model_from_checkpoint(load_checkpoint(str(out_dir))).eval()
+
+
+# ---------------------------------------------------------------- template and trimming
+
+
+def test_transcript_template():
+    history = [("Hi", "Hello! How can I help?")]
+    assert chat.transcript(history, "What is a GPT?") == (
+        "A conversation between a user and a helpful assistant.\n\n"
+        "User: Hi\nAssistant: Hello! How can I help?\n"
+        "User: What is a GPT?\nAssistant:")
+    assert chat.transcript([], "x") == ref_transcript([], "x")
+
+
+def test_old_turns_are_trimmed_to_fit():
+    history = [(f"question number {i}", f"answer number {i}, with a few more words") for i in range(5)]
+    sizes = [len(enc.encode(ref_transcript(history[i:], "last one"))) for i in range(6)]
+    budget = (sizes[2] + sizes[3]) // 2  # the last two turns fit, three do not
+    assert sizes[3] <= budget < sizes[2]
+    assert chat.prompt_ids(enc, history, "last one", budget) == enc.encode(ref_transcript(history[3:], "last one"))
+    assert chat.prompt_ids(enc, history, "last one", 10_000) == enc.encode(ref_transcript(history, "last one"))
+    # a message longer than the budget on its own: its end, next to the reply, is kept
+    long_message = "word " * 200 + "the end"
+    ids = chat.prompt_ids(enc, history, long_message, 50)
+    assert ids == enc.encode(ref_transcript([], long_message))[-50:]
+    assert enc.decode(ids).endswith("the end\nAssistant:")
+
+
+# ---------------------------------------------------------------- stop strings while streaming
+
+
+def fake_stream(pieces: list[str], pulled: list[str]):
+    def stream_text(model, enc, ids, dev, ctx, stop, **kwargs):
+        assert stop == {EOT_TOKEN}
+        for p in pieces:
+            pulled.append(p)
+            yield 0, p
+        yield None, ""
+    return stream_text
+
+
+@pytest.mark.parametrize("pieces,expected", [
+    ([" Hi", " there", "\n", "Us", "er: and more", " text"], ["Hi", " there"]),
+    (["a\n", "Uncle", " Bob"], ["a", "\nUncle", " Bob"]),  # held "\n", then released
+    (["\n", " ok", "\n\n", "x"], ["ok"]),  # leading whitespace dropped; a blank line ends the reply
+    (["x\nAssist", "ant: y"], ["x"]),
+    (["fine\nUs"], ["fine", "\nUs"]),  # generation ended while text was held: it is the reply's end
+    (["one", " two", " three"], ["one", " two", " three"]),  # streamed piece by piece, not buffered
+])
+def test_reply_stream_holds_back_possible_stop_strings(monkeypatch, pieces, expected):
+    pulled: list[str] = []
+    monkeypatch.setattr(chat, "stream_text", fake_stream(pieces, pulled))
+    out = []
+    for piece in chat.reply_stream(None, None, [], "cpu", None):
+        assert not any(s in "".join(out) + piece for s in STOPS)
+        out.append(piece)
+    assert out == expected
+    def has_stop(ps):
+        return any(s in "".join(ps).lstrip() for s in STOPS)
+
+    if has_stop(pieces):  # generation ended with the token that completed the stop string
+        assert has_stop(pulled) and not has_stop(pulled[:-1])
+    else:
+        assert pulled == pieces
+
+
+# ---------------------------------------------------------------- the terminal
+
+
+SAMPLING = dict(temperature=0.9, top_k=50, top_p=0.95)
+SAMPLING_ARGS = [f"--{k}={v}" for k, v in SAMPLING.items()] + ["--seed=1234", f"--max_new_tokens={MAX_NEW}"]
+
+
+def test_repl_through_piped_stdin(smoke_ckpt):
+    # starts greedy; /temp switches to sampling, from one generator seeded once per session
+    lines = ["/temp 0.9", "Hello!", "What is your name?", "/reset", "What is your name?", "/quit", "never read"]
+    result = subprocess.run([sys.executable, "chat.py", f"--out_dir={smoke_ckpt}", *SAMPLING_ARGS, "--temperature=0"],
+                            cwd=ROOT, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    model, g = load(smoke_ckpt), torch.Generator().manual_seed(1234)
+    r1 = ref_reply(model, [], "Hello!", g, **SAMPLING)
+    r2 = ref_reply(model, [("Hello!", r1.strip())], "What is your name?", g, **SAMPLING)  # the first turn is in it
+    r3 = ref_reply(model, [], "What is your name?", g, **SAMPLING)  # after /reset it is not
+    assert len({r1, r2, r3}) == 3 and r1 != ref_reply(model, [], "Hello!")  # sampled, not greedy
+    assert result.stdout == (
+        "User: /temp 0.9\n(temperature 0.9)\n"
+        f"User: Hello!\nAssistant: {r1}\n"
+        f"User: What is your name?\nAssistant: {r2}\n"
+        "User: /reset\n(new conversation)\n"
+        f"User: What is your name?\nAssistant: {r3}\n"
+        "User: /quit\n")
+
+
+# ---------------------------------------------------------------- the web server, in this process
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dir):
+    saved = chat.max_new_tokens
+    chat.max_new_tokens = MAX_NEW
+    c = chat.Chat(str(tiny_dir))
+    httpd = chat.make_server(c, "127.0.0.1", 0)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield c, httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+    chat.max_new_tokens = saved
+
+
+def post(port: int, body: bytes | dict, path: str = "/chat") -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", path, body if isinstance(body, bytes) else json.dumps(body).encode(),
+                 {"Content-Type": "application/json"})
+    return conn.getresponse()
+
+
+def events(response: http.client.HTTPResponse) -> list[tuple[str, dict]]:
+    """(name, data) of each server-sent event in the response."""
+    out = []
+    for block in response.read().decode().split("\n\n")[:-1]:
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        out.append((fields.get("event", "message"), json.loads(fields["data"])))
+    return out
+
+
+def test_web_streams_reply_as_server_sent_events(server):
+    c, port = server
+    history = [("Hi", "Hello there.")]
+    response = post(port, {"message": " How are you? ", "history": history, "temperature": 0})
+    assert response.status == 200 and response.getheader("Content-Type").startswith("text/event-stream")
+    evs = events(response)
+    expected = ref_reply(c.model, history, "How are you?")
+    assert [name for name, _ in evs] == ["message"] * (len(evs) - 1) + ["done"]
+    assert len(evs) > 2  # streamed in pieces, not sent at the end
+    assert "".join(data["text"] for _, data in evs[:-1]) == expected
+    assert evs[-1][1] == {"reply": expected.strip()}
+
+
+def test_web_refuses_bad_requests(server):
+    _, port = server
+    for body, status, words in [
+        (b"not json", 400, "not JSON"),
+        ({"message": ""}, 400, "message"),
+        ({"message": "hi", "history": [["only one"]]}, 400, "history"),
+        ({"message": "hi", "temperature": -1}, 400, "temperature"),
+        ({"message": "x" * (chat.MAX_REQUEST_BYTES + 1)}, 413, "larger than"),
+    ]:
+        response = post(port, body)
+        assert response.status == status
+        assert words in json.loads(response.read())["error"]
+    assert post(port, {"message": "hi"}, path="/other").status == 404
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/nothing")
+    assert conn.getresponse().status == 404
+    conn.request("GET", "/")
+    page = conn.getresponse()
+    assert page.status == 200 and 'id="message"' in page.read().decode()
+
+
+def test_web_answers_a_second_request_while_busy_with_429(server):
+    c, port = server
+    with c.lock:  # a reply in progress
+        response = post(port, {"message": "hi"})
+        assert response.status == 429 and response.getheader("Retry-After")
+        assert "one at a time" in json.loads(response.read())["error"]
+    response = post(port, {"message": "hi"})
+    assert response.status == 200 and events(response)[-1][0] == "done"
+
+
+def test_web_stops_generating_when_the_page_goes_away(server, monkeypatch):
+    c, port = server
+    # a reply that would run far longer than this test waits: no stop string, no EOT
+    monkeypatch.setattr(chat, "max_new_tokens", 1_000_000)
+    monkeypatch.setattr(chat, "STOP_STRINGS", ("\x00never",))
+    steps = []
+
+    def logits(h, original=c.model.logits):
+        steps.append(1)
+        out = original(h)
+        out[..., EOT_TOKEN] = float("-inf")
+        return out
+
+    monkeypatch.setattr(c.model, "logits", logits)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    body = json.dumps({"message": "Tell me a long story", "temperature": 0}).encode()
+    sock.sendall(b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    received = b""
+    while b"data:" not in received:  # the reply is streaming
+        received += sock.recv(4096)
+    assert c.lock.locked()
+    sock.close()
+    deadline = time.time() + 30
+    while c.lock.locked() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not c.lock.locked(), "generation went on after the client left"
+    n = len(steps)
+    time.sleep(0.3)
+    assert len(steps) == n < 1_000_000  # and nothing goes on in the background
+
+
+# ---------------------------------------------------------------- the page, in a real browser
+
+
+def non_loopback_address() -> str | None:
+    """This machine's address on its default route, if it has one (no packet is sent)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))
+            address = s.getsockname()[0]
+        return None if address.startswith("127.") else address
+    except OSError:
+        return None
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def test_browser_chat(smoke_ckpt, tmp_path):
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    assert os.path.exists("/usr/bin/chromium"), "the browser test needs Debian's chromium (.ci/run installs it)"
+    proc = subprocess.Popen([sys.executable, "chat.py", "--web", "--port=0", f"--out_dir={smoke_ckpt}", *SAMPLING_ARGS],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # "serving on http://127.0.0.1:PORT/ ..."
+        assert line.startswith("serving on http://127.0.0.1:"), line + proc.stderr.read()
+        url = line.split()[2]
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        if address := non_loopback_address():  # bound to loopback only: unreachable from outside
+            with pytest.raises(OSError):
+                socket.create_connection((address, port), timeout=5).close()
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch_persistent_context(
+                str(tmp_path / "profile"), executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.goto(url)
+            first, second = "Hello! Who are you?", "What do you like?"
+            page.fill("#message", first)
+            page.press("#message", "Enter")
+            page.wait_for_selector(".assistant[data-done='1']", timeout=60_000)
+            page.fill("#message", second)
+            page.click("#send")
+            page.wait_for_selector(".assistant:nth-child(4)[data-done='1']", timeout=60_000)
+            page.screenshot(path=str(tmp_path / "chat.png"))  # kept out of the repository
+
+            messages = page.eval_on_selector_all(
+                ".msg", "els => els.map(e => [e.classList[1], e.querySelector('span').textContent,"
+                        " +(e.dataset.chunks || 0)])")
+            model, g = load(smoke_ckpt), torch.Generator().manual_seed(1234)
+            r1 = ref_reply(model, [], first, g, **SAMPLING)  # the page sends the temperature field's value
+            r2 = ref_reply(model, [(first, r1.strip())], second, g, **SAMPLING)
+            assert [m[:2] for m in messages] == [["user", first], ["assistant", r1], ["user", second],
+                                                 ["assistant", r2]]
+            assert messages[1][2] > 1 and messages[3][2] > 1  # each reply arrived in several pieces
+            page.click("#reset")
+            assert page.eval_on_selector_all(".msg", "els => els.length") == 0
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
