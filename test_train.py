@@ -98,7 +98,7 @@ def test_ddp_two_ranks_on_gloo(owt_data, tmp_path):
     # 2 ranks x 2 sequences x 32 tokens = 128 per micro-step: 2 micro-steps make the 256-token batch
     result = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
                         f"--data_dir={owt_data}", f"--out_dir={out}", "--batch_size=2", "--batch_tokens=256",
-                        "--max_iters=6", "--eval_interval=3")
+                        "--max_iters=6", "--eval_interval=3", "--lr_decay_iters=100")  # near the peak LR throughout
     assert "2 x cpu" in result.stdout and "2 micro-steps of 2x32" in result.stdout
     assert "stopped (max_iters) at step 6" in result.stdout
     checkpoint = common.load_checkpoint(str(out))
