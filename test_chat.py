@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -321,7 +322,12 @@ def test_browser_chat(smoke_ckpt, tmp_path):
             r2 = ref_reply(model, [(first, r1.strip())], second, g, **SAMPLING)
             assert [m[:2] for m in messages] == [["user", first], ["assistant", r1], ["user", second],
                                                  ["assistant", r2]]
-            assert messages[1][2] > 1 and messages[3][2] > 1  # each reply arrived in several pieces
+            # the page got each piece as the server streamed it: as many events as chat.py's stream yields
+            g = torch.Generator().manual_seed(1234)
+            pieces = [len(list(chat.reply_stream(model, enc, enc.encode(ref_transcript(h, m)), "cpu", nullcontext(),
+                                                 max_new_tokens=MAX_NEW, generator=g, **SAMPLING)))
+                      for h, m in (([], first), ([(first, r1.strip())], second))]
+            assert [messages[1][2], messages[3][2]] == pieces and max(pieces) > 1
             page.click("#reset")
             assert page.eval_on_selector_all(".msg", "els => els.length") == 0
             browser.close()
