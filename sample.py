@@ -134,8 +134,9 @@ def main():
     generator = torch.Generator(device=dev).manual_seed(seed)  # one stream: samples differ, runs repeat
     prompt = read_prompt(start)
     model, enc, checkpoint = load_model(ckpt or out_dir, dev)
+    val_loss = checkpoint.get("val_loss")
     print(f"loaded {ckpt or out_dir}: {model.num_params() / 1e6:.1f}M parameters, iter {checkpoint.get('iter_num')}, "
-          f"val loss {checkpoint.get('val_loss')}; {dev}, {dt}", file=sys.stderr)
+          f"val loss {'?' if val_loss is None else f'{val_loss:.4f}'}; {dev}, {dt}", file=sys.stderr)
     ids = encode_prompt(enc, prompt, model.config.block_size)
     n_tokens, t0 = 0, time.time()
     try:
