@@ -1,0 +1,540 @@
+"""
+Where the training time goes, measured honestly. bench.py times real training steps, taken the way
+train.py takes them (the same model code, precision setup, batch sampling, gradient accumulation,
+clipping, GradScaler and AdamW), after a warm-up, and prints ms/step, tokens/s, MFU against the
+device's peak, peak GPU memory and the FLOPs per token it assumed. Then the generation speed with
+and without the KV cache, the data loader's cost per batch, and a projection of what 8×V100 would
+do in the 23-hour budget.
+
+    python bench.py                                     # option A's model, synthetic tokens
+    python bench.py config/option_b.py --batch_size=8 --data=data/owt_sample
+    python bench.py --compare                           # options A, B and C side by side
+    python bench.py --compare=speedups                  # each optimisation on and off
+    python bench.py --compare=base,loss_chunk=0,a+batch_size=32 --json=bench.json
+    python bench.py --find_batch                        # the largest micro-batch that fits (CUDA)
+    python bench.py --project                           # the 8×V100 projection alone
+
+The variants of --compare live in one process and their timed rounds alternate (A B C, B C A,
+C A B, ...), so a machine that drifts (clocks, a neighbour's job) biases no ratio. Figures from a
+CPU are small, but the ratios between variants are real; every figure comes with the shapes,
+thread count and versions it was measured at. BENCHMARKS.md keeps the record.
+"""
+
+import gc
+import json as json_lib
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field, fields
+
+import torch
+
+from common import autocast, die, get_batch, load_meta, resolve_dtype
+from configurator import configure, settings_of
+from model import GPT, OPTIONS, GPTConfig, flops_per_token, peak_flops
+
+# ---------------------------------------------------------------- settings
+# The model: option A unless a config file says otherwise. bench.py reads config/option_*.py for
+# the model and batch settings; their training-only keys (schedule, budget, out_dir...) are skipped.
+n_layer = 16
+n_head = 5
+n_embd = 320
+mlp = "swiglu"
+ffn_hidden = None  # None: 8/3·d rounded to ffn_multiple_of (SwiGLU), 4·d (GELU)
+ffn_multiple_of = 2  # 8 or 64 give tensor-core-friendly widths (856 or 832 at d=320)
+norm = "rmsnorm"
+norm_eps = 1e-5
+pos_emb = "rope"
+rope_theta = 10000.0
+bias = False
+dropout = 0.0
+vocab_size = 50257
+vocab_multiple_of = 64  # 1 turns the padding off
+loss_chunk = 4096  # 0: plain lm_head + cross-entropy over the full [tokens x vocab] logits
+block_size = 1024
+# one optimizer step, as train.py takes it
+batch_size = 16  # micro-batch per GPU
+grad_accum = 1  # micro-steps per optimizer step (train.py derives it from batch_tokens: 4 on 8 GPUs)
+grad_clip = 1.0
+learning_rate = 1e-3
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+# where and how
+device = "auto"  # auto: cuda when there is a GPU, else cpu; or cpu, cuda, cuda:1
+dtype = "auto"  # auto: bf16 on Ampere and later, fp16 (with a GradScaler) on V100, fp32 on a CPU
+compile = False  # torch.compile the model (default mode; see build())
+fused_adamw = True  # the fused AdamW kernel on CUDA (False: the foreach implementation)
+data = "synthetic"  # random tokens already on the device, or a folder made by prepare.py
+threads = 0  # CPU threads for torch; 0 keeps torch's default
+seed = 1337
+# timing
+warmup = 3  # untimed steps first (torch.compile compiles in the first)
+iters = 10  # steps per timed round
+repeats = 3  # timed rounds per variant, alternating between variants
+compare = ""  # variants side by side: options | speedups | compile | precision | a,b,... (see PRESETS)
+gen_tokens = 256  # generation row: new tokens (0 skips it)
+gen_prompt = 32  # prompt tokens for the generation row
+gen_repeats = 2
+loader_iters = 20  # batches timed for the data loader row (real data only)
+find_batch = False  # search the largest micro-batch that fits in GPU memory, print it and stop
+find_batch_max = 1024
+peak_tflops = 0.0  # the device's peak for MFU; 0: from model.PEAK_FLOPS by GPU name and dtype
+project = False  # print only the 8×V100 projection
+project_mfu = 0.30  # MFU assumed by the projection (a stated assumption, not a measurement)
+json = ""  # also write every figure to this path
+
+# ---------------------------------------------------------------- what --compare can run
+
+# Each comma-separated variant is 'base' or '+'-joined parts: an option letter (its shape from
+# model.OPTIONS) or KEY=VALUE for one of VARIANT_KEYS, applied over the command line's settings.
+PRESETS = {
+    "options": "a,b,c",
+    "speedups": "base,vocab_multiple_of=1,ffn_multiple_of=8,ffn_multiple_of=64,loss_chunk=0,fused_adamw=False",
+    "compile": "compile=False,compile=True",
+    "precision": "dtype=float32,dtype=bfloat16,dtype=float16",
+}
+MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.init]
+VARIANT_KEYS = MODEL_KEYS + ["batch_size", "grad_accum", "grad_clip", "dtype", "compile", "fused_adamw"]
+BARE_FLAGS = {"compare": "options"}  # what a bare --compare means
+
+# The 8×V100 projection (the V100's dense fp16 tensor-core peak comes from model.PEAK_FLOPS), and
+# the size of OpenWebText's train split in GPT-2 tokens (nanoGPT's prepare.py: 9,035,582,198).
+BUDGET = dict(gpus=8, hours=23.0, owt_train_tokens=9.0e9)  # a dict, so not a --key setting
+
+
+def expand_flags(argv: list[str], defaults: dict) -> list[str]:
+    """Let boolean settings be bare flags (--compile, --find_batch), a bare --compare mean
+    --compare=options, and any setting be written '--key value' as well as '--key=value'."""
+    out, args = [], list(argv)
+    while args:
+        arg = args.pop(0)
+        key = arg[2:]
+        if arg.startswith("--") and "=" not in arg and key in defaults:
+            if isinstance(defaults[key], bool):
+                arg = f"--{key}=True"
+            elif args and not args[0].startswith("--") and not args[0].endswith(".py"):
+                arg = f"--{key}={args.pop(0)}"
+            elif key in BARE_FLAGS:
+                arg = f"--{key}={BARE_FLAGS[key]}"
+        out.append(arg)
+    return out
+
+
+def parse_variants(spec: str, settings: dict) -> list[tuple[str, dict]]:
+    """[(name, settings)] for a --compare spec; one variant, 'base', when spec is empty."""
+    spec = PRESETS.get(spec, spec) or "base"
+    variants = []
+    for item in spec.split(","):
+        s, parts = dict(settings), [p.strip() for p in item.split("+")]
+        for part in parts:
+            if part.lower() in OPTIONS:
+                s.update(OPTIONS[part.lower()])
+            elif part.partition("=")[0] in VARIANT_KEYS and "=" in part:
+                configure(s, [f"--{part}"], verbose=False)  # the configurator's type checks and errors
+            elif part != "base":
+                die(f"--compare: '{part}' is not a preset ({', '.join(PRESETS)}), an option (a, b, c), 'base', "
+                    f"or KEY=VALUE with KEY one of {', '.join(VARIANT_KEYS)}")
+        variants.append(("+".join(p.upper() if p.lower() in OPTIONS else p for p in parts), s))
+    return variants
+
+
+def model_config(s: dict) -> GPTConfig:
+    try:
+        return GPTConfig(**{k: s[k] for k in MODEL_KEYS})
+    except ValueError as e:
+        die(f"bad model settings: {e}")
+
+
+def largest_fitting(fits, start: int, limit: int) -> int:
+    """The largest b in 1..limit with fits(b), for a fits() that holds up to some size and fails
+    beyond it: double from start while it fits, then bisect between the last fit and the first
+    failure. 0 when not even 1 fits."""
+    lo, b = 0, min(max(start, 1), limit)
+    while fits(b):
+        lo = b
+        if b == limit:
+            return limit
+        b = min(2 * b, limit)
+    hi = b  # fits(lo) held (or lo is 0), fits(hi) failed
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def projection(mfu: float) -> list[dict]:
+    """Tokens 8×V100 would train in 23 h for each option at its real shape (block 1024), from
+    FLOPs per token and an assumed MFU: a projection, not a measurement."""
+    peak = peak_flops("V100", "float16")
+    rows = []
+    for name, shape in OPTIONS.items():
+        cfg = GPTConfig(**shape)
+        with torch.device("meta"):  # parameters without memory: only their count is needed
+            n = GPT(cfg).num_params()
+        fpt = flops_per_token(cfg, n)
+        tokens_per_s = BUDGET["gpus"] * peak * mfu / fpt
+        tokens = tokens_per_s * BUDGET["hours"] * 3600
+        rows.append(dict(option=name.upper(), params=n, flops_per_token=fpt, mfu=mfu, gpus=BUDGET["gpus"],
+                         peak_flops_per_gpu=peak, tokens_per_s=tokens_per_s, hours=BUDGET["hours"],
+                         tokens=tokens, epochs=tokens / BUDGET["owt_train_tokens"]))
+    return rows
+
+
+# ---------------------------------------------------------------- the training step
+
+@dataclass
+class Run:
+    """One variant: its settings, model, optimizer and timings."""
+    name: str
+    s: dict
+    model: GPT
+    step_model: torch.nn.Module  # the model, or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    rng: torch.Generator
+    batch: tuple = ()
+    pool: list = field(default_factory=list)  # synthetic batches, already on the device
+    times: list = field(default_factory=list)  # seconds per step, one per timed round
+    peak_mem: int | None = None
+    loss: float = float("nan")
+
+
+def device_type() -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def sync():
+    if device_type() == "cuda":
+        torch.cuda.synchronize()
+
+
+def next_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next micro-batch: common.get_batch on real data (pinned, asynchronous copy to the GPU),
+    or one of two fixed random batches already on the device, which costs nothing."""
+    B, T = run.s["batch_size"], run.s["block_size"]
+    if data != "synthetic":
+        return get_batch(data, "train", B, T, run.rng, device)
+    if not run.pool or run.pool[0][0].shape != (B, T):
+        tokens = [torch.randint(0, run.s["vocab_size"], (B, T + 1), generator=run.rng) for _ in range(2)]
+        run.pool = [(t[:, :-1].to(device), t[:, 1:].to(device)) for t in tokens]
+    run.pool.reverse()
+    return run.pool[0]
+
+
+def build(name: str, s: dict) -> Run:
+    torch.manual_seed(s["seed"])  # the same initial weights for variants of the same shape
+    model = GPT(model_config(s)).to(device)
+    # configure_optimizers picks the fused AdamW kernel on CUDA (the whole update in one launch).
+    # Asking for the CPU flavour gives the baseline: on CUDA tensors, AdamW's foreach implementation.
+    optimizer = model.configure_optimizers(s["weight_decay"], s["learning_rate"], (s["beta1"], s["beta2"]),
+                                           device_type() if s["fused_adamw"] else "cpu")
+    # fp16 needs loss scaling (its gradients underflow); bf16 and fp32 do not, and a disabled
+    # scaler passes everything through, so the step below is the same code for all three.
+    scaler = torch.amp.GradScaler(device_type(), enabled=s["dtype"] == "float16")
+    # The default mode, not max-autotune: max-autotune swaps cuBLAS GEMMs for Triton templates,
+    # which need sm80-era features and lose to cuBLAS on the V100s (sm70) we train on; the default
+    # mode fuses the elementwise and norm kernels around the GEMMs and leaves the GEMMs to cuBLAS.
+    step_model = torch.compile(model) if s["compile"] else model
+    run = Run(name, s, model, step_model, optimizer, scaler, torch.Generator().manual_seed(s["seed"]))
+    run.batch = next_batch(run)
+    return run
+
+
+def train_step(run: Run) -> torch.Tensor:
+    """One optimizer step as train.py takes it: grad_accum micro-steps whose losses are divided by
+    grad_accum (the gradient of the mean over the whole batch), the next micro-batch fetched while
+    this one's backward runs, clipping of the unscaled gradients, then the update."""
+    s = run.s
+    for _ in range(s["grad_accum"]):
+        with autocast(device_type(), s["dtype"]):
+            _, loss = run.step_model(*run.batch)
+            loss = loss / s["grad_accum"]
+        run.batch = next_batch(run)  # the copy to the GPU overlaps the backward below
+        run.scaler.scale(loss).backward()
+    if s["grad_clip"] > 0:
+        run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the fp16-scaled ones
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), s["grad_clip"])
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+def resident_bytes(run: Run) -> int:
+    """Weights, buffers and optimizer state of one variant: what stays allocated between steps."""
+    tensors = list(run.model.parameters()) + list(run.model.buffers())
+    tensors += [t for state in run.optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def timed_round(run: Run) -> None:
+    """iters steps in one block, synchronised only at its ends as a training loop runs. Peak memory:
+    what this variant holds at its peak (its weights, optimizer state, gradients, activations), from
+    max_memory_allocated with the other variants' resident tensors left out."""
+    if device_type() == "cuda":
+        sync()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        loss = train_step(run)
+    sync()
+    run.times.append((time.perf_counter() - t0) / iters)
+    if device_type() == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - before + resident_bytes(run)
+        run.peak_mem = max(run.peak_mem or 0, peak)
+    run.loss = loss.item() * run.s["grad_accum"]
+
+
+def step_fits(run: Run, b: int) -> bool:
+    """Whether two training steps at micro-batch b fit in GPU memory (the second holds the
+    optimizer state the first allocated). Frees everything before returning."""
+    run.s["batch_size"], run.pool = b, []
+    try:
+        run.batch = next_batch(run)
+        for _ in range(2):
+            train_step(run)
+        sync()
+        ok = True
+    except torch.cuda.OutOfMemoryError:
+        ok = False
+    run.batch, run.pool = (), []
+    run.optimizer.zero_grad(set_to_none=True)
+    gc.collect()
+    if device_type() == "cuda":
+        torch.cuda.empty_cache()
+    print(f"  micro-batch {b}: {'fits' if ok else 'out of memory'}")
+    return ok
+
+
+# ---------------------------------------------------------------- the other rows
+
+def bench_generation(s: dict) -> dict:
+    """Tokens/s of model.generate at batch 1 with and without the KV cache, alternating. The model
+    has the variant's shape, with block_size raised if prompt + new tokens need it."""
+    cfg = model_config(s | {"block_size": max(s["block_size"], gen_prompt + gen_tokens)})
+    torch.manual_seed(s["seed"])
+    model = GPT(cfg).to(device).eval()
+    prompt = torch.randint(0, cfg.vocab_size, (1, gen_prompt), generator=torch.Generator().manual_seed(seed))
+    prompt = prompt.to(device)
+    times = {True: [], False: []}
+
+    def generate(n: int, use_cache: bool) -> torch.Tensor:
+        g = torch.Generator(device=device).manual_seed(seed)
+        with autocast(device_type(), s["dtype"]):
+            return model.generate(prompt, n, stop=(), generator=g, use_cache=use_cache)  # never stops early
+
+    for use_cache in (True, False):
+        generate(4, use_cache)  # warm-up
+    for r in range(gen_repeats):
+        for use_cache in ((True, False) if r % 2 == 0 else (False, True)):
+            sync()
+            t0 = time.perf_counter()
+            out = generate(gen_tokens, use_cache)
+            sync()
+            times[use_cache].append(time.perf_counter() - t0)
+            assert out.size(1) == gen_prompt + gen_tokens
+    cached, uncached = (gen_tokens / statistics.median(times[c]) for c in (True, False))
+    return dict(prompt=gen_prompt, new_tokens=gen_tokens, batch=1, block_size=cfg.block_size, dtype=s["dtype"],
+                kv_cache_tokens_per_s=cached, no_cache_tokens_per_s=uncached, speedup=cached / uncached)
+
+
+def bench_loader(s: dict, step_s: float) -> dict:
+    """ms per common.get_batch call (memmap, stack, pinned copy to the GPU) at the step's shape."""
+    B, T = s["batch_size"], s["block_size"]
+    g = torch.Generator().manual_seed(seed)
+    get_batch(data, "train", B, T, g, device)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(loader_iters):
+        get_batch(data, "train", B, T, g, device)
+    sync()
+    per_batch = (time.perf_counter() - t0) / loader_iters
+    return dict(data=data, batch_size=B, block_size=T, ms_per_batch=per_batch * 1000,
+                fraction_of_micro_step=per_batch / (step_s / s["grad_accum"]))
+
+
+def describe_env() -> dict:
+    env = dict(date=time.strftime("%Y-%m-%d %H:%M"), torch=torch.__version__, python=platform.python_version(),
+               device=device, threads=torch.get_num_threads())
+    if device_type() == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        env |= dict(gpu=torch.cuda.get_device_name(device), capability=f"sm{major}{minor}", cuda=torch.version.cuda,
+                    gpu_memory_gib=torch.cuda.get_device_properties(device).total_memory / 2**30)
+    else:
+        model_name = ""
+        if os.path.exists("/proc/cpuinfo"):
+            with open("/proc/cpuinfo") as f:
+                model_name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+        env |= dict(cpu=model_name or platform.processor(), cores=os.cpu_count(), load_avg_1min=os.getloadavg()[0])
+    return env
+
+
+def sdpa_backend(dt: str) -> str:
+    """The attention kernel F.scaled_dot_product_attention will pick for training (causal, no mask).
+    We never force one: PyTorch picks flash where it can run, memory-efficient attention elsewhere."""
+    if device_type() != "cuda":
+        return "CPU fused kernel"
+    cap = torch.cuda.get_device_capability(device)
+    if cap >= (8, 0) and dt != "float32" and torch.backends.cuda.flash_sdp_enabled():
+        return "flash (sm80+, half precision)"
+    if torch.backends.cuda.mem_efficient_sdp_enabled():
+        return "memory-efficient" + (" (flash needs sm80+)" if cap < (8, 0) else " (flash needs bf16/fp16)")
+    return "math"
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in cells]
+    return "\n".join(lines)
+
+
+def write_json(path: str, payload: dict) -> None:
+    tmp = f"{path}.tmp"  # written whole, then renamed: never a half-written file
+    with open(tmp, "w") as f:
+        json_lib.dump(payload, f, indent=2)
+    os.replace(tmp, path)
+
+
+def print_projection(rows: list[dict]) -> None:
+    r0 = rows[0]
+    print(f"\nprojection, not a measurement: {r0['gpus']}×V100 at {r0['peak_flops_per_gpu'] / 1e12:.0f} TFLOP/s fp16 "
+          f"peak each, ASSUMED MFU {r0['mfu']:.0%}, {r0['hours']:g} h, epochs over OpenWebText's "
+          f"{BUDGET['owt_train_tokens'] / 1e9:.1f}B train tokens")
+    print(table(["option", "params", "FLOPs/token", "tokens/s", "tokens in 23 h", "epochs"],
+                [[r["option"], f"{r['params']:,}", f"{r['flops_per_token'] / 1e6:.1f}M",
+                  f"{r['tokens_per_s'] / 1e6:.2f}M", f"{r['tokens'] / 1e9:.1f}B", f"{r['epochs']:.1f}"] for r in rows]))
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv: list[str]) -> None:
+    global device
+    config = configure(globals(), expand_flags(argv, settings_of(globals())), strict_files=False)
+    proj = projection(project_mfu)
+    if project:
+        print_projection(proj)
+        if json:
+            write_json(json, dict(projection=proj))
+        return
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_type() == "cuda" and not torch.cuda.is_available():
+        die(f"--device={device} but this machine has no CUDA GPU (or this torch has no CUDA): use --device=cpu")
+    if device_type() == "cpu" and device != "cpu":
+        die(f"unknown device '{device}': use auto, cpu, cuda or cuda:N")
+    if data != "synthetic":
+        load_meta(data)  # a clear error when the folder is not prepared
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if device_type() == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 runs on tensor cores, as nanoGPT trains
+        torch.backends.cudnn.allow_tf32 = True
+    for key, low in (("batch_size", 1), ("grad_accum", 1), ("iters", 1), ("repeats", 1), ("warmup", 0)):
+        if config[key] < low:
+            die(f"{key} must be at least {low}, got {config[key]}")
+
+    variants = parse_variants(compare, {k: config[k] for k in VARIANT_KEYS + ["seed", "learning_rate",
+                                                                              "weight_decay", "beta1", "beta2"]})
+    for _, s in variants:
+        s["dtype"] = resolve_dtype(s["dtype"], device_type())
+    if any(s["compile"] for _, s in variants):
+        # each compiled variant is one more cache entry on GPT.forward's code; keep them all compiled
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 8 * len(variants))
+
+    env = describe_env()
+    where = (f"{env['gpu']} ({env['capability']}, CUDA {env['cuda']}, {env['gpu_memory_gib']:.0f} GiB)"
+             if device_type() == "cuda" else
+             f"CPU {env['cpu']} ({env['cores']} cores, load {env['load_avg_1min']:.1f})")
+    print(f"\nbench.py {env['date']}: {where}, torch {env['torch']}, {env['threads']} threads")
+
+    if find_batch:
+        if device_type() != "cuda":
+            die("--find_batch searches GPU memory: it needs a CUDA device (--device=cuda)")
+        name, s = variants[0]
+        run = build(name, s)
+        print(f"largest micro-batch of {name} at block {s['block_size']}, {s['dtype']}, "
+              f"compile {'on' if s['compile'] else 'off'}:")
+        best = largest_fitting(lambda b: step_fits(run, b), s["batch_size"], find_batch_max)
+        print(f"largest micro-batch that fits: {best} (time it, and powers of two below it, with --compare="
+              f"batch_size=N,... to find the fastest)")
+        if json:
+            write_json(json, dict(env=env, settings=config, find_batch=dict(variant=name, largest=best)))
+        return
+
+    runs = [build(name, s) for name, s in variants]
+    s0 = runs[0].s
+    shapes = sorted({(r.s["batch_size"], r.s["block_size"], r.s["grad_accum"]) for r in runs})
+    print("shape: " + "; ".join(f"micro-batch {B} × block {T} × accumulation {A} = {B * T * A:,} tokens/step"
+                                for B, T, A in shapes)
+          + f"; data: {data}; attention: {sdpa_backend(s0['dtype'])}")
+    print(f"timing: warm-up {warmup} steps, then {repeats} rounds of {iters} steps per variant"
+          f"{', alternating' if len(runs) > 1 else ''}; median round, spread = (slowest - fastest) / median")
+
+    for run in runs:
+        for _ in range(warmup):
+            train_step(run)
+    sync()
+    for r in range(repeats):
+        k = r % len(runs)
+        for run in runs[k:] + runs[:k]:  # each round starts one variant later: no variant always first
+            timed_round(run)
+
+    results = []
+    for run in runs:
+        s, dt = run.s, statistics.median(run.times)
+        tokens = s["batch_size"] * s["block_size"] * s["grad_accum"]
+        cfg = run.model.config
+        gpu = env.get("gpu", "")
+        peak = peak_tflops * 1e12 or peak_flops(gpu, s["dtype"])
+        results.append(dict(
+            variant=run.name, params=run.model.num_params(), padded_vocab=cfg.padded_vocab_size,
+            padding_params=(cfg.padded_vocab_size - cfg.vocab_size) * cfg.n_embd, ffn_hidden=cfg.ffn_hidden,
+            dtype=s["dtype"], compile=s["compile"], fused_adamw=s["fused_adamw"] and device_type() == "cuda",
+            loss_chunk=cfg.loss_chunk, batch_size=s["batch_size"], block_size=s["block_size"],
+            grad_accum=s["grad_accum"], tokens_per_step=tokens, ms_per_step=dt * 1000,
+            ms_per_step_rounds=[t * 1000 for t in run.times], spread=(max(run.times) - min(run.times)) / dt,
+            tokens_per_s=tokens / dt, flops_per_token=flops_per_token(cfg, run.model.num_params()),
+            peak_flops=peak, mfu=run.model.estimate_mfu(tokens, dt, gpu, s["dtype"], peak),
+            peak_memory_bytes=run.peak_mem, last_loss=run.loss))
+    base_tps = results[0]["tokens_per_s"]
+    print()
+    print(table(["variant", "params", "vocab rows", "ffn", "dtype", "ms/step", "spread", "tokens/s", "vs first",
+                 "MFU", "peak mem", "FLOPs/token"],
+                [[r["variant"], f"{r['params']:,}", f"{r['padded_vocab']:,}", r["ffn_hidden"], r["dtype"],
+                  f"{r['ms_per_step']:.1f}", f"{r['spread']:.0%}", f"{r['tokens_per_s']:,.0f}",
+                  f"{r['tokens_per_s'] / base_tps:.2f}×", "—" if r["mfu"] is None else f"{r['mfu']:.1%}",
+                  "—" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.2f} GiB",
+                  f"{r['flops_per_token'] / 1e6:.1f}M"] for r in results]))
+    print("params: at the real vocab (50,257 rows), the tied matrix once; the padding rows up to 'vocab rows' "
+          "are extra weights, never used. MFU: "
+          + ("needs the device's peak: give --peak_tflops=N" if results[0]["mfu"] is None
+             else f"against {results[0]['peak_flops'] / 1e12:.0f} TFLOP/s")
+          + (". peak mem: GPU only" if device_type() != "cuda" else ""))
+
+    generation = loader = None
+    if gen_tokens > 0:
+        generation = bench_generation(s0)
+        g = generation
+        print(f"\ngeneration ({runs[0].name}, batch 1, {g['prompt']}-token prompt + {g['new_tokens']} new, "
+              f"{g['dtype']}): KV cache {g['kv_cache_tokens_per_s']:.1f} tokens/s, "
+              f"no cache {g['no_cache_tokens_per_s']:.1f} tokens/s: {g['speedup']:.1f}× faster with the cache")
+    if data != "synthetic":
+        loader = bench_loader(s0, results[0]["ms_per_step"] / 1000)
+        print(f"data loader (common.get_batch, {loader['batch_size']}×{loader['block_size']} from {data}): "
+              f"{loader['ms_per_batch']:.2f} ms per batch, {loader['fraction_of_micro_step']:.2%} of a micro-step")
+    print_projection(proj)
+    if json:
+        write_json(json, dict(env=env, settings=config, variants=results, generation=generation, loader=loader,
+                              projection=proj))
+        print(f"wrote {json}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,301 @@
+"""Tests for bench.py and the speed work it measures: the FLOPs/MFU arithmetic, the chunked lm_head +
+cross-entropy against the plain one, padded vocabulary ids never sampled, the micro-batch finder,
+gradient accumulation as train.py does it, and bench.py run end to end. No timed assertions."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import bench
+from conftest import run_script
+from model import GPT, OPTIONS, ChunkedCrossEntropy, GPTConfig, flops_per_token, peak_flops
+
+
+def tiny(option: str, **kw) -> GPTConfig:
+    """An option's architecture at a test's size; vocab 1000 pads to 1024, so padding is exercised."""
+    shape = dict(OPTIONS[option], n_layer=2, n_embd=64, n_head=2 if option != "b" else 4)
+    return GPTConfig(**(shape | dict(block_size=32, vocab_size=1000) | kw))
+
+
+# ---------------------------------------------------------------- FLOPs, MFU, projection
+
+def test_flops_per_token_for_the_real_options():
+    # by hand: 6N for the weight GEMMs (N at the real vocab, tied matrix once, learned positions
+    # left out) + 12·L·d·T for attention scores and values (PaLM, Chowdhery et al. 2022, App. B)
+    a = 6 * 35_763_840 + 12 * 16 * 320 * 1024
+    c = 6 * (33_860_736 - 1024 * 384) + 12 * 8 * 384 * 1024
+    rows = {r["option"]: r for r in bench.projection(0.3)}
+    assert rows["A"]["flops_per_token"] == a == 277_497_600
+    assert rows["C"]["flops_per_token"] == c == 238_553_856
+    assert rows["B"]["params"] == 31_740_416
+    # 8 GPUs × 125 TFLOP/s × 30% for 23 h, over OpenWebText's 9.0B train tokens
+    tokens = 8 * 125e12 * 0.3 / a * 23 * 3600
+    assert rows["A"]["tokens"] == pytest.approx(tokens) and rows["A"]["tokens"] == pytest.approx(89.5e9, rel=1e-3)
+    assert rows["A"]["epochs"] == pytest.approx(tokens / 9.0e9)
+
+
+def test_peak_flops_lookup():
+    assert peak_flops("NVIDIA H200", "bfloat16") == 989e12
+    assert peak_flops("Tesla V100-SXM2-32GB", "float16") == 125e12
+    assert peak_flops("Tesla V100-SXM2-32GB", "bfloat16") is None  # V100 has no bf16 tensor cores
+    assert peak_flops("cpu", "float32") is None
+
+
+def test_estimate_mfu_by_hand():
+    model = GPT(tiny("a"))
+    fpt = flops_per_token(model.config, model.num_params())
+    assert model.estimate_mfu(4096, 0.5, peak=1e12) == pytest.approx(fpt * 4096 / 0.5 / 1e12)
+    assert model.estimate_mfu(4096, 0.5, "NVIDIA H200", "bfloat16") == pytest.approx(fpt * 4096 / 0.5 / 989e12)
+    assert model.estimate_mfu(4096, 0.5, "cpu", "float32") is None
+
+
+# ---------------------------------------------------------------- chunked lm_head + cross-entropy
+
+def loss_and_grads(model: GPT, x, y, dtype=None):
+    model.zero_grad(set_to_none=True)
+    ctx = torch.autocast("cpu", dtype=dtype) if dtype else torch.autocast("cpu", enabled=False)
+    with ctx:
+        _, loss = model(x, y)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def pair(option: str, chunk: int) -> tuple[GPT, GPT]:
+    torch.manual_seed(0)
+    chunked = GPT(tiny(option, loss_chunk=chunk))
+    plain = GPT(tiny(option, loss_chunk=0))
+    plain.load_state_dict(chunked.state_dict())
+    return chunked, plain
+
+
+def batch(vocab=1000, B=3, T=32, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, vocab, (B, T), generator=g)
+    y = torch.randint(0, vocab, (B, T), generator=g)
+    y[0, :5] = -1  # ignored targets, as in train.py's masked batches
+    y[2, -1] = -1
+    return x, y
+
+
+@pytest.mark.parametrize("option", ["a", "b", "c"])
+@pytest.mark.parametrize("chunk", [7, 32, 4096])  # uneven, exact and larger than the tokens
+def test_chunked_loss_equals_plain_fp32(option, chunk):
+    chunked, plain = pair(option, chunk)
+    x, y = batch()
+    loss_c, grads_c = loss_and_grads(chunked, x, y)
+    loss_p, grads_p = loss_and_grads(plain, x, y)
+    # an independent reference for the loss: log-softmax over the real vocab, by hand
+    with torch.no_grad():
+        logits = chunked.hidden_states(x) @ chunked.lm_head.weight[:1000].t()
+        nll = logits.logsumexp(-1) - logits.gather(-1, y.clamp(min=0)[..., None]).squeeze(-1)
+        ref = nll[y != -1].mean()
+    assert loss_c.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert loss_c.item() == pytest.approx(loss_p.item(), rel=1e-6)
+    assert grads_c.keys() == grads_p.keys()
+    for name in grads_p:
+        torch.testing.assert_close(grads_c[name], grads_p[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 5e-3)])
+def test_chunked_loss_matches_plain_under_autocast(dtype, tol):
+    chunked, plain = pair("a", 13)
+    x, y = batch()
+    loss_c, grads_c = loss_and_grads(chunked, x, y, dtype)
+    loss_p, grads_p = loss_and_grads(plain, x, y, dtype)
+    assert loss_c.dtype == torch.float32  # the loss is fp32 whatever the autocast dtype
+    assert loss_c.item() == pytest.approx(loss_p.item(), rel=tol / 10)
+    for name in grads_p:
+        scale = grads_p[name].abs().max().clamp(min=1e-12)
+        assert torch.isfinite(grads_c[name]).all(), name
+        assert ((grads_c[name] - grads_p[name]).abs().max() / scale).item() < tol, name
+
+
+def test_chunked_loss_fp16_small_activations_do_not_overflow():
+    # small hidden states and weights with one valid target once pushed the fp16 gradient scale so
+    # high that softmax - onehot itself overflowed to inf
+    torch.manual_seed(0)
+    x = (torch.randn(64, 32) * 0.01).requires_grad_()
+    w = (torch.randn(128, 32) * 0.01).requires_grad_()
+    t = torch.full((64,), -1)
+    t[0] = 3
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = ChunkedCrossEntropy.apply(x, w, t, 100, 16)
+    loss.backward()
+    gx, gw = x.grad.clone(), w.grad.clone()
+    x.grad = w.grad = None
+    F.cross_entropy((x @ w.t())[:, :100], t, ignore_index=-1).backward()
+    torch.testing.assert_close(gx, x.grad, rtol=1e-2, atol=1e-6)
+    torch.testing.assert_close(gw, w.grad, rtol=1e-2, atol=1e-6)
+
+
+def test_chunked_loss_skips_gradient_work_under_no_grad(monkeypatch):
+    model = GPT(tiny("a", loss_chunk=16)).eval()
+    x, y = batch()
+    seen = []
+    forward = ChunkedCrossEntropy.forward
+
+    def spy(ctx, *args):
+        seen.append(args[-1])  # grad_enabled
+        return forward(ctx, *args)
+
+    monkeypatch.setattr(ChunkedCrossEntropy, "forward", staticmethod(spy))
+    with torch.no_grad():
+        _, loss_eval = model(x, y)
+    _, loss_train = model(x, y)
+    assert seen == [False, True]
+    assert loss_eval.item() == pytest.approx(loss_train.item(), rel=1e-6)
+
+
+# ---------------------------------------------------------------- padded vocabulary
+
+def test_padded_ids_are_never_sampled():
+    torch.manual_seed(0)
+    model = GPT(tiny("a")).eval()
+    assert model.config.padded_vocab_size == 1024
+    with torch.no_grad():
+        # huge padding rows: were they not masked, they would win every draw
+        model.transformer.wte.weight[1000:] = torch.randn(24, 64) * 100
+        h = model.hidden_states(torch.randint(0, 1000, (4, 8)))
+        assert (model.lm_head(h)[:, -1].argmax(-1) >= 1000).all()  # the test can fail
+        assert model.logits(h).size(-1) == 1000
+    prompt = torch.randint(0, 1000, (4, 3))
+    for kw in (dict(), dict(temperature=2.0), dict(top_k=50), dict(top_p=0.99), dict(temperature=0)):
+        for use_cache in (True, False):
+            g = torch.Generator().manual_seed(1)
+            out = model.generate(prompt, 20, stop=(), generator=g, use_cache=use_cache, **kw)
+            assert out.shape == (4, 23) and out.max() < 1000, (kw, use_cache)
+
+
+# ---------------------------------------------------------------- the micro-batch finder
+
+@pytest.mark.parametrize("threshold", [0, 1, 5, 16, 37, 64, 1000])
+@pytest.mark.parametrize("start", [1, 16, 100])
+def test_largest_fitting(threshold, start):
+    calls = []
+
+    def fits(b):
+        calls.append(b)
+        return b <= threshold
+
+    assert bench.largest_fitting(fits, start, 64) == min(threshold, 64)
+    assert len(calls) <= 2 * math.log2(64) + 2  # doubling then bisection, not a scan
+
+
+def small_settings(**kw) -> dict:
+    s = {k: getattr(bench, k) for k in bench.VARIANT_KEYS + ["seed", "learning_rate", "weight_decay",
+                                                             "beta1", "beta2"]}
+    return s | dict(n_layer=2, n_embd=64, n_head=2, block_size=16, vocab_size=1000, batch_size=2,
+                    dtype="float32") | kw
+
+
+def test_step_fits_catches_out_of_memory(monkeypatch):
+    monkeypatch.setattr(bench, "device", "cpu")
+    run = bench.build("base", small_settings())
+    step = bench.train_step
+
+    def oom_above_5(r):
+        if r.s["batch_size"] > 5:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return step(r)
+
+    monkeypatch.setattr(bench, "train_step", oom_above_5)
+    assert bench.largest_fitting(lambda b: bench.step_fits(run, b), 2, 64) == 5
+    assert run.batch == () and all(p.grad is None for p in run.model.parameters())  # freed after each try
+
+
+# ---------------------------------------------------------------- the step, as train.py takes it
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_gradient_accumulation_matches_one_big_batch(monkeypatch, dtype):
+    """grad_accum micro-batches, each loss divided by grad_accum, give the gradient of one batch
+    holding them all (fp16: after the GradScaler unscales)."""
+    monkeypatch.setattr(bench, "device", "cpu")
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randint(0, 1000, (4, 17), generator=g)
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    runs = {accum: bench.build("", small_settings(grad_accum=accum, batch_size=B, grad_clip=0.0, dtype=dtype))
+            for accum, B in ((2, 2), (1, 4))}
+    monkeypatch.setattr(bench, "next_batch", lambda r: next(r.feed))  # these batches, in this order
+    grads = {}
+    for accum, run in runs.items():
+        B = run.s["batch_size"]
+        run.feed = iter([(x[i:i + B], y[i:i + B]) for i in range(0, 4, B)] + [(x[:B], y[:B])])
+        run.batch = next(run.feed)
+        step = run.optimizer.step
+
+        def capture(*a, run=run, step=step, accum=accum, **kw):
+            grads[accum] = [p.grad.clone() for p in run.model.parameters()]
+            return step(*a, **kw)
+
+        run.optimizer.step = capture
+        bench.train_step(run)
+    for g2, g1 in zip(grads[2], grads[1], strict=True):
+        torch.testing.assert_close(g2, g1, rtol=1e-3, atol=1e-6 if dtype == "float32" else 1e-4)
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_expand_flags_and_variants():
+    defaults = {"compare": "", "compile": False, "json": "", "batch_size": 16}
+    assert bench.expand_flags(["config/option_a.py", "--compare", "--compile", "--json", "x.json",
+                               "--batch_size=8"], defaults) == [
+        "config/option_a.py", "--compare=options", "--compile=True", "--json=x.json", "--batch_size=8"]
+    assert bench.expand_flags(["--compare", "a,b"], defaults) == ["--compare=a,b"]
+    base = small_settings()
+    names = [n for n, _ in bench.parse_variants("options", base)]
+    assert names == ["A", "B", "C"]
+    (n1, s1), (n2, s2) = bench.parse_variants("base,c+batch_size=8+loss_chunk=0", base)
+    assert (n1, s1) == ("base", base)
+    assert n2 == "C+batch_size=8+loss_chunk=0" and s2["batch_size"] == 8 and s2["loss_chunk"] == 0
+    assert s2["n_embd"] == 384 and s2["mlp"] == "gelu" and base["batch_size"] == 2
+    with pytest.raises(SystemExit, match="not a preset"):
+        bench.parse_variants("base,warp=9", base)
+    with pytest.raises(SystemExit, match="expects int"):
+        bench.parse_variants("batch_size=big", base)
+
+
+def test_bench_end_to_end(owt_data, tmp_path):
+    """The real script on a tiny model: the table, the rows, and JSON whose arithmetic adds up."""
+    out = tmp_path / "bench.json"
+    r = run_script("bench.py", "config/smoke.py", "--n_layer=1", "--block_size=32", "--batch_size=2", "--grad_accum=2",
+                   "--compare", "base,loss_chunk=0,vocab_multiple_of=1+ffn_multiple_of=64,dtype=float16",
+                   "--iters=1", "--repeats=2", "--warmup=1", "--gen_tokens=6", "--gen_prompt=4",
+                   "--loader_iters=3", f"--data={owt_data}", "--peak_tflops=2", "--threads=1", f"--json={out}")
+    assert "tokens/s" in r.stdout and "faster with the cache" in r.stdout and "data loader" in r.stdout
+    assert "projection, not a measurement" in r.stdout
+    report = json.loads(out.read_text())
+    assert report["env"]["threads"] == 1 and report["env"]["torch"] == torch.__version__
+    rows = {v["variant"]: v for v in report["variants"]}
+    assert list(rows) == ["base", "loss_chunk=0", "vocab_multiple_of=1+ffn_multiple_of=64", "dtype=float16"]
+    for v in rows.values():
+        assert len(v["ms_per_step_rounds"]) == 2 and v["tokens_per_step"] == 2 * 32 * 2
+        assert v["tokens_per_s"] == pytest.approx(v["tokens_per_step"] / (v["ms_per_step"] / 1000))
+        assert v["mfu"] == pytest.approx(v["flops_per_token"] * v["tokens_per_s"] / 2e12)
+        assert v["flops_per_token"] == 6 * v["params"] + 12 * 1 * 64 * 32  # RoPE: no position table
+        assert math.isfinite(v["last_loss"]) and v["peak_memory_bytes"] is None  # CPU
+    # the smoke shape (d=64, SwiGLU 170, 1 layer) at the real vocab, by hand
+    layer = 4 * 64 * 64 + 3 * 64 * 170 + 2 * 64
+    assert rows["base"]["params"] == 50257 * 64 + layer + 64
+    assert rows["base"]["padded_vocab"] == 50304 and rows["base"]["padding_params"] == 47 * 64
+    assert rows["vocab_multiple_of=1+ffn_multiple_of=64"]["padded_vocab"] == 50257
+    assert rows["vocab_multiple_of=1+ffn_multiple_of=64"]["ffn_hidden"] == 192
+    # the same weights and batches: the chunked and the plain loss train identically
+    assert rows["loss_chunk=0"]["last_loss"] == pytest.approx(rows["base"]["last_loss"], rel=1e-4)
+    assert rows["dtype=float16"]["dtype"] == "float16"
+    g = report["generation"]
+    assert g["kv_cache_tokens_per_s"] > 0 and g["speedup"] == pytest.approx(
+        g["kv_cache_tokens_per_s"] / g["no_cache_tokens_per_s"])
+    assert report["loader"]["ms_per_batch"] > 0
+    assert [p["option"] for p in report["projection"]] == ["A", "B", "C"]
+
+
+def test_bench_errors_are_one_line(tmp_path):
+    r = run_script("bench.py", "--find_batch", "--device=cpu", check=False)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --find_batch")
+    r = run_script("bench.py", f"--data={tmp_path}", "--device=cpu", check=False)
+    assert r.returncode != 0 and "no prepared data" in r.stderr.strip().splitlines()[-1]
+    r = run_script("bench.py", "--project", "--project_mfu=0.4")
+    assert "ASSUMED MFU 40%" in r.stdout and "tokens in 23 h" in r.stdout
