@@ -216,6 +216,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         grad_x = torch.empty_like(x, dtype=torch.float32) if needs_grad else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if needs_grad else None
         for i in range(0, x.size(0), chunk):
+            logits = g = None  # let go of the previous chunk's logits before this one's exist
             xc, tc = x[i:i + chunk].to(dtype), targets[i:i + chunk]
             valid, tgt = tc != -1, tc.clamp(min=0)
             logits = (xc @ w.t()).float()
