@@ -22,6 +22,7 @@ thread count and versions it was measured at. BENCHMARKS.md keeps the record.
 
 import gc
 import json as json_lib
+import math
 import os
 import platform
 import statistics
@@ -65,7 +66,7 @@ beta2 = 0.95
 # where and how
 device = "auto"  # auto: cuda when there is a GPU, else cpu; or cpu, cuda, cuda:1
 dtype = "auto"  # auto: bf16 on Ampere and later, fp16 (with a GradScaler) on V100, fp32 on a CPU
-compile = False  # torch.compile the model (default mode; see build())
+compile = None  # torch.compile (default mode, see build()); None: on for CUDA, off on the CPU, as train.py
 fused_adamw = True  # the fused AdamW kernel on CUDA (False: the foreach implementation)
 data = "synthetic"  # random tokens already on the device, or a folder made by prepare.py
 threads = 0  # CPU threads for torch; 0 keeps torch's default
@@ -98,7 +99,7 @@ PRESETS = {
 }
 MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.init]
 VARIANT_KEYS = MODEL_KEYS + ["batch_size", "grad_accum", "grad_clip", "dtype", "compile", "fused_adamw"]
-BARE_FLAGS = {"compare": "options"}  # what a bare --compare means
+BARE_FLAGS = {"compare": "options", "compile": "True"}  # what a bare --compare or --compile means
 
 # The 8×V100 projection (the V100's dense fp16 tensor-core peak comes from model.PEAK_FLOPS), and
 # the size of OpenWebText's train split in GPT-2 tokens (nanoGPT's prepare.py: 9,035,582,198).
@@ -195,7 +196,6 @@ class Run:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     rng: torch.Generator
-    batch: tuple = ()
     pool: list = field(default_factory=list)  # synthetic batches, already on the device
     times: list = field(default_factory=list)  # seconds per step, one per timed round
     peak_mem: int | None = None
@@ -238,29 +238,32 @@ def build(name: str, s: dict) -> Run:
     # which need sm80-era features and lose to cuBLAS on the V100s (sm70) we train on; the default
     # mode fuses the elementwise and norm kernels around the GEMMs and leaves the GEMMs to cuBLAS.
     step_model = torch.compile(model) if s["compile"] else model
-    run = Run(name, s, model, step_model, optimizer, scaler, torch.Generator().manual_seed(s["seed"]))
-    run.batch = next_batch(run)
-    return run
+    return Run(name, s, model, step_model, optimizer, scaler, torch.Generator().manual_seed(s["seed"]))
 
 
-def train_step(run: Run) -> torch.Tensor:
-    """One optimizer step as train.py takes it: grad_accum micro-steps whose losses are divided by
-    grad_accum (the gradient of the mean over the whole batch), the next micro-batch fetched while
-    this one's backward runs, clipping of the unscaled gradients, then the update."""
+def train_step(run: Run) -> float:
+    """One optimizer step as train.py's loop takes it (less the logging and DDP): grad_accum
+    micro-steps, each loss divided by grad_accum so the gradients are those of the mean over the
+    whole batch, the next micro-batch fetched while this one runs, the gradients unscaled (fp16)
+    and clipped, the update skipped when they are not finite, and the loss read back: like
+    train.py, one synchronisation with the GPU per step."""
     s = run.s
-    for _ in range(s["grad_accum"]):
+    loss_sum = torch.zeros((), device=device)
+    x, y = next_batch(run)
+    for micro in range(s["grad_accum"]):
         with autocast(device_type(), s["dtype"]):
-            _, loss = run.step_model(*run.batch)
-            loss = loss / s["grad_accum"]
-        run.batch = next_batch(run)  # the copy to the GPU overlaps the backward below
-        run.scaler.scale(loss).backward()
-    if s["grad_clip"] > 0:
-        run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the fp16-scaled ones
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), s["grad_clip"])
-    run.scaler.step(run.optimizer)
+            _, loss = run.step_model(x, y)
+        if micro < s["grad_accum"] - 1:
+            x, y = next_batch(run)  # its copy to the GPU overlaps this micro-step's kernels
+        loss_sum += loss.detach()
+        run.scaler.scale(loss / s["grad_accum"]).backward()
+    run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the fp16-scaled ones
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), s["grad_clip"] or math.inf)
+    if torch.isfinite(grad_norm):  # an fp16 overflow skips the update, as in train.py
+        run.scaler.step(run.optimizer)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
-    return loss
+    return loss_sum.item() / s["grad_accum"]
 
 
 def resident_bytes(run: Run) -> int:
@@ -280,13 +283,12 @@ def timed_round(run: Run) -> None:
         before = torch.cuda.memory_allocated(device)
     t0 = time.perf_counter()
     for _ in range(iters):
-        loss = train_step(run)
+        run.loss = train_step(run)
     sync()
     run.times.append((time.perf_counter() - t0) / iters)
     if device_type() == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - before + resident_bytes(run)
         run.peak_mem = max(run.peak_mem or 0, peak)
-    run.loss = loss.item() * run.s["grad_accum"]
 
 
 def step_fits(run: Run, b: int) -> bool:
@@ -294,14 +296,13 @@ def step_fits(run: Run, b: int) -> bool:
     optimizer state the first allocated). Frees everything before returning."""
     run.s["batch_size"], run.pool = b, []
     try:
-        run.batch = next_batch(run)
         for _ in range(2):
             train_step(run)
         sync()
         ok = True
     except torch.cuda.OutOfMemoryError:
         ok = False
-    run.batch, run.pool = (), []
+    run.pool = []
     run.optimizer.zero_grad(set_to_none=True)
     gc.collect()
     if device_type() == "cuda":
@@ -433,17 +434,17 @@ def main(argv: list[str]) -> None:
         load_meta(data)  # a clear error when the folder is not prepared
     if threads > 0:
         torch.set_num_threads(threads)
-    if device_type() == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 runs on tensor cores, as nanoGPT trains
-        torch.backends.cudnn.allow_tf32 = True
     for key, low in (("batch_size", 1), ("grad_accum", 1), ("iters", 1), ("repeats", 1), ("warmup", 0)):
         if config[key] < low:
             die(f"{key} must be at least {low}, got {config[key]}")
 
     variants = parse_variants(compare, {k: config[k] for k in VARIANT_KEYS + ["seed", "learning_rate",
                                                                               "weight_decay", "beta1", "beta2"]})
-    for _, s in variants:
+    for name, s in variants:
         s["dtype"] = resolve_dtype(s["dtype"], device_type())
+        if s["compile"] not in (None, True, False):
+            die(f"compile must be True, False or None (automatic), got {s['compile']!r} in {name}")
+        s["compile"] = device_type() == "cuda" if s["compile"] is None else s["compile"]
     if any(s["compile"] for _, s in variants):
         # each compiled variant is one more cache entry on GPT.forward's code; keep them all compiled
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 8 * len(variants))

@@ -203,7 +203,7 @@ def test_step_fits_catches_out_of_memory(monkeypatch):
 
     monkeypatch.setattr(bench, "train_step", oom_above_5)
     assert bench.largest_fitting(lambda b: bench.step_fits(run, b), 2, 64) == 5
-    assert run.batch == () and all(p.grad is None for p in run.model.parameters())  # freed after each try
+    assert run.pool == [] and all(p.grad is None for p in run.model.parameters())  # freed after each try
 
 
 # ---------------------------------------------------------------- the step, as train.py takes it
@@ -222,8 +222,7 @@ def test_gradient_accumulation_matches_one_big_batch(monkeypatch, dtype):
     grads = {}
     for accum, run in runs.items():
         B = run.s["batch_size"]
-        run.feed = iter([(x[i:i + B], y[i:i + B]) for i in range(0, 4, B)] + [(x[:B], y[:B])])
-        run.batch = next(run.feed)
+        run.feed = iter([(x[i:i + B], y[i:i + B]) for i in range(0, 4, B)])
         step = run.optimizer.step
 
         def capture(*a, run=run, step=step, accum=accum, **kw):
@@ -239,11 +238,11 @@ def test_gradient_accumulation_matches_one_big_batch(monkeypatch, dtype):
 # ---------------------------------------------------------------- the command line
 
 def test_expand_flags_and_variants():
-    defaults = {"compare": "", "compile": False, "json": "", "batch_size": 16}
+    defaults = {"compare": "", "compile": None, "find_batch": False, "json": "", "batch_size": 16}
     assert bench.expand_flags(["config/option_a.py", "--compare", "--compile", "--json", "x.json",
                                "--batch_size=8"], defaults) == [
         "config/option_a.py", "--compare=options", "--compile=True", "--json=x.json", "--batch_size=8"]
-    assert bench.expand_flags(["--compare", "a,b"], defaults) == ["--compare=a,b"]
+    assert bench.expand_flags(["--compare", "a,b", "--find_batch"], defaults) == ["--compare=a,b", "--find_batch=True"]
     base = small_settings()
     names = [n for n, _ in bench.parse_variants("options", base)]
     assert names == ["A", "B", "C"]
