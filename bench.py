@@ -274,7 +274,7 @@ def resident_bytes(run: Run) -> int:
 
 
 def timed_round(run: Run) -> None:
-    """iters steps in one block, synchronised only at its ends as a training loop runs. Peak memory:
+    """iters steps in one block, timed between synchronisations with the GPU at its ends. Peak memory:
     what this variant holds at its peak (its weights, optimizer state, gradients, activations), from
     max_memory_allocated with the other variants' resident tensors left out."""
     if device_type() == "cuda":
@@ -302,6 +302,8 @@ def step_fits(run: Run, b: int) -> bool:
         ok = True
     except torch.cuda.OutOfMemoryError:
         ok = False
+        # a step cut short may leave the GradScaler mid-step (unscaled, not updated): start afresh
+        run.scaler = torch.amp.GradScaler(device_type(), enabled=run.scaler.is_enabled())
     run.pool = []
     run.optimizer.zero_grad(set_to_none=True)
     gc.collect()

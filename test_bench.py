@@ -191,18 +191,20 @@ def small_settings(**kw) -> dict:
                     dtype="float32") | kw
 
 
-def test_step_fits_catches_out_of_memory(monkeypatch):
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_step_fits_catches_out_of_memory(monkeypatch, dtype):
     monkeypatch.setattr(bench, "device", "cpu")
-    run = bench.build("base", small_settings())
-    step = bench.train_step
+    run = bench.build("base", small_settings(dtype=dtype))
+    clip = torch.nn.utils.clip_grad_norm_
 
-    def oom_above_5(r):
-        if r.s["batch_size"] > 5:
+    def oom_above_5(params, max_norm):  # runs after the GradScaler has unscaled: a step cut mid-way
+        if run.s["batch_size"] > 5:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return step(r)
+        return clip(params, max_norm)
 
-    monkeypatch.setattr(bench, "train_step", oom_above_5)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", oom_above_5)
     assert bench.largest_fitting(lambda b: bench.step_fits(run, b), 2, 64) == 5
+    assert bench.step_fits(run, 4)  # still usable after the failures
     assert run.pool == [] and all(p.grad is None for p in run.model.parameters())  # freed after each try
 
 
