@@ -108,12 +108,17 @@ BUDGET = dict(gpus=8, hours=23.0, owt_train_tokens=9.0e9)  # a dict, so not a --
 
 def expand_flags(argv: list[str], defaults: dict) -> list[str]:
     """Let boolean settings be bare flags (--compile, --find_batch), a bare --compare mean
-    --compare=options, and any setting be written '--key value' as well as '--key=value'."""
+    --compare=options, any setting be written '--key value' as well as '--key=value', and a config
+    file be given as --config PATH as well as plainly."""
     out, args = [], list(argv)
     while args:
         arg = args.pop(0)
         key = arg[2:]
-        if arg.startswith("--") and "=" not in arg and key in defaults:
+        if arg == "--config" and args:
+            arg = args.pop(0)
+        elif arg.startswith("--config="):
+            arg = arg.removeprefix("--config=")
+        elif arg.startswith("--") and "=" not in arg and key in defaults:
             if isinstance(defaults[key], bool):
                 arg = f"--{key}=True"
             elif args and not args[0].startswith("--") and not args[0].endswith(".py"):

@@ -245,6 +245,8 @@ def test_expand_flags_and_variants():
                                "--batch_size=8"], defaults) == [
         "config/option_a.py", "--compare=options", "--compile=True", "--json=x.json", "--batch_size=8"]
     assert bench.expand_flags(["--compare", "a,b", "--find_batch"], defaults) == ["--compare=a,b", "--find_batch=True"]
+    assert bench.expand_flags(["--config", "config/option_b.py", "--config=config/smoke.py"], defaults) == [
+        "config/option_b.py", "config/smoke.py"]
     base = small_settings()
     names = [n for n, _ in bench.parse_variants("options", base)]
     assert names == ["A", "B", "C"]
