@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from common import autocast, die, get_batch, load_meta, resolve_dtype
+from common import autocast, die, get_batch, load_meta, resolve_device, resolve_dtype
 from configurator import configure, settings_of
 from model import GPT, OPTIONS, GPTConfig, flops_per_token, peak_flops
 
@@ -431,12 +431,9 @@ def main(argv: list[str]) -> None:
             write_json(json, dict(projection=proj))
         return
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_type() == "cuda" and not torch.cuda.is_available():
-        die(f"--device={device} but this machine has no CUDA GPU (or this torch has no CUDA): use --device=cpu")
-    if device_type() == "cpu" and device != "cpu":
-        die(f"unknown device '{device}': use auto, cpu, cuda or cuda:N")
+    device = resolve_device(device)
+    if device_type() != "cuda" and device != "cpu":
+        die(f"bench.py times CPUs and CUDA GPUs, not '{device}': use auto, cpu, cuda or cuda:N")
     if data != "synthetic":
         load_meta(data)  # a clear error when the folder is not prepared
     if threads > 0:

@@ -31,10 +31,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
-from common import autocast, die, resolve_dtype
+from common import autocast, die, resolve_device, resolve_dtype
 from configurator import configure
 from model import EOT_TOKEN
-from sample import load_model, pick_device, stream_text
+from sample import load_model, stream_text
 
 # -----------------------------------------------------------------------------
 out_dir = "out"  # folder holding ckpt.pt
@@ -106,7 +106,7 @@ class Chat:
     """The model of a chat and its settings (the globals above); lock: held while a reply is made."""
 
     def __init__(self, path: str):
-        self.dev = pick_device(device)
+        self.dev = resolve_device(device)
         self.device_type = "cuda" if self.dev.startswith("cuda") else self.dev
         self.dtype = resolve_dtype(dtype, self.device_type)
         self.model, self.enc, checkpoint = load_model(path, self.dev)

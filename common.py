@@ -21,14 +21,28 @@ def die(message: str) -> NoReturn:
     raise SystemExit(f"error: {message}")
 
 
-# ---------------------------------------------------------------- precision
+# ---------------------------------------------------------------- device and precision
+
+def resolve_device(device: str) -> str:
+    """'auto' is the GPU when there is one, else the CPU; a CUDA device that is not there is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind = device.split(":")[0]
+    if kind not in ("cpu", "cuda", "mps"):
+        die(f"unknown device '{device}': use auto, cpu, cuda or cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
+        die(f"device '{device}' asked for, but torch sees no CUDA GPU (check the driver and the torch build): "
+            f"use --device=cpu")
+    return device
+
 
 PT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_dtype(dtype: str, device_type: str) -> str:
     """'auto' picks bf16 where the GPU has it (Ampere and later), fp16 on older GPUs such as the
-    V100 (with a GradScaler), fp32 on the CPU, where autocast buys nothing for training."""
+    V100 (with a GradScaler), and fp32 on the CPU: exact, and what the tests compare against
+    (--dtype=bfloat16 runs ~1.5x faster on CPUs with AMX; BENCHMARKS.md)."""
     if dtype == "auto":
         if device_type == "cuda":
             return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"

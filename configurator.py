@@ -24,6 +24,20 @@ def settings_of(namespace: dict) -> dict:
     return {k: v for k, v in namespace.items() if not k.startswith("_") and isinstance(v, SETTING_TYPES)}
 
 
+def print_help(namespace: dict, config: dict) -> None:
+    """The script's docstring, then each setting as its source line declares it: default and comment."""
+    print((namespace.get("__doc__") or "").strip() + "\n\nsettings (change with a config file or --key=value):")
+    lines = {}
+    if namespace.get("__file__"):
+        with open(namespace["__file__"]) as f:
+            for line in f:
+                key = line.split("=", 1)[0].strip()
+                if "=" in line and not line[0].isspace() and key in config and key not in lines:
+                    lines[key] = line.rstrip()
+    for key, value in config.items():
+        print("  " + lines.get(key, f"{key} = {value!r}"))
+
+
 def _unknown(key: str, known: dict, where: str) -> SystemExit:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(known))}"
@@ -49,6 +63,9 @@ def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_fil
     """strict_files=False: keys a config file sets that this script does not declare are skipped
     (bench.py and eval.py read the training configs for the model settings alone)."""
     config = settings_of(namespace)
+    if "-h" in argv or "--help" in argv:
+        print_help(namespace, config)
+        raise SystemExit(0)
     for arg in argv:
         if not arg.startswith("--"):
             # a config file: run it in a namespace of its own and take what it assigns

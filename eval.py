@@ -31,7 +31,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import autocast, die, get_tokenizer, load_checkpoint, load_meta, model_from_checkpoint, resolve_dtype
+from common import (
+    autocast,
+    die,
+    get_tokenizer,
+    load_checkpoint,
+    load_meta,
+    model_from_checkpoint,
+    resolve_device,
+    resolve_dtype,
+)
 
 _SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data"))
 
@@ -46,7 +55,7 @@ hellaswag_file = os.path.join(_SHARED_DATA, "hellaswag", "hellaswag_val.jsonl")
 lambada_file = os.path.join(_SHARED_DATA, "lambada", "lambada_test.jsonl")
 limit = 0  # at most this many examples per task (val: windows of val.bin, or documents of files); 0 = all
 batch_size = 16  # sequences per forward pass
-device = "cuda" if torch.cuda.is_available() else "cpu"
+device = "auto"  # auto: the GPU when there is one, else the CPU; or cpu, cuda, cuda:N
 dtype = "auto"  # auto | float32 | bfloat16 | float16 (the transformer; log-probabilities are always fp32)
 json = ""  # also write the results as JSON to this path ('-' = stdout)
 # -----------------------------------------------------------------------------
@@ -148,22 +157,15 @@ def read_documents(path: str) -> list[str]:
         die(f"eval file '{path}' not found: give existing .txt or .jsonl files in --files")
     if not path.endswith((".txt", ".jsonl")):
         die(f"eval file '{path}' is neither .txt (one document) nor .jsonl (a \"text\" field per line)")
+    if path.endswith(".jsonl"):
+        return [row["text"] for row in read_jsonl(path, "eval", {"text": str})]
+    return [read_text(path)]
+
+
+def read_text(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
-            if path.endswith(".txt"):
-                return [f.read()]
-            docs = []
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = jsonlib.loads(line)
-                except jsonlib.JSONDecodeError as e:
-                    die(f"{path} line {n}: not valid JSON ({e.msg}); a .jsonl file holds one JSON object per line")
-                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    die(f'{path} line {n}: no "text" field holding a string')
-                docs.append(row["text"])
-            return docs
+            return f.read()
     except UnicodeDecodeError as e:
         die(f"{path} is not UTF-8 text (bad byte at offset {e.start})")
 
@@ -176,17 +178,16 @@ def read_jsonl(path: str, what: str, fields: dict) -> list[dict]:
         die(f"{what} file '{path}' not found: see README.md (Evaluation) for where it comes from, "
             f"or point --{what}_file at a copy")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = jsonlib.loads(line)
-            except jsonlib.JSONDecodeError as e:
-                die(f"{path} line {n}: not valid JSON ({e.msg}); is this the {what} .jsonl file?")
-            if not isinstance(row, dict) or not all(isinstance(row.get(k), t) for k, t in fields.items()):
-                die(f"{path} line {n}: not a {what} example (needs fields {', '.join(fields)})")
-            rows.append(row)
+    for n, line in enumerate(read_text(path).split("\n"), 1):  # not splitlines: JSON may hold a raw U+2028
+        if not line.strip():
+            continue
+        try:
+            row = jsonlib.loads(line)
+        except jsonlib.JSONDecodeError as e:
+            die(f"{path} line {n}: not valid JSON ({e.msg}); is this the {what} .jsonl file?")
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), t) for k, t in fields.items()):
+            die(f"{path} line {n}: not a {what} example (needs fields {', '.join(fields)})")
+        rows.append(row)
     if not rows:
         die(f"{what} file '{path}' holds no examples")
     return rows
@@ -271,22 +272,21 @@ def main() -> dict:
             die(f"unknown task '{t}': choose from val, hellaswag, lambada (e.g. --tasks=val,hellaswag)")
     if stride < 0 or limit < 0 or batch_size < 1:
         die("stride and limit must be >= 0 and batch_size >= 1")
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-    if device_type == "cuda" and not torch.cuda.is_available():
-        die(f"device '{device}' asked for but CUDA is not available: use --device=cpu")
+    dev = resolve_device(device)
+    device_type = dev.split(":")[0]
     precision = resolve_dtype(dtype, device_type)
     ctx = autocast(device_type, precision)
 
     checkpoint = load_checkpoint(ckpt or out_dir, device="cpu")
     if checkpoint.get("tokenizer", "gpt2") != "gpt2":
         die(f"checkpoint uses tokenizer '{checkpoint['tokenizer']}'; eval.py knows only gpt2")
-    model = model_from_checkpoint(checkpoint, device)
+    model = model_from_checkpoint(checkpoint, dev)
     model.eval()
     enc = get_tokenizer()
     block_size = model.config.block_size
     win_stride = stride or max(block_size // 2, 1)
     print(f"checkpoint {ckpt or out_dir}: iter {checkpoint.get('iter_num', '?')}, "
-          f"{model.num_params():,} parameters, block_size {block_size}; {device}, {precision}")
+          f"{model.num_params():,} parameters, block_size {block_size}; {dev}, {precision}")
 
     results: dict = {}
     t0 = time.time()
@@ -298,7 +298,7 @@ def main() -> dict:
                 docs = docs[:limit] if limit else docs
                 windows = [w for d in docs if d for w in
                            sliding_windows([enc.eot_token] + enc.encode_ordinary(d), block_size, win_stride)]
-                per_file[path] = perplexity(model, windows, batch_size, device, ctx, f"val {os.path.basename(path)}")
+                per_file[path] = perplexity(model, windows, batch_size, dev, ctx, f"val {os.path.basename(path)}")
             # the aggregate is token-weighted over all files
             tokens = sum(r["tokens"] for r in per_file.values())
             loss = sum(r["loss"] * r["tokens"] for r in per_file.values()) / max(tokens, 1)
@@ -314,13 +314,13 @@ def main() -> dict:
             tokens = np.concatenate([np.array([enc.eot_token], dtype=np.uint16), val])
             windows = sliding_windows(tokens, block_size, win_stride)
             windows = windows[:limit] if limit else windows
-            results["val"] = perplexity(model, windows, batch_size, device, ctx, "val")
+            results["val"] = perplexity(model, windows, batch_size, dev, ctx, "val")
             results["val"]["data_dir"] = source
     if "hellaswag" in task_list:
-        results["hellaswag"] = hellaswag_accuracy(model, enc, load_hellaswag(hellaswag_file), device, ctx, limit,
+        results["hellaswag"] = hellaswag_accuracy(model, enc, load_hellaswag(hellaswag_file), dev, ctx, limit,
                                                   batch_size, progress=True)
     if "lambada" in task_list:
-        results["lambada"] = lambada_accuracy(model, enc, load_lambada(lambada_file), device, ctx, limit,
+        results["lambada"] = lambada_accuracy(model, enc, load_lambada(lambada_file), dev, ctx, limit,
                                               batch_size, progress=True)
     seconds = time.time() - t0
 

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from common import autocast, die, get_tokenizer, load_checkpoint, model_from_checkpoint, resolve_dtype
+from common import autocast, die, get_tokenizer, load_checkpoint, model_from_checkpoint, resolve_device, resolve_dtype
 from configurator import configure
 from model import EOT_TOKEN, GPT
 
@@ -53,14 +53,6 @@ class StreamDecoder:
     def flush(self) -> str:
         """Whatever is held at the end (an unfinished character becomes U+FFFD)."""
         return self.utf8.decode(b"", final=True)
-
-
-def pick_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        die(f"--device={device} but no CUDA GPU is available: use --device=cpu")
-    return device
 
 
 def load_model(path: str, device: str):
@@ -127,7 +119,7 @@ def main():
         die(f"--temperature={temperature}: use 0 (greedy) or a positive number")
     if not 0 < top_p <= 1:
         die(f"--top_p={top_p}: use a number in (0, 1]; 1.0 turns nucleus sampling off")
-    dev = pick_device(device)
+    dev = resolve_device(device)
     device_type = "cuda" if dev.startswith("cuda") else dev
     dt = resolve_dtype(dtype, device_type)
     torch.manual_seed(seed)

@@ -173,3 +173,16 @@ def test_option_config_builds_the_exact_model(option, monkeypatch):
     assert config["learning_rate"] == 1e-3 and config["time_budget_hours"] == 23.0  # A's recipe, inherited
     model = GPT(GPTConfig(**{f.name: config[f.name] for f in MODEL_FIELDS}))
     assert model.num_params() == n_params
+
+
+def test_help_lists_the_settings_with_their_comments(tmp_path, capsys):
+    script = tmp_path / "script.py"
+    script.write_text('"""Does a thing."""\nn_layer = 12  # depth\nlearning_rate = 6e-4\n')
+    ns = {"__doc__": "Does a thing.", "__file__": str(script), "n_layer": 12, "learning_rate": 6e-4}
+    with pytest.raises(SystemExit) as info:
+        configure(ns, ["--n_layer=3", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Does a thing.")
+    assert "  n_layer = 12  # depth\n" in out and "  learning_rate = 6e-4\n" in out
+    assert ns["n_layer"] == 12  # --help changes nothing

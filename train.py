@@ -129,14 +129,11 @@ if max_iters <= 0 and time_budget_hours <= 0:
     die("nothing ends this run: set max_iters or time_budget_hours")
 if compile not in (None, True, False):
     die(f"compile must be True, False or None (automatic), got {compile!r}")
-if device == "auto":
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+device = common.resolve_device(device)
 device_type = device.split(":")[0]
 if device_type not in ("cpu", "cuda"):
-    die(f"device must be auto, cpu or cuda, got '{device}'")
+    die(f"train.py trains on CPUs and CUDA GPUs, not '{device}': use auto, cpu or cuda")
 if device_type == "cuda":
-    if not torch.cuda.is_available():
-        die("device=cuda but torch sees no GPU: check the driver and the torch build, or use --device=cpu")
     if ddp:
         device = f"cuda:{local_rank}"
     # A build without kernels for this GPU fails later with "no kernel image is available"; say why now.

@@ -33,7 +33,11 @@ grad_clip = 1.0
 
 # the budget: 23 h of the 24 h allowance, leaving an hour for start-up, evals and slack.
 # The schedule follows the clock: the LR reaches min_lr at the deadline however fast the GPUs are.
+# Projected (BENCHMARKS.md, at an assumed 30% MFU): ~90B tokens, ~10 passes over all of OpenWebText
+# (~9B tokens). Past ~4 passes repeated tokens are worth less (Muennighoff et al. 2023) but still
+# not nothing, so prepare the whole of OpenWebText (`python prepare.py`) and use the whole budget.
 time_budget_hours = 23.0
+max_iters = 0  # no step limit: the time budget ends the run
 eval_interval = 1000
 eval_iters = 100
 log_interval = 50
