@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 import torch
 
 from common import autocast, die, get_batch, load_meta, resolve_device, resolve_dtype
-from configurator import configure, settings_of
+from configurator import configure
 from model import GPT, OPTIONS, GPTConfig, flops_per_token, peak_flops
 
 # ---------------------------------------------------------------- settings
@@ -104,29 +104,6 @@ BARE_FLAGS = {"compare": "options", "compile": "True"}  # what a bare --compare 
 # The 8×V100 projection (the V100's dense fp16 tensor-core peak comes from model.PEAK_FLOPS), and
 # the size of OpenWebText's train split in GPT-2 tokens (nanoGPT's prepare.py: 9,035,582,198).
 BUDGET = dict(gpus=8, hours=23.0, owt_train_tokens=9.0e9)  # a dict, so not a --key setting
-
-
-def expand_flags(argv: list[str], defaults: dict) -> list[str]:
-    """Let boolean settings be bare flags (--compile, --find_batch), a bare --compare mean
-    --compare=options, any setting be written '--key value' as well as '--key=value', and a config
-    file be given as --config PATH as well as plainly."""
-    out, args = [], list(argv)
-    while args:
-        arg = args.pop(0)
-        key = arg[2:]
-        if arg == "--config" and args:
-            arg = args.pop(0)
-        elif arg.startswith("--config="):
-            arg = arg.removeprefix("--config=")
-        elif arg.startswith("--") and "=" not in arg and key in defaults:
-            if isinstance(defaults[key], bool):
-                arg = f"--{key}=True"
-            elif args and not args[0].startswith("--") and not args[0].endswith(".py"):
-                arg = f"--{key}={args.pop(0)}"
-            elif key in BARE_FLAGS:
-                arg = f"--{key}={BARE_FLAGS[key]}"
-        out.append(arg)
-    return out
 
 
 def parse_variants(spec: str, settings: dict) -> list[tuple[str, dict]]:
@@ -423,7 +400,7 @@ def print_projection(rows: list[dict]) -> None:
 
 def main(argv: list[str]) -> None:
     global device
-    config = configure(globals(), expand_flags(argv, settings_of(globals())), strict_files=False)
+    config = configure(globals(), argv, strict_files=False, bare=BARE_FLAGS)
     proj = projection(project_mfu)
     if project:
         print_projection(proj)

@@ -4,8 +4,9 @@ globals, then calls
 
     config = configure(globals(), sys.argv[1:])
 
-Each argument is either a config file (plain Python assignments, e.g. config/option_a.py) or an
-override --key=value; later ones win. An unknown key is refused with a did-you-mean suggestion,
+Each argument is either a config file (plain Python assignments, e.g. config/option_a.py, also
+written --config PATH) or an override --key=value (also --key value; a bare --flag sets a boolean
+setting to True); later ones win. An unknown key is refused with a did-you-mean suggestion,
 and a value of the wrong type with a message that says the type expected (an int may set a float;
 a setting whose default is None takes any value). The resolved settings are written back into the
 script's globals and returned as a dict, ready for logging and for checkpoints.
@@ -59,14 +60,38 @@ def _check_type(key: str, value, default, where: str):
                      f"(like {default!r}), got {type(value).__name__} {value!r}")
 
 
-def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_files: bool = True) -> dict:
+def expand_flags(argv: list[str], config: dict, bare: dict) -> list[str]:
+    """The shorthands, rewritten into the two plain forms: --config PATH -> PATH; a bare --flag ->
+    --flag=True for a boolean setting (or --flag=bare[flag]); --key value -> --key=value."""
+    out, args = [], list(argv)
+    while args:
+        arg = args.pop(0)
+        key = arg[2:]
+        if arg == "--config" and args:
+            arg = args.pop(0)
+        elif arg.startswith("--config="):
+            arg = arg.removeprefix("--config=")
+        elif arg.startswith("--") and "=" not in arg and key in config:
+            if isinstance(config[key], bool):
+                arg = f"--{key}=True"
+            elif args and not args[0].startswith("--") and not args[0].endswith(".py"):
+                arg = f"--{key}={args.pop(0)}"
+            elif key in bare:
+                arg = f"--{key}={bare[key]}"
+        out.append(arg)
+    return out
+
+
+def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_files: bool = True,
+              bare: dict | None = None) -> dict:
     """strict_files=False: keys a config file sets that this script does not declare are skipped
-    (bench.py and eval.py read the training configs for the model settings alone)."""
+    (bench.py and eval.py read the training configs for the model settings alone).
+    bare: what a bare --key means for settings that are not booleans, e.g. {"compare": "options"}."""
     config = settings_of(namespace)
     if "-h" in argv or "--help" in argv:
         print_help(namespace, config)
         raise SystemExit(0)
-    for arg in argv:
+    for arg in expand_flags(argv, config, bare or {}):
         if not arg.startswith("--"):
             # a config file: run it in a namespace of its own and take what it assigns
             try:

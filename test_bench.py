@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import bench
+from configurator import expand_flags
 from conftest import run_script
 from model import GPT, OPTIONS, ChunkedCrossEntropy, GPTConfig, flops_per_token, peak_flops
 
@@ -241,11 +242,12 @@ def test_gradient_accumulation_matches_one_big_batch(monkeypatch, dtype):
 
 def test_expand_flags_and_variants():
     defaults = {"compare": "", "compile": None, "find_batch": False, "json": "", "batch_size": 16}
-    assert bench.expand_flags(["config/option_a.py", "--compare", "--compile", "--json", "x.json",
-                               "--batch_size=8"], defaults) == [
+    assert expand_flags(["config/option_a.py", "--compare", "--compile", "--json", "x.json",
+                         "--batch_size=8"], defaults, bench.BARE_FLAGS) == [
         "config/option_a.py", "--compare=options", "--compile=True", "--json=x.json", "--batch_size=8"]
-    assert bench.expand_flags(["--compare", "a,b", "--find_batch"], defaults) == ["--compare=a,b", "--find_batch=True"]
-    assert bench.expand_flags(["--config", "config/option_b.py", "--config=config/smoke.py"], defaults) == [
+    assert expand_flags(["--compare", "a,b", "--find_batch"], defaults, bench.BARE_FLAGS) == [
+        "--compare=a,b", "--find_batch=True"]
+    assert expand_flags(["--config", "config/option_b.py", "--config=config/smoke.py"], defaults, {}) == [
         "config/option_b.py", "config/smoke.py"]
     base = small_settings()
     names = [n for n, _ in bench.parse_variants("options", base)]

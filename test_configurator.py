@@ -138,8 +138,18 @@ def test_missing_config_file():
 
 
 def test_override_without_value():
-    message = refused(script_globals(), ["--compile"])
-    assert "--compile=VALUE" in message
+    message = refused(script_globals(), ["--out_dir"])  # not a boolean, and no value follows
+    assert "--out_dir=VALUE" in message
+
+
+def test_shorthands():
+    ns = script_globals()
+    config = configure(ns, ["--out_dir", "out-x", "--compile", "--config", str(ROOT / "config" / "smoke.py")],
+                       verbose=False, strict_files=False)
+    assert config["out_dir"] == "out-smoke"  # the config file came later and wins
+    assert config["compile"] is False  # smoke.py sets compile = False after the bare --compile
+    config = configure(script_globals(), ["--compile=False", "--compile", "--n_layer", "3"], verbose=False)
+    assert config["compile"] is True and config["n_layer"] == 3
 
 
 @pytest.mark.parametrize("text,line,kind", [
