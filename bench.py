@@ -37,24 +37,10 @@ from configurator import configure
 from model import GPT, OPTIONS, GPTConfig, flops_per_token, peak_flops
 
 # ---------------------------------------------------------------- settings
-# The model: option A unless a config file says otherwise. bench.py reads config/option_*.py for
-# the model and batch settings; their training-only keys (schedule, budget, out_dir...) are skipped.
-n_layer = 16
-n_head = 5
-n_embd = 320
-mlp = "swiglu"
-ffn_hidden = None  # None: 8/3·d rounded to ffn_multiple_of (SwiGLU), 4·d (GELU)
-ffn_multiple_of = 2  # 8 or 64 give tensor-core-friendly widths (856 or 832 at d=320)
-norm = "rmsnorm"
-norm_eps = 1e-5
-pos_emb = "rope"
-rope_theta = 10000.0
-bias = False
-dropout = 0.0
-vocab_size = 50257
-vocab_multiple_of = 64  # 1 turns the padding off
-loss_chunk = 4096  # 0: plain lm_head + cross-entropy over the full [tokens x vocab] logits
-block_size = 1024
+# The model: every GPTConfig field at its default (option A; model.py says why each is what it is),
+# changed by config/option_*.py or --key=value. bench.py reads those configs for the model and batch
+# settings; their training-only keys (schedule, budget, out_dir...) are skipped.
+globals().update({f.name: f.default for f in fields(GPTConfig) if f.init})
 # one optimizer step, as train.py takes it
 batch_size = 16  # micro-batch per GPU
 grad_accum = 1  # micro-steps per optimizer step (train.py derives it from batch_tokens: 4 on 8 GPUs)
