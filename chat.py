@@ -31,10 +31,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
-from common import autocast, die, resolve_device, resolve_dtype
+from common import autocast, die, load_model, resolve_device, resolve_dtype
 from configurator import configure
 from model import EOT_TOKEN
-from sample import load_model, stream_text
+from sample import stream_text
 
 # -----------------------------------------------------------------------------
 out_dir = "out"  # folder holding ckpt.pt

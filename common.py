@@ -152,3 +152,21 @@ def model_from_checkpoint(checkpoint: dict, device: str = "cpu") -> GPT:
     except RuntimeError as e:
         die(f"checkpoint weights do not match its architecture: {str(e).splitlines()[0]}")
     return model.to(device)
+
+
+def load_model(path: str, device: str = "cpu") -> tuple[GPT, object, dict]:
+    """The model of a checkpoint (a file, or an out_dir holding ckpt.pt) in eval mode on device,
+    the tokenizer it was trained with, and the checkpoint itself."""
+    checkpoint = load_checkpoint(path, device)
+    tokenizer = checkpoint.get("tokenizer", "gpt2")
+    if tokenizer != "gpt2":
+        die(f"checkpoint was trained with tokenizer '{tokenizer}', but this project uses GPT-2's BPE: "
+            f"use a checkpoint of this project")
+    enc = get_tokenizer()
+    vocab = checkpoint["model_args"].get("vocab_size")
+    if vocab != enc.n_vocab:
+        die(f"checkpoint has vocab_size={vocab}, but the GPT-2 tokenizer has {enc.n_vocab} tokens: "
+            f"it was not trained with this tokenizer")
+    model = model_from_checkpoint(checkpoint, device)
+    model.eval()
+    return model, enc, checkpoint

@@ -31,16 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import (
-    autocast,
-    die,
-    get_tokenizer,
-    load_checkpoint,
-    load_meta,
-    model_from_checkpoint,
-    resolve_device,
-    resolve_dtype,
-)
+from common import autocast, die, load_meta, load_model, resolve_device, resolve_dtype
 
 _SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data"))
 
@@ -277,12 +268,7 @@ def main() -> dict:
     precision = resolve_dtype(dtype, device_type)
     ctx = autocast(device_type, precision)
 
-    checkpoint = load_checkpoint(ckpt or out_dir, device="cpu")
-    if checkpoint.get("tokenizer", "gpt2") != "gpt2":
-        die(f"checkpoint uses tokenizer '{checkpoint['tokenizer']}'; eval.py knows only gpt2")
-    model = model_from_checkpoint(checkpoint, dev)
-    model.eval()
-    enc = get_tokenizer()
+    model, enc, checkpoint = load_model(ckpt or out_dir, dev)
     block_size = model.config.block_size
     win_stride = stride or max(block_size // 2, 1)
     print(f"checkpoint {ckpt or out_dir}: iter {checkpoint.get('iter_num', '?')}, "

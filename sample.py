@@ -6,7 +6,7 @@ Sample from a trained model, streaming text to stdout as it is generated (nanoGP
 
 Only the samples go to stdout (one line of '---------------' between them); what was loaded goes
 to stderr, so `python sample.py ... > out.txt` keeps just the text. Generation itself (KV cache,
-top-k/top-p, stop tokens) lives in model.py; chat.py reuses load_model and StreamDecoder below.
+top-k/top-p, stop tokens) lives in model.py; chat.py reuses StreamDecoder below.
 """
 
 import codecs
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from common import autocast, die, get_tokenizer, load_checkpoint, model_from_checkpoint, resolve_device, resolve_dtype
+from common import autocast, die, load_model, resolve_device, resolve_dtype
 from configurator import configure
 from model import EOT_TOKEN, GPT
 
@@ -53,23 +53,6 @@ class StreamDecoder:
     def flush(self) -> str:
         """Whatever is held at the end (an unfinished character becomes U+FFFD)."""
         return self.utf8.decode(b"", final=True)
-
-
-def load_model(path: str, device: str):
-    """The model of a checkpoint, in eval mode on device, with the tokenizer it was trained with."""
-    checkpoint = load_checkpoint(path, device)
-    tokenizer = checkpoint.get("tokenizer", "gpt2")
-    if tokenizer != "gpt2":
-        die(f"checkpoint was trained with tokenizer '{tokenizer}', but sampling uses GPT-2's BPE: "
-            f"use a checkpoint of this project")
-    enc = get_tokenizer()
-    vocab = checkpoint["model_args"].get("vocab_size")
-    if vocab != enc.n_vocab:
-        die(f"checkpoint has vocab_size={vocab}, but the GPT-2 tokenizer has {enc.n_vocab} tokens: "
-            f"it was not trained with this tokenizer")
-    model = model_from_checkpoint(checkpoint, device)
-    model.eval()
-    return model, enc, checkpoint
 
 
 def read_prompt(start: str) -> str:

@@ -16,10 +16,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from common import die, get_tokenizer, load_checkpoint, model_args, model_from_checkpoint, save_checkpoint
+from common import die, get_tokenizer, load_checkpoint, load_model, model_args, model_from_checkpoint, save_checkpoint
 from conftest import run_script
 from model import EOT_TOKEN, GPT, OPTIONS, GPTConfig, sample_logits, top_k_top_p_filter
-from sample import StreamDecoder, load_model
+from sample import StreamDecoder
 
 BLOCK = 64
 VOCAB = 1000  # padded to 1024: padded ids must never be generated
