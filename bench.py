@@ -22,7 +22,6 @@ thread count and versions it was measured at. BENCHMARKS.md keeps the record.
 
 import gc
 import json as json_lib
-import math
 import os
 import platform
 import statistics
@@ -32,7 +31,7 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from common import autocast, die, get_batch, load_meta, resolve_device, resolve_dtype
+from common import autocast, die, get_batch, load_meta, resolve_device, resolve_dtype, train_step
 from configurator import configure
 from model import GPT, OPTIONS, GPTConfig, flops_per_token, peak_flops
 
@@ -209,28 +208,12 @@ def build(name: str, s: dict) -> Run:
     return Run(name, s, model, step_model, optimizer, scaler, torch.Generator().manual_seed(s["seed"]))
 
 
-def train_step(run: Run) -> float:
-    """One optimizer step as train.py's loop takes it (less the logging and DDP): grad_accum
-    micro-steps, each loss divided by grad_accum so the gradients are those of the mean over the
-    whole batch, the next micro-batch fetched while this one runs, the gradients unscaled (fp16)
-    and clipped, the update skipped when they are not finite, and the loss read back: like
+def step(run: Run) -> float:
+    """One optimizer step as train.py takes it (common.train_step), the loss read back: like
     train.py, one synchronisation with the GPU per step."""
     s = run.s
-    loss_sum = torch.zeros((), device=device)
-    x, y = next_batch(run)
-    for micro in range(s["grad_accum"]):
-        with autocast(device_type(), s["dtype"]):
-            _, loss = run.step_model(x, y)
-        if micro < s["grad_accum"] - 1:
-            x, y = next_batch(run)  # its copy to the GPU overlaps this micro-step's kernels
-        loss_sum += loss.detach()
-        run.scaler.scale(loss / s["grad_accum"]).backward()
-    run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the fp16-scaled ones
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), s["grad_clip"] or math.inf)
-    if torch.isfinite(grad_norm):  # an fp16 overflow skips the update, as in train.py
-        run.scaler.step(run.optimizer)
-    run.scaler.update()
-    run.optimizer.zero_grad(set_to_none=True)
+    loss_sum, _, _ = train_step(run.step_model, run.optimizer, run.scaler, lambda: next_batch(run),
+                                       s["grad_accum"], s["grad_clip"], autocast(device_type(), s["dtype"]))
     return loss_sum.item() / s["grad_accum"]
 
 
@@ -251,7 +234,7 @@ def timed_round(run: Run) -> None:
         before = torch.cuda.memory_allocated(device)
     t0 = time.perf_counter()
     for _ in range(iters):
-        run.loss = train_step(run)
+        run.loss = step(run)
     sync()
     run.times.append((time.perf_counter() - t0) / iters)
     if device_type() == "cuda":
@@ -265,7 +248,7 @@ def step_fits(run: Run, b: int) -> bool:
     run.s["batch_size"], run.pool = b, []
     try:
         for _ in range(2):
-            train_step(run)
+            step(run)
         sync()
         ok = True
     except torch.cuda.OutOfMemoryError:
@@ -447,7 +430,7 @@ def main(argv: list[str]) -> None:
 
     for run in runs:
         for _ in range(warmup):
-            train_step(run)
+            step(run)
     sync()
     for r in range(repeats):
         k = r % len(runs)

@@ -1,17 +1,20 @@
 """
 The pieces train.py, bench.py, sample.py, chat.py and eval.py share, each in one place:
-one-line errors, precision setup, batch sampling from the token files, the tokenizer, and
-checkpoints that are written atomically and loaded without running code from the file.
+one-line errors, device and precision setup, one optimizer step, batch sampling from the token
+files, the tokenizer, and checkpoints that are written atomically and loaded without running code
+from the file.
 """
 
 import contextlib
 import json
+import math
 import os
 from dataclasses import fields
 from typing import NoReturn
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import GPT, GPTConfig
 
@@ -57,6 +60,41 @@ def autocast(device_type: str, dtype: str):
     if dtype == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device_type, dtype=PT_DTYPES[dtype])
+
+
+# ---------------------------------------------------------------- one optimizer step
+
+def train_step(model, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, next_batch, grad_accum: int,
+               grad_clip: float, ctx) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """One optimizer step, as train.py takes it and bench.py times it: grad_accum micro-steps, each
+    loss divided by grad_accum (the gradient of the mean over the whole batch), the next micro-batch
+    fetched while this one runs, gradients all-reduced on the last micro-step only (DDP), unscaled
+    (fp16) and clipped, and the update skipped when they are not finite.
+
+    model may be wrapped (DDP, torch.compile); next_batch() returns (x, y); ctx is the autocast
+    context. Returns the summed micro-step losses (on the device), the gradient norm before
+    clipping, and whether the update was applied (reading it is the step's one GPU sync).
+    """
+    loss_sum = torch.zeros((), device=next(iter(optimizer.param_groups[0]["params"])).device)
+    x, y = next_batch()
+    for micro in range(grad_accum):
+        last = micro == grad_accum - 1
+        with contextlib.nullcontext() if last or not isinstance(model, DDP) else model.no_sync():
+            with ctx:
+                _, loss = model(x, y)  # fp32 loss (model.py's fused lm_head + cross-entropy)
+            if not last:
+                x, y = next_batch()  # its copy to the GPU overlaps this micro-step's kernels
+            loss_sum += loss.detach()
+            scaler.scale(loss / grad_accum).backward()
+    scaler.unscale_(optimizer)  # true gradients, so clipping and the logged norm mean what they say
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+    applied = bool(torch.isfinite(grad_norm))  # the same on every rank: DDP averaged the gradients
+    if applied:  # inf/NaN gradients (fp16 overflow, a bad batch) would poison the weights: skip the update
+        scaler.step(optimizer)
+    scaler.update()  # fp16: halve the scale after an overflow, double it after 2000 clean steps
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm, applied
 
 
 # ---------------------------------------------------------------- data

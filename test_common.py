@@ -72,3 +72,36 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path):
     wrong = {"model": model.state_dict(), "model_args": {**common.model_args(config), "n_embd": 64}}
     with pytest.raises(SystemExit, match="do not match"):
         common.model_from_checkpoint(wrong)
+
+
+def test_train_step_accumulates_to_the_full_batch_and_skips_non_finite_updates():
+    """Two micro-batches accumulated equal one step on both together; a NaN gradient skips the update."""
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=100)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 100, (4, 16), generator=g), torch.randint(0, 100, (4, 16), generator=g)
+    results = []
+    for grad_accum, batches in ((1, [(x, y)]), (2, [(x[:2], y[:2]), (x[2:], y[2:])])):
+        torch.manual_seed(0)
+        model = GPT(config)
+        optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        feed = iter(batches)
+        loss_sum, norm, applied = common.train_step(model, optimizer, scaler, lambda f=feed: next(f), grad_accum,
+                                                    1.0, common.autocast("cpu", "float32"))
+        assert applied
+        results.append((loss_sum.item() / grad_accum, norm.item(), model.state_dict()))
+    (loss1, norm1, state1), (loss2, norm2, state2) = results
+    assert abs(loss1 - loss2) < 1e-5 and abs(norm1 - norm2) < 1e-5
+    for k in state1:
+        torch.testing.assert_close(state1[k], state2[k], atol=1e-5, rtol=1e-4)  # Adam magnifies fp32 noise
+
+    model = GPT(config)
+    optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    with torch.no_grad():
+        model.transformer.ln_f.weight[0] = float("nan")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _, norm, applied = common.train_step(model, optimizer, torch.amp.GradScaler("cpu", enabled=False),
+                                         lambda: (x, y), 1, 1.0, common.autocast("cpu", "float32"))
+    assert not applied and not torch.isfinite(norm)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v.nan_to_num(), before[k].nan_to_num()), k  # nothing was updated

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from contextlib import nullcontext, suppress
+from contextlib import suppress
 from dataclasses import fields
 
 import numpy as np
@@ -82,7 +82,7 @@ time_budget_hours = 0.0  # wall-clock budget of the whole run, across resumes; 0
 # faults
 divergence_steps = 10  # stop after this many bad steps in a row: a non-finite loss, or a spike
 divergence_ratio = 2.0  # a loss above this multiple of its running level counts as a spike
-inject_nan_at_iter = -1  # testing only: from this step on the loss is NaN, to exercise the divergence guard
+inject_nan_at_iter = -1  # testing only: from this step on a weight is NaN, to exercise the divergence guard
 # system
 device = "auto"  # 'auto' (CUDA when there is a GPU) | 'cpu' | 'cuda'; under torchrun each rank takes its own GPU
 dtype = "auto"  # 'auto' (bf16 where supported, fp16 + GradScaler on V100, fp32 on CPU) | float32 | bfloat16 | float16
@@ -400,29 +400,17 @@ while True:
     lr = get_lr(iter_num, progress)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss_sum = torch.zeros((), device=device)
-    x, y = common.get_batch(data_dir, "train", batch_size, block_size, data_gen, device)
-    for micro in range(grad_accum):
-        with model.no_sync() if ddp and micro < grad_accum - 1 else nullcontext():
-            with autocast:
-                _, loss = model(x, y)  # fp32 loss (model.py's fused lm_head + cross-entropy)
-            if 0 <= inject_nan_at_iter <= iter_num:
-                loss = loss * float("nan")
-            if micro < grad_accum - 1:
-                x, y = common.get_batch(data_dir, "train", batch_size, block_size, data_gen, device)  # while it runs
-            loss_sum += loss.detach()
-            scaler.scale(loss / grad_accum).backward()
-    scaler.unscale_(optimizer)  # true gradients, so clipping and the logged norm mean what they say
-    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else math.inf)
-    applied = bool(torch.isfinite(grad_norm))  # the same on every rank: DDP averaged the gradients
-    if applied:  # inf/NaN gradients (fp16 overflow, a bad batch) would poison the weights: skip the update
-        scaler.step(optimizer)
+    if 0 <= inject_nan_at_iter <= iter_num:  # testing only: a NaN weight makes every later loss NaN
+        with torch.no_grad():
+            raw_model.transformer.ln_f.weight[0] = float("nan")
+    loss_sum, grad_norm, applied = common.train_step(
+        model, optimizer, scaler, lambda: common.get_batch(data_dir, "train", batch_size, block_size, data_gen, device),
+        grad_accum, grad_clip, autocast)
+    if applied:
         iter_num += 1
         tokens_seen += batch_tokens
-    else:
+    else:  # counted and logged, not progress
         skipped += 1
-    scaler.update()  # fp16: halve the scale after an overflow, double it after 2000 clean steps
-    optimizer.zero_grad(set_to_none=True)
     if ddp:
         dist.all_reduce(loss_sum)
     loss = loss_sum.item() / grad_accum / world_size
