@@ -272,6 +272,8 @@ def bench_generation(s: dict) -> dict:
     cfg = model_config(s | {"block_size": max(s["block_size"], gen_prompt + gen_tokens)})
     torch.manual_seed(s["seed"])
     model = GPT(cfg).to(device).eval()
+    if s["compile"]:
+        model.compile_generation()  # both paths run the compiled step; the warm-up below compiles it
     prompt = torch.randint(0, cfg.vocab_size, (1, gen_prompt), generator=torch.Generator().manual_seed(seed))
     prompt = prompt.to(device)
     times = {True: [], False: []}
@@ -293,6 +295,7 @@ def bench_generation(s: dict) -> dict:
             assert out.size(1) == gen_prompt + gen_tokens
     cached, uncached = (gen_tokens / statistics.median(times[c]) for c in (True, False))
     return dict(prompt=gen_prompt, new_tokens=gen_tokens, batch=1, block_size=cfg.block_size, dtype=s["dtype"],
+                compiled=bool(s["compile"]),
                 kv_cache_tokens_per_s=cached, no_cache_tokens_per_s=uncached, speedup=cached / uncached)
 
 
@@ -474,7 +477,8 @@ def main(argv: list[str]) -> None:
         generation = bench_generation(s0)
         g = generation
         print(f"\ngeneration ({runs[0].name}, batch 1, {g['prompt']}-token prompt + {g['new_tokens']} new, "
-              f"{g['dtype']}): KV cache {g['kv_cache_tokens_per_s']:.1f} tokens/s, "
+              f"{g['dtype']}, {'compiled' if g['compiled'] else 'eager'}): "
+              f"KV cache {g['kv_cache_tokens_per_s']:.1f} tokens/s, "
               f"no cache {g['no_cache_tokens_per_s']:.1f} tokens/s: {g['speedup']:.1f}× faster with the cache")
     if data != "synthetic":
         loader = bench_loader(s0, results[0]["ms_per_step"] / 1000)

@@ -32,6 +32,7 @@ stop_at_eot = True  # end a sample at <|endoftext|>, the document boundary prepa
 seed = 1337
 device = "auto"  # auto: cuda if available, else cpu; or cpu, cuda, cuda:1, mps
 dtype = "auto"  # auto: bf16 on GPUs that have it, fp16 on older ones, fp32 on the CPU
+compile = False  # torch.compile the one-token decoding step: ~20% faster tokens on a CPU after ~20 s of compiling
 # -----------------------------------------------------------------------------
 
 
@@ -112,6 +113,9 @@ def main():
     val_loss = checkpoint.get("val_loss")
     print(f"loaded {ckpt or out_dir}: {model.num_params() / 1e6:.1f}M parameters, iter {checkpoint.get('iter_num')}, "
           f"val loss {'?' if val_loss is None else f'{val_loss:.4f}'}; {dev}, {dt}", file=sys.stderr)
+    if compile:
+        print("compiling the decoding step: the first token waits for it", file=sys.stderr)
+        model.compile_generation()
     ids = encode_prompt(enc, prompt, model.config.block_size)
     n_tokens, t0 = 0, time.time()
     try:

@@ -139,10 +139,13 @@ SAMPLING = dict(temperature=0.9, top_k=50, top_p=0.95)
 SAMPLING_ARGS = [f"--{k}={v}" for k, v in SAMPLING.items()] + ["--seed=1234", f"--max_new_tokens={MAX_NEW}"]
 
 
-def test_repl_through_piped_stdin(smoke_ckpt):
-    # starts greedy; /temp switches to sampling, from one generator seeded once per session
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_repl_through_piped_stdin(smoke_ckpt, compile):
+    # starts greedy; /temp switches to sampling, from one generator seeded once per session. Compiled,
+    # the warm-up at startup must not draw from that generator, and the replies must not change.
     lines = ["/temp 0.9", "Hello!", "What is your name?", "/reset", "What is your name?", "/quit", "never read"]
-    result = subprocess.run([sys.executable, "chat.py", f"--out_dir={smoke_ckpt}", *SAMPLING_ARGS, "--temperature=0"],
+    result = subprocess.run([sys.executable, "chat.py", f"--out_dir={smoke_ckpt}", *SAMPLING_ARGS, "--temperature=0",
+                             f"--compile={compile}"],
                             cwd=ROOT, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     model, g = load(smoke_ckpt), torch.Generator().manual_seed(1234)

@@ -109,6 +109,19 @@ def test_cache_processes_prompt_once_then_one_position_per_token():
     assert all(block.attn.kv_cache is None for block in model.transformer.h)  # freed when done
 
 
+def test_compiled_generation_matches_eager_without_recompiling():
+    model = tiny_model("a")
+    idx = torch.randint(0, VOCAB, (1, 8), generator=torch.Generator().manual_seed(3))
+    expected = model.generate(idx, BLOCK, temperature=0, stop=())  # slides past block_size at the end
+    model.compile_generation()
+    assert torch.equal(model.generate(idx, 12, temperature=0, stop=()), expected[:, :20])  # compiles here
+    assert torch.equal(model.generate(idx, 12, temperature=0, stop=(), use_cache=False), expected[:, :20])
+    # one graph serves every position and every later call: a recompile would raise
+    with torch.compiler.set_stance("fail_on_recompile"):
+        assert torch.equal(model.generate(idx, BLOCK, temperature=0, stop=()), expected)
+        assert torch.equal(model.generate(idx, 30, temperature=0, stop=(), use_cache=False), expected[:, :38])
+
+
 # ---------------------------------------------------------------- stopping
 
 
