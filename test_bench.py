@@ -291,6 +291,7 @@ def test_bench_end_to_end(owt_data, tmp_path):
     assert rows["loss_chunk=0"]["last_loss"] == pytest.approx(rows["base"]["last_loss"], rel=1e-4)
     assert rows["dtype=float16"]["dtype"] == "float16"
     g = report["generation"]
+    assert g["compiled"] is False  # compile=None means off on the CPU, for the generation row too
     assert g["kv_cache_tokens_per_s"] > 0 and g["speedup"] == pytest.approx(
         g["kv_cache_tokens_per_s"] / g["no_cache_tokens_per_s"])
     assert report["loader"]["ms_per_batch"] > 0
