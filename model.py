@@ -392,7 +392,11 @@ class GPT(nn.Module):
                                 device=idx.device)
         T = self.config.block_size
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        # clone: an inference tensor like every later one, so compiled code sees one kind of input
         tokens, cached = idx.clone(), 0  # cached: positions held in the KV cache
+        # The newest token as its own (B, 1) tensor, not a slice of tokens, whose stride would carry
+        # the sequence length: compiled code guards on strides.
+        newest = None
         step = self.compiled_step or self.hidden_states
         try:
             for _ in range(max_new_tokens):
@@ -402,12 +406,13 @@ class GPT(nn.Module):
                     window = tokens[:, -T:]
                     h, cached = self.hidden_states(window, start_pos=0), window.size(1)
                 else:
-                    h = step(tokens[:, -1:], start_pos=cached)
+                    h = step(newest, start_pos=cached)
                     cached += 1
                 nxt = sample_logits(self.logits(h[:, -1]), temperature, top_k, top_p, generator)
                 nxt = torch.where(done, tokens[:, -1], nxt)
                 done |= torch.isin(nxt, stop_ids)
-                tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+                newest = nxt[:, None]
+                tokens = torch.cat([tokens, newest], dim=1)
                 yield nxt
                 if done.all():
                     break

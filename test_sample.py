@@ -110,15 +110,20 @@ def test_cache_processes_prompt_once_then_one_position_per_token():
 
 
 def test_compiled_generation_matches_eager_without_recompiling():
-    model = tiny_model("a")
+    # n_head=2 and a first call of 2 tokens from 1 (chat.py's warm-up) once made a recompile: the
+    # decoded token was a slice of the sequence, whose stride (2) the graph had fixed
+    model = tiny_model("a", n_head=2)
     idx = torch.randint(0, VOCAB, (1, 8), generator=torch.Generator().manual_seed(3))
     expected = model.generate(idx, BLOCK, temperature=0, stop=())  # slides past block_size at the end
+    idx2 = torch.randint(0, VOCAB, (1, 13), generator=torch.Generator().manual_seed(4))
+    expected2 = model.generate(idx2, 20, temperature=0, stop=())
     model.compile_generation()
-    assert torch.equal(model.generate(idx, 12, temperature=0, stop=()), expected[:, :20])  # compiles here
+    model.generate(idx[:, :1], 2, temperature=0)  # compiles here
     assert torch.equal(model.generate(idx, 12, temperature=0, stop=(), use_cache=False), expected[:, :20])
-    # one graph serves every position and every later call: a recompile would raise
+    # one graph serves every position, prompt length and later call: a recompile would raise
     with torch.compiler.set_stance("fail_on_recompile"):
         assert torch.equal(model.generate(idx, BLOCK, temperature=0, stop=()), expected)
+        assert torch.equal(model.generate(idx2, 20, temperature=0, stop=()), expected2)
         assert torch.equal(model.generate(idx, 30, temperature=0, stop=(), use_cache=False), expected[:, :38])
 
 
