@@ -167,12 +167,12 @@ def repl(chat: Chat):
             elif command == "/temp":
                 try:
                     if arg:
-                        if float(arg) < 0:
+                        if not 0 <= float(arg) <= 10:  # also refuses nan and inf
                             raise ValueError
                         chat.temperature = float(arg)
                     print(f"(temperature {chat.temperature})")
                 except ValueError:
-                    print(f"(not a temperature: {arg!r}; give 0 for greedy or a positive number)")
+                    print(f"(not a temperature: {arg!r}; give 0 for greedy or a number up to 10)")
             else:
                 print(f"(unknown command {command}; {HELP})")
             continue
@@ -365,7 +365,10 @@ def make_server(chat: Chat, host: str, port: int) -> ThreadingHTTPServer:
 
 
 def serve(chat: Chat):
-    server = make_server(chat, host, port)
+    try:
+        server = make_server(chat, host, port)
+    except OSError as e:
+        die(f"cannot serve on {host}:{port} ({e.strerror or e}): choose another --port, or --port=0 for any free one")
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {host}: anyone who can reach this port can use the model", file=sys.stderr)
     print(f"serving on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
@@ -379,8 +382,11 @@ def serve(chat: Chat):
 
 if __name__ == "__main__":
     configure(globals(), ["--web=True" if a == "--web" else a for a in sys.argv[1:]], verbose=False)
-    if max_new_tokens < 1 or temperature < 0 or not 0 < top_p <= 1:
-        die("--max_new_tokens must be at least 1, --temperature at least 0, and --top_p in (0, 1]")
+    if max_new_tokens < 1 or not 0 <= temperature <= 10 or not 0 < top_p <= 1 or top_k < 0:
+        die("--max_new_tokens must be at least 1, --temperature in [0, 10], --top_p in (0, 1] and --top_k at "
+            "least 0 (0 = off)")
+    if not 0 <= port <= 65535:
+        die(f"--port={port}: use a port number from 1 to 65535, or 0 for any free one")
     torch.manual_seed(seed)
     chat = Chat(ckpt or out_dir)
     if web:

@@ -21,8 +21,10 @@ SETTING_TYPES = (int, float, bool, str, type(None))
 
 
 def settings_of(namespace: dict) -> dict:
-    """The settings a script declares: its public globals of plain types."""
-    return {k: v for k, v in namespace.items() if not k.startswith("_") and isinstance(v, SETTING_TYPES)}
+    """The settings a script declares: its public lowercase globals of plain types. UPPER_CASE names
+    are constants (EOT_TOKEN, a page template), never settings."""
+    return {k: v for k, v in namespace.items()
+            if not k.startswith("_") and not k.isupper() and isinstance(v, SETTING_TYPES)}
 
 
 def print_help(namespace: dict, config: dict) -> None:

@@ -76,6 +76,14 @@ parser.add_argument("--num_proc", type=int, default=min(8, os.cpu_count() or 1),
                     help="tokenizer worker processes (default %(default)s)")
 
 
+def one_line_error(message: str):
+    # argparse's own error() prints the whole usage block first; like the other scripts, say it in one line
+    raise SystemExit(f"error: {message} (python prepare.py --help lists the options)")
+
+
+parser.error = one_line_error
+
+
 def load_tokenizer() -> tiktoken.Encoding:
     # tiktoken downloads the GPT-2 BPE files once, then reads them from its cache
     try:

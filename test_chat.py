@@ -162,6 +162,36 @@ def test_repl_through_piped_stdin(smoke_ckpt, compile):
         "User: /quit\n")
 
 
+def test_repl_refuses_temperatures_it_cannot_use(tiny_dir):
+    lines = ["/temp inf", "/temp nan", "/temp -1", "/temp 11", "/temp 2", "/quit"]
+    result = subprocess.run([sys.executable, "chat.py", f"--out_dir={tiny_dir}"], cwd=ROOT,
+                            input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(not a temperature") == 4 and result.stdout.endswith("(temperature 2.0)\nUser: /quit\n")
+
+
+@pytest.mark.parametrize("arg,words", [("--port=-5", "--port=-5"), ("--port=99999", "--port=99999"),
+                                       ("--top_k=-1", "--top_k"), ("--temperature=11", "--temperature"),
+                                       ("--PAGE=x", "unknown config key 'PAGE'")])
+def test_chat_py_refuses_bad_settings_in_one_line(tiny_dir, arg, words):
+    result = subprocess.run([sys.executable, "chat.py", f"--out_dir={tiny_dir}", "--web", arg], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stderr.startswith("error: ") and words in result.stderr
+    assert result.stderr.count("\n") == 1 and "serving" not in result.stdout
+
+
+def test_chat_py_port_in_use_is_one_line_error(tiny_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "chat.py", f"--out_dir={tiny_dir}", "--web", f"--port={port}"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "serving" not in result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot serve on 127.0.0.1:{port}") and "--port" in last
+
+
 # ---------------------------------------------------------------- the web server, in this process
 
 

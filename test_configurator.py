@@ -26,7 +26,7 @@ def script_globals() -> dict:
     return {
         "__name__": "__main__", "sys": sys, "Path": Path, "_private": 1,
         "n_layer": 12, "learning_rate": 6e-4, "compile": True, "out_dir": "out", "seed_text": "hello",
-        "init_from": None,
+        "init_from": None, "EOT_TOKEN": 50256, "PAGE": "<html>",  # constants, not settings
     }
 
 
@@ -98,6 +98,13 @@ def test_unknown_key_on_command_line():
     assert "n_layers" in message and "did you mean 'n_layer'" in message
     message = refused(script_globals(), ["--zzzzzz=1"])  # nothing close: list what there is
     assert "known keys" in message and "learning_rate" in message
+
+
+def test_constants_are_not_settings():
+    config = configure(script_globals(), [], verbose=False)
+    assert "EOT_TOKEN" not in config and "PAGE" not in config and "_private" not in config
+    message = refused(script_globals(), ["--EOT_TOKEN=3"])
+    assert "unknown config key 'EOT_TOKEN'" in message and "PAGE" not in message
 
 
 def test_unknown_key_in_config_file(tmp_path):

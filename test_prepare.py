@@ -208,6 +208,13 @@ def test_input_errors(tmp_path, case):
     assert not out.exists()  # no half-written file, not even an empty folder
 
 
+@pytest.mark.parametrize("args,words", [(["--bogus"], ["unrecognized arguments: --bogus", "--help"]),
+                                        (["--num_docs=x"], ["--num_docs", "invalid int value: 'x'"]),
+                                        (["--num_docs=3", "--fraction=0.1"], ["--fraction", "not allowed"])])
+def test_argument_errors_are_one_line(args, words):
+    assert_one_line_error(run(*args), *words)
+
+
 def test_existing_output_needs_overwrite(tmp_path):
     out = tmp_path / "out"
     a = write_jsonl(tmp_path / "a.jsonl", ["first"])
