@@ -172,10 +172,34 @@ def test_sigterm_finishes_the_step_saves_and_exits_cleanly(owt_data, tmp_path):
             break
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
-    assert "stopped (signal)" in stdout
     checkpoint = common.load_checkpoint(str(out))
-    assert checkpoint["iter_num"] >= 3 and f"at step {checkpoint['iter_num']} " in stdout
+    step = checkpoint["iter_num"]
+    # the final line says where each number is from: no eval since step 0's (a signal skips it), the save at the stop
+    assert step >= 3 and f"stopped (signal) at step {step} " in stdout
+    assert " (step 0), " in stdout.splitlines()[-1] and stdout.splitlines()[-1].endswith(f"(step {step})")
+    assert checkpoint["val_iter"] == 0  # and so does the checkpoint, for the next run to say
     common.model_from_checkpoint(checkpoint)
+
+
+def test_a_signal_before_the_first_eval_saves_nothing_and_says_so(owt_data, tmp_path):
+    """A SIGTERM while the script sets up: it stops at step 0, before any eval; the last line must not claim a val
+    loss or a checkpoint (it used to print 'val loss nan ... checkpoint out/ckpt.pt (step None)')."""
+    out = tmp_path / "early"
+    early_signal = (
+        "import runpy, signal, sys\n"
+        "real_signal = signal.signal\n"
+        "def install(sig, handler):  # the handler, then at once the signal it handles\n"
+        "    real_signal(sig, handler)\n"
+        "    if sig == signal.SIGTERM:\n"
+        "        handler(sig, None)\n"
+        "signal.signal = install\n"
+        "sys.argv = ['train.py', *sys.argv[1:]]\n"
+        "runpy.run_path('train.py', run_name='__main__')\n")
+    result = run_script("-c", early_signal, *TINY, f"--data_dir={owt_data}", f"--out_dir={out}", "--max_iters=2")
+    assert result.stdout.splitlines()[-1].endswith("stopped (signal) at step 0 after 0h00m00s: no eval, 0 tokens; "
+                                                   "no checkpoint written")
+    assert "not saving at step 0: no eval yet; no checkpoint written yet" in result.stdout
+    assert not (out / "ckpt.pt").exists()
 
 
 def test_kill_during_a_checkpoint_save_leaves_the_previous_one(owt_data, tmp_path):
@@ -202,6 +226,25 @@ def test_kill_during_a_checkpoint_save_leaves_the_previous_one(owt_data, tmp_pat
 
 
 # ---------------------------------------------------------------- runs that must stop with a one-line error
+
+# settings out of range, each once: they used to divide by zero (a traceback), reach torch's own ValueError, or run
+# on meaning something else (eval_iters=0: a NaN val loss and no checkpoint; divergence_steps=0: "diverged" at once)
+OUT_OF_RANGE = {
+    "--eval_iters=0": "eval_iters must be at least 1, got 0",
+    "--batch_size=0": "batch_size must be at least 1, got 0",
+    "--batch_tokens=0": "batch_tokens must be at least 1, got 0",
+    "--block_size=0": "block_size must be at least 1, got 0",
+    "--eval_interval=0": "eval_interval must be at least 1, got 0",
+    "--log_interval=0": "log_interval must be at least 1, got 0",
+    "--divergence_steps=0": "divergence_steps must be at least 1, got 0",
+    "--vocab_multiple_of=0": "vocab_multiple_of must be at least 1, got 0",
+    "--warmup_iters=-5": "warmup_iters must be 0 or more, got -5",
+    "--time_budget_hours=-1": "time_budget_hours must be 0 or more, got -1.0",
+    "--loss_chunk=-1": "loss_chunk must be 0 or more, got -1",
+    "--learning_rate=-1": "learning_rate must be positive, got -1.0",
+    "--decay_fraction=2": "decay_fraction (the final share of training spent decaying, wsd) must be in (0, 1], got 2.0",
+}
+
 
 @pytest.fixture(scope="module")
 def failures(owt_data, small_data, tmp_path_factory) -> dict:
@@ -235,6 +278,7 @@ def failures(owt_data, small_data, tmp_path_factory) -> dict:
         "overwrite": [data, f"--out_dir={nan_out}"],
         "spike": [data, f"--out_dir={tmp / 'o8'}", "--divergence_ratio=0.5", "--divergence_steps=2",
                   "--max_iters=100"],
+        **{arg: [data, f"--out_dir={tmp / arg[2:]}", "--max_iters=1", arg] for arg in OUT_OF_RANGE},
         "v100": [data, f"--out_dir={tmp / 'o7'}", "--device=cuda"],  # last: it leaves torch.cuda patched
     }
     driver = (
@@ -252,6 +296,8 @@ def failures(owt_data, small_data, tmp_path_factory) -> dict:
         "        results[name] = 'finished'\n"
         "    except SystemExit as e:\n"
         "        results[name] = str(e.code)\n"
+        "    except Exception as e:  # a traceback: this case fails, the others still run\n"
+        "        results[name] = f'{type(e).__name__}: {e}'\n"
         "print('RESULTS ' + json.dumps(results))\n")
     cases = {name: [*TINY, *argv] for name, argv in cases.items()}
     result = run_script("-c", driver, json.dumps(cases))
@@ -270,6 +316,7 @@ def failures(owt_data, small_data, tmp_path_factory) -> dict:
     ("v100", "no kernels for Tesla V100-SXM2-32GB (sm_70; it has sm_75"),
     ("architecture", "another architecture (n_layer=1; the settings say n_layer=2)"),
     ("overwrite", "exists: continue it with --init_from=resume"),
+    *OUT_OF_RANGE.items(),
 ])
 def test_bad_input_stops_with_a_one_line_error(failures, case, expected):
     message, _ = failures[case]

@@ -41,7 +41,7 @@ init_from = "scratch"  # 'scratch' (refuses to overwrite a checkpoint in out_dir
 eval_interval = 1000  # optimizer steps between evals; each eval also writes the checkpoint
 eval_iters = 100  # val batches per eval: the same batches every time, split across ranks
 hellaswag_every_eval = 0  # examples; 0 = off. HellaSwag (eval.py) on the first N at each eval, logged with the loss
-log_interval = 50
+log_interval = 50  # optimizer steps between log lines
 wandb_log = False  # also send the metrics to Weights & Biases (pip install wandb)
 wandb_project = "smallgpt"
 wandb_run_name = "run"
@@ -63,8 +63,8 @@ pos_emb = "rope"
 rope_theta = 10000.0
 bias = False
 dropout = 0.0
-vocab_multiple_of = 64
-loss_chunk = 4096
+vocab_multiple_of = 64  # embedding rows padded to a multiple of this, for fast kernels; 1 = no padding
+loss_chunk = 4096  # tokens per chunk of the fused lm_head + cross-entropy; 0 = plain, full logits
 # AdamW
 learning_rate = 1e-3  # peak
 weight_decay = 0.1
@@ -73,7 +73,7 @@ beta2 = 0.95
 grad_clip = 1.0  # clip the global gradient norm to this; 0 = off
 # learning-rate schedule, on progress = max(step / lr_decay_iters, elapsed / time budget)
 lr_schedule = "cosine"  # 'cosine' | 'wsd' (warmup-stable-decay: Hu et al. 2024, MiniCPM)
-warmup_iters = 1000
+warmup_iters = 1000  # steps of linear warmup from ~0 to the peak; 0 = none
 min_lr = 1e-4  # reached at the end of training
 decay_fraction = 0.2  # wsd: the final share of training spent decaying (20% matches cosine: Hägele et al. 2024)
 max_iters = 0  # optimizer steps; 0 = no step limit (then the time budget ends the run)
@@ -121,6 +121,25 @@ def runs_on(major: int, minor: int, archs: list[str]) -> bool:
     return False
 
 
+# Every setting's range, checked before anything runs: a 0 in the first list would divide by zero or stop the run
+# at once, and a negative value would silently mean something else (negative warmup_iters make the learning rate
+# negative, a negative time budget is no budget). `python train.py --help` shows each setting with its comment.
+for name in ("batch_size", "batch_tokens", "block_size", "eval_interval", "eval_iters", "log_interval",
+             "divergence_steps", "vocab_multiple_of", "ffn_multiple_of"):
+    if config[name] < 1:
+        die(f"{name} must be at least 1, got {config[name]} (python train.py --help explains each setting)")
+for name in ("max_iters", "lr_decay_iters", "time_budget_hours", "warmup_iters", "weight_decay", "grad_clip",
+             "loss_chunk", "hellaswag_every_eval", "seed"):
+    if config[name] < 0:
+        die(f"{name} must be 0 or more, got {config[name]} (python train.py --help explains each setting)")
+if learning_rate <= 0:
+    die(f"learning_rate must be positive, got {learning_rate}")
+if not 0 <= min_lr <= learning_rate:
+    die(f"min_lr must be between 0 and learning_rate={learning_rate}, got {min_lr}")
+if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+    die(f"beta1 and beta2 must be in [0, 1), got {beta1} and {beta2}")
+if not 0 < decay_fraction <= 1:
+    die(f"decay_fraction (the final share of training spent decaying, wsd) must be in (0, 1], got {decay_fraction}")
 if init_from not in ("scratch", "resume"):
     die(f"init_from must be 'scratch' or 'resume', got '{init_from}'")
 if lr_schedule not in ("cosine", "wsd"):
@@ -212,12 +231,14 @@ scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
 data_gen = seeded_generator(seed, rank, 0)  # training windows: different per rank, reproducible from the seed
 torch.manual_seed(seed + rank)  # dropout: different per rank
 iter_num, tokens_seen, skipped, elapsed_before, best_val_loss, val_loss = 0, 0, 0, 0.0, float("inf"), float("nan")
+val_iter = None  # the step val_loss was measured at: a signal stops a run without an eval, so it may lag iter_num
 step_dt = eval_dt = ckpt_dt = 0.0  # measured on rank 0: the slowest recent step, the last eval and save
 if checkpoint:
     optimizer.load_state_dict(checkpoint["optimizer"])
     scaler.load_state_dict(checkpoint["scaler"])
     iter_num, tokens_seen, elapsed_before = checkpoint["iter_num"], checkpoint["tokens_seen"], checkpoint["elapsed"]
     best_val_loss, val_loss, skipped = checkpoint["best_val_loss"], checkpoint["val_loss"], checkpoint["skipped"]
+    val_iter = checkpoint.get("val_iter", iter_num)  # checkpoints from before val_iter: their own step, mostly true
     step_dt, eval_dt, ckpt_dt = (checkpoint["timing"][k] for k in ("step", "eval", "checkpoint"))  # for the budget
     rng = checkpoint["rng"]
     if rng["world_size"] == world_size:  # continue each rank's streams exactly where they were
@@ -320,6 +341,7 @@ def save_checkpoint() -> None:
             "tokenizer": meta.get("tokenizer", "gpt2"), "config": config, "iter_num": iter_num,
             "elapsed": elapsed() + ckpt_dt,  # and the time this save takes (as long as the last one)
             "tokens_seen": tokens_seen, "best_val_loss": best_val_loss, "val_loss": val_loss,
+            "val_iter": val_iter,
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "skipped": skipped,
             "rng": {"world_size": world_size, "ranks": ranks},
             "timing": {"step": step_dt, "eval": eval_dt, "checkpoint": ckpt_dt},
@@ -371,7 +393,7 @@ while True:
         t0 = time.monotonic()
         val_loss = evaluate()
         best_val_loss = min(best_val_loss, val_loss)
-        last_eval = iter_num
+        last_eval = val_iter = iter_num
         if master:
             hellaswag = {}
             if hellaswag_every_eval > 0:
@@ -389,8 +411,10 @@ while True:
             t0 = time.monotonic()
             save_checkpoint()
             saved_iter, ckpt_dt = iter_num, time.monotonic() - t0
-        elif master:
-            print(f"not saving at step {iter_num}: the loss is not healthy; {ckpt_path} keeps step {saved_iter}")
+        elif master:  # and never claim a checkpoint that was not written
+            why = "no eval yet" if val_iter is None else "the loss is not healthy"
+            kept = f"{ckpt_path} keeps step {saved_iter}" if saved_iter is not None else "no checkpoint written yet"
+            print(f"not saving at step {iter_num}: {why}; {kept}")
     if stop:
         break
 
@@ -447,11 +471,14 @@ while True:
     if not bad:
         loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
     if bad_steps >= divergence_steps:
-        die(f"training diverged: loss {loss:.4g} for {bad_steps} steps in a row at step {step}; {ckpt_path} "
-            f"keeps the last good model (step {saved_iter}): lower learning_rate or raise warmup_iters, then resume")
+        kept = (f"{ckpt_path} keeps the last good model (step {saved_iter})" if saved_iter is not None else
+                "no good model was saved")
+        die(f"training diverged: loss {loss:.4g} for {bad_steps} steps in a row at step {step}; {kept}: lower "
+            f"learning_rate or raise warmup_iters, then {'resume' if saved_iter is not None else 'start again'}")
 
-if master:
-    print(f"stopped ({stop}) at step {iter_num} after {hms(elapsed())}: val loss {val_loss:.4f}, "
-          f"{tokens_seen:,} tokens; checkpoint {ckpt_path} (step {saved_iter})")
+if master:  # each number with the step it is from: a signal stop skips the final eval, and may save nothing
+    val = f"val loss {val_loss:.4f} (step {val_iter})" if val_iter is not None else "no eval"
+    saved = f"checkpoint {ckpt_path} (step {saved_iter})" if saved_iter is not None else "no checkpoint written"
+    print(f"stopped ({stop}) at step {iter_num} after {hms(elapsed())}: {val}, {tokens_seen:,} tokens; {saved}")
 if ddp:
     dist.destroy_process_group()
