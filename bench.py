@@ -373,6 +373,21 @@ def print_projection(rows: list[dict]) -> None:
 def main(argv: list[str]) -> None:
     global device
     config = configure(globals(), argv, strict_files=False, bare=BARE_FLAGS)
+    # settings that would crash mid-run (a median of no rounds) or print nonsense (a projection of
+    # 0 tokens) are refused before any work
+    for key, low in (("batch_size", 1), ("grad_accum", 1), ("iters", 1), ("repeats", 1), ("warmup", 0),
+                     ("gen_tokens", 0), ("gen_prompt", 1), ("gen_repeats", 1), ("loader_iters", 1),
+                     ("find_batch_max", 1), ("threads", 0), ("peak_tflops", 0)):
+        if config[key] < low:
+            die(f"--{key} must be at least {low}, got {config[key]}")
+    if not 0 < project_mfu <= 1:
+        die(f"--project_mfu is a fraction of the peak, in (0, 1] (0.3 = 30%), got {project_mfu}")
+    if json:  # refused now, not after the whole run
+        if os.path.isdir(json):
+            die(f"--json={json} is a folder: give a file path, e.g. --json={os.path.join(json, 'bench.json')}")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(json))):
+            die(f"--json={json}: folder '{os.path.dirname(json)}' does not exist: create it, or give a path in "
+                f"an existing folder")
     proj = projection(project_mfu)
     if project:
         print_projection(proj)
@@ -387,13 +402,12 @@ def main(argv: list[str]) -> None:
         load_meta(data)  # a clear error when the folder is not prepared
     if threads > 0:
         torch.set_num_threads(threads)
-    for key, low in (("batch_size", 1), ("grad_accum", 1), ("iters", 1), ("repeats", 1), ("warmup", 0)):
-        if config[key] < low:
-            die(f"{key} must be at least {low}, got {config[key]}")
 
     variants = parse_variants(compare, {k: config[k] for k in VARIANT_KEYS + ["seed", "learning_rate",
                                                                               "weight_decay", "beta1", "beta2"]})
     for name, s in variants:
+        if s["batch_size"] < 1 or s["grad_accum"] < 1:  # --compare=batch_size=0 skips the checks above
+            die(f"batch_size and grad_accum must be at least 1, got {s['batch_size']} and {s['grad_accum']} in {name}")
         s["dtype"] = resolve_dtype(s["dtype"], device_type())
         if s["compile"] not in (None, True, False):
             die(f"compile must be True, False or None (automatic), got {s['compile']!r} in {name}")

@@ -21,6 +21,8 @@ train.py imports load_hellaswag and hellaswag_accuracy to log HellaSwag beside t
 Results are deterministic: a fixed order, no sampling, the same batches on every run.
 """
 
+import contextlib
+import io
 import json as jsonlib  # 'json' is the name of a setting below
 import math
 import os
@@ -256,13 +258,27 @@ def lambada_accuracy(model, enc, examples: list[dict], device: str, ctx, limit: 
 def main() -> dict:
     from configurator import configure
 
-    config = configure(globals(), sys.argv[1:])
+    # What configure prints waits until --json is known: with --json=- stdout holds the JSON alone,
+    # and the config line, the table and notes go to stderr (`log`).
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(said):
+            config = configure(globals(), sys.argv[1:])
+    finally:  # --help too: it ends configure with SystemExit
+        log = sys.stderr if json == "-" else sys.stdout
+        log.write(said.getvalue())
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     for t in task_list:
         if t not in ("val", "hellaswag", "lambada"):
             die(f"unknown task '{t}': choose from val, hellaswag, lambada (e.g. --tasks=val,hellaswag)")
     if stride < 0 or limit < 0 or batch_size < 1:
         die("stride and limit must be >= 0 and batch_size >= 1")
+    if json and json != "-":  # refused now, not after the whole run
+        if os.path.isdir(json):
+            die(f"--json={json} is a folder: give a file path, e.g. --json={os.path.join(json, 'results.json')}")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(json))):
+            die(f"--json={json}: folder '{os.path.dirname(json)}' does not exist: create it, or give a path in "
+                f"an existing folder (or --json=- for stdout)")
     dev = resolve_device(device)
     device_type = dev.split(":")[0]
     precision = resolve_dtype(dtype, device_type)
@@ -270,21 +286,27 @@ def main() -> dict:
 
     model, enc, checkpoint = load_model(ckpt or out_dir, dev)
     block_size = model.config.block_size
+    if stride > block_size:  # a window scores at most block_size new tokens
+        die(f"--stride={stride} is larger than the model's block_size: give a stride in [1, {block_size}] "
+            f"(or 0 for block_size // 2)")
     win_stride = stride or max(block_size // 2, 1)
     print(f"checkpoint {ckpt or out_dir}: iter {checkpoint.get('iter_num', '?')}, "
-          f"{model.num_params():,} parameters, block_size {block_size}; {dev}, {precision}")
+          f"{model.num_params():,} parameters, block_size {block_size}; {dev}, {precision}", file=log)
 
     results: dict = {}
     t0 = time.time()
     if "val" in task_list:
         if files:
-            per_file = {}
+            windows_of = {}  # every file read and checked before the first is scored
             for path in [p.strip() for p in files.split(",") if p.strip()]:
                 docs = read_documents(path)
                 docs = docs[:limit] if limit else docs
-                windows = [w for d in docs if d for w in
-                           sliding_windows([enc.eot_token] + enc.encode_ordinary(d), block_size, win_stride)]
-                per_file[path] = perplexity(model, windows, batch_size, dev, ctx, f"val {os.path.basename(path)}")
+                windows_of[path] = [w for d in docs if d for w in
+                                    sliding_windows([enc.eot_token] + enc.encode_ordinary(d), block_size, win_stride)]
+                if not windows_of[path]:  # else a perplexity of 1 over 0 tokens
+                    die(f"no tokens to evaluate in '{path}': it holds no text; give files with text in --files")
+            per_file = {path: perplexity(model, windows, batch_size, dev, ctx, f"val {os.path.basename(path)}")
+                        for path, windows in windows_of.items()}
             # the aggregate is token-weighted over all files
             tokens = sum(r["tokens"] for r in per_file.values())
             loss = sum(r["loss"] * r["tokens"] for r in per_file.values()) / max(tokens, 1)
@@ -299,6 +321,8 @@ def main() -> dict:
             # first token the context every other document start gets.
             tokens = np.concatenate([np.array([enc.eot_token], dtype=np.uint16), val])
             windows = sliding_windows(tokens, block_size, win_stride)
+            if not windows:
+                die(f"no tokens to evaluate in {source}/val.bin: it is empty; prepare the data again (prepare.py)")
             windows = windows[:limit] if limit else windows
             results["val"] = perplexity(model, windows, batch_size, dev, ctx, "val")
             results["val"]["data_dir"] = source
@@ -311,16 +335,16 @@ def main() -> dict:
     seconds = time.time() - t0
 
     # the table
-    print(f"\n{'task':<10} {'metric':<9} {'value':>10}  {'n':>9}")
+    print(f"\n{'task':<10} {'metric':<9} {'value':>10}  {'n':>9}", file=log)
     for task, r in results.items():
         n = r.get("tokens", r.get("n"))
         unit = "tokens" if "tokens" in r else "examples"
         for metric in [k for k in r if k in ("loss", "ppl", "acc", "acc_norm")]:
             value = f"{r[metric]:.2f}" if metric == "ppl" else f"{r[metric]:.4f}"
-            print(f"{task:<10} {metric:<9} {value:>10}  {n:>9,} {unit}")
+            print(f"{task:<10} {metric:<9} {value:>10}  {n:>9,} {unit}", file=log)
         for path, fr in r.get("files", {}).items():
-            print(f"  {path}: loss {fr['loss']:.4f}, ppl {fr['ppl']:.2f}, {fr['tokens']:,} tokens")
-    print(f"({seconds:.1f}s)")
+            print(f"  {path}: loss {fr['loss']:.4f}, ppl {fr['ppl']:.2f}, {fr['tokens']:,} tokens", file=log)
+    print(f"({seconds:.1f}s)", file=log)
 
     report = {"checkpoint": ckpt or out_dir, "iter_num": checkpoint.get("iter_num"),
               "params": model.num_params(), "settings": config, "results": results, "seconds": round(seconds, 2)}
@@ -331,7 +355,7 @@ def main() -> dict:
         with open(tmp, "w") as f:
             jsonlib.dump(report, f, indent=2)
         os.replace(tmp, json)
-        print(f"wrote {json}")
+        print(f"wrote {json}", file=log)
     return report
 
 

@@ -194,11 +194,16 @@ def export(model: GPT, folder: str, with_tokenizer: bool = True) -> str:
 
     arch = hf_architecture(model.config)
     folder = os.path.normpath(folder)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        die(f"'{folder}' is a file, not a folder: give --hf_dir a folder to create (or a previous export)")
     if os.path.exists(folder) and not os.path.isfile(os.path.join(folder, "config.json")) and os.listdir(folder):
         die(f"'{folder}' exists and does not look like an export (no config.json): choose another --hf_dir")
     tmp = folder + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    try:
+        os.makedirs(tmp)
+    except OSError as e:  # e.g. under /proc, a read-only disk, no permission
+        die(f"cannot create '{tmp}' beside '{folder}' ({e.strerror}): give --hf_dir a path in a writable folder")
     model = model.float().cpu()
     hf_config = llama_config(model.config) if arch == "llama" else gpt2_config(model.config)
     weights = llama_weights(model) if arch == "llama" else gpt2_weights(model)
@@ -207,8 +212,11 @@ def export(model: GPT, folder: str, with_tokenizer: bool = True) -> str:
     with open(os.path.join(tmp, "generation_config.json"), "w") as f:
         json.dump({"bos_token_id": _EOT_TOKEN, "eos_token_id": _EOT_TOKEN}, f, indent=2)
     # safetensors wants each tensor contiguous and in its own storage (the slices above share)
-    save_file({k: v.detach().contiguous().clone() for k, v in weights.items()}, os.path.join(tmp, "model.safetensors"),
-              metadata={"format": "pt"})
+    weights_path = os.path.join(tmp, "model.safetensors")
+    save_file({k: v.detach().contiguous().clone() for k, v in weights.items()}, weights_path, metadata={"format": "pt"})
+    # safetensors writes through a private temp file (mode 0600) and renames it; give the weights the
+    # mode every other file here got from open() and the umask, so whoever may read the folder may load it
+    shutil.copymode(os.path.join(tmp, "config.json"), weights_path)
     if with_tokenizer:
         write_tokenizer(tmp, model.config.block_size)
     shutil.rmtree(folder, ignore_errors=True)

@@ -298,6 +298,26 @@ def test_bench_end_to_end(owt_data, tmp_path):
     assert [p["option"] for p in report["projection"]] == ["A", "B", "C"]
 
 
+# a tiny run, so a setting that is not refused finishes quickly (and fails the test) instead of timing option A
+TINY_RUN = ["--n_layer=1", "--n_embd=32", "--n_head=1", "--block_size=8", "--batch_size=1", "--iters=1",
+            "--repeats=1", "--warmup=0", "--gen_tokens=2", "--gen_prompt=2", "--device=cpu"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("--project_mfu=0", "--project_mfu is a fraction of the peak, in (0, 1]"),
+    ("--project_mfu=1.5", "--project_mfu is a fraction of the peak, in (0, 1]"),
+    ("--gen_tokens=-1", "--gen_tokens must be at least 0, got -1"),
+    ("--gen_repeats=0", "--gen_repeats must be at least 1, got 0"),
+    ("--compare=base,batch_size=0", "batch_size and grad_accum must be at least 1"),
+    ("--json={tmp}/missing/bench.json", "folder '{tmp}/missing' does not exist"),
+])
+def test_bench_refuses_bad_settings(tmp_path, bad, message):
+    r = run_script("bench.py", *TINY_RUN, bad.format(tmp=tmp_path), check=False)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: ")
+    assert message.format(tmp=tmp_path) in lines[0]
+
+
 def test_bench_errors_are_one_line(tmp_path):
     r = run_script("bench.py", "--find_batch", "--device=cpu", check=False)
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --find_batch")

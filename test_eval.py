@@ -208,7 +208,8 @@ def test_script_end_to_end(smoke_ckpt, owt_data, tmp_path):
     jsonl.write_text('{"text": "Hello world."}\n\n{"text": "A second, longer document about the weather."}\n')
     r = run_script("eval.py", f"--ckpt={smoke_ckpt / 'ckpt.pt'}", "--tasks=val", f"--files={txt},{jsonl}",
                    "--json=-")
-    report = json.loads(r.stdout[r.stdout.index("{\n"):])
+    report = json.loads(r.stdout)  # stdout is the JSON alone; the config line and the table went to stderr
+    assert "val        loss" in r.stderr and "config: " in r.stderr
     files = report["results"]["val"]["files"]
     enc = common.get_tokenizer()
     assert files[str(txt)]["tokens"] == len(enc.encode_ordinary(txt.read_text()))
@@ -239,6 +240,21 @@ def test_bad_input(tmp_path, shared):
     r = run_script("eval.py", "--tasks=val,winogrande", check=False)
     assert r.returncode != 0 and r.stderr.strip().splitlines() == [
         "error: unknown task 'winogrande': choose from val, hellaswag, lambada (e.g. --tasks=val,hellaswag)"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tasks=val", "--files={tmp}/a.txt", "--stride=129"], "--stride=129 is larger than the model's block_size"),
+    (["--tasks=val", "--files={tmp}/empty.txt"], "no tokens to evaluate in '{tmp}/empty.txt'"),
+    (["--tasks=val", "--files={tmp}/a.txt", "--json={tmp}/missing/r.json"], "folder '{tmp}/missing' does not exist"),
+])
+def test_script_refuses_bad_settings(smoke_ckpt, tmp_path, args, message):
+    """Refused with one line before the work (block_size is 128): not a traceback, a perplexity of
+    nothing, or a results file that cannot be written once the run is over."""
+    (tmp_path / "a.txt").write_text("The cat sat on the mat. " * 60)  # ~420 tokens: several windows
+    (tmp_path / "empty.txt").write_text("")
+    r = run_script("eval.py", f"--out_dir={smoke_ckpt}", *[a.format(tmp=tmp_path) for a in args], check=False)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in r.stderr and message.format(tmp=tmp_path) in r.stderr
 
 
 def test_autocast_path(model_a):

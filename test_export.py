@@ -146,6 +146,19 @@ def test_bad_input(tmp_path):
     export_hf.export(model, str(tmp_path / "hf"), False)
     assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "generation_config.json", "model.safetensors"]
 
+    # --hf_dir where no folder can be made, or naming a file
+    assert "cannot create '/proc/nope.tmp'" in one_line_error(export_hf.export, model, "/proc/nope", False)
+    (tmp_path / "a_file").write_text("not a folder")
+    assert "is a file, not a folder" in one_line_error(export_hf.export, model, str(tmp_path / "a_file"), False)
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def test_exported_files_share_one_mode(tmp_path):
+    """The weights are as readable as config.json (umask-respecting), not 0600 from safetensors' temp file."""
+    export_hf.export(tiny_model("c", n_layer=1), str(tmp_path / "hf"), False)
+    modes = {name: (tmp_path / "hf" / name).stat().st_mode & 0o777 for name in os.listdir(tmp_path / "hf")}
+    assert modes["model.safetensors"] == modes["config.json"] == modes["generation_config.json"], modes
+
 
 def test_export_without_tokenizer_files(tmp_path, monkeypatch, capsys):
     """Offline with no tiktoken cache: the model is exported alone, with a note saying so."""
