@@ -21,7 +21,6 @@ thread count and versions it was measured at. BENCHMARKS.md keeps the record.
 """
 
 import gc
-import json as json_lib
 import os
 import platform
 import statistics
@@ -31,7 +30,17 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from common import autocast, die, get_batch, load_meta, resolve_device, resolve_dtype, train_step
+from common import (
+    autocast,
+    check_json_path,
+    die,
+    get_batch,
+    load_meta,
+    resolve_device,
+    resolve_dtype,
+    train_step,
+    write_json,
+)
 from configurator import configure
 from model import GPT, OPTIONS, GPTConfig, flops_per_token, peak_flops
 
@@ -351,13 +360,6 @@ def table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp"  # written whole, then renamed: never a half-written file
-    with open(tmp, "w") as f:
-        json_lib.dump(payload, f, indent=2)
-    os.replace(tmp, path)
-
-
 def print_projection(rows: list[dict]) -> None:
     r0 = rows[0]
     print(f"\nprojection, not a measurement: {r0['gpus']}×V100 at {r0['peak_flops_per_gpu'] / 1e12:.0f} TFLOP/s fp16 "
@@ -382,12 +384,8 @@ def main(argv: list[str]) -> None:
             die(f"--{key} must be at least {low}, got {config[key]}")
     if not 0 < project_mfu <= 1:
         die(f"--project_mfu is a fraction of the peak, in (0, 1] (0.3 = 30%), got {project_mfu}")
-    if json:  # refused now, not after the whole run
-        if os.path.isdir(json):
-            die(f"--json={json} is a folder: give a file path, e.g. --json={os.path.join(json, 'bench.json')}")
-        if not os.path.isdir(os.path.dirname(os.path.abspath(json))):
-            die(f"--json={json}: folder '{os.path.dirname(json)}' does not exist: create it, or give a path in "
-                f"an existing folder")
+    if json:
+        check_json_path(json)
     proj = projection(project_mfu)
     if project:
         print_projection(proj)

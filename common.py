@@ -159,6 +159,22 @@ def save_checkpoint(checkpoint: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
+def check_json_path(path: str) -> None:
+    """Refuse a --json path that cannot be written now, before the work, not after it."""
+    if os.path.isdir(path):
+        die(f"--json={path} is a folder: give a file path, e.g. --json={os.path.join(path, 'results.json')}")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        die(f"--json={path}: folder '{os.path.dirname(path)}' does not exist: create it, or give a path in "
+            f"an existing folder")
+
+
+def write_json(path: str, payload: dict) -> None:
+    tmp = f"{path}.tmp"  # written whole, then renamed: never a half-written file
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)
+
+
 def load_checkpoint(path: str, device: str = "cpu") -> dict:
     """Load a checkpoint made by train.py. weights_only=True: tensors and plain data only, so a
     malicious file cannot run code."""

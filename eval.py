@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import autocast, die, load_meta, load_model, resolve_device, resolve_dtype
+from common import autocast, check_json_path, die, load_meta, load_model, resolve_device, resolve_dtype, write_json
 
 _SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data"))
 
@@ -273,12 +273,8 @@ def main() -> dict:
             die(f"unknown task '{t}': choose from val, hellaswag, lambada (e.g. --tasks=val,hellaswag)")
     if stride < 0 or limit < 0 or batch_size < 1:
         die("stride and limit must be >= 0 and batch_size >= 1")
-    if json and json != "-":  # refused now, not after the whole run
-        if os.path.isdir(json):
-            die(f"--json={json} is a folder: give a file path, e.g. --json={os.path.join(json, 'results.json')}")
-        if not os.path.isdir(os.path.dirname(os.path.abspath(json))):
-            die(f"--json={json}: folder '{os.path.dirname(json)}' does not exist: create it, or give a path in "
-                f"an existing folder (or --json=- for stdout)")
+    if json and json != "-":
+        check_json_path(json)
     dev = resolve_device(device)
     device_type = dev.split(":")[0]
     precision = resolve_dtype(dtype, device_type)
@@ -351,10 +347,7 @@ def main() -> dict:
     if json == "-":
         print(jsonlib.dumps(report, indent=2))
     elif json:
-        tmp = f"{json}.tmp"
-        with open(tmp, "w") as f:
-            jsonlib.dump(report, f, indent=2)
-        os.replace(tmp, json)
+        write_json(json, report)
         print(f"wrote {json}", file=log)
     return report
 
