@@ -133,6 +133,11 @@ def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_fil
             config[key] = _check_type(key, value, namespace.get(key), "on the command line")
     namespace.update(config)
     if verbose:
-        print("config: " + ", ".join(f"{k}={v!r}" for k, v in config.items()))
+        print(summary(config))
     return config
+
+
+def summary(config: dict) -> str:
+    """The one line a script prints of its resolved settings."""
+    return "config: " + ", ".join(f"{k}={v!r}" for k, v in config.items())
 

@@ -21,8 +21,6 @@ train.py imports load_hellaswag and hellaswag_accuracy to log HellaSwag beside t
 Results are deterministic: a fixed order, no sampling, the same batches on every run.
 """
 
-import contextlib
-import io
 import json as jsonlib  # 'json' is the name of a setting below
 import math
 import os
@@ -256,17 +254,11 @@ def lambada_accuracy(model, enc, examples: list[dict], device: str, ctx, limit: 
 # ---------------------------------------------------------------- the script
 
 def main() -> dict:
-    from configurator import configure
+    from configurator import configure, summary
 
-    # What configure prints waits until --json is known: with --json=- stdout holds the JSON alone,
-    # and the config line, the table and notes go to stderr (`log`).
-    said = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(said):
-            config = configure(globals(), sys.argv[1:])
-    finally:  # --help too: it ends configure with SystemExit
-        log = sys.stderr if json == "-" else sys.stdout
-        log.write(said.getvalue())
+    config = configure(globals(), sys.argv[1:], verbose=False)
+    log = sys.stderr if json == "-" else sys.stdout  # with --json=- stdout holds the JSON alone
+    print(summary(config), file=log)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     for t in task_list:
         if t not in ("val", "hellaswag", "lambada"):

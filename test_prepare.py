@@ -212,7 +212,9 @@ def test_input_errors(tmp_path, case):
                                         (["--num_docs=x"], ["--num_docs", "invalid int value: 'x'"]),
                                         (["--num_docs=3", "--fraction=0.1"], ["--fraction", "not allowed"])])
 def test_argument_errors_are_one_line(args, words):
-    assert_one_line_error(run(*args), *words)
+    r = run(*args)
+    assert r.returncode == 1  # our one-line SystemExit, not argparse's usage block and its status 2
+    assert_one_line_error(r, *words)
 
 
 def test_existing_output_needs_overwrite(tmp_path):
