@@ -135,6 +135,20 @@ def test_exact_resume_with_fp16_scaler_and_dropout(small_data, tmp_path):
     assert one_go.stdout.count("warning: ") == 1 and "epochs over" in one_go.stdout and "warning" in resumed.stdout
 
 
+def test_a_resume_may_change_the_precision(small_data, tmp_path):
+    """A run in fp32 or bf16 (a CPU, an H100) resumed in fp16 (a V100) starts a fresh GradScaler, where loading the
+    disabled scaler's empty state used to raise; and an fp16 run resumes in bf16, its scaler state set aside."""
+    out, args = tmp_path / "precision", ["--eval_interval=2", "--lr_decay_iters=6"]
+    train(small_data, out, *args, "--max_iters=2")
+    train(small_data, out, *args, "--max_iters=4", "--init_from=resume", "--dtype=float16")
+    assert common.load_checkpoint(str(out))["scaler"]["scale"] > 0
+    train(small_data, out, *args, "--max_iters=6", "--init_from=resume", "--dtype=bfloat16")
+    train_rows, _ = metrics(out)
+    assert [r["iter"] for r in train_rows] == list(range(6))
+    assert [r["loss_scale"] is not None for r in train_rows] == [False, False, True, True, False, False]
+    assert all(math.isfinite(r["loss"]) for r in train_rows) and common.load_checkpoint(str(out))["iter_num"] == 6
+
+
 def test_time_budget_ends_in_time_and_a_resume_continues_it(owt_data, tmp_path):
     budget = 10.0
     args = [f"--time_budget_hours={budget / 3600}", "--eval_interval=1000", "--lr_decay_iters=100000"]
@@ -279,7 +293,9 @@ def failures(owt_data, small_data, tmp_path_factory) -> dict:
         "spike": [data, f"--out_dir={tmp / 'o8'}", "--divergence_ratio=0.5", "--divergence_steps=2",
                   "--max_iters=100"],
         **{arg: [data, f"--out_dir={tmp / arg[2:]}", "--max_iters=1", arg] for arg in OUT_OF_RANGE},
-        "v100": [data, f"--out_dir={tmp / 'o7'}", "--device=cuda"],  # last: it leaves torch.cuda patched
+        # last: these two leave torch.cuda patched
+        "v100": [data, f"--out_dir={tmp / 'o7'}", "--device=cuda"],
+        "one gpu": [data, f"--out_dir={tmp / 'o9'}", "--device=cuda"],
     }
     driver = (
         "import json, runpy, sys, torch\n"
@@ -290,6 +306,9 @@ def failures(owt_data, small_data, tmp_path_factory) -> dict:
         "        torch.cuda.get_device_capability = lambda device=None: (7, 0)\n"
         "        torch.cuda.get_device_name = lambda device=None: 'Tesla V100-SXM2-32GB'\n"
         "        torch.cuda.get_arch_list = lambda: ['sm_75', 'sm_80', 'sm_86', 'sm_90', 'sm_100', 'sm_120']\n"
+        "    if name == 'one gpu':  # an H100 without torchrun: set_device gets what torch's own index check takes\n"
+        "        torch.cuda.get_device_capability = lambda device=None: (9, 0)\n"
+        "        torch.cuda.set_device = lambda d: sys.exit(f'set_device {torch._utils._get_device_index(d)}')\n"
         "    sys.argv = ['train.py', *argv]\n"
         "    try:\n"
         "        runpy.run_path('train.py', run_name='__main__')\n"
@@ -324,6 +343,12 @@ def test_bad_input_stops_with_a_one_line_error(failures, case, expected):
     assert expected in message
     if case == "v100":
         assert "download.pytorch.org/whl/cu126" in message
+
+
+def test_one_gpu_without_torchrun_gets_an_indexed_device(failures):
+    """`python train.py --device=cuda` on one GPU: torch.cuda.set_device refuses a bare 'cuda' (ValueError: Expected
+    a torch.device with a specified index), so train.py must hand it cuda:0."""
+    assert failures["one gpu"][0] == "set_device 0"
 
 
 def test_divergence_guard_stops_and_keeps_the_last_good_checkpoint(failures):

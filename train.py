@@ -153,7 +153,7 @@ device_type = device.split(":")[0]
 if device_type not in ("cpu", "cuda"):
     die(f"train.py trains on CPUs and CUDA GPUs, not '{device}': use auto, cpu or cuda")
 if device_type == "cuda":
-    if ddp:
+    if ddp or device == "cuda":  # each rank its own GPU; set_device below needs an index even on one process
         device = f"cuda:{local_rank}"
     # A build without kernels for this GPU fails later with "no kernel image is available"; say why now.
     major, minor = torch.cuda.get_device_capability(device)
@@ -235,7 +235,8 @@ val_iter = None  # the step val_loss was measured at: a signal stops a run witho
 step_dt = eval_dt = ckpt_dt = 0.0  # measured on rank 0: the slowest recent step, the last eval and save
 if checkpoint:
     optimizer.load_state_dict(checkpoint["optimizer"])
-    scaler.load_state_dict(checkpoint["scaler"])
+    if checkpoint["scaler"]:  # empty when the run was not fp16, e.g. bf16 on an H100 resumed in fp16 on a V100
+        scaler.load_state_dict(checkpoint["scaler"])
     iter_num, tokens_seen, elapsed_before = checkpoint["iter_num"], checkpoint["tokens_seen"], checkpoint["elapsed"]
     best_val_loss, val_loss, skipped = checkpoint["best_val_loss"], checkpoint["val_loss"], checkpoint["skipped"]
     val_iter = checkpoint.get("val_iter", iter_num)  # checkpoints from before val_iter: their own step, mostly true
