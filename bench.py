@@ -484,6 +484,11 @@ def main(argv: list[str]) -> None:
              else f"against {results[0]['peak_flops'] / 1e12:.0f} TFLOP/s")
           + (". peak mem: GPU only" if device_type() != "cuda" else ""))
 
+    def save(**rows) -> None:
+        if json:
+            write_json(json, dict(env=env, settings=config, variants=results, projection=proj, **rows))
+
+    save(generation=None, loader=None)  # now: a run stopped while generation compiles keeps the training rows
     generation = loader = None
     if gen_tokens > 0:
         generation = bench_generation(s0)
@@ -497,9 +502,8 @@ def main(argv: list[str]) -> None:
         print(f"data loader (common.get_batch, {loader['batch_size']}×{loader['block_size']} from {data}): "
               f"{loader['ms_per_batch']:.2f} ms per batch, {loader['fraction_of_micro_step']:.2%} of a micro-step")
     print_projection(proj)
+    save(generation=generation, loader=loader)
     if json:
-        write_json(json, dict(env=env, settings=config, variants=results, generation=generation, loader=loader,
-                              projection=proj))
         print(f"wrote {json}")
 
 

@@ -325,3 +325,20 @@ def test_bench_errors_are_one_line(tmp_path):
     assert r.returncode != 0 and "no prepared data" in r.stderr.strip().splitlines()[-1]
     r = run_script("bench.py", "--project", "--project_mfu=0.4")
     assert "ASSUMED MFU 40%" in r.stdout and "tokens in 23 h" in r.stdout
+
+
+def test_a_run_stopped_while_timing_generation_keeps_the_training_rows(tmp_path):
+    """bench_gpu.sh runs each step under `timeout`: the JSON holds the training rows as soon as they are measured,
+    not only once the (compiled) generation row is done."""
+    out = tmp_path / "bench.json"
+    stopped = ("import sys, bench\n"
+               "def generation(s): raise SystemExit('stopped while timing generation')\n"
+               "bench.bench_generation = generation\n"
+               "bench.main(sys.argv[1:])\n")
+    r = run_script("-c", stopped, "config/smoke.py", "--n_layer=1", "--block_size=32", "--batch_size=2",
+                   "--compare=base,loss_chunk=0", "--iters=1", "--repeats=1", "--warmup=0", "--gen_tokens=4",
+                   "--threads=1", f"--json={out}", check=False)
+    assert r.returncode == 1 and "stopped while timing generation" in r.stderr
+    report = json.loads(out.read_text())
+    assert [v["variant"] for v in report["variants"]] == ["base", "loss_chunk=0"] and report["generation"] is None
+    assert all(v["ms_per_step"] > 0 for v in report["variants"])
