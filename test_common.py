@@ -1,4 +1,5 @@
-"""Tests of common.py: batch windows, device and dtype resolution, and checkpoint files."""
+"""Tests of common.py: batch windows, device and dtype resolution, checkpoint files, and the training step (gradient
+accumulation, GradScaler unscaling before clipping, one DDP all-reduce per step, non-finite updates skipped)."""
 
 import numpy as np
 import pytest
@@ -105,3 +106,80 @@ def test_train_step_accumulates_to_the_full_batch_and_skips_non_finite_updates()
     assert not applied and not torch.isfinite(norm)
     for k, v in model.state_dict().items():
         assert torch.equal(v.nan_to_num(), before[k].nan_to_num()), k  # nothing was updated
+
+
+def test_get_batch_draws_every_full_window_and_only_those(tmp_path):
+    """block_size + 2 tokens hold exactly two windows (starts 0 and 1): both are drawn, none runs off the end; one
+    token fewer leaves one window; one fewer again is refused with the one-line error, not a traceback."""
+    block = 8
+    for n, starts in ((block + 2, {0, 1}), (block + 1, {0})):
+        tokens = make_data(tmp_path, n=n)
+        x, y = common.get_batch(str(tmp_path), "train", 200, block, torch.Generator().manual_seed(0))
+        assert x.shape == y.shape == (200, block)
+        assert {int(s) for s in x[:, 0]} == starts
+        for row_x, row_y in zip(x.numpy(), y.numpy(), strict=True):
+            np.testing.assert_array_equal(row_y, tokens[int(row_x[0]) + 1:int(row_x[0]) + 1 + block])
+    make_data(tmp_path, n=block)
+    with pytest.raises(SystemExit, match="fewer than block_size"):
+        common.get_batch(str(tmp_path), "train", 1, block, torch.Generator())
+
+
+def test_train_step_clips_and_reports_the_unscaled_gradient_under_a_grad_scaler():
+    """With a GradScaler (fp16 training), the norm returned, and the norm clipping acts on, is that of the true
+    gradient: the gradients are unscaled before clipping. The reference is a plain backward without a scaler."""
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=100)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 100, (4, 16), generator=g), torch.randint(0, 100, (4, 16), generator=g)
+    torch.manual_seed(0)
+    reference = GPT(config)
+    reference(x, y)[1].backward()
+    true_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in reference.parameters()])).item()
+    assert true_norm > 0.1  # so a clip at 0.1 acts, and a norm 2^16 times too large cannot pass for it
+    torch.manual_seed(0)
+    model = GPT(config)
+    optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    _, norm, applied = common.train_step(model, optimizer, scaler, lambda: (x, y), 1, 0.1,
+                                         common.autocast("cpu", "float32"))
+    assert applied and norm.item() == pytest.approx(true_norm, rel=1e-4)
+
+
+def test_train_step_all_reduces_the_gradients_once_per_step_under_ddp():
+    """Under DDP the gradients are all-reduced on the last micro-step only: one reduction per optimizer step,
+    whatever grad_accum (none would leave each rank with its own gradients; one per micro-step wastes bandwidth).
+    Counted by a communication hook around the default all-reduce, on a one-process gloo group; the step itself
+    still equals one on the whole batch without DDP."""
+    import torch.distributed as dist
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=100)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 100, (6, 16), generator=g), torch.randint(0, 100, (6, 16), generator=g)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        reductions, states = {}, {}
+        for grad_accum in (1, 3):
+            torch.manual_seed(0)
+            model = GPT(config)
+            optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+            ddp = DDP(model)
+            calls = []
+
+            def counting_allreduce(state, bucket, calls=calls):
+                calls.append(bucket.index())
+                return allreduce_hook(state, bucket)
+
+            ddp.register_comm_hook(None, counting_allreduce)
+            B = 6 // grad_accum
+            feed = iter([(x[i:i + B], y[i:i + B]) for i in range(0, 6, B)])
+            scaler = torch.amp.GradScaler("cpu", enabled=False)
+            _, _, applied = common.train_step(ddp, optimizer, scaler, lambda f=feed: next(f), grad_accum, 1.0,
+                                              common.autocast("cpu", "float32"))
+            assert applied
+            reductions[grad_accum], states[grad_accum] = len(calls), model.state_dict()
+    finally:
+        dist.destroy_process_group()
+    assert reductions[1] > 0 and reductions[3] == reductions[1]
+    for k in states[1]:
+        torch.testing.assert_close(states[3][k], states[1][k], atol=1e-5, rtol=1e-4)
