@@ -1,7 +1,8 @@
 """Tests for train.py, run the way users run it: as a script (or under torchrun), on the CPU, with a model small
 enough for a fraction of a second per step. What they check comes from what the runs leave behind: the
-checkpoint, metrics.jsonl, the log and the exit status. The script's own helpers (the GPU check and the
-learning-rate schedule) are taken from its source and checked against the rules written out by hand."""
+checkpoint, metrics.jsonl, the log and the exit status. The script's own helpers (the GPU check, the
+learning-rate schedule and the val batches' seeds) are taken from its source and checked against the rules written
+out by hand."""
 
 import ast
 import json
@@ -170,6 +171,30 @@ def test_time_budget_ends_in_time_and_a_resume_continues_it(owt_data, tmp_path):
     # the schedule ran on the clock (lr_decay_iters is far away) and reached min_lr at the deadline
     assert resumed[-1]["lr"] - low < 0.1 * (peak - low)
     assert evals[-1]["iter"] == last["iter_num"] and evals[-1]["elapsed"] <= budget
+
+
+def test_val_loss_is_the_eval_mode_mean_over_fixed_windows_and_each_step_follows_the_schedule(small_data, tmp_path):
+    """With dropout on, the val loss a run logs and saves is the eval-mode (no dropout) mean over the fixed val
+    batches k = 0..eval_iters-1, each drawn from its own seed (not from the training stream), recomputed here from the
+    saved weights; and each step's logged learning rate is the documented schedule's, by hand: linear warmup from
+    step 1 over warmup_iters, cosine to min_lr reached by the last step."""
+    out = tmp_path / "dropout"
+    train(small_data, out, "--dropout=0.5", "--max_iters=3", "--eval_interval=1000")
+    checkpoint = common.load_checkpoint(str(out))
+    assert checkpoint["iter_num"] == checkpoint["val_iter"] == 3
+    model = common.model_from_checkpoint(checkpoint).eval()
+    seeded_generator = script_functions("seeded_generator", np=np, torch=torch)["seeded_generator"]
+    with torch.no_grad():  # TINY: eval_iters=2, batch_size=4, block_size=32
+        losses = [model(*common.get_batch(str(small_data), "val", 4, 32, seeded_generator(k)))[1].item()
+                  for k in range(2)]
+    assert checkpoint["val_loss"] == pytest.approx(float(np.mean(losses)), rel=1e-5)
+    train_rows, evals = metrics(out)
+    assert [r["iter"] for r in evals] == [0, 3] and evals[-1]["val_loss"] == checkpoint["val_loss"]
+    peak, low, warmup, steps = 3e-2, 3e-4, 2, 3  # TINY's learning_rate and warmup_iters, the smoke config's min_lr
+    expected = [min(1, (s + 1) / (warmup + 1)) * (low + (peak - low) * (1 + math.cos(math.pi * (s + 1) / steps)) / 2)
+                for s in range(steps)]
+    assert [r["iter"] for r in train_rows] == list(range(steps))
+    assert [r["lr"] for r in train_rows] == pytest.approx(expected, rel=1e-9)
 
 
 def test_sigterm_finishes_the_step_saves_and_exits_cleanly(owt_data, tmp_path):
