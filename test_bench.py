@@ -1,6 +1,7 @@
 """Tests for bench.py and the speed work it measures: the FLOPs/MFU arithmetic, the chunked lm_head +
 cross-entropy against the plain one, padded vocabulary ids never sampled, the micro-batch finder,
-gradient accumulation as train.py does it, and bench.py run end to end. No timed assertions."""
+gradient accumulation as train.py does it, the reported loss and generation speeds, and bench.py run end to end.
+No timed assertions."""
 
 import json
 import math
@@ -236,6 +237,44 @@ def test_gradient_accumulation_matches_one_big_batch(monkeypatch, dtype):
         bench.step(run)
     for g2, g1 in zip(grads[2], grads[1], strict=True):
         torch.testing.assert_close(g2, g1, rtol=1e-3, atol=1e-6 if dtype == "float32" else 1e-4)
+
+
+def test_step_reports_the_mean_loss_of_its_micro_batches(monkeypatch):
+    """bench.step's loss is the mean over the grad_accum micro-batches (as train.py logs it), not their sum:
+    recomputed from a copy of the weights before the step."""
+    monkeypatch.setattr(bench, "device", "cpu")
+    g = torch.Generator().manual_seed(5)
+    tokens = torch.randint(0, 1000, (4, 17), generator=g)
+    batches = [(tokens[i:i + 2, :-1], tokens[i:i + 2, 1:]) for i in (0, 2)]
+    run = bench.build("", small_settings(grad_accum=2, batch_size=2))
+    reference = GPT(run.model.config)
+    reference.load_state_dict(run.model.state_dict())
+    with torch.no_grad():
+        expected = sum(reference(x, y)[1].item() for x, y in batches) / 2
+    feed = iter(batches)
+    monkeypatch.setattr(bench, "next_batch", lambda r: next(feed))
+    assert bench.step(run) == pytest.approx(expected, rel=1e-5)
+
+
+def test_generation_row_arithmetic(monkeypatch):
+    """tokens/s with and without the KV cache, each from its own timings: generate is replaced by one that takes
+    1 s per token with the cache and 4 s without, on a fake clock, so the figures are known exactly."""
+    clock = [0.0]
+    calls = []
+
+    def fake_generate(self, idx, max_new_tokens, *args, use_cache=True, **kwargs):
+        calls.append(use_cache)
+        clock[0] += max_new_tokens * (1.0 if use_cache else 4.0)
+        return torch.cat([idx, torch.zeros(idx.size(0), max_new_tokens, dtype=idx.dtype)], dim=1)
+
+    monkeypatch.setattr(GPT, "generate", fake_generate)
+    monkeypatch.setattr(bench, "time", type("FakeTime", (), {"perf_counter": staticmethod(lambda: clock[0])}))
+    for key, value in dict(device="cpu", gen_tokens=8, gen_prompt=4, gen_repeats=2).items():
+        monkeypatch.setattr(bench, key, value)
+    row = bench.bench_generation(small_settings(compile=False))
+    assert calls.count(True) == calls.count(False) == 3  # a warm-up and two timed runs each
+    assert row["kv_cache_tokens_per_s"] == pytest.approx(1.0) and row["no_cache_tokens_per_s"] == pytest.approx(0.25)
+    assert row["speedup"] == pytest.approx(4.0) and row["new_tokens"] == 8 and row["prompt"] == 4
 
 
 # ---------------------------------------------------------------- the command line
