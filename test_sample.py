@@ -326,6 +326,30 @@ def test_sample_py_seeded_samples(smoke_ckpt):
     assert result.stdout == "\n---------------\n".join(samples) + "\n"
 
 
+def test_sample_py_ends_a_sample_at_eot(tmp_path):
+    """A model that always predicts <|endoftext|> after the prompt: sample.py prints the prompt alone (EOT ends the
+    sample and is not text), and with --stop_at_eot=False the EOT tokens come out as text."""
+    enc = get_tokenizer()
+    prompt = "Hello"
+    config = GPTConfig(n_layer=1, n_embd=32, n_head=2, block_size=16)
+    model = GPT(config)
+    with torch.no_grad():  # blocks add nothing; the last prompt token's embedding points at EOT's, which is longer
+        for name, p in model.named_parameters():
+            if name.endswith("c_proj.weight"):
+                p.zero_()
+        v = torch.randn(config.n_embd, generator=torch.Generator().manual_seed(0))
+        model.transformer.wte.weight.zero_()
+        model.transformer.wte.weight[enc.encode(prompt)[-1]] = v
+        model.transformer.wte.weight[EOT_TOKEN] = 2 * v
+    path = tmp_path / "eot.pt"
+    save_checkpoint(dict(model=model.state_dict(), model_args=model_args(config), tokenizer="gpt2", iter_num=0,
+                         val_loss=None), str(path))
+    args = ["sample.py", f"--ckpt={path}", f"--start={prompt}", "--temperature=0", "--max_new_tokens=3",
+            "--device=cpu"]
+    assert run_script(*args).stdout == prompt + "\n"
+    assert run_script(*args, "--stop_at_eot=False").stdout == prompt + "<|endoftext|>" * 3 + "\n"
+
+
 def test_sample_py_missing_checkpoint_is_one_line_error(tmp_path):
     result = run_script("sample.py", f"--out_dir={tmp_path}", check=False)
     assert result.returncode == 1
