@@ -205,6 +205,22 @@ def test_causal(option):
             assert not torch.allclose(new[:, t + 1], logits[:, t + 1], atol=1e-3)  # the future did change
 
 
+@pytest.mark.parametrize("option", OPTION_NAMES)
+def test_dropout_only_in_training_mode(option):
+    """A model trained with dropout computes, in eval mode, exactly what the same weights without dropout do
+    (attention, residual and embedding dropout all off); in training mode dropout does act."""
+    torch.manual_seed(0)
+    with_dropout = randomize_(GPT(tiny_config(option, dropout=0.5)))
+    without = GPT(tiny_config(option, dropout=0.0))
+    without.load_state_dict(with_dropout.state_dict())
+    without.eval()
+    idx = torch.randint(TINY_VOCAB, (2, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(with_dropout(idx)[0], without(idx)[0], atol=1e-5, rtol=0)
+        with_dropout.train()
+        assert not torch.allclose(with_dropout(idx)[0], without(idx)[0], atol=1e-3)
+
+
 def test_forward_refuses_sequences_longer_than_block_size():
     model = GPT(tiny_config("a"))
     model(torch.zeros(1, 32, dtype=torch.long))  # exactly block_size is fine
