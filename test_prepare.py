@@ -164,6 +164,47 @@ def test_few_documents_split_tokens(tmp_path, ndocs):
     assert meta["train"]["documents"] + meta["val"]["documents"] == ndocs + (ndocs == 5)
 
 
+def test_text_spelling_endoftext_is_ordinary_text(tmp_path):
+    """A document that spells "<|endoftext|>" keeps it as ordinary text: token 50256 marks only the
+    boundaries prepare.py puts after each document, so every EOT in the output is one document."""
+    docs = ["Text before <|endoftext|> and after.", "A second document."]
+    out = tmp_path / "out"
+    prepare.main(["--input", str(write_jsonl(tmp_path / "a.jsonl", docs)), "--out", str(out), "--num_proc", "1"])
+    train, val, meta = load(out)
+    stream = train.tolist() + val.tolist()
+    assert stream == tokens_of(docs)
+    assert stream.count(EOT) == len(docs)
+
+
+def test_val_fraction_rule_is_exact(tmp_path):
+    """The documented rule, floor((i+1)*f) > floor(i*f), in exact arithmetic: 0.3 of 10 documents is
+    exactly 3 of them, 3, 6 and 9 (in binary floating point 10 * 0.3 is just under 3, which would drop
+    document 9). 0.7 is 7 of them, spread evenly."""
+    docs = webtext_rows(10)
+    src = write_jsonl(tmp_path / "a.jsonl", docs)
+    for fraction, val_idx in (("0.3", [3, 6, 9]), ("0.7", [1, 2, 4, 5, 7, 8, 9])):
+        out = tmp_path / fraction
+        prepare.main(["--input", str(src), "--out", str(out), "--num_proc", "1", "--val_fraction", fraction])
+        train, val, meta = load(out)
+        assert val.tolist() == tokens_of([docs[i] for i in val_idx])
+        assert train.tolist() == tokens_of([d for i, d in enumerate(docs) if i not in val_idx])
+        assert meta["val"]["documents"] == len(val_idx)
+
+
+def test_folder_is_read_in_sorted_path_order(tmp_path):
+    """Files of a folder are documents in sorted path order, whatever order the file system lists
+    them in (here: created in a shuffled order), so the same folder always gives the same files."""
+    src = tmp_path / "src"
+    (src / "m").mkdir(parents=True)
+    names = [f"{i:02d}.txt" for i in range(8)] + [f"m/{i:02d}.txt" for i in range(4)]
+    for name in np.random.default_rng(0).permutation(names):
+        (src / name).write_text(f"Document {name}.", encoding="utf-8")
+    out = tmp_path / "out"
+    prepare.main(["--input", str(src), "--out", str(out), "--num_proc", "1"])
+    train, val, _ = load(out)
+    assert train.tolist() + val.tolist() == tokens_of([f"Document {name}." for name in sorted(names)])
+
+
 # -----------------------------------------------------------------------------
 # errors: one line on stderr, and nothing left in --out
 
@@ -285,6 +326,40 @@ def test_crash_between_renames_leaves_no_meta(tmp_path, monkeypatch):
     assert not (out / "meta.json").exists() and not list(out.glob("*.tmp"))
 
 
+def test_val_fraction_must_leave_train_data(tmp_path):
+    """--val_fraction 1 would put every document in val and leave train.bin empty: refused, like 0."""
+    src = write_jsonl(tmp_path / "a.jsonl", webtext_rows(3))
+    for fraction in ("1", "0", "1.5"):
+        with pytest.raises(SystemExit) as e:
+            prepare.main(["--input", str(src), "--out", str(tmp_path / "out"), "--num_proc", "1",
+                          "--val_fraction", fraction])
+        assert str(e.value.code).startswith("error: --val_fraction")
+    assert not (tmp_path / "out").exists()
+
+
+def test_partial_output_needs_overwrite(tmp_path):
+    """Any one of train.bin, val.bin, meta.json in --out (e.g. left by a crash between renames) is
+    data that only --overwrite may replace."""
+    src = write_jsonl(tmp_path / "a.jsonl", ["new"])
+    for name in ("train.bin", "val.bin", "meta.json"):
+        out = tmp_path / name.replace(".", "_")
+        out.mkdir()
+        (out / name).write_bytes(b"keep me")
+        with pytest.raises(SystemExit) as e:
+            prepare.main(["--input", str(src), "--out", str(out), "--num_proc", "1"])
+        assert "--overwrite" in str(e.value.code)
+        assert sorted(p.name for p in out.iterdir()) == [name] and (out / name).read_bytes() == b"keep me"
+
+
+def test_failure_keeps_an_existing_empty_out_folder(tmp_path):
+    """A failed run removes only a folder it created itself: an empty --out the user made stays."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (tmp_path / "empty.txt").write_text("")
+    assert_one_line_error(run("--input", tmp_path / "empty.txt", "--out", out, "--num_proc", "1"), "no text")
+    assert out.is_dir() and not list(out.iterdir())
+
+
 # -----------------------------------------------------------------------------
 # what cannot be reached from here: the hub and the tokenizer download
 
@@ -319,6 +394,27 @@ def test_hub_unreachable_message(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", FakeDatasets(unreachable))
     msg = system_exit_message(["--out", str(tmp_path / "out"), "--num_docs", "10"])
     assert msg.startswith("error: cannot reach Skylion007/openwebtext")
+    assert "--input" in msg and "TIKTOKEN_CACHE_DIR" in msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_lost_while_streaming_message(tmp_path, monkeypatch):
+    """A connection that drops after the stream started is a one-line error with the offline hint
+    (not a traceback), and leaves no files."""
+    class Stream:
+        def shuffle(self, seed, buffer_size):
+            return self
+
+        def take(self, n):
+            def rows():
+                for i in range(100):
+                    yield {"text": f"Document number {i}."}
+                raise ConnectionError("Connection reset by peer")
+            return rows()
+
+    monkeypatch.setitem(sys.modules, "datasets", FakeDatasets(lambda *args, **kwargs: Stream()))
+    msg = system_exit_message(["--out", str(tmp_path / "out"), "--num_docs", "500", "--num_proc", "1"])
+    assert msg.startswith("error: lost Skylion007/openwebtext while streaming") and "ConnectionError" in msg
     assert "--input" in msg and "TIKTOKEN_CACHE_DIR" in msg
     assert not (tmp_path / "out").exists()
 
