@@ -77,6 +77,35 @@ def test_loglikelihoods_match_naive_reference(model):
             assert lp == pytest.approx(ref_lp, rel=1e-5, abs=1e-4)
 
 
+def test_greedy_flag_needs_every_token(model_a):
+    """LAMBADA's acc: a continuation is the greedy one only when every token of it is the argmax; one
+    token that is not (first, middle or last of three) makes the flag False."""
+    prompt = torch.randint(0, 50257, (1, 10), generator=torch.Generator().manual_seed(5))
+    tokens = model_a.generate(prompt, 3, temperature=0.0, stop=())[0].tolist()
+    requests = [(tokens, 3)]
+    for pos in (10, 11, 12):
+        wrong = list(tokens)
+        wrong[pos] = (wrong[pos] + 1) % 50257  # not the argmax, which tokens[pos] is
+        requests.append((wrong, 3))
+    got = ev.loglikelihoods(model_a, requests, 4, "cpu", NO_AUTOCAST)
+    assert [g for _, _, g in got] == [True, False, False, False]
+    assert [naive_loglikelihood(model_a, t, n)[1] for t, n in requests] == [True, False, False, False]
+
+
+def test_continuation_longer_than_the_context(model_a):
+    """truncate keeps the last block_size + 1 tokens; a continuation longer than that is scored on
+    all of them but the first, which has no context. A short one is scored whole, its context cut
+    from the left."""
+    T = model_a.config.block_size
+    context, long = list(range(1000, 1010)), list(range(2000, 2000 + T + 30))
+    tokens, n = ev.truncate(context, long, T)
+    assert tokens == long[-(T + 1):] and n == T
+    [(lp, got_n, _)] = ev.loglikelihoods(model_a, [(tokens, n)], 1, "cpu", NO_AUTOCAST)
+    assert got_n == T and lp == pytest.approx(naive_loglikelihood(model_a, long[-(T + 1):], T)[0], rel=1e-5)
+    tokens, n = ev.truncate(list(range(3000, 3000 + T)), [7, 8, 9], T)
+    assert tokens == list(range(3000 + T - 62, 3000 + T)) + [7, 8, 9] and n == 3
+
+
 def test_sliding_windows_score_every_token_once():
     for length, block_size, stride in [(1, 8, 4), (2, 8, 4), (9, 8, 4), (10, 8, 4), (100, 8, 3), (100, 8, 8),
                                        (100, 16, 1), (33, 16, 16)]:
@@ -220,6 +249,40 @@ def test_script_end_to_end(smoke_ckpt, owt_data, tmp_path):
     assert total["loss"] == pytest.approx(sum(f["loss"] * f["tokens"] for f in files.values()) / total["tokens"])
 
 
+def test_script_scores_every_token_of_val_bin(smoke_ckpt, tmp_path):
+    """--data_dir: every token of val.bin is scored, the first too (after the EOT put in front, as
+    each document starts in training); --stride=block_size (disjoint windows) is allowed and gives
+    the model's own loss on consecutive blocks."""
+    model = common.model_from_checkpoint(common.load_checkpoint(str(smoke_ckpt))).eval()
+    T = model.config.block_size
+    enc = common.get_tokenizer()
+    val = enc.encode_ordinary(" ".join(ev.load_lambada()[0]["text"] for _ in range(4)))[:2 * T - 1] + [50256]
+    assert len(val) == 2 * T
+    data = tmp_path / "data"
+    data.mkdir()
+    np.array(val, dtype=np.uint16).tofile(data / "val.bin")
+    (data / "meta.json").write_text("{}")
+    out = tmp_path / "r.json"
+    run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={data}", f"--stride={T}",
+               f"--json={out}")
+    res = json.loads(out.read_text())["results"]["val"]
+    x = torch.tensor([50256] + val)
+    with torch.no_grad():
+        _, loss = model(x[:-1].view(2, T), x[1:].view(2, T))
+    assert res["tokens"] == 2 * T
+    assert res["loss"] == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_script_limit_counts_documents_of_files(smoke_ckpt, tmp_path):
+    """--limit with --files: the first N documents of each file, as the setting says."""
+    docs = ["Hello world.", "A second document, about the weather.", "A third one."]
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    r = run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--files={jsonl}", "--limit=2", "--json=-")
+    enc = common.get_tokenizer()
+    assert json.loads(r.stdout)["results"]["val"]["tokens"] == sum(len(enc.encode_ordinary(d)) for d in docs[:2])
+
+
 def one_line_error(fn, *args) -> str:
     with pytest.raises(SystemExit) as e:
         fn(*args)
@@ -240,6 +303,17 @@ def test_bad_input(tmp_path, shared):
     r = run_script("eval.py", "--tasks=val,winogrande", check=False)
     assert r.returncode != 0 and r.stderr.strip().splitlines() == [
         "error: unknown task 'winogrande': choose from val, hellaswag, lambada (e.g. --tasks=val,hellaswag)"]
+
+
+def test_bad_hellaswag_examples(tmp_path):
+    """An example must have 4 endings and a label that names one of them (0-3); anything else would
+    be scored wrong in silence (a label of 4 is never right), so the file is refused."""
+    for endings, label in ((["a", "b", "c"], 0), (["a", "b", "c", "d"], 4), (["a", "b", "c", "d"], -1)):
+        path = tmp_path / "h.jsonl"
+        path.write_text(json.dumps({"ctx": "x", "endings": ["a", "b", "c", "d"], "label": 1}) + "\n" +
+                        json.dumps({"ctx": "y", "endings": endings, "label": label}) + "\n")
+        message = one_line_error(ev.load_hellaswag, str(path))
+        assert "example 2" in message and "4 endings and a label 0-3" in message
 
 
 @pytest.mark.parametrize("args, message", [
