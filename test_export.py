@@ -4,6 +4,7 @@ three options, and its tokenizer must give tiktoken's ids."""
 
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -98,6 +99,62 @@ def test_tokenizer_files_match_tiktoken(tmp_path):
         assert ids == enc.encode_ordinary(text)
         assert tok.decode(ids) == text
         assert tok.eos_token_id == 50256
+
+
+@pytest.mark.parametrize("option", ["a", "c"])
+def test_config_fields_other_tools_read(option, tmp_path):
+    """What the logits comparison cannot see: the context length (lm-evaluation-harness and vLLM take
+    their maximum length from it; RoPE would run past it), rope_theta under the key transformers < 5
+    reads, the end-of-text id generate() stops at, and the tokenizer's model_max_length."""
+    model = tiny_model(option)
+    folder = tmp_path / "hf"
+    export_hf.export(model, str(folder))
+    config = json.loads((folder / "config.json").read_text())
+    assert config["max_position_embeddings" if option == "a" else "n_positions"] == 64
+    if option == "a":
+        assert config["rope_theta"] == config["rope_parameters"]["rope_theta"] == 500.0
+    assert config["bos_token_id"] == config["eos_token_id"] == 50256
+    generation = json.loads((folder / "generation_config.json").read_text())
+    assert generation["bos_token_id"] == generation["eos_token_id"] == 50256
+    assert load_hf(folder).generation_config.eos_token_id == 50256
+    assert transformers.AutoTokenizer.from_pretrained(folder).model_max_length == 64
+
+
+def run_main(monkeypatch, *argv: str) -> None:
+    """export_hf.main() in this process, its settings restored afterwards."""
+    for name in ("out_dir", "ckpt", "hf_dir", "tokenizer", "verify"):
+        monkeypatch.setattr(export_hf, name, getattr(export_hf, name))
+    monkeypatch.setattr(sys, "argv", ["export_hf.py", *argv])
+    export_hf.main()
+
+
+def save_tiny_checkpoint(path) -> GPT:
+    model = tiny_model("c", n_layer=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    common.save_checkpoint({"model": model.state_dict(), "model_args": common.model_args(model.config),
+                            "tokenizer": "gpt2", "config": {}, "iter_num": 1}, str(path))
+    return model
+
+
+def test_default_folder_is_beside_the_checkpoint_file(tmp_path, monkeypatch, capsys):
+    """--ckpt=DIR/file.pt with no --hf_dir exports to DIR/hf, not to the default out_dir's."""
+    monkeypatch.chdir(tmp_path)
+    save_tiny_checkpoint(tmp_path / "elsewhere" / "model.pt")
+    run_main(monkeypatch, f"--ckpt={tmp_path / 'elsewhere' / 'model.pt'}", "--verify=False", "--tokenizer=False")
+    assert (tmp_path / "elsewhere" / "hf" / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"]
+
+
+def test_verification_refuses_an_export_that_computes_another_function(tmp_path, monkeypatch, capsys):
+    """The check main() runs after exporting: an export whose logits differ (here GPT-2 with ReLU
+    for the tanh GELU) is reported as an error, not as a success."""
+    save_tiny_checkpoint(tmp_path / "ckpt.pt")
+    real = export_hf.gpt2_config
+    monkeypatch.setattr(export_hf, "gpt2_config", lambda config: {**real(config), "activation_function": "relu"})
+    with pytest.raises(SystemExit) as e:
+        run_main(monkeypatch, f"--ckpt={tmp_path / 'ckpt.pt'}", "--tokenizer=False")
+    assert str(e.value).startswith("error: the export's logits differ")
+    assert "logits match" not in capsys.readouterr().out
 
 
 def test_script_end_to_end(tmp_path):
