@@ -159,6 +159,15 @@ def test_shorthands():
     assert config["compile"] is True and config["n_layer"] == 3
 
 
+def test_bare_flag_before_a_config_file(tmp_path):
+    """A config file after a bare --flag is read as a file, not taken as the flag's value (bench.py's
+    `--compare config/option_a.py`): the flag gets its bare meaning, or is asked for a value."""
+    path = write(tmp_path, "n_layer = 4\n")
+    config = configure(script_globals(), ["--out_dir", path], verbose=False, bare={"out_dir": "out-bare"})
+    assert config["out_dir"] == "out-bare" and config["n_layer"] == 4
+    assert "--out_dir=VALUE" in refused(script_globals(), ["--out_dir", path])
+
+
 @pytest.mark.parametrize("text,line,kind", [
     ("n_layer = 3\nlearning_rate = foo\n", 2, "NameError"),
     ("n_layer = (3\n", 1, "SyntaxError"),
