@@ -8,6 +8,7 @@ transcript by hand, run model.generate greedily, decode with tiktoken, cut at th
 """
 
 import http.client
+import io
 import json
 import os
 import socket
@@ -94,6 +95,15 @@ def test_old_turns_are_trimmed_to_fit():
     assert enc.decode(ids).endswith("the end\nAssistant:")
 
 
+def test_message_alone_when_no_turn_fits():
+    """When not even the newest turn fits but the message does, the prompt is the header and the
+    message alone, whole, not the end of a transcript cut in the middle of that turn."""
+    history = [("tell me " * 40, "a long answer " * 40)]
+    alone = enc.encode(ref_transcript([], "hi"))
+    assert len(enc.encode(ref_transcript(history, "hi"))) > len(alone) + 10
+    assert chat.prompt_ids(enc, history, "hi", len(alone) + 10) == alone
+
+
 # ---------------------------------------------------------------- stop strings while streaming
 
 
@@ -168,6 +178,28 @@ def test_repl_refuses_temperatures_it_cannot_use(tiny_dir):
                             input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("(not a temperature") == 4 and result.stdout.endswith("(temperature 2.0)\nUser: /quit\n")
+
+
+class FakeChat:
+    """Records what repl() asks for: the history and message of each reply."""
+    temperature = 0.7
+
+    def __init__(self):
+        self.asked = []
+
+    def reply(self, history, message):
+        self.asked.append((list(history), message))
+        yield f" reply {len(self.asked)} "
+
+
+def test_repl_keeps_history_until_reset(monkeypatch, capsys):
+    """Each reply sees the turns before it (the reply stripped, as displayed); /reset starts over."""
+    fake = FakeChat()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\n  Again  \n/reset\nThird\n/temp 0.2\n"))
+    chat.repl(fake)
+    assert fake.asked == [([], "Hello"), ([("Hello", "reply 1")], "Again"), ([], "Third")]
+    assert fake.temperature == 0.2
+    assert "(new conversation)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("arg,words", [("--port=-5", "--port=-5"), ("--port=99999", "--port=99999"),
@@ -257,6 +289,43 @@ def test_web_refuses_bad_requests(server):
     conn.request("GET", "/")
     page = conn.getresponse()
     assert page.status == 200 and 'id="message"' in page.read().decode()
+
+
+def test_parse_request():
+    """The POST /chat body: the message is stripped (as the terminal strips a line); a temperature
+    must be a real number in [0, 10] (JSON true is not 1)."""
+    body = {"message": "  How are you?\n", "history": [["Hi", "Hello."]], "temperature": 0}
+    assert chat.parse_request(json.dumps(body).encode()) == ([("Hi", "Hello.")], "How are you?", 0)
+    assert chat.parse_request(b'{"message": "x"}') == ([], "x", None)
+    for bad, words in [({"message": "x", "temperature": True}, "temperature"),
+                       ({"message": "x", "temperature": "0.5"}, "temperature"),
+                       ({"message": "x", "temperature": 10.5}, "temperature"),
+                       ({"message": " \n "}, "message"),
+                       ({"message": "x", "history": [["a", 1]]}, "history"),
+                       ([1, 2], "JSON object")]:
+        with pytest.raises(ValueError, match=words):
+            chat.parse_request(json.dumps(bad).encode())
+
+
+def test_prompt_leaves_room_for_the_reply(server, monkeypatch):
+    """The prompt plus max_new_tokens fit the context, so the reply is generated with the whole
+    prompt in view: old turns are left out for the room, the newest kept."""
+    c, _ = server
+    seen = []
+
+    def capture(model, enc, ids, *args, **kwargs):
+        seen.append(ids)
+        yield "ok"
+
+    monkeypatch.setattr(chat, "reply_stream", capture)
+    history = [(f"question {i} about something", f"answer {i}, with a few more words") for i in range(12)]
+    message = "last one"
+    assert "".join(c.reply(history, message)) == "ok"
+    block_size = c.model.config.block_size
+    assert len(enc.encode(ref_transcript(history, message))) > block_size  # trimming is needed
+    fits = [k for k in range(len(history) + 1)
+            if len(enc.encode(ref_transcript(history[k:], message))) + MAX_NEW <= block_size]
+    assert seen == [enc.encode(ref_transcript(history[fits[0]:], message))]
 
 
 def test_web_answers_a_second_request_while_busy_with_429(server):
