@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from common import die, get_tokenizer, load_checkpoint, load_model, model_args, model_from_checkpoint, save_checkpoint
 from conftest import run_script
 from model import EOT_TOKEN, GPT, OPTIONS, GPTConfig, sample_logits, top_k_top_p_filter
-from sample import StreamDecoder
+from sample import StreamDecoder, encode_prompt, read_prompt
 
 BLOCK = 64
 VOCAB = 1000  # padded to 1024: padded ids must never be generated
@@ -250,6 +250,33 @@ def test_stream_decoder_holds_split_characters():
     assert "" in pieces  # at least one token held back its partial character
 
 
+def test_prompt_encoding(capsys):
+    """An empty prompt starts a new document (the EOT every document follows in training), a
+    "<|endoftext|>" typed in the prompt is that token, and a prompt longer than the context is
+    reported on stderr (the model sees only its end)."""
+    enc = get_tokenizer()
+    assert encode_prompt(enc, "", 16) == [EOT_TOKEN]
+    assert encode_prompt(enc, "One.<|endoftext|>Two", 16) == \
+        enc.encode_ordinary("One.") + [EOT_TOKEN] + enc.encode_ordinary("Two")
+    assert capsys.readouterr().err == ""
+    long = " word" * 20
+    assert encode_prompt(enc, long, 16) == enc.encode_ordinary(long)
+    assert "the prompt has 20 tokens; the model sees only the last 16" in capsys.readouterr().err
+
+
+def test_prompt_file_errors_are_one_line(tmp_path):
+    """--start=FILE:path reads the file as UTF-8; a missing or non-UTF-8 file is a one-line error."""
+    (tmp_path / "p.txt").write_text("Grüße\n", encoding="utf-8")
+    assert read_prompt(f"FILE:{tmp_path / 'p.txt'}") == "Grüße\n"
+    assert read_prompt("plain text") == "plain text"
+    (tmp_path / "latin1.txt").write_bytes("Grüße".encode("latin-1"))
+    for name in ("latin1.txt", "missing.txt"):
+        with pytest.raises(SystemExit) as e:
+            read_prompt(f"FILE:{tmp_path / name}")
+        message = str(e.value)
+        assert message.startswith("error: cannot read the prompt file") and name in message and "\n" not in message
+
+
 def _utf8_complete(b: bytes) -> bool:
     try:
         b.decode("utf-8")
@@ -358,7 +385,8 @@ def test_sample_py_missing_checkpoint_is_one_line_error(tmp_path):
 
 
 @pytest.mark.parametrize("arg,words", [("--top_k=-5", "--top_k=-5"), ("--temperature=-1", "--temperature=-1"),
-                                       ("--top_p=0", "--top_p=0"), ("--EOT_TOKEN=3", "unknown config key")])
+                                       ("--top_p=0", "--top_p=0"), ("--EOT_TOKEN=3", "unknown config key"),
+                                       ("--num_samples=0", "--num_samples")])
 def test_sample_py_refuses_bad_settings_in_one_line(tmp_path, arg, words):
     result = run_script("sample.py", f"--out_dir={tmp_path}", arg, check=False)
     assert result.returncode == 1 and result.stderr.count("\n") == 1
