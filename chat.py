@@ -67,7 +67,9 @@ def prompt_ids(enc, history: list[tuple[str, str]], message: str, budget: int) -
     """Token ids of the transcript, leaving out the oldest turns until it fits in budget tokens.
     A single message too long for the budget keeps only its end (the part nearest the reply)."""
     for start in range(len(history) + 1):
-        ids = enc.encode(transcript(history[start:], message), allowed_special=set())
+        # encode_ordinary: a user who types "<|endoftext|>" means the text, not the token (tiktoken's encode
+        # would refuse it), as prepare.py treats the training text
+        ids = enc.encode_ordinary(transcript(history[start:], message))
         if len(ids) <= budget:
             return ids
     return ids[-budget:]

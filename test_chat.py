@@ -104,6 +104,15 @@ def test_message_alone_when_no_turn_fits():
     assert chat.prompt_ids(enc, history, "hi", len(alone) + 10) == alone
 
 
+def test_typed_special_token_is_ordinary_text():
+    """A message (or an old turn) that spells out <|endoftext|> is text to the model, encoded as the training data
+    was (prepare.py's encode_ordinary), not the end-of-text token: it used to raise tiktoken's ValueError."""
+    history = [("what is <|endoftext|>?", "It ends a document: <|endoftext|>")]
+    message = "and <|endoftext|> again"
+    ids = chat.prompt_ids(enc, history, message, 10_000)
+    assert EOT_TOKEN not in ids and enc.decode(ids) == ref_transcript(history, message)
+
+
 # ---------------------------------------------------------------- stop strings while streaming
 
 
