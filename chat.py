@@ -24,9 +24,11 @@ The web page streams the reply as server-sent events from the standard library's
 it serves one generation at a time and answers a second request made meanwhile with 429.
 """
 
+import contextlib
 import json
 import sys
 import threading
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
@@ -255,6 +257,7 @@ async function send(message) {
         const name = (event.match(/^event: (.*)$/m) || [])[1] || 'message';
         const data = JSON.parse((event.match(/^data: (.*)$/m) || [])[1] || '{}');
         if (name === 'done') { history.push([message, data.reply]); bot.dataset.done = '1'; }
+        else if (name === 'error') { bot.classList.add('error'); out.textContent += ' [' + data.error + ']'; }
         else { out.textContent += data.text; bot.dataset.chunks = +bot.dataset.chunks + 1; bot.scrollIntoView(false); }
       }
     }
@@ -354,6 +357,11 @@ def make_handler(chat: Chat):
                 self.wfile.write(f"event: done\ndata: {json.dumps({'reply': reply.strip()})}\n\n".encode())
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the page went away: stop generating (the generator is closed on the way out)
+            except Exception as e:  # after the 200 headers: say so in the stream, or the page waits for 'done'
+                traceback.print_exc()
+                error = f"the reply failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                with contextlib.suppress(OSError):
+                    self.wfile.write(f"event: error\ndata: {json.dumps({'error': error})}\n\n".encode())
             finally:
                 chat.lock.release()
 

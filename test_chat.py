@@ -347,6 +347,24 @@ def test_web_answers_a_second_request_while_busy_with_429(server):
     assert response.status == 200 and events(response)[-1][0] == "done"
 
 
+def test_web_reports_a_failed_reply_in_the_stream(server, monkeypatch, capsys):
+    """A reply that fails after the 200 headers went out ends its stream with an 'error' event (one line), not a
+    stream that stops without 'done'; the traceback goes to the server's stderr, and the next request is served."""
+    c, port = server
+
+    def failing_reply(history, message, temperature):
+        yield "Hel"
+        raise RuntimeError("CUDA out of memory\nmore lines of detail")
+
+    monkeypatch.setattr(c, "reply", failing_reply)
+    evs = events(post(port, {"message": "hi"}))
+    assert evs == [("message", {"text": "Hel"}),
+                   ("error", {"error": "the reply failed (RuntimeError: CUDA out of memory)"})]
+    assert "Traceback" in capsys.readouterr().err and not c.lock.locked()
+    monkeypatch.undo()
+    assert events(post(port, {"message": "hi"}))[-1][0] == "done"
+
+
 def test_web_stops_generating_when_the_page_goes_away(server, monkeypatch):
     c, port = server
     # a reply that would run far longer than this test waits: no stop string, no EOT
@@ -441,6 +459,16 @@ def test_browser_chat(smoke_ckpt, tmp_path):
             assert [messages[1][2], messages[3][2]] == pieces and max(pieces) > 1
             page.click("#reset")
             assert page.eval_on_selector_all(".msg", "els => els.length") == 0
+
+            # a reply that fails midway: the page shows the server's error event on the reply, in the error style
+            page.route("**/chat", lambda route: route.fulfill(
+                status=200, content_type="text/event-stream",
+                body='data: {"text": "Hel"}\n\nevent: error\ndata: {"error": "the reply failed (boom)"}\n\n'))
+            page.fill("#message", first)
+            page.press("#message", "Enter")
+            page.wait_for_selector(".assistant.error", timeout=30_000)
+            assert page.text_content(".assistant span") == "Hel [the reply failed (boom)]"
+            assert page.get_attribute(".assistant", "data-done") is None  # not taken into the history
             browser.close()
     finally:
         proc.terminate()
