@@ -222,7 +222,7 @@ def step(run: Run) -> float:
     train.py, one synchronisation with the GPU per step."""
     s = run.s
     loss_sum, _, _ = train_step(run.step_model, run.optimizer, run.scaler, lambda: next_batch(run),
-                                       s["grad_accum"], s["grad_clip"], autocast(device_type(), s["dtype"]))
+                                s["grad_accum"], s["grad_clip"], autocast(device_type(), s["dtype"]))
     return loss_sum.item() / s["grad_accum"]
 
 

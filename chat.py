@@ -359,7 +359,7 @@ def make_handler(chat: Chat):
                 pass  # the page went away: stop generating (the generator is closed on the way out)
             except Exception as e:  # after the 200 headers: say so in the stream, or the page waits for 'done'
                 traceback.print_exc()
-                error = f"the reply failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                error = f"the reply failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
                 with contextlib.suppress(OSError):
                     self.wfile.write(f"event: error\ndata: {json.dumps({'error': error})}\n\n".encode())
             finally:

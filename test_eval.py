@@ -103,7 +103,7 @@ def test_continuation_longer_than_the_context(model_a):
     [(lp, got_n, _)] = ev.loglikelihoods(model_a, [(tokens, n)], 1, "cpu", NO_AUTOCAST)
     assert got_n == T and lp == pytest.approx(naive_loglikelihood(model_a, long[-(T + 1):], T)[0], rel=1e-5)
     tokens, n = ev.truncate(list(range(3000, 3000 + T)), [7, 8, 9], T)
-    assert tokens == list(range(3000 + T - 62, 3000 + T)) + [7, 8, 9] and n == 3
+    assert tokens == list(range(3000 + T - (T + 1 - 3), 3000 + T)) + [7, 8, 9] and n == 3  # T + 1 tokens in all
 
 
 def test_sliding_windows_score_every_token_once():

@@ -136,7 +136,7 @@ def save_tiny_checkpoint(path) -> GPT:
     return model
 
 
-def test_default_folder_is_beside_the_checkpoint_file(tmp_path, monkeypatch, capsys):
+def test_default_folder_is_beside_the_checkpoint_file(tmp_path, monkeypatch):
     """--ckpt=DIR/file.pt with no --hf_dir exports to DIR/hf, not to the default out_dir's."""
     monkeypatch.chdir(tmp_path)
     save_tiny_checkpoint(tmp_path / "elsewhere" / "model.pt")
