@@ -8,6 +8,7 @@ import ast
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -235,8 +236,9 @@ def test_a_signal_before_the_first_eval_saves_nothing_and_says_so(owt_data, tmp_
         "sys.argv = ['train.py', *sys.argv[1:]]\n"
         "runpy.run_path('train.py', run_name='__main__')\n")
     result = run_script("-c", early_signal, *TINY, f"--data_dir={owt_data}", f"--out_dir={out}", "--max_iters=2")
-    assert result.stdout.splitlines()[-1].endswith("stopped (signal) at step 0 after 0h00m00s: no eval, 0 tokens; "
-                                                   "no checkpoint written")
+    # the elapsed time is the setup's, a second or two on a loaded CI machine, so only its form is checked
+    assert re.search(r"stopped \(signal\) at step 0 after 0h00m0\ds: no eval, 0 tokens; no checkpoint written$",
+                     result.stdout.splitlines()[-1])
     assert "not saving at step 0: no eval yet; no checkpoint written yet" in result.stdout
     assert not (out / "ckpt.pt").exists()
 
