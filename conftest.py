@@ -29,6 +29,15 @@ def run_script(*args: str, check: bool = True, timeout: float = 300, **kwargs) -
     return result
 
 
+def one_line_error(fn, *args) -> str:
+    """fn(*args) must stop with a one-line 'error: ...' (common.die); the message."""
+    with pytest.raises(SystemExit) as e:
+        fn(*args)
+    message = str(e.value)
+    assert message.startswith("error: ") and "\n" not in message
+    return message
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     return SHARED

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import common
 import eval as ev
-from conftest import run_script
+from conftest import one_line_error, run_script
 from model import GPT, OPTIONS, GPTConfig
 
 NO_AUTOCAST = common.autocast("cpu", "float32")
@@ -281,13 +281,6 @@ def test_script_limit_counts_documents_of_files(smoke_ckpt, tmp_path):
     r = run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--files={jsonl}", "--limit=2", "--json=-")
     enc = common.get_tokenizer()
     assert json.loads(r.stdout)["results"]["val"]["tokens"] == sum(len(enc.encode_ordinary(d)) for d in docs[:2])
-
-
-def one_line_error(fn, *args) -> str:
-    with pytest.raises(SystemExit) as e:
-        fn(*args)
-    assert str(e.value).startswith("error: ") and "\n" not in str(e.value)
-    return str(e.value)
 
 
 def test_bad_input(tmp_path, shared):

@@ -15,7 +15,7 @@ pytest.importorskip("safetensors")
 
 import common  # noqa: E402
 import export_hf  # noqa: E402
-from conftest import run_script  # noqa: E402
+from conftest import one_line_error, run_script  # noqa: E402
 from model import GPT, OPTIONS, GPTConfig  # noqa: E402
 
 # Tiny versions of the three options that keep what the export must get right: B's heads of 32,
@@ -128,8 +128,9 @@ def run_main(monkeypatch, *argv: str) -> None:
     export_hf.main()
 
 
-def save_tiny_checkpoint(path) -> GPT:
-    model = tiny_model("c", n_layer=1)
+def save_tiny_checkpoint(path, **overrides) -> GPT:
+    """A checkpoint in train.py's format holding a tiny option-C model."""
+    model = tiny_model("c", **overrides)
     path.parent.mkdir(parents=True, exist_ok=True)
     common.save_checkpoint({"model": model.state_dict(), "model_args": common.model_args(model.config),
                             "tokenizer": "gpt2", "config": {}, "iter_num": 1}, str(path))
@@ -139,7 +140,7 @@ def save_tiny_checkpoint(path) -> GPT:
 def test_default_folder_is_beside_the_checkpoint_file(tmp_path, monkeypatch):
     """--ckpt=DIR/file.pt with no --hf_dir exports to DIR/hf, not to the default out_dir's."""
     monkeypatch.chdir(tmp_path)
-    save_tiny_checkpoint(tmp_path / "elsewhere" / "model.pt")
+    save_tiny_checkpoint(tmp_path / "elsewhere" / "model.pt", n_layer=1)
     run_main(monkeypatch, f"--ckpt={tmp_path / 'elsewhere' / 'model.pt'}", "--verify=False", "--tokenizer=False")
     assert (tmp_path / "elsewhere" / "hf" / "config.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"]
@@ -148,7 +149,7 @@ def test_default_folder_is_beside_the_checkpoint_file(tmp_path, monkeypatch):
 def test_verification_refuses_an_export_that_computes_another_function(tmp_path, monkeypatch, capsys):
     """The check main() runs after exporting: an export whose logits differ (here GPT-2 with ReLU
     for the tanh GELU) is reported as an error, not as a success."""
-    save_tiny_checkpoint(tmp_path / "ckpt.pt")
+    save_tiny_checkpoint(tmp_path / "ckpt.pt", n_layer=1)
     real = export_hf.gpt2_config
     monkeypatch.setattr(export_hf, "gpt2_config", lambda config: {**real(config), "activation_function": "relu"})
     with pytest.raises(SystemExit) as e:
@@ -159,11 +160,8 @@ def test_verification_refuses_an_export_that_computes_another_function(tmp_path,
 
 def test_script_end_to_end(tmp_path):
     """As a user runs it: a checkpoint in, a verified folder out; and a bad one, a one-line error."""
-    model = tiny_model("c")
     ckpt_dir = tmp_path / "out"
-    ckpt_dir.mkdir()
-    common.save_checkpoint({"model": model.state_dict(), "model_args": common.model_args(model.config),
-                            "tokenizer": "gpt2", "config": {}, "iter_num": 7}, str(ckpt_dir / "ckpt.pt"))
+    save_tiny_checkpoint(ckpt_dir / "ckpt.pt")
     r = run_script("export_hf.py", f"--out_dir={ckpt_dir}", env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert "GPT2LMHeadModel" in r.stdout and "logits match" in r.stdout
     assert (ckpt_dir / "hf" / "model.safetensors").is_file() and (ckpt_dir / "hf" / "vocab.json").is_file()
@@ -174,14 +172,6 @@ def test_script_end_to_end(tmp_path):
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().startswith("error: checkpoint holds an unknown architecture")
     assert len(r.stderr.strip().splitlines()) == 1
-
-
-def one_line_error(fn, *args) -> str:
-    with pytest.raises(SystemExit) as e:
-        fn(*args)
-    message = str(e.value)
-    assert message.startswith("error: ") and "\n" not in message
-    return message
 
 
 def test_bad_input(tmp_path):

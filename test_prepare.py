@@ -11,14 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import tiktoken
 
-REPO = Path(__file__).resolve().parent
-SHARED = REPO.parent / "shared"
-os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
-
-import tiktoken  # noqa: E402  (after TIKTOKEN_CACHE_DIR is set)
-
-import prepare  # noqa: E402
+import prepare
+from conftest import ROOT, SHARED, one_line_error  # conftest points TIKTOKEN_CACHE_DIR at ../shared
 
 enc = tiktoken.get_encoding("gpt2")
 EOT = 50256
@@ -28,7 +24,7 @@ WEBTEXT = SHARED / "data" / "webtext_snippets" / "webtext.valid.jsonl"
 
 def run(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs prepare.py the way a user does."""
-    return subprocess.run([sys.executable, str(REPO / "prepare.py"), *map(str, args)],
+    return subprocess.run([sys.executable, str(ROOT / "prepare.py"), *map(str, args)],
                           capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
 
 
@@ -330,10 +326,9 @@ def test_val_fraction_must_leave_train_data(tmp_path):
     """--val_fraction 1 would put every document in val and leave train.bin empty: refused, like 0."""
     src = write_jsonl(tmp_path / "a.jsonl", webtext_rows(3))
     for fraction in ("1", "0", "1.5"):
-        with pytest.raises(SystemExit) as e:
-            prepare.main(["--input", str(src), "--out", str(tmp_path / "out"), "--num_proc", "1",
-                          "--val_fraction", fraction])
-        assert str(e.value.code).startswith("error: --val_fraction")
+        message = one_line_error(prepare.main, ["--input", str(src), "--out", str(tmp_path / "out"), "--num_proc",
+                                                "1", "--val_fraction", fraction])
+        assert message.startswith("error: --val_fraction")
     assert not (tmp_path / "out").exists()
 
 
@@ -345,9 +340,8 @@ def test_partial_output_needs_overwrite(tmp_path):
         out = tmp_path / name.replace(".", "_")
         out.mkdir()
         (out / name).write_bytes(b"keep me")
-        with pytest.raises(SystemExit) as e:
-            prepare.main(["--input", str(src), "--out", str(out), "--num_proc", "1"])
-        assert "--overwrite" in str(e.value.code)
+        message = one_line_error(prepare.main, ["--input", str(src), "--out", str(out), "--num_proc", "1"])
+        assert "--overwrite" in message
         assert sorted(p.name for p in out.iterdir()) == [name] and (out / name).read_bytes() == b"keep me"
 
 
@@ -363,21 +357,13 @@ def test_failure_keeps_an_existing_empty_out_folder(tmp_path):
 # -----------------------------------------------------------------------------
 # what cannot be reached from here: the hub and the tokenizer download
 
-def system_exit_message(argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as e:
-        prepare.main(argv)
-    msg = str(e.value.code)
-    assert msg.startswith("error:") and "\n" not in msg, msg
-    return msg
-
-
 def test_tokenizer_unreachable(tmp_path, monkeypatch):
     def no_network(name):
         raise ConnectionError("Failed to resolve 'openaipublic.blob.core.windows.net'")
 
     monkeypatch.setattr(prepare.tiktoken, "get_encoding", no_network)
     src = write_jsonl(tmp_path / "a.jsonl", ["hello"])
-    msg = system_exit_message(["--input", str(src), "--out", str(tmp_path / "out")])
+    msg = one_line_error(prepare.main, ["--input", str(src), "--out", str(tmp_path / "out")])
     assert "GPT-2 tokenizer" in msg and "TIKTOKEN_CACHE_DIR" in msg and "ConnectionError" in msg
     assert not (tmp_path / "out").exists()
 
@@ -392,7 +378,7 @@ def test_hub_unreachable_message(tmp_path, monkeypatch):
         raise ConnectionError("Couldn't reach 'Skylion007/openwebtext' on the Hub (LocalEntryNotFoundError)")
 
     monkeypatch.setitem(sys.modules, "datasets", FakeDatasets(unreachable))
-    msg = system_exit_message(["--out", str(tmp_path / "out"), "--num_docs", "10"])
+    msg = one_line_error(prepare.main, ["--out", str(tmp_path / "out"), "--num_docs", "10"])
     assert msg.startswith("error: cannot reach Skylion007/openwebtext")
     assert "--input" in msg and "TIKTOKEN_CACHE_DIR" in msg
     assert not (tmp_path / "out").exists()
@@ -413,7 +399,7 @@ def test_hub_lost_while_streaming_message(tmp_path, monkeypatch):
             return rows()
 
     monkeypatch.setitem(sys.modules, "datasets", FakeDatasets(lambda *args, **kwargs: Stream()))
-    msg = system_exit_message(["--out", str(tmp_path / "out"), "--num_docs", "500", "--num_proc", "1"])
+    msg = one_line_error(prepare.main, ["--out", str(tmp_path / "out"), "--num_docs", "500", "--num_proc", "1"])
     assert msg.startswith("error: lost Skylion007/openwebtext while streaming") and "ConnectionError" in msg
     assert "--input" in msg and "TIKTOKEN_CACHE_DIR" in msg
     assert not (tmp_path / "out").exists()
@@ -421,7 +407,7 @@ def test_hub_lost_while_streaming_message(tmp_path, monkeypatch):
 
 def test_hub_without_datasets_package(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
-    msg = system_exit_message(["--out", str(tmp_path / "out")])
+    msg = one_line_error(prepare.main, ["--out", str(tmp_path / "out")])
     assert "pip install datasets" in msg and "--input" in msg
 
 

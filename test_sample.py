@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from common import die, get_tokenizer, load_checkpoint, load_model, model_args, model_from_checkpoint, save_checkpoint
-from conftest import run_script
+from conftest import one_line_error, run_script
 from model import EOT_TOKEN, GPT, OPTIONS, GPTConfig, sample_logits, top_k_top_p_filter
 from sample import StreamDecoder, encode_prompt, read_prompt
 
@@ -271,10 +271,8 @@ def test_prompt_file_errors_are_one_line(tmp_path):
     assert read_prompt("plain text") == "plain text"
     (tmp_path / "latin1.txt").write_bytes("Grüße".encode("latin-1"))
     for name in ("latin1.txt", "missing.txt"):
-        with pytest.raises(SystemExit) as e:
-            read_prompt(f"FILE:{tmp_path / name}")
-        message = str(e.value)
-        assert message.startswith("error: cannot read the prompt file") and name in message and "\n" not in message
+        message = one_line_error(read_prompt, f"FILE:{tmp_path / name}")
+        assert message.startswith("error: cannot read the prompt file") and name in message
 
 
 def _utf8_complete(b: bytes) -> bool:
