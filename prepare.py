@@ -144,12 +144,19 @@ def jsonl_docs(path: Path) -> Iterator[str]:
 
 
 def parquet_docs(path: Path) -> Iterator[str]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
-    pf = pq.ParquetFile(path)
-    if "text" not in pf.schema_arrow.names:
-        raise SystemExit(f'error: {path}: no "text" column (columns: {", ".join(pf.schema_arrow.names)})')
-    for batch in pf.iter_batches(columns=["text"], batch_size=1024):
-        yield from (t or "" for t in batch.column(0).to_pylist())  # a null is an empty document
+    try:
+        pf = pq.ParquetFile(path)
+        if "text" not in pf.schema_arrow.names:
+            raise SystemExit(f'error: {path}: no "text" column (columns: {", ".join(pf.schema_arrow.names)})')
+        for batch in pf.iter_batches(columns=["text"], batch_size=1024):
+            yield from (t or "" for t in batch.column(0).to_pylist())  # a null is an empty document
+    except (pa.ArrowException, OSError) as e:
+        # a truncated download or a file that is not Parquet: pyarrow raises ArrowInvalid for a bad
+        # footer, OSError for a corrupt page ("Corrupt snappy compressed data")
+        raise SystemExit(f"error: {path} is not a readable Parquet file ({one_line(e)}); "
+                         f"download it again or leave it out") from None
 
 
 def hub_docs(num_docs: int, seed: int, buffer_size: int) -> Iterator[str]:

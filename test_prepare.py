@@ -229,6 +229,24 @@ def make_case(tmp_path: Path, case: str) -> tuple[list, list[str]]:
     if case == "parquet_no_text":
         pq.write_table(pa.table({"body": ["x"]}), tmp_path / "t.parquet")
         return [tmp_path / "t.parquet"], ["t.parquet", '"text" column']
+    if case == "parquet_not_parquet":
+        (tmp_path / "junk.parquet").write_bytes(b"this is not a Parquet file\n" * 10)
+        return [tmp_path / "junk.parquet"], ["junk.parquet", "not a readable Parquet file", "ArrowInvalid"]
+    if case == "parquet_truncated":
+        # a download cut short: the footer, which holds the schema, is missing
+        pq.write_table(pa.table({"text": webtext_rows(50)}), tmp_path / "whole.parquet")
+        data = (tmp_path / "whole.parquet").read_bytes()
+        (tmp_path / "cut.parquet").write_bytes(data[:len(data) // 2])
+        return [tmp_path / "cut.parquet"], ["cut.parquet", "not a readable Parquet file"]
+    if case == "parquet_corrupt_page":
+        # the footer is fine but a data page is garbage: pyarrow fails while reading, not while opening
+        rng = np.random.default_rng(0)
+        docs = [" ".join(f"w{i}" for i in rng.integers(0, 10**6, 200)) for _ in range(2000)]
+        pq.write_table(pa.table({"text": docs}), tmp_path / "whole.parquet", row_group_size=500)
+        data = bytearray((tmp_path / "whole.parquet").read_bytes())
+        data[len(data) // 3:len(data) // 3 + 5000] = rng.integers(0, 256, 5000, dtype=np.uint8).tobytes()
+        (tmp_path / "bad.parquet").write_bytes(bytes(data))
+        return [tmp_path / "bad.parquet"], ["bad.parquet", "not a readable Parquet file"]
     if case == "wrong_suffix":
         (tmp_path / "a.csv").write_text("text\nhello\n")
         return [tmp_path / "a.csv"], ["a.csv", "unsupported"]
@@ -236,7 +254,8 @@ def make_case(tmp_path: Path, case: str) -> tuple[list, list[str]]:
 
 
 @pytest.mark.parametrize("case", ["missing", "empty_file", "empty_folder", "no_text_field", "bad_json",
-                                  "not_utf8", "not_utf8_jsonl", "parquet_no_text", "wrong_suffix"])
+                                  "not_utf8", "not_utf8_jsonl", "parquet_no_text", "parquet_not_parquet",
+                                  "parquet_truncated", "parquet_corrupt_page", "wrong_suffix"])
 def test_input_errors(tmp_path, case):
     inputs, words = make_case(tmp_path, case)
     out = tmp_path / "out"
