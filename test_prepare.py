@@ -1,6 +1,7 @@
 """Tests for prepare.py. Expected outputs come from a naive reference inside each test:
 tiktoken on each document, EOT after it, and the split rule written out by hand."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -83,7 +84,8 @@ def test_owt_sample_single_document_splits_tokens(tmp_path):
     assert enc.decode(train.tolist() + val.tolist()) == text + "<|endoftext|>"
     assert meta["split"]["method"] == "tokens"
     assert meta["train"]["documents"] == meta["val"]["documents"] == 1  # the document is cut in two
-    assert meta["source"] == [str(OWT_SAMPLE / "openwebtext_sample.txt")]
+    assert meta["source"] == {"files": [str(OWT_SAMPLE / "openwebtext_sample.txt")], "documents": 1,
+                              "tokens": len(expected)}
     assert not list(out.glob("*.tmp"))
 
 
@@ -387,85 +389,232 @@ def test_tokenizer_unreachable(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
-class FakeDatasets:
-    def __init__(self, loader):
-        self.load_dataset = loader
+# -----------------------------------------------------------------------------
+# the hub, through a stand-in: a local folder per revision, laid out as the hub lays out OpenWebText's
+# files. Only prepare.hub_snapshot (the hub's API: commit and file list) is replaced; the choice of
+# revision, the footers' counts, the refusals, the workers' reads and meta.json run as they do on the hub.
+
+HUB_DOCS = 600  # the stand-in's "whole OpenWebText"
+
+
+def write_parquet(path: Path, docs: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"text": docs}), path, row_group_size=50)  # 50-document row groups
+
+
+def make_hub(root: Path, main: str, convert: str) -> list[str]:
+    """main: "script" (today's main: a loading script and tar archives) or "parquet" (main once the
+    script is replaced: datasets' convert_to_parquet layout). convert: "full" or "partial" (the dataset
+    viewer's conversion, cut at 5 GB, here at 250 documents). Returns the whole corpus's documents."""
+    docs = webtext_rows(HUB_DOCS)
+    if main == "script":
+        (root / "main" / "subsets").mkdir(parents=True)
+        (root / "main" / "openwebtext.py").write_text("import datasets\n")
+        (root / "main" / "subsets" / "urlsf_subset00.tar").write_bytes(b"tar")
+    else:
+        for k in range(3):
+            write_parquet(root / "main" / "plain_text" / f"train-{k:05d}-of-00003.parquet", docs[200 * k:200 * (k + 1)])
+    (root / "main" / "README.md").write_text("# OpenWebText\n")
+    split = root / "refs" / "convert" / "parquet" / "plain_text" / ("train" if convert == "full" else "partial-train")
+    held = docs if convert == "full" else docs[:250]
+    for k in range(0, len(held), 200):
+        write_parquet(split / f"{k // 200:04d}.parquet", held[k:k + 200])
+    return docs
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """Builds the stand-in hub (call it with main=..., convert=...) and points prepare.py at it."""
+    root = tmp_path / "hub"
+    calls = []
+
+    def commit(revision: str) -> str:  # a stand-in commit hash, a different one per revision
+        return hashlib.sha1(revision.encode()).hexdigest()
+
+    def snapshot(repo, revision):
+        calls.append((repo, revision))
+        folder = root / revision
+        files = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+        return commit(revision), files, f"{folder}/"
+
+    monkeypatch.setattr(prepare, "hub_snapshot", snapshot)
+    monkeypatch.setattr(prepare, "HUB_TRAIN_DOCS", HUB_DOCS)
+
+    def build(main: str, convert: str) -> list[str]:
+        return make_hub(root, main, convert)
+    build.calls = calls
+    build.commit = commit
+    return build
+
+
+def hub_run(out: Path, *args: str) -> dict:
+    return prepare.main(["--out", str(out), "--num_proc", "1", *args])
+
+
+@pytest.mark.parametrize("main,convert,revision,files", [
+    # today: main holds a loading script, so the dataset viewer's conversion is read
+    ("script", "full", "refs/convert/parquet", ["plain_text/train/0000.parquet", "plain_text/train/0001.parquet",
+                                                "plain_text/train/0002.parquet"]),
+    # once main holds Parquet files it comes first, even with a partial conversion beside it
+    ("parquet", "partial", "main", [f"plain_text/train-{k:05d}-of-00003.parquet" for k in range(3)]),
+])
+def test_hub_source_choice_and_provenance(tmp_path, hub, main, convert, revision, files):
+    docs = hub(main, convert)
+    meta = hub_run(tmp_path / "out")
+    train, val, meta = load(tmp_path / "out")
+    check_counts(tmp_path / "out", train, val, meta)
+    # the whole corpus in file order, every 200th document in val
+    val_docs = [d for i, d in enumerate(docs) if i % 200 == 199]
+    assert val.tolist() == tokens_of(val_docs)
+    assert train.tolist() == tokens_of([d for i, d in enumerate(docs) if i % 200 != 199])
+    assert meta["source"] == {
+        "repository": "Skylion007/openwebtext", "revision": revision, "commit": hub.commit(revision),
+        "files": files, "file_bytes": sum((tmp_path / "hub" / revision / f).stat().st_size for f in files),
+        "partial": False, "documents_in_source": HUB_DOCS, "documents": HUB_DOCS,
+        "tokens": len(train) + len(val), "complete": True}
+    assert hub.calls == [("Skylion007/openwebtext", "main")] + (
+        [("Skylion007/openwebtext", "refs/convert/parquet")] if main == "script" else [])
+
+
+def test_hub_partial_conversion_refused(tmp_path, hub, capsys):
+    """Asked for the whole corpus, the 5 GB partial-train conversion is refused before anything is read,
+    in one line that says what it holds, from where, and what to do; --allow_partial takes it on purpose
+    and meta.json says it is not complete."""
+    docs = hub("script", "partial")
+    out = tmp_path / "out"
+    msg = one_line_error(hub_run, out)
+    for words in ("Skylion007/openwebtext@refs/convert/parquet", hub.commit("refs/convert/parquet")[:12],
+                  "partial-train", "holds 250 documents", "not OpenWebText's 600", "--allow_partial", "--revision",
+                  "--input", "nothing was written"):
+        assert words in msg, (words, msg)
+    assert not out.exists()
+
+    meta = hub_run(out, "--allow_partial")
+    train, val, _ = load(out)
+    assert train.tolist() + val.tolist() != [] and val.tolist() == tokens_of([docs[199]])
+    assert meta["source"]["files"] == ["plain_text/partial-train/0000.parquet", "plain_text/partial-train/0001.parquet"]
+    assert (meta["source"]["partial"], meta["source"]["complete"]) == (True, False)
+    assert meta["source"]["documents"] == meta["source"]["documents_in_source"] == 250
+
+
+def test_hub_explicit_revision(tmp_path, hub):
+    """--revision reads that revision alone: a partial one is still refused, whatever main holds."""
+    hub("parquet", "partial")
+    msg = one_line_error(hub_run, tmp_path / "out", "--revision", "refs/convert/parquet")
+    assert "holds 250 documents" in msg
+    assert hub.calls == [("Skylion007/openwebtext", "refs/convert/parquet")]
+
+
+def test_hub_without_train_files(tmp_path, hub):
+    hub("script", "full")
+    msg = one_line_error(hub_run, tmp_path / "out", "--revision", "main")
+    assert "no Parquet files of a train split" in msg and "loading script" in msg and "--input" in msg
+
+
+@pytest.mark.parametrize("args", [["--num_docs", "251"], ["--fraction", "0.5"]])  # 0.5 of 600 is 300
+def test_hub_subset_larger_than_source_refused(tmp_path, hub, args):
+    hub("script", "partial")
+    msg = one_line_error(hub_run, tmp_path / "out", *args)
+    asked = "251" if args[0] == "--num_docs" else "300"
+    assert f"{asked} documents asked for" in msg and "holds 250" in msg and "refs/convert/parquet" in msg
+    assert "nothing was written" in msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_subset(tmp_path, hub):
+    """A subset is whole row groups in a seeded random order, the last one cut: the same seed gives the
+    same files, another seed others; only the files read are recorded; it is never "complete"."""
+    docs = hub("script", "full")
+    metas = {name: hub_run(tmp_path / name, "--num_docs", "120", *seed)
+             for name, seed in (("a", []), ("b", []), ("c", ["--seed", "1"]))}
+    train, val, meta = load(tmp_path / "a")
+    got = enc.decode(train.tolist() + val.tolist()).split("<|endoftext|>")[:-1]
+    assert len(got) == len(set(got)) == 120 and set(got) <= set(docs)
+    # 50-document row groups: two whole ones and 20 documents of a third, each a run of the corpus
+    runs = [got[:50], got[50:100], got[100:]]
+    for run_ in runs:
+        start = docs.index(run_[0])
+        assert run_ == docs[start:start + len(run_)] and start % 50 == 0
+    assert got != docs[:120]
+    assert meta["source"]["documents"] == 120 and meta["source"]["complete"] is False
+    read = {docs.index(r[0]) // 200 for r in runs}
+    assert meta["source"]["files"] == [f"plain_text/train/{k:04d}.parquet" for k in dict.fromkeys(
+        docs.index(r[0]) // 200 for r in runs)] and len(read) == len(meta["source"]["files"])
+    for name in ("train.bin", "val.bin"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / "train.bin").read_bytes() != (tmp_path / "c" / "train.bin").read_bytes()
+    assert metas["a"]["args"]["seed"] == 2357
+
+
+def test_hub_unreadable_row_group(tmp_path, hub):
+    """A row group that cannot be read (a dropped connection, a corrupt page) stops the run with one line
+    naming the file, and leaves nothing: the footers were fine, so this fails inside a worker."""
+    hub("script", "full")
+    bad = tmp_path / "hub" / "refs" / "convert" / "parquet" / "plain_text" / "train" / "0001.parquet"
+    data = bytearray(bad.read_bytes())
+    n = len(data)
+    data[n // 4:n // 2] = np.random.default_rng(0).integers(0, 256, n // 2 - n // 4, dtype=np.uint8).tobytes()
+    bad.write_bytes(bytes(data))
+    pq.ParquetFile(bad)  # the footer still reads ...
+    with pytest.raises((pa.ArrowException, OSError)):
+        pq.read_table(bad)  # ... a page does not
+    msg = one_line_error(hub_run, tmp_path / "out")
+    assert "cannot read row group" in msg and "0001.parquet" in msg and "nothing was written" in msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_snapshot_reads_by_commit(monkeypatch):
+    """The one function that talks to the hub: it resolves the revision to a commit, and the files are
+    read at that commit (so all of them come from one snapshot), through fsspec's hf:// protocol."""
+    from types import SimpleNamespace
+
+    import huggingface_hub
+    calls = []
+
+    def dataset_info(self, repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        return SimpleNamespace(sha="a" * 40, siblings=[SimpleNamespace(rfilename="plain_text/train/0000.parquet",
+                                                                       size=123),
+                                                       SimpleNamespace(rfilename="README.md", size=None)])
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", dataset_info)
+    commit, files, root = prepare.hub_snapshot("Skylion007/openwebtext", "refs/convert/parquet")
+    assert calls == [("Skylion007/openwebtext", {"revision": "refs/convert/parquet", "files_metadata": True})]
+    assert (commit, files) == ("a" * 40, {"plain_text/train/0000.parquet": 123, "README.md": 0})
+    assert root == f"hf://datasets/Skylion007/openwebtext@{'a' * 40}/"
+
+
+def test_train_files_layouts():
+    files = ["README.md", "openwebtext.py", "subsets/urlsf_subset00.tar", "plain_text/train/0001.parquet",
+             "plain_text/train/0000.parquet", "plain_text/partial-train/0000.parquet",
+             "data/train-00000-of-00080.parquet", "plain_text/train-00001-of-00002.parquet",
+             "plain_text/validation/0000.parquet", "other/test-0.parquet"]
+    assert prepare.train_files(files) == [
+        "data/train-00000-of-00080.parquet", "plain_text/partial-train/0000.parquet",
+        "plain_text/train-00001-of-00002.parquet", "plain_text/train/0000.parquet", "plain_text/train/0001.parquet"]
 
 
 def test_hub_unreachable_message(tmp_path, monkeypatch):
-    def unreachable(*args, **kwargs):
+    import huggingface_hub
+
+    def unreachable(self, *args, **kwargs):
         raise ConnectionError("Couldn't reach 'Skylion007/openwebtext' on the Hub (LocalEntryNotFoundError)")
 
-    monkeypatch.setitem(sys.modules, "datasets", FakeDatasets(unreachable))
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", unreachable)
     msg = one_line_error(prepare.main, ["--out", str(tmp_path / "out"), "--num_docs", "10"])
     assert msg.startswith("error: cannot reach Skylion007/openwebtext")
     assert "--input" in msg and "TIKTOKEN_CACHE_DIR" in msg
     assert not (tmp_path / "out").exists()
 
 
-def test_hub_lost_while_streaming_message(tmp_path, monkeypatch):
-    """A connection that drops after the stream started is a one-line error with the offline hint
-    (not a traceback), and leaves no files."""
-    class Stream:
-        def shuffle(self, seed, buffer_size):
-            return self
-
-        def take(self, n):
-            def rows():
-                for i in range(100):
-                    yield {"text": f"Document number {i}."}
-                raise ConnectionError("Connection reset by peer")
-            return rows()
-
-    monkeypatch.setitem(sys.modules, "datasets", FakeDatasets(lambda *args, **kwargs: Stream()))
-    msg = one_line_error(prepare.main, ["--out", str(tmp_path / "out"), "--num_docs", "500", "--num_proc", "1"])
-    assert msg.startswith("error: lost Skylion007/openwebtext while streaming") and "ConnectionError" in msg
-    assert "--input" in msg and "TIKTOKEN_CACHE_DIR" in msg
-    assert not (tmp_path / "out").exists()
-
-
-def test_hub_without_datasets_package(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
+def test_hub_without_huggingface_hub_package(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # makes `import huggingface_hub` fail
     msg = one_line_error(prepare.main, ["--out", str(tmp_path / "out")])
-    assert "pip install datasets" in msg and "--input" in msg
+    assert "pip install huggingface_hub" in msg and "--input" in msg
 
 
 def test_hub_offline_subprocess(tmp_path):
-    pytest.importorskip("datasets")
     out = tmp_path / "out"
     r = run("--out", out, "--num_docs", "10", env={"HF_HUB_OFFLINE": "1"})
     assert_one_line_error(r, "cannot reach Skylion007/openwebtext", "--input", "TIKTOKEN_CACHE_DIR")
     assert not out.exists()
-
-
-def test_hub_path_with_local_stream(tmp_path, monkeypatch, capsys):
-    # the hub code path end to end, with the real datasets streaming API over local rows
-    datasets = pytest.importorskip("datasets")
-    docs = webtext_rows(1000)
-    calls = []
-
-    def load_dataset(path, **kwargs):
-        calls.append((path, kwargs))
-        return datasets.Dataset.from_dict({"text": docs}).to_iterable_dataset(num_shards=8)
-
-    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    argv = ["--num_docs", "600", "--num_proc", "1", "--shuffle_buffer", "100"]
-    prepare.main(argv + ["--out", str(tmp_path / "a")])
-    prepare.main(argv + ["--out", str(tmp_path / "b")])
-    prepare.main(argv + ["--out", str(tmp_path / "c"), "--seed", "1"])
-    assert calls[0] == ("Skylion007/openwebtext",
-                        {"revision": "refs/convert/parquet", "split": "train", "streaming": True})
-    train, val, meta = load(tmp_path / "a")
-    check_counts(tmp_path / "a", train, val, meta)
-    assert (meta["train"]["documents"], meta["val"]["documents"]) == (597, 3)
-    got = enc.decode(train.tolist()).split("<|endoftext|>")[:-1]
-    assert len(set(got)) == 597 and set(got) <= set(docs)
-    assert got != docs[:597]  # shuffled
-    for name in ("train.bin", "val.bin"):  # the same seed gives the same files, another seed does not
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert (tmp_path / "a" / "train.bin").read_bytes() != (tmp_path / "c" / "train.bin").read_bytes()
-    # a stream shorter than asked for is reported, not silently accepted
-    capsys.readouterr()
-    meta = prepare.main(["--num_docs", "1200", "--num_proc", "1", "--out", str(tmp_path / "d")])
-    assert meta["train"]["documents"] + meta["val"]["documents"] == 1000
-    assert "ended after 1,000 of the 1,200 documents" in capsys.readouterr().err
