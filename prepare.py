@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
-from itertools import islice
+from itertools import groupby, islice
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -129,14 +129,13 @@ def find_files(paths: list[str]) -> list[Path]:
 
 
 def local_docs(files: list[Path]) -> Iterator[str]:
+    """The documents of .txt and .jsonl files, read here (a .parquet file's row groups are read by the workers)."""
     for path in files:
         try:
             if path.suffix == ".txt":
                 yield path.read_text(encoding="utf-8")
-            elif path.suffix == ".jsonl":
-                yield from jsonl_docs(path)
             else:
-                yield from parquet_docs(path)
+                yield from jsonl_docs(path)
         except UnicodeDecodeError as e:
             raise SystemExit(f"error: {path} is not UTF-8 text (bad byte at offset {e.start})") from None
 
@@ -153,22 +152,6 @@ def jsonl_docs(path: Path) -> Iterator[str]:
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
                 raise SystemExit(f'error: {path} line {n}: no "text" field holding a string')
             yield row["text"]
-
-
-def parquet_docs(path: Path) -> Iterator[str]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    try:
-        pf = pq.ParquetFile(path)
-        if "text" not in pf.schema_arrow.names:
-            raise SystemExit(f'error: {path}: no "text" column (columns: {", ".join(pf.schema_arrow.names)})')
-        for batch in pf.iter_batches(columns=["text"], batch_size=1024):
-            yield from (t or "" for t in batch.column(0).to_pylist())  # a null is an empty document
-    except (pa.ArrowException, OSError) as e:
-        # a truncated download or a file that is not Parquet: pyarrow raises ArrowInvalid for a bad
-        # footer, OSError for a corrupt page ("Corrupt snappy compressed data")
-        raise SystemExit(f"error: {path} is not a readable Parquet file ({one_line(e)}); "
-                         f"download it again or leave it out") from None
 
 
 class SourceError(Exception):
@@ -225,14 +208,13 @@ def choose_hub_source(revision: str) -> dict:
 def parquet_footer(url: str) -> list[int]:
     """Rows of each row group of a Parquet file, from its footer: a few KB, not the file."""
     import fsspec
-    import pyarrow as pa
     import pyarrow.parquet as pq
     try:
         with fsspec.open(url, "rb") as f:
             meta = pq.ParquetFile(f).metadata
             names = meta.schema.names
-    except (pa.ArrowException, OSError) as e:
-        raise SourceError(f"cannot read the Parquet footer of {url} ({one_line(e)})") from None
+    except Exception as e:  # pyarrow's (ArrowInvalid: not Parquet, or cut short), or the network's
+        raise SourceError(f"cannot read the Parquet file {url} ({one_line(e)})") from None
     if "text" not in names:
         raise SourceError(f'{url}: no "text" column (columns: {", ".join(names)})')
     return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
@@ -246,7 +228,7 @@ def plan_hub(source: dict, num_docs: int | None, seed: int, allow_partial: bool)
         with ThreadPoolExecutor(16) as pool:  # one round trip each: overlap them
             footers = list(pool.map(parquet_footer, urls))
     except SourceError as e:
-        raise SystemExit(f"error: {e}; {OFFLINE_HINT}") from None
+        raise SystemExit(f"error: {e}; nothing was written") from None
     groups = [(url, i, n) for url, rows in zip(urls, footers, strict=True) for i, n in enumerate(rows)]
     held = sum(n for _, _, n in groups)
     source["documents_in_source"] = held
@@ -283,6 +265,28 @@ def plan_hub(source: dict, num_docs: int | None, seed: int, allow_partial: bool)
     return tasks
 
 
+def local_work(files: list[Path], num_docs: int | None) -> Iterator[list[str] | tuple[str, int, int]]:
+    """The --input files as the workers' work, in order, up to num_docs documents: each row group of a
+    .parquet file (the worker reads it), and batches of the documents of the .txt and .jsonl files
+    between them (read here)."""
+    left = num_docs  # None: all of them
+    for is_parquet, run in groupby(files, key=lambda f: f.suffix == ".parquet"):
+        if is_parquet:
+            for path in run:
+                for group, rows in enumerate(parquet_footer(str(path))):
+                    rows = rows if left is None else min(rows, left)
+                    yield str(path), group, rows
+                    left = None if left is None else left - rows
+                    if left == 0:
+                        return
+        else:
+            for batch in batched(islice(local_docs(list(run)), left), 256):
+                yield batch
+                left = None if left is None else left - len(batch)
+            if left == 0:
+                return
+
+
 # -----------------------------------------------------------------------------
 # reading and tokenization, in worker processes. A chunk is (tokens, lengths, rows, read seconds,
 # tokenize seconds): the documents' tokens back to back, each followed by EOT, and each one's length.
@@ -310,19 +314,35 @@ def encode_texts(texts: list[str]) -> Chunk:
 
 
 def read_and_encode(task: tuple[str, int, int]) -> Chunk:
-    """Reads one row group of a Parquet file (the first `rows` of it) and tokenizes it: every worker
-    downloads as well as tokenizes, so neither waits on the main process."""
+    """Reads the first `rows` documents of one row group of a Parquet file and tokenizes them: every
+    worker downloads as well as tokenizes, so none waits on the main process. The row group is read
+    in batches, so a worker holds the row group's Arrow column and one batch of Python strings."""
     import fsspec
     import pyarrow.parquet as pq
     url, group, rows = task
-    t0 = time.perf_counter()
+    chunks, done, read_s, tokenize_s = [], 0, 0.0, 0.0
     try:
         with fsspec.open(url, "rb") as f:
-            texts = pq.ParquetFile(f).read_row_group(group, columns=["text"]).column(0)[:rows].to_pylist()
-    except Exception as e:  # pyarrow's, or the network's: either way the run stops with one line
-        raise SourceError(f"cannot read row group {group} of {url} ({one_line(e)})") from None
-    t1 = time.perf_counter()
-    return *encode(texts), len(texts), t1 - t0, time.perf_counter() - t1
+            t = time.perf_counter()
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=1024, row_groups=[group], columns=["text"]):
+                texts = batch.column(0)[:rows - done].to_pylist()
+                read_s += time.perf_counter() - t
+                t = time.perf_counter()
+                chunks.append(encode(texts))
+                done += len(texts)
+                tokenize_s += time.perf_counter() - t
+                if done == rows:
+                    break
+                t = time.perf_counter()
+    except Exception as e:  # pyarrow's (a corrupt page), or the network's: either way one line, not a traceback
+        raise SourceError(f"cannot read row group {group} of the Parquet file {url} ({one_line(e)})") from None
+    tokens = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros(0, dtype=np.uint16)
+    lengths = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros(0, dtype=np.int64)
+    return tokens, lengths, done, read_s, tokenize_s
+
+
+def work(item: list[str] | tuple[str, int, int]) -> Chunk:
+    return read_and_encode(item) if isinstance(item, tuple) else encode_texts(item)
 
 
 def batched(docs: Iterator[str], size: int) -> Iterator[list[str]]:
@@ -378,11 +398,7 @@ def prepare(args: argparse.Namespace) -> dict:
 
     if args.input:
         source = {"files": [str(f) for f in files]}
-        docs = local_docs(files)
-        if args.num_docs is not None:
-            docs = islice(docs, args.num_docs)
-        # the main process reads, the workers tokenize batches of documents
-        total, work, worker, ahead = None, batched(docs, 256), encode_texts, 4 * args.num_proc
+        total, todo = None, local_work(files, args.num_docs)
     else:
         source = choose_hub_source(args.revision)
         asked = args.num_docs or (round(args.fraction * HUB_TRAIN_DOCS) if args.fraction else None)
@@ -396,8 +412,7 @@ def prepare(args: argparse.Namespace) -> dict:
               f"{source['revision']} (commit {source['commit'][:12]}) from {len(read_files)} Parquet files "
               f"({source['file_bytes'] / 1e9:.2f} GB)",
               file=sys.stderr)
-        # each worker downloads a row group and tokenizes it
-        total, work, worker, ahead = total, tasks, read_and_encode, 2 * args.num_proc
+        todo = tasks
 
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -410,7 +425,7 @@ def prepare(args: argparse.Namespace) -> dict:
         with (open(tmp["train.bin"], "wb") as ftrain, open(tmp["val.bin"], "wb") as fval,
               Pool(args.num_proc, initializer=init_worker) as pool,
               tqdm(total=total, unit="docs", disable=None) as bar):
-            for tokens, lengths, rows, read_s, tokenize_s in in_order(pool, worker, work, ahead):
+            for tokens, lengths, rows, read_s, tokenize_s in in_order(pool, work, todo, 2 * args.num_proc):
                 # document i (numbered from 0 over the whole output) is val when floor((i+1)f) > floor(i f)
                 i = counts["train"][1] + counts["val"][1] + np.arange(len(lengths), dtype=np.int64)
                 is_val = (i + 1) * p // q > i * p // q
@@ -479,7 +494,7 @@ def prepare(args: argparse.Namespace) -> dict:
         for name in ("train.bin", "val.bin", "meta.json"):
             os.replace(tmp[name], final[name])
     except SourceError as e:
-        raise SystemExit(f"error: {e}; nothing was written. {OFFLINE_HINT}") from None
+        raise SystemExit(f"error: {e}; nothing was written") from None
     except KeyboardInterrupt:
         raise SystemExit(f"error: interrupted; {out} holds no new data") from None
     finally:

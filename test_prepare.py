@@ -145,6 +145,30 @@ def test_num_docs_and_val_fraction(tmp_path):
     assert (meta["train"]["documents"], meta["val"]["documents"]) == (27, 3)
 
 
+@pytest.mark.parametrize("num_docs", [30, 120, 170, 260, 301])
+def test_num_docs_across_parquet_row_groups(tmp_path, num_docs):
+    """--num_docs cuts a .parquet file inside a row group, or stops in the .jsonl file after it; what
+    lies beyond the limit is not read at all (here: a file that is not Parquet)."""
+    rows = webtext_rows(300)
+    src = tmp_path / "src"
+    src.mkdir()
+    pq.write_table(pa.table({"text": rows[:120]}), src / "a.parquet", row_group_size=50)
+    pq.write_table(pa.table({"text": rows[120:240]}), src / "b.parquet", row_group_size=50)
+    write_jsonl(src / "c.jsonl", rows[240:])
+    (src / "d.parquet").write_bytes(b"not Parquet, and never opened")
+    out = tmp_path / "out"
+    args = ["--input", str(src), "--out", str(out), "--num_proc", "1", "--val_fraction", "0.1"]
+    if num_docs == 301:  # past the .jsonl file: d.parquet is read, and refused
+        assert "d.parquet" in one_line_error(prepare.main, args + ["--num_docs", str(num_docs)])
+        return
+    prepare.main(args + ["--num_docs", str(num_docs)])
+    train, val, meta = load(out)
+    docs = rows[:num_docs]
+    assert val.tolist() == tokens_of(docs[9::10])
+    assert train.tolist() == tokens_of([d for i, d in enumerate(docs) if i % 10 != 9])
+    assert meta["source"]["documents"] == num_docs
+
+
 @pytest.mark.parametrize("ndocs", [5, 10])  # 10 x 64 tokens puts the cut exactly on a document boundary
 def test_few_documents_split_tokens(tmp_path, ndocs):
     docs = webtext_rows(ndocs)
@@ -233,13 +257,13 @@ def make_case(tmp_path: Path, case: str) -> tuple[list, list[str]]:
         return [tmp_path / "t.parquet"], ["t.parquet", '"text" column']
     if case == "parquet_not_parquet":
         (tmp_path / "junk.parquet").write_bytes(b"this is not a Parquet file\n" * 10)
-        return [tmp_path / "junk.parquet"], ["junk.parquet", "not a readable Parquet file", "ArrowInvalid"]
+        return [tmp_path / "junk.parquet"], ["cannot read the Parquet file", "junk.parquet", "ArrowInvalid"]
     if case == "parquet_truncated":
         # a download cut short: the footer, which holds the schema, is missing
         pq.write_table(pa.table({"text": webtext_rows(50)}), tmp_path / "whole.parquet")
         data = (tmp_path / "whole.parquet").read_bytes()
         (tmp_path / "cut.parquet").write_bytes(data[:len(data) // 2])
-        return [tmp_path / "cut.parquet"], ["cut.parquet", "not a readable Parquet file"]
+        return [tmp_path / "cut.parquet"], ["cannot read the Parquet file", "cut.parquet"]
     if case == "parquet_corrupt_page":
         # the footer is fine but a data page is garbage: pyarrow fails while reading, not while opening
         rng = np.random.default_rng(0)
@@ -248,7 +272,7 @@ def make_case(tmp_path: Path, case: str) -> tuple[list, list[str]]:
         data = bytearray((tmp_path / "whole.parquet").read_bytes())
         data[len(data) // 3:len(data) // 3 + 5000] = rng.integers(0, 256, 5000, dtype=np.uint8).tobytes()
         (tmp_path / "bad.parquet").write_bytes(bytes(data))
-        return [tmp_path / "bad.parquet"], ["bad.parquet", "not a readable Parquet file"]
+        return [tmp_path / "bad.parquet"], ["cannot read row group", "bad.parquet", "OSError"]
     if case == "wrong_suffix":
         (tmp_path / "a.csv").write_text("text\nhello\n")
         return [tmp_path / "a.csv"], ["a.csv", "unsupported"]
