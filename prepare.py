@@ -37,8 +37,10 @@ HUB_DATASET = "Skylion007/openwebtext"
 # which datasets >= 4 refuses to run (nanoGPT issue #633), and discussion #22 on the hub proposes to
 # replace it. refs/convert/parquet, the dataset viewer's automatic conversion: complete for a dataset
 # under 5 GB, otherwise only its first 5 GB, under partial-train/ (OpenWebText is ~38 GB of text).
-# Whatever the revision, the documents it holds are counted before anything is downloaded.
-HUB_REVISIONS = ("main", "refs/convert/parquet")
+# refs/pr/20, the dataset owner's own, unmerged upload of 80 Parquet shards. Whatever the revision,
+# its documents are counted from the files' footers before anything is downloaded, and only one that
+# holds all of them is read for the whole corpus.
+HUB_REVISIONS = ("main", "refs/convert/parquet", "refs/pr/20")
 HUB_TRAIN_DOCS = 8_013_769  # documents of OpenWebText (Gokaslan & Cohen 2019), all in its train split
 EOT = 50256  # <|endoftext|>, appended after every document
 VOCAB_SIZE = 50257
@@ -71,9 +73,9 @@ subset.add_argument("--num_docs", type=int, help="use only N documents: the firs
                                                  "default all")
 subset.add_argument("--fraction", type=float, help="hub only: use this fraction of OpenWebText's 8,013,769 documents")
 parser.add_argument("--revision", default="auto",
-                    help="hub revision to read: a branch, tag, commit or ref such as refs/pr/20; auto tries "
-                         f"{' then '.join(HUB_REVISIONS)} and reads the first that holds Parquet train files "
-                         "(default %(default)s)")
+                    help="hub revision to read: a branch, tag, commit or ref such as refs/convert/parquet; auto "
+                         f"tries {', '.join(HUB_REVISIONS)} in turn and reads the first that holds all of "
+                         "OpenWebText (for a subset: enough of it) (default %(default)s)")
 parser.add_argument("--allow_partial", action="store_true",
                     help="hub only: accept a revision that holds fewer than OpenWebText's 8,013,769 documents "
                          "(such as the hub's 5 GB partial-train conversion); meta.json records it as not complete")
@@ -159,10 +161,11 @@ class SourceError(Exception):
     and turned into a one-line error by the main process."""
 
 
-def hub_snapshot(repo: str, revision: str) -> tuple[str, dict[str, int], str]:
+def hub_snapshot(repo: str, revision: str) -> tuple[str, dict[str, int], str] | None:
     """The commit that revision of the dataset repository points at, its files at that commit (path ->
-    bytes), and the URL prefix that fsspec reads them with. The only function that talks to the hub's
-    API: the tests replace it with a local folder laid out as the hub is, and everything else runs as is."""
+    bytes), and the URL prefix that fsspec reads them with; None if there is no such revision. The only
+    function that talks to the hub's API: the tests replace it with a local folder laid out as the hub
+    is, and everything else runs as it does on the hub."""
     try:
         from huggingface_hub import HfApi
         from huggingface_hub.errors import RevisionNotFoundError
@@ -172,8 +175,7 @@ def hub_snapshot(repo: str, revision: str) -> tuple[str, dict[str, int], str]:
     try:
         info = HfApi().dataset_info(repo, revision=revision, files_metadata=True)
     except RevisionNotFoundError:
-        raise SystemExit(f"error: {repo} has no revision {revision!r} on the hub; pass --revision=auto, a branch, "
-                         "a tag, a commit or a ref such as refs/convert/parquet") from None
+        return None
     except Exception as e:
         raise SystemExit(f"error: cannot reach {repo} on the Hugging Face hub ({one_line(e)}); "
                          + OFFLINE_HINT) from None
@@ -189,20 +191,58 @@ def train_files(files: Iterable[str]) -> list[str]:
                   and (Path(f).parent.name in ("train", "partial-train") or Path(f).name.startswith("train-")))
 
 
-def choose_hub_source(revision: str) -> dict:
-    """The first revision (of --revision, or of HUB_REVISIONS for auto) that holds Parquet train files."""
-    tried = []
+def choose_hub_source(revision: str, num_docs: int | None, allow_partial: bool) -> dict:
+    """The revision to read: of --revision, or of HUB_REVISIONS in order for auto, the first that holds
+    the whole corpus (all 8,013,769 documents, counted from the Parquet files' footers before anything
+    is downloaded); failing that, for a subset, the first that holds num_docs. Otherwise it refuses, in
+    one line that says what each revision holds, unless --allow_partial takes the largest on purpose."""
+    held, notes = [], []
     for rev in HUB_REVISIONS if revision == "auto" else (revision,):
-        commit, files, root = hub_snapshot(HUB_DATASET, rev)
+        snapshot = hub_snapshot(HUB_DATASET, rev)
+        if snapshot is None:
+            notes.append(f"{rev}: no such revision")
+            continue
+        commit, files, root = snapshot
         train = train_files(files)
-        if train:
-            return {"repository": HUB_DATASET, "revision": rev, "commit": commit, "root": root, "files": train,
-                    "sizes": {f: files[f] for f in train}, "partial": any("partial-" in f for f in train)}
-        script = " (it holds a loading script, which datasets >= 4 no longer runs)" if any(
-            f.endswith(".py") for f in files) else ""
-        tried.append(f"{rev} ({commit[:12]}){script}")
-    raise SystemExit(f"error: no Parquet files of a train split in {HUB_DATASET} at {', '.join(tried)}; pass "
-                     "--revision=REV for another revision, or --input local files (docs/data.md)")
+        if not train:
+            script = ", only a loading script, which datasets >= 4 no longer runs" if any(
+                f.endswith(".py") for f in files) else ""
+            notes.append(f"{rev} (commit {commit[:12]}): no Parquet train files{script}")
+            continue
+        urls = [root + f for f in train]
+        try:
+            with ThreadPoolExecutor(16) as pool:  # one round trip per footer: overlap them
+                footers = list(pool.map(parquet_footer, urls))
+        except SourceError as e:
+            raise SystemExit(f"error: {e}; nothing was written") from None
+        source = {"repository": HUB_DATASET, "revision": rev, "commit": commit, "root": root,
+                  "sizes": {f: files[f] for f in train}, "partial": any("partial-" in f for f in train),
+                  "groups": [(url, i, n) for url, rows in zip(urls, footers, strict=True) for i, n in enumerate(rows)]}
+        source["documents_in_source"] = sum(n for _, _, n in source["groups"])
+        if source["documents_in_source"] == HUB_TRAIN_DOCS:
+            return source
+        held.append(source)
+        notes.append(f"{rev} (commit {commit[:12]}): {source['documents_in_source']:,} documents"
+                     + (" under partial-train/, the hub having converted only the first 5 GB" if source["partial"]
+                        else ""))
+    if num_docs is not None:
+        for source in held:
+            if source["documents_in_source"] >= num_docs:
+                return source
+    most = max(held, key=lambda source: source["documents_in_source"], default=None)
+    if num_docs is None and allow_partial and most is not None:
+        print(f"warning: --allow_partial: preparing the {most['documents_in_source']:,} documents of "
+              f"{HUB_DATASET}@{most['revision']}, not OpenWebText's {HUB_TRAIN_DOCS:,}; meta.json records "
+              "complete: false", file=sys.stderr)
+        return most
+    asked = (f"OpenWebText's {HUB_TRAIN_DOCS:,} documents" if num_docs is None
+             else f"the {num_docs:,} documents asked for (--num_docs or --fraction)")
+    fix = "pass --revision=REV for a revision that holds them, or --input for a complete local copy"
+    if most is not None:
+        fix += (f", or --allow_partial to prepare the {most['documents_in_source']:,} of {most['revision']} on purpose"
+                if num_docs is None else f", or ask for at most {most['documents_in_source']:,}")
+    raise SystemExit(f"error: no revision of {HUB_DATASET} holds {asked}: {'; '.join(notes)}. Nothing was "
+                     f"written; {fix} (docs/data.md)")
 
 
 def parquet_footer(url: str) -> list[int]:
@@ -220,40 +260,14 @@ def parquet_footer(url: str) -> list[int]:
     return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
 
 
-def plan_hub(source: dict, num_docs: int | None, seed: int, allow_partial: bool) -> list[tuple[str, int, int]]:
-    """Counts the documents the source holds from its files' footers, refuses what cannot be had, and
-    returns the row groups to read: (URL, row group, rows to take from it)."""
-    urls = [source["root"] + f for f in source["files"]]
-    try:
-        with ThreadPoolExecutor(16) as pool:  # one round trip each: overlap them
-            footers = list(pool.map(parquet_footer, urls))
-    except SourceError as e:
-        raise SystemExit(f"error: {e}; nothing was written") from None
-    groups = [(url, i, n) for url, rows in zip(urls, footers, strict=True) for i, n in enumerate(rows)]
-    held = sum(n for _, _, n in groups)
-    source["documents_in_source"] = held
-    where = f"{source['repository']}@{source['revision']} (commit {source['commit'][:12]}"
-    if source["partial"]:
-        where += "; its files are under partial-train/: the hub converted only the first 5 GB"
-    where += ")"
-    if num_docs is None:
-        if held != HUB_TRAIN_DOCS and not allow_partial:
-            raise SystemExit(f"error: {where} holds {held:,} documents, not OpenWebText's {HUB_TRAIN_DOCS:,}; "
-                             f"nothing was written. Pass --revision=REV for a revision that holds them all, "
-                             f"--input for a complete local copy, or --allow_partial to prepare these {held:,} "
-                             "on purpose (docs/data.md)")
-        if held != HUB_TRAIN_DOCS:
-            print(f"warning: --allow_partial: preparing the {held:,} documents {where} holds, not OpenWebText's "
-                  f"{HUB_TRAIN_DOCS:,}; meta.json records complete: false", file=sys.stderr)
-        num_docs = held
-    elif num_docs > held:
-        raise SystemExit(f"error: {num_docs:,} documents asked for (--num_docs or --fraction), but {where} holds "
-                         f"{held:,}; nothing was written. Ask for at most {held:,}, or pass --revision=REV for a "
-                         "revision that holds more (docs/data.md)")
+def plan_hub(source: dict, num_docs: int | None, seed: int) -> list[tuple[str, int, int]]:
+    """The row groups to read, (URL, row group, rows to take from it): all of them for the whole
+    source; for a subset, whole row groups in a seeded random order (as datasets' streaming shuffle
+    takes whole shards, so that it downloads only what it reads), the last one cut."""
+    groups = source.pop("groups")
+    num_docs = source["documents_in_source"] if num_docs is None else num_docs
     order = range(len(groups))
-    if num_docs < held:
-        # a subset: whole row groups in a seeded random order, as datasets' streaming shuffle takes whole
-        # shards, so it downloads only what it reads; the last row group is cut
+    if num_docs < source["documents_in_source"]:
         order = np.random.default_rng(seed).permutation(len(groups))
     tasks, left = [], num_docs
     for g in order:
@@ -400,9 +414,9 @@ def prepare(args: argparse.Namespace) -> dict:
         source = {"files": [str(f) for f in files]}
         total, todo = None, local_work(files, args.num_docs)
     else:
-        source = choose_hub_source(args.revision)
         asked = args.num_docs or (round(args.fraction * HUB_TRAIN_DOCS) if args.fraction else None)
-        tasks = plan_hub(source, asked, args.seed, args.allow_partial)
+        source = choose_hub_source(args.revision, asked, args.allow_partial)
+        tasks = plan_hub(source, asked, args.seed)
         total = sum(rows for _, _, rows in tasks)
         read_files = list(dict.fromkeys(url for url, _, _ in tasks))  # in the order first read
         source["files"] = [url[len(source["root"]):] for url in read_files]

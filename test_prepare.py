@@ -426,11 +426,16 @@ def write_parquet(path: Path, docs: list[str]) -> None:
     pq.write_table(pa.table({"text": docs}), path, row_group_size=50)  # 50-document row groups
 
 
-def make_hub(root: Path, main: str, convert: str) -> list[str]:
+def make_hub(root: Path, main: str, convert: str, pr20: bool = False) -> list[str]:
     """main: "script" (today's main: a loading script and tar archives) or "parquet" (main once the
     script is replaced: datasets' convert_to_parquet layout). convert: "full" or "partial" (the dataset
-    viewer's conversion, cut at 5 GB, here at 250 documents). Returns the whole corpus's documents."""
+    viewer's conversion, cut at 5 GB, here at 250 documents). pr20: whether refs/pr/20 exists, with
+    the whole corpus in push_to_hub's layout. Returns the whole corpus's documents."""
     docs = webtext_rows(HUB_DOCS)
+    if pr20:
+        for k in range(2):
+            write_parquet(root / "refs" / "pr" / "20" / "data" / f"train-{k:05d}-of-00002.parquet",
+                          docs[300 * k:300 * (k + 1)])
     if main == "script":
         (root / "main" / "subsets").mkdir(parents=True)
         (root / "main" / "openwebtext.py").write_text("import datasets\n")
@@ -458,14 +463,16 @@ def hub(tmp_path, monkeypatch):
     def snapshot(repo, revision):
         calls.append((repo, revision))
         folder = root / revision
+        if not folder.is_dir():
+            return None  # no such revision
         files = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
         return commit(revision), files, f"{folder}/"
 
     monkeypatch.setattr(prepare, "hub_snapshot", snapshot)
     monkeypatch.setattr(prepare, "HUB_TRAIN_DOCS", HUB_DOCS)
 
-    def build(main: str, convert: str) -> list[str]:
-        return make_hub(root, main, convert)
+    def build(main: str, convert: str, pr20: bool = False) -> list[str]:
+        return make_hub(root, main, convert, pr20)
     build.calls = calls
     build.commit = commit
     return build
@@ -475,16 +482,17 @@ def hub_run(out: Path, *args: str) -> dict:
     return prepare.main(["--out", str(out), "--num_proc", "1", *args])
 
 
-@pytest.mark.parametrize("main,convert,revision,files", [
-    # today: main holds a loading script, so the dataset viewer's conversion is read
-    ("script", "full", "refs/convert/parquet", ["plain_text/train/0000.parquet", "plain_text/train/0001.parquet",
-                                                "plain_text/train/0002.parquet"]),
-    # once main holds Parquet files it comes first, even with a partial conversion beside it
-    ("parquet", "partial", "main", [f"plain_text/train-{k:05d}-of-00003.parquet" for k in range(3)]),
+@pytest.mark.parametrize("main,convert,pr20,revision,files", [
+    # today: main holds a loading script, so the dataset viewer's conversion is read when it is complete
+    ("script", "full", False, "refs/convert/parquet", [f"plain_text/train/{k:04d}.parquet" for k in range(3)]),
+    # ... and when it is not, the owner's refs/pr/20 if it holds everything
+    ("script", "partial", True, "refs/pr/20", [f"data/train-{k:05d}-of-00002.parquet" for k in range(2)]),
+    # once main holds Parquet files it comes first
+    ("parquet", "partial", True, "main", [f"plain_text/train-{k:05d}-of-00003.parquet" for k in range(3)]),
 ])
-def test_hub_source_choice_and_provenance(tmp_path, hub, main, convert, revision, files):
-    docs = hub(main, convert)
-    meta = hub_run(tmp_path / "out")
+def test_hub_source_choice_and_provenance(tmp_path, hub, main, convert, pr20, revision, files):
+    docs = hub(main, convert, pr20)
+    hub_run(tmp_path / "out")
     train, val, meta = load(tmp_path / "out")
     check_counts(tmp_path / "out", train, val, meta)
     # the whole corpus in file order, every 200th document in val
@@ -496,43 +504,58 @@ def test_hub_source_choice_and_provenance(tmp_path, hub, main, convert, revision
         "files": files, "file_bytes": sum((tmp_path / "hub" / revision / f).stat().st_size for f in files),
         "partial": False, "documents_in_source": HUB_DOCS, "documents": HUB_DOCS,
         "tokens": len(train) + len(val), "complete": True}
-    assert hub.calls == [("Skylion007/openwebtext", "main")] + (
-        [("Skylion007/openwebtext", "refs/convert/parquet")] if main == "script" else [])
+    tried = ["main", "refs/convert/parquet", "refs/pr/20"]
+    assert hub.calls == [("Skylion007/openwebtext", rev) for rev in tried[:tried.index(revision) + 1]]
 
 
-def test_hub_partial_conversion_refused(tmp_path, hub, capsys):
-    """Asked for the whole corpus, the 5 GB partial-train conversion is refused before anything is read,
-    in one line that says what it holds, from where, and what to do; --allow_partial takes it on purpose
-    and meta.json says it is not complete."""
+def test_hub_partial_conversion_refused(tmp_path, hub):
+    """Asked for the whole corpus when no revision holds it (today's main, the 5 GB partial-train
+    conversion, no refs/pr/20), prepare.py refuses before reading a document, in one line that says
+    what each revision holds and what to do; --allow_partial takes the largest on purpose, and
+    meta.json says it is not complete."""
     docs = hub("script", "partial")
     out = tmp_path / "out"
     msg = one_line_error(hub_run, out)
-    for words in ("Skylion007/openwebtext@refs/convert/parquet", hub.commit("refs/convert/parquet")[:12],
-                  "partial-train", "holds 250 documents", "not OpenWebText's 600", "--allow_partial", "--revision",
-                  "--input", "nothing was written"):
+    for words in ("no revision of Skylion007/openwebtext holds OpenWebText's 600 documents",
+                  f"main (commit {hub.commit('main')[:12]}): no Parquet train files, only a loading script",
+                  f"refs/convert/parquet (commit {hub.commit('refs/convert/parquet')[:12]}): 250 documents under "
+                  "partial-train/", "refs/pr/20: no such revision", "Nothing was written", "--revision=REV",
+                  "--input", "--allow_partial to prepare the 250 of refs/convert/parquet"):
         assert words in msg, (words, msg)
     assert not out.exists()
 
     meta = hub_run(out, "--allow_partial")
     train, val, _ = load(out)
-    assert train.tolist() + val.tolist() != [] and val.tolist() == tokens_of([docs[199]])
+    assert val.tolist() == tokens_of([docs[199]])
+    assert train.tolist() == tokens_of([d for i, d in enumerate(docs[:250]) if i != 199])
     assert meta["source"]["files"] == ["plain_text/partial-train/0000.parquet", "plain_text/partial-train/0001.parquet"]
     assert (meta["source"]["partial"], meta["source"]["complete"]) == (True, False)
     assert meta["source"]["documents"] == meta["source"]["documents_in_source"] == 250
 
 
 def test_hub_explicit_revision(tmp_path, hub):
-    """--revision reads that revision alone: a partial one is still refused, whatever main holds."""
-    hub("parquet", "partial")
+    """--revision reads that revision alone: a partial one is still refused, whatever the others hold."""
+    hub("parquet", "partial", pr20=True)
     msg = one_line_error(hub_run, tmp_path / "out", "--revision", "refs/convert/parquet")
-    assert "holds 250 documents" in msg
+    assert "refs/convert/parquet (commit" in msg and "250 documents" in msg and "main" not in msg
     assert hub.calls == [("Skylion007/openwebtext", "refs/convert/parquet")]
+    assert "refs/pr/21: no such revision" in one_line_error(hub_run, tmp_path / "out", "--revision", "refs/pr/21")
 
 
 def test_hub_without_train_files(tmp_path, hub):
     hub("script", "full")
     msg = one_line_error(hub_run, tmp_path / "out", "--revision", "main")
-    assert "no Parquet files of a train split" in msg and "loading script" in msg and "--input" in msg
+    assert "main (commit" in msg and "no Parquet train files, only a loading script" in msg and "--input" in msg
+
+
+def test_hub_subset_from_a_partial_revision(tmp_path, hub):
+    """A subset the partial conversion holds is taken from it (no revision holds the whole corpus)."""
+    docs = hub("script", "partial")
+    meta = hub_run(tmp_path / "out", "--num_docs", "200")
+    assert meta["source"]["revision"] == "refs/convert/parquet" and meta["source"]["complete"] is False
+    train, val, _ = load(tmp_path / "out")
+    got = enc.decode(train.tolist() + val.tolist()).split("<|endoftext|>")[:-1]
+    assert len(set(got)) == 200 and set(got) <= set(docs[:250])
 
 
 @pytest.mark.parametrize("args", [["--num_docs", "251"], ["--fraction", "0.5"]])  # 0.5 of 600 is 300
@@ -540,8 +563,8 @@ def test_hub_subset_larger_than_source_refused(tmp_path, hub, args):
     hub("script", "partial")
     msg = one_line_error(hub_run, tmp_path / "out", *args)
     asked = "251" if args[0] == "--num_docs" else "300"
-    assert f"{asked} documents asked for" in msg and "holds 250" in msg and "refs/convert/parquet" in msg
-    assert "nothing was written" in msg
+    assert f"holds the {asked} documents asked for" in msg and "refs/convert/parquet (commit" in msg
+    assert "250 documents" in msg and "Nothing was written" in msg and "ask for at most 250" in msg
     assert not (tmp_path / "out").exists()
 
 
