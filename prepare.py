@@ -37,10 +37,11 @@ HUB_DATASET = "Skylion007/openwebtext"
 # which datasets >= 4 refuses to run (nanoGPT issue #633), and discussion #22 on the hub proposes to
 # replace it. refs/convert/parquet, the dataset viewer's automatic conversion: complete for a dataset
 # under 5 GB, otherwise only its first 5 GB, under partial-train/ (OpenWebText is ~38 GB of text).
-# refs/pr/20, the dataset owner's own, unmerged upload of 80 Parquet shards. Whatever the revision,
-# its documents are counted from the files' footers before anything is downloaded, and only one that
-# holds all of them is read for the whole corpus.
-HUB_REVISIONS = ("main", "refs/convert/parquet", "refs/pr/20")
+# refs/pr/18, the dataset owner's own pull request "convert-parquet-full" (93 Parquet shards), open
+# and unmerged as far as we could see. Whatever the revision, its documents are counted from the
+# files' footers before anything is downloaded, and only one that holds all of them is read for the
+# whole corpus.
+HUB_REVISIONS = ("main", "refs/convert/parquet", "refs/pr/18")
 HUB_TRAIN_DOCS = 8_013_769  # documents of OpenWebText (Gokaslan & Cohen 2019), all in its train split
 EOT = 50256  # <|endoftext|>, appended after every document
 VOCAB_SIZE = 50257

@@ -426,15 +426,15 @@ def write_parquet(path: Path, docs: list[str]) -> None:
     pq.write_table(pa.table({"text": docs}), path, row_group_size=50)  # 50-document row groups
 
 
-def make_hub(root: Path, main: str, convert: str, pr20: bool = False) -> list[str]:
+def make_hub(root: Path, main: str, convert: str, pr18: bool = False) -> list[str]:
     """main: "script" (today's main: a loading script and tar archives) or "parquet" (main once the
     script is replaced: datasets' convert_to_parquet layout). convert: "full" or "partial" (the dataset
-    viewer's conversion, cut at 5 GB, here at 250 documents). pr20: whether refs/pr/20 exists, with
+    viewer's conversion, cut at 5 GB, here at 250 documents). pr18: whether refs/pr/18 exists, with
     the whole corpus in push_to_hub's layout. Returns the whole corpus's documents."""
     docs = webtext_rows(HUB_DOCS)
-    if pr20:
+    if pr18:
         for k in range(2):
-            write_parquet(root / "refs" / "pr" / "20" / "data" / f"train-{k:05d}-of-00002.parquet",
+            write_parquet(root / "refs" / "pr" / "18" / "data" / f"train-{k:05d}-of-00002.parquet",
                           docs[300 * k:300 * (k + 1)])
     if main == "script":
         (root / "main" / "subsets").mkdir(parents=True)
@@ -471,8 +471,8 @@ def hub(tmp_path, monkeypatch):
     monkeypatch.setattr(prepare, "hub_snapshot", snapshot)
     monkeypatch.setattr(prepare, "HUB_TRAIN_DOCS", HUB_DOCS)
 
-    def build(main: str, convert: str, pr20: bool = False) -> list[str]:
-        return make_hub(root, main, convert, pr20)
+    def build(main: str, convert: str, pr18: bool = False) -> list[str]:
+        return make_hub(root, main, convert, pr18)
     build.calls = calls
     build.commit = commit
     return build
@@ -482,16 +482,16 @@ def hub_run(out: Path, *args: str) -> dict:
     return prepare.main(["--out", str(out), "--num_proc", "1", *args])
 
 
-@pytest.mark.parametrize("main,convert,pr20,revision,files", [
+@pytest.mark.parametrize("main,convert,pr18,revision,files", [
     # today: main holds a loading script, so the dataset viewer's conversion is read when it is complete
     ("script", "full", False, "refs/convert/parquet", [f"plain_text/train/{k:04d}.parquet" for k in range(3)]),
-    # ... and when it is not, the owner's refs/pr/20 if it holds everything
-    ("script", "partial", True, "refs/pr/20", [f"data/train-{k:05d}-of-00002.parquet" for k in range(2)]),
+    # ... and when it is not, the owner's refs/pr/18 if it holds everything
+    ("script", "partial", True, "refs/pr/18", [f"data/train-{k:05d}-of-00002.parquet" for k in range(2)]),
     # once main holds Parquet files it comes first
     ("parquet", "partial", True, "main", [f"plain_text/train-{k:05d}-of-00003.parquet" for k in range(3)]),
 ])
-def test_hub_source_choice_and_provenance(tmp_path, hub, main, convert, pr20, revision, files):
-    docs = hub(main, convert, pr20)
+def test_hub_source_choice_and_provenance(tmp_path, hub, main, convert, pr18, revision, files):
+    docs = hub(main, convert, pr18)
     hub_run(tmp_path / "out")
     train, val, meta = load(tmp_path / "out")
     check_counts(tmp_path / "out", train, val, meta)
@@ -504,13 +504,13 @@ def test_hub_source_choice_and_provenance(tmp_path, hub, main, convert, pr20, re
         "files": files, "file_bytes": sum((tmp_path / "hub" / revision / f).stat().st_size for f in files),
         "partial": False, "documents_in_source": HUB_DOCS, "documents": HUB_DOCS,
         "tokens": len(train) + len(val), "complete": True}
-    tried = ["main", "refs/convert/parquet", "refs/pr/20"]
+    tried = ["main", "refs/convert/parquet", "refs/pr/18"]
     assert hub.calls == [("Skylion007/openwebtext", rev) for rev in tried[:tried.index(revision) + 1]]
 
 
 def test_hub_partial_conversion_refused(tmp_path, hub):
     """Asked for the whole corpus when no revision holds it (today's main, the 5 GB partial-train
-    conversion, no refs/pr/20), prepare.py refuses before reading a document, in one line that says
+    conversion, no refs/pr/18), prepare.py refuses before reading a document, in one line that says
     what each revision holds and what to do; --allow_partial takes the largest on purpose, and
     meta.json says it is not complete."""
     docs = hub("script", "partial")
@@ -519,7 +519,7 @@ def test_hub_partial_conversion_refused(tmp_path, hub):
     for words in ("no revision of Skylion007/openwebtext holds OpenWebText's 600 documents",
                   f"main (commit {hub.commit('main')[:12]}): no Parquet train files, only a loading script",
                   f"refs/convert/parquet (commit {hub.commit('refs/convert/parquet')[:12]}): 250 documents under "
-                  "partial-train/", "refs/pr/20: no such revision", "Nothing was written", "--revision=REV",
+                  "partial-train/", "refs/pr/18: no such revision", "Nothing was written", "--revision=REV",
                   "--input", "--allow_partial to prepare the 250 of refs/convert/parquet"):
         assert words in msg, (words, msg)
     assert not out.exists()
@@ -535,7 +535,7 @@ def test_hub_partial_conversion_refused(tmp_path, hub):
 
 def test_hub_explicit_revision(tmp_path, hub):
     """--revision reads that revision alone: a partial one is still refused, whatever the others hold."""
-    hub("parquet", "partial", pr20=True)
+    hub("parquet", "partial", pr18=True)
     msg = one_line_error(hub_run, tmp_path / "out", "--revision", "refs/convert/parquet")
     assert "refs/convert/parquet (commit" in msg and "250 documents" in msg and "main" not in msg
     assert hub.calls == [("Skylion007/openwebtext", "refs/convert/parquet")]
