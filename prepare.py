@@ -264,7 +264,8 @@ def parquet_footer(url: str) -> list[int]:
 def plan_hub(source: dict, num_docs: int | None, seed: int) -> list[tuple[str, int, int]]:
     """The row groups to read, (URL, row group, rows to take from it): all of them for the whole
     source; for a subset, whole row groups in a seeded random order (as datasets' streaming shuffle
-    takes whole shards, so that it downloads only what it reads), the last one cut."""
+    takes whole shards, so that it downloads only what it reads), the last one cut. Records the
+    files they are in, and their bytes, in source."""
     groups = source.pop("groups")
     num_docs = source["documents_in_source"] if num_docs is None else num_docs
     order = range(len(groups))
@@ -277,6 +278,10 @@ def plan_hub(source: dict, num_docs: int | None, seed: int) -> list[tuple[str, i
         left -= min(n, left)
         if left == 0:
             break
+    # provenance: the files read, in the order first read, and their size
+    source["files"] = [url[len(source["root"]):] for url in dict.fromkeys(url for url, _, _ in tasks)]
+    sizes = source.pop("sizes")
+    source["file_bytes"] = sum(sizes[f] for f in source["files"])
     return tasks
 
 
@@ -417,17 +422,11 @@ def prepare(args: argparse.Namespace) -> dict:
     else:
         asked = args.num_docs or (round(args.fraction * HUB_TRAIN_DOCS) if args.fraction else None)
         source = choose_hub_source(args.revision, asked, args.allow_partial)
-        tasks = plan_hub(source, asked, args.seed)
-        total = sum(rows for _, _, rows in tasks)
-        read_files = list(dict.fromkeys(url for url, _, _ in tasks))  # in the order first read
-        source["files"] = [url[len(source["root"]):] for url in read_files]
-        sizes = source.pop("sizes")
-        source["file_bytes"] = sum(sizes[f] for f in source["files"])
+        todo = plan_hub(source, asked, args.seed)
+        total = sum(rows for _, _, rows in todo)
         print(f"reading {total:,} of the {source['documents_in_source']:,} documents of {HUB_DATASET}@"
-              f"{source['revision']} (commit {source['commit'][:12]}) from {len(read_files)} Parquet files "
-              f"({source['file_bytes'] / 1e9:.2f} GB)",
-              file=sys.stderr)
-        todo = tasks
+              f"{source['revision']} (commit {source['commit'][:12]}) from {len(source['files'])} Parquet files "
+              f"({source['file_bytes'] / 1e9:.2f} GB)", file=sys.stderr)
 
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
