@@ -164,6 +164,18 @@ def save_checkpoint(checkpoint: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
+def read_metrics(path: str) -> list[dict]:
+    """The records of a metrics.jsonl that train.py appends to (none when it does not exist yet); a line
+    cut short by a kill, or being written right now, is skipped."""
+    rows = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                with contextlib.suppress(ValueError):
+                    rows.append(json.loads(line))
+    return rows
+
+
 def check_json_path(path: str) -> None:
     """Refuse a --json path that cannot be written now, before the work, not after it."""
     if os.path.isdir(path):

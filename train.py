@@ -19,7 +19,6 @@ import os
 import signal
 import sys
 import time
-from contextlib import suppress
 from dataclasses import fields
 
 import numpy as np
@@ -274,18 +273,9 @@ if master:
           f"{grad_accum} micro-steps of {batch_size}x{block_size} per step | {train_tokens:,} train tokens")
 
 
-def read_metrics() -> list[dict]:
-    rows = []
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            for line in f:
-                with suppress(ValueError):  # a line cut short by a kill
-                    rows.append(json.loads(line))
-    return rows
-
-
 if master:  # metrics.jsonl: keep what led up to the checkpoint, drop what a crashed run logged after it
-    kept = [r for r in read_metrics() if r["iter"] < iter_num or r["iter"] == iter_num and "val_loss" in r]
+    kept = [r for r in common.read_metrics(metrics_path)
+            if r["iter"] < iter_num or r["iter"] == iter_num and "val_loss" in r]
     kept = kept if init_from == "resume" else []
     with open(metrics_path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
@@ -303,7 +293,7 @@ def log(record: dict) -> None:
 
 def plot_losses() -> None:
     """out_dir/loss.png: train and val loss against tokens seen, from metrics.jsonl (so across resumes)."""
-    rows = read_metrics()
+    rows = common.read_metrics(metrics_path)
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     for key, style, label in (("loss", "-", "train"), ("val_loss", "o-", "val")):
