@@ -508,6 +508,19 @@ def test_hub_source_choice_and_provenance(tmp_path, hub, main, convert, pr18, re
     assert hub.calls == [("Skylion007/openwebtext", rev) for rev in tried[:tried.index(revision) + 1]]
 
 
+def test_hub_many_workers_keep_the_order(tmp_path, hub):
+    """Three workers read the twelve row groups at once; the output is still the corpus in file order,
+    byte for byte what one worker writes."""
+    docs = hub("script", "full")
+    hub_run(tmp_path / "one")
+    prepare.main(["--out", str(tmp_path / "three"), "--num_proc", "3"])
+    train, val, _ = load(tmp_path / "three")
+    assert val.tolist() == tokens_of(docs[199::200])
+    assert train.tolist() == tokens_of([d for i, d in enumerate(docs) if i % 200 != 199])
+    for name in ("train.bin", "val.bin"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "three" / name).read_bytes()
+
+
 def test_hub_partial_conversion_refused(tmp_path, hub):
     """Asked for the whole corpus when no revision holds it (today's main, the 5 GB partial-train
     conversion, no refs/pr/18), prepare.py refuses before reading a document, in one line that says
