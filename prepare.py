@@ -181,7 +181,7 @@ def hub_snapshot(repo: str, revision: str) -> tuple[str, dict[str, int], str] | 
         raise SystemExit(f"error: cannot reach {repo} on the Hugging Face hub ({one_line(e)}); "
                          + OFFLINE_HINT) from None
     # reading by commit, not by branch, so that every file comes from the same snapshot
-    return info.sha, {f.rfilename: f.size or 0 for f in info.siblings}, f"hf://datasets/{repo}@{info.sha}/"
+    return info.sha, {f.rfilename: f.size or 0 for f in info.siblings or []}, f"hf://datasets/{repo}@{info.sha}/"
 
 
 def train_files(files: Iterable[str]) -> list[str]:
