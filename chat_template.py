@@ -34,7 +34,10 @@ and ' x' never share a pre-token). Text a user types that spells "<|endoftext|>"
 here (encode_ordinary), as in prepare.py; transformers' tokenizer would read it as the token.
 """
 
-from collections.abc import Iterable
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
 
 NAME = "smallgpt-chat-v1"  # stored in checkpoints and meta.json: which template a model was tuned with
 HEADER = "A conversation between a user and a helpful assistant."
@@ -75,8 +78,9 @@ def check(messages, partial: bool = False) -> str | None:
         want = "user" if i % 2 == 0 else "assistant"
         if m["role"] != want:
             n = i + 1 + (len(messages) - len(turns))
-            where = "only first" if m["role"] == "system" else "alternating with the other, user first"
-            return f"message {n} is {m['role']}, expected {want} (system comes {where}; user and assistant alternate)"
+            rule = "a system message may only come first" if m["role"] == "system" else \
+                "user and assistant turns alternate, user first"
+            return f"message {n} is {m['role']}, expected {want}: {rule}"
     if not turns:
         return "a system message alone is not a conversation: add user and assistant turns"
     if turns[-1]["role"] != ("user" if partial else "assistant"):
@@ -147,3 +151,27 @@ def prompt(enc, messages: list[dict]) -> list[int]:
     continues, with a reply that ends at EOT. Equal to transformers' apply_chat_template(messages,
     add_generation_prompt=True) on the export."""
     return encode(enc, messages, add_generation_prompt=True)[0]
+
+
+def read_jsonl(path: str) -> Iterator[list[dict]]:
+    """The conversations of a JSON Lines file of {"messages": [...]} (prepare_chat.py's input, eval.py's --files),
+    each checked by check(); anything wrong is a one-line error naming the file and line."""
+    if not os.path.isfile(path) or not path.endswith(".jsonl"):
+        sys.exit(f"error: {path}: not a .jsonl file; give files of one {{\"messages\": [...]}} object a line")
+    with open(path, encoding="utf-8") as f:
+        try:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    sys.exit(f"error: {path} line {n}: not valid JSON ({e.msg})")
+                if not isinstance(row, dict) or "messages" not in row:
+                    sys.exit(f"error: {path} line {n}: no 'messages' field: each line must be "
+                             f"{{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}")
+                if problem := check(row["messages"]):
+                    sys.exit(f"error: {path} line {n}: {problem}")
+                yield row["messages"]
+        except UnicodeDecodeError as e:
+            sys.exit(f"error: {path} is not UTF-8 text (bad byte at offset {e.start})")

@@ -63,34 +63,6 @@ parser.add_argument("--num_conversations", type=int, help="use only the first N 
 parser.error = lambda message: sys.exit(f"error: {message} (python prepare_chat.py --help lists the options)")
 
 
-def file_conversations(paths: list[str]) -> Iterator[list[dict]]:
-    """The messages of every line of the files; a bad line is a one-line error naming the file and line."""
-    for path in paths:
-        if not os.path.isfile(path) or not path.endswith(".jsonl"):
-            sys.exit(f"error: {path}: not a .jsonl file; give files of one {{\"messages\": [...]}} object a line")
-        with open(path, encoding="utf-8", errors="strict") as f:
-            try:
-                for n, line in enumerate(f, 1):
-                    if line.strip():
-                        yield parse_line(line, f"{path} line {n}")
-            except UnicodeDecodeError as e:
-                sys.exit(f"error: {path} is not UTF-8 text (bad byte at offset {e.start})")
-
-
-def parse_line(line: str, where: str, partial: bool = False) -> list[dict]:
-    """The messages of one JSON Lines row, checked against the template's rules (eval.py reads --files so too)."""
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        sys.exit(f"error: {where}: not valid JSON ({e.msg})")
-    if not isinstance(row, dict) or "messages" not in row:
-        sys.exit(f"error: {where}: no 'messages' field: each line must be {{\"messages\": [{{\"role\": ..., "
-                 f"\"content\": ...}}, ...]}}")
-    if problem := chat_template.check(row["messages"], partial):
-        sys.exit(f"error: {where}: {problem}")
-    return row["messages"]
-
-
 def hh_messages(text: str) -> list[dict]:
     """An HH-RLHF transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") as messages."""
     parts = re.split(r"\n\n(Human|Assistant): ", "\n\n" + text.lstrip("\n"))[1:]
@@ -144,7 +116,7 @@ def prepare(args: argparse.Namespace) -> dict:
         sys.exit(f"error: {out} already holds prepared data; pass --overwrite to replace it")
     enc = load_tokenizer()
     skipped = [0]
-    conversations = (file_conversations(args.input) if args.input else
+    conversations = ((m for path in args.input for m in chat_template.read_jsonl(path)) if args.input else
                      hub_conversations(args.hub, args.hub_subset, skipped))
     conversations = islice(conversations, args.num_conversations)
     source = args.input or [f"hf://datasets/{HUB[args.hub][0]}/{args.hub_subset or HUB[args.hub][1] or ''}"]
