@@ -1,0 +1,244 @@
+"""Tests for supervised fine-tuning on conversations, end to end: the chat template (chat_template.py), the data
+(prepare_chat.py), the mask in the loss, train.py's init_from and conversation batches (resume, DDP, the time
+budget), eval.py --tasks=chat, chat.py on a chat-tuned checkpoint and the Hugging Face export's chat_template.
+The real conversations come from ../shared/data/chat; the base model is conftest's smoke checkpoint."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import chat_template
+import common
+import prepare_chat
+from conftest import SHARED, one_line_error, run_script
+from model import GPT, GPTConfig
+
+CHAT = SHARED / "data" / "chat"
+TRAIN_FILES = [CHAT / "hh_helpful_base_test.jsonl", CHAT / "chitchat.jsonl"]
+HELD_OUT = CHAT / "hh_helpful_online_test.jsonl"  # never trained on here: the measurement's conversations
+enc = common.get_tokenizer()
+EOT = chat_template.EOT
+
+
+def conversations(path: Path) -> list[list[dict]]:
+    return [json.loads(line)["messages"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
+    return path
+
+
+def user(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+def assistant(text: str) -> dict:
+    return {"role": "assistant", "content": text}
+
+
+# ---------------------------------------------------------------- the template
+
+def test_template_tokens_are_the_whole_rendered_string_and_the_mask_is_the_assistant_text():
+    """On every shared conversation: encode() gives exactly the ids of tokenizing render()'s text with <|endoftext|>
+    as the special token (what transformers does), decodes back to that text, and its mask selects exactly each
+    reply (from the space after 'Assistant:') and the EOT that ends it."""
+    rows = [m for path in (*TRAIN_FILES, HELD_OUT) for m in conversations(path)]
+    assert len(rows) == 2344 + 9886 + 1136
+    for messages in rows:
+        ids, mask = chat_template.encode(enc, messages)
+        text = chat_template.render(messages)
+        assert ids == enc.encode(text, allowed_special={"<|endoftext|>"}) and enc.decode(ids) == text
+        assert enc.decode([t for t, m in zip(ids, mask, strict=True) if m]) == "".join(
+            f" {m['content']}<|endoftext|>" for m in messages if m["role"] == "assistant")
+    messages = [{"role": "system", "content": "Be brief."}, user("Hi!"), assistant("Hello."), user("Who are you?"),
+                assistant("A model.")]
+    assert chat_template.render(messages) == ("<|endoftext|>Be brief.\n\nUser: Hi!\nAssistant: Hello.<|endoftext|>"
+                                              "User: Who are you?\nAssistant: A model.<|endoftext|>")
+    # without a system message the header is the first line; the prompt is a prefix of the full conversation's ids
+    ids, _ = chat_template.encode(enc, messages[1:])
+    prompt = chat_template.prompt(enc, messages[1:4])
+    assert enc.decode(prompt) == f"<|endoftext|>{chat_template.HEADER}\n\nUser: Hi!\nAssistant: Hello.<|endoftext|>" \
+                                 "User: Who are you?\nAssistant:"
+    assert ids[:len(prompt)] == prompt
+
+
+def test_typed_endoftext_is_text_not_the_token():
+    ids, mask = chat_template.encode(enc, [user("say <|endoftext|>"), assistant("<|endoftext|>")])
+    assert ids.count(EOT) == 2  # the start and the end of the reply; the typed ones are ordinary text
+    assert enc.decode(ids).count("<|endoftext|>") == 4
+
+
+def test_a_long_conversation_is_cut_at_a_turn_boundary():
+    long = [user("a " * 20), assistant("b " * 20), user("c " * 20), assistant("d " * 30), user("e"), assistant("f")]
+    whole = len(chat_template.encode(enc, long)[0])
+    two = len(chat_template.encode(enc, long[:4])[0])
+    ids, mask, left_out = chat_template.encode_fit(enc, long, whole - 1)
+    assert left_out == 1 and (ids, mask) == chat_template.encode(enc, long[:4]) and len(ids) == two
+    assert chat_template.encode_fit(enc, long, whole)[2] == 0
+    assert chat_template.encode_fit(enc, long, 20) == ([], [], 3)  # not even the first exchange fits
+
+
+def test_the_mask_is_exact_in_the_loss():
+    """model(x, y) on chat_rows' targets equals a hand-computed mean of -log p over the assistant's tokens (and
+    their EOT) only: changing a user token's target changes nothing, changing an assistant token's does."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, loss_chunk=7)).eval()
+    messages = [user("What is two and two?"), assistant("Four."), user("And three?"), assistant("Five, or six.")]
+    ids, mask = chat_template.encode(enc, messages)
+    tokens, mask = np.array(ids), np.array(mask, dtype=np.uint8)
+    x, y = common.chat_rows([(tokens, mask)], 64)
+    with torch.no_grad():
+        logp = F.log_softmax(model.logits(model.hidden_states(x))[0].float(), dim=-1)
+        loss = model(x, y)[1].item()
+    # by hand: position i predicts token i + 1, which counts when it belongs to a reply or ends one
+    terms = [-logp[i, tokens[i + 1]].item() for i in range(len(tokens) - 1) if mask[i + 1]]
+    assert len(terms) == int(mask.sum()) > 0 and loss == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+    first_user = ids.index(enc.encode_ordinary(" What")[0])
+    first_reply = int(np.argmax(mask))
+    for position, changes in ((first_user, False), (first_reply, True), (len(ids) - 1, True)):  # the last: EOT
+        other = tokens.copy()
+        other[position] = 123
+        _, y2 = common.chat_rows([(other, mask)], 64)
+        with torch.no_grad():
+            assert (model(x, y2)[1].item() != loss) == changes
+
+
+# ---------------------------------------------------------------- the data
+
+@pytest.fixture(scope="module")
+def chat_data(tmp_path_factory) -> Path:
+    """The HH-RLHF helpful-base test conversations and Chitchat, for config/sft_smoke.py's 128-token context."""
+    out = tmp_path_factory.mktemp("chat") / "chat_smoke"
+    prepare_chat.main(["--input", *map(str, TRAIN_FILES), "--out", str(out), "--block_size", "128"])
+    return out
+
+
+def test_prepare_chat_writes_whole_conversations_tokens_mask_and_counts(chat_data):
+    meta = json.loads((chat_data / "meta.json").read_text())
+    assert (meta["kind"], meta["chat_template"], meta["block_size"]) == ("chat", chat_template.NAME, 128)
+    rows = [m for path in TRAIN_FILES for m in conversations(path)]
+    for split in ("train", "val"):
+        tokens = np.fromfile(chat_data / f"{split}.bin", dtype=np.uint16)
+        mask = np.fromfile(chat_data / f"{split}_mask.bin", dtype=np.uint8)
+        starts = np.fromfile(chat_data / f"{split}_starts.bin", dtype=np.int64)
+        c = meta[split]
+        assert len(tokens) == len(mask) == c["tokens"] and len(starts) == c["conversations"]
+        assert int(mask.sum()) == c["target_tokens"] and np.all(tokens[starts] == EOT)
+        lengths = np.diff(np.append(starts, len(tokens)))
+        assert lengths.max() <= 129  # every conversation fits the context with its last target
+        assert np.all(tokens[starts + lengths - 1] == EOT) and np.all(mask[starts + lengths - 1] == 1)  # ends a reply
+    # every 20th conversation is val; with the dropped ones counted, all are accounted for
+    n_val = sum(meta["val"][k] for k in ("conversations", "dropped"))
+    assert n_val == len(rows) // 20 and n_val + sum(meta["train"][k] for k in ("conversations", "dropped")) == len(rows)
+    # the val split's first conversation is input conversation 19 (the first i with floor((i+1)/20) > floor(i/20)),
+    # cut at a turn boundary if need be
+    val = np.fromfile(chat_data / "val.bin", dtype=np.uint16)
+    starts = np.fromfile(chat_data / "val_starts.bin", dtype=np.int64)
+    ids, _, _ = chat_template.encode_fit(enc, rows[19], 129)
+    assert val[starts[0]:starts[1]].tolist() == ids
+    assert meta["train"]["cut"] > 0 and meta["train"]["dropped"] > 0
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("not json", "line 2: not valid JSON"),
+    ('{"text": "hi"}', "line 2: no 'messages' field"),
+    ('{"messages": []}', "line 2: 'messages' must be a non-empty list"),
+    ('{"messages": [{"role": "bot", "content": "hi"}]}', "line 2: message 1 has role 'bot'"),
+    ('{"messages": [{"role": "user", "content": "hi"}]}', "line 2: the conversation must end with the assistant's"),
+    ('{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}',
+     "line 2: message 2 is user, expected assistant"),
+    ('{"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]}',
+     "line 2: message 2 is system, expected assistant: a system message may only come first"),
+    ('{"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "b"}]}',
+     "line 2: message 1 (user) has empty content"),
+])
+def test_prepare_chat_bad_input_is_a_one_line_error_naming_file_and_line(tmp_path, line, expected):
+    good = json.dumps({"messages": [user("Hi"), assistant("Hello")]})
+    path = write_jsonl(tmp_path / "bad.jsonl", [good, line, good])
+    message = one_line_error(prepare_chat.main, ["--input", str(path), "--out", str(tmp_path / "out")])
+    assert f"{path} {expected}" in message
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_prepare_chat_keeps_earlier_data_when_it_fails(chat_data, tmp_path):
+    bad = write_jsonl(tmp_path / "bad.jsonl", ['{"messages": []}'])
+    before = {p.name: p.read_bytes() for p in chat_data.iterdir()}
+    message = one_line_error(prepare_chat.main, ["--input", str(bad), "--out", str(chat_data), "--overwrite"])
+    assert "must be a non-empty list" in message
+    assert {p.name: p.read_bytes() for p in chat_data.iterdir()} == before
+
+
+class FakeDatasets:
+    def __init__(self, loader):
+        self.load_dataset = loader
+
+
+def test_hub_smoltalk_and_hh_rlhf_through_the_datasets_streaming_api(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    smol = [{"messages": m} for m in conversations(CHAT / "chitchat.jsonl")[:60]]
+    smol[3]["messages"] = [{"role": "system", "content": "You are kind."}] + smol[3]["messages"]
+    hh = [{"chosen": "".join(f"\n\n{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}"
+                             for m in messages), "rejected": ""} for messages in conversations(HELD_OUT)[:60]]
+    hh[5]["chosen"] = "\n\nHuman: one\n\nHuman: two\n\nAssistant: three"  # does not alternate: skipped, counted
+    calls = []
+
+    def load_dataset(path, *args, **kwargs):
+        calls.append((path, args, kwargs))
+        rows = smol if path == "HuggingFaceTB/smoltalk" else hh
+        return datasets.Dataset.from_list(rows).to_iterable_dataset(num_shards=2)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    meta = prepare_chat.main(["--hub", "smoltalk", "--out", str(tmp_path / "smol")])
+    assert calls[0] == ("HuggingFaceTB/smoltalk", ("everyday-conversations",), {"split": "train", "streaming": True})
+    assert meta["train"]["conversations"] + meta["val"]["conversations"] == 60 and meta["skipped"] == 0
+    train = np.fromfile(tmp_path / "smol" / "train.bin", dtype=np.uint16)
+    assert "<|endoftext|>You are kind.\n\nUser:" in enc.decode(train.tolist())  # the system message is the header
+    prepare_chat.main(["--hub", "smoltalk", "--hub_subset", "all", "--out", str(tmp_path / "all")])
+    assert calls[1][1] == ("all",)
+    meta = prepare_chat.main(["--hub", "hh-rlhf", "--out", str(tmp_path / "hh")])
+    assert calls[2] == ("Anthropic/hh-rlhf", (), {"split": "train", "streaming": True})
+    assert meta["skipped"] == 1 and sum(meta[s][k] for s in ("train", "val") for k in ("conversations", "dropped")) == 59
+    # the transcripts came back as the messages they were made from
+    held = conversations(HELD_OUT)
+    starts = np.fromfile(tmp_path / "hh" / "train_starts.bin", dtype=np.int64)
+    tokens = np.fromfile(tmp_path / "hh" / "train.bin", dtype=np.uint16)
+    assert tokens[starts[0]:starts[1]].tolist() == chat_template.encode_fit(enc, held[0], 1025)[0]
+
+
+def test_hub_unreachable_is_a_one_line_error(tmp_path, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'HuggingFaceTB/smoltalk' on the Hub")
+
+    monkeypatch.setitem(sys.modules, "datasets", FakeDatasets(unreachable))
+    message = one_line_error(prepare_chat.main, ["--hub", "smoltalk", "--out", str(tmp_path / "out")])
+    assert "cannot reach HuggingFaceTB/smoltalk" in message and "--input" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_batches_start_at_conversations_and_mask_all_but_replies(chat_data):
+    """Packed training rows start at a conversation (EOT, the header) and carry on into whole next ones, each
+    beginning with EOT and the header the model sees; targets are -1 except on reply tokens."""
+    header = enc.encode_ordinary(chat_template.HEADER)
+    tokens = np.fromfile(chat_data / "train.bin", dtype=np.uint16).astype(np.int64)
+    mask = np.fromfile(chat_data / "train_mask.bin", dtype=np.uint8)
+    starts = np.fromfile(chat_data / "train_starts.bin", dtype=np.int64)
+    x, y = common.get_chat_batch(str(chat_data), "train", 64, 128, torch.Generator().manual_seed(0))
+    for row_x, row_y in zip(x.numpy(), y.numpy(), strict=True):
+        s = int(np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(tokens, 128) == row_x, axis=1))[0])
+        assert s in set(starts.tolist()) and row_x[1:1 + len(header)].tolist() == header
+        want = np.where(mask[s + 1:s + 129] == 1, tokens[s + 1:s + 129], -1)
+        assert row_y[:len(want)].tolist() == want.tolist()
+    # val batches: conversations in order, one a row, padding never a target
+    x, y = common.get_chat_batch(str(chat_data), "val", 4, 128, None, index=1)
+    val = np.fromfile(chat_data / "val.bin", dtype=np.uint16)
+    vstarts = np.fromfile(chat_data / "val_starts.bin", dtype=np.int64)
+    n = vstarts[5] - vstarts[4]
+    assert x[0, :n - 1].tolist() == val[vstarts[4]:vstarts[5] - 1].tolist() and (y[0, n - 1:] == -1).all()
+    assert common.get_chat_batch(str(chat_data), "val", 4, 128, None, index=10_000) is None
