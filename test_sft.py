@@ -336,3 +336,125 @@ def test_init_from_must_be_a_checkpoint_of_this_project_and_shape(tiny_base, tin
     assert result.returncode != 0 and result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("error: ") and expected in result.stderr
     assert not (tmp_path / "out" / "ckpt.pt").exists()
+
+
+# ---------------------------------------------------------------- the chat-tuned model: eval, chat.py, the export
+
+@pytest.fixture(scope="module")
+def tuned(smoke_ckpt, chat_data, tmp_path_factory) -> Path:
+    """config/sft_smoke.py on conftest's smoke checkpoint (40 pretraining steps), shortened: 40 steps."""
+    out = tmp_path_factory.mktemp("sft-smoke")
+    run_script("train.py", "config/sft_smoke.py", f"--init_from={smoke_ckpt}", f"--data_dir={chat_data}",
+               f"--out_dir={out}", "--max_iters=40", "--eval_interval=20", "--eval_iters=2")
+    return out
+
+
+def held_out(n: int, block_size: int = 128) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first n HH-RLHF helpful-online conversations that fit the context (none of them trained on here)."""
+    rows = []
+    for messages in conversations(HELD_OUT):
+        ids, mask, _ = chat_template.encode_fit(enc, messages, block_size + 1)
+        rows += [(np.array(ids), np.array(mask, dtype=np.uint8))] if ids else []
+    return rows[:n]
+
+
+def test_fine_tuning_beats_the_base_model_on_held_out_conversations(smoke_ckpt, tuned):
+    """The measurement, shortened for CI: the base model (40 steps of pretraining) against itself fine-tuned for 40
+    steps, on 40 held-out conversations. Measured (2 busy CPU cores, README.md has the longer run): assistant-token
+    loss 7.87 -> 7.45, replies that end by themselves (greedy, within 32 tokens) 0% -> 95%. The margins leave room."""
+    from eval import chat_scores
+    ctx = common.autocast("cpu", "float32")
+    rows = held_out(40)
+    base = chat_scores(common.load_model(str(smoke_ckpt))[0], rows, "cpu", ctx, max_new_tokens=32)
+    fine = chat_scores(common.load_model(str(tuned))[0], rows, "cpu", ctx, max_new_tokens=32)
+    assert base["tokens"] == fine["tokens"] > 1000 and base["n"] == fine["n"] == 40
+    assert fine["loss"] < base["loss"] - 0.2
+    assert fine["ended"] >= base["ended"] + 0.5
+
+
+def test_the_checkpoint_is_chat_tuned_and_eval_py_scores_its_val_split_as_training_did(smoke_ckpt, tuned):
+    checkpoint = common.load_checkpoint(str(tuned))
+    assert checkpoint["chat_template"] == chat_template.NAME and checkpoint["config"]["init_from"] == str(smoke_ckpt)
+    assert common.load_checkpoint(str(smoke_ckpt)).get("chat_template") is None  # the base model is not
+    _, evals = records(tuned)
+    assert [r["iter"] for r in evals] == [0, 20, 40] and evals[-1]["val_loss"] < evals[0]["val_loss"]
+    # eval.py on the first 2 x 8 val conversations (the fine-tuning data's val split by default) logs the same loss
+    report = json.loads(run_script("eval.py", f"--out_dir={tuned}", "--tasks=chat", "--limit=16", "--batch_size=5",
+                                   "--max_new_tokens=4", "--json=-").stdout)
+    assert report["results"]["chat"]["n"] == 16
+    assert report["results"]["chat"]["loss"] == pytest.approx(evals[-1]["val_loss"], rel=1e-5)
+    # on a base model there is no fine-tuning data to default to: say so, and what to give instead
+    result = run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=chat", check=False)
+    assert result.returncode != 0 and result.stderr.startswith("error: --tasks=chat scores conversations")
+    assert "--files" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_chat_py_uses_the_template_on_a_tuned_checkpoint_and_stops_at_the_end_of_turn(tuned):
+    messages = ["Hello! Who are you?", "What do you do for fun?"]
+    result = run_script("chat.py", f"--out_dir={tuned}", "--temperature=0", "--max_new_tokens=24",
+                        input="\n".join(messages) + "\n")
+    assert "a chat-tuned model (template smallgpt-chat-v1)" in result.stderr
+    # the reference, by hand: the template's prompt, greedy decoding to EOT, the text before it
+    model = common.load_model(str(tuned))[0]
+    history, expected, ended = [], "", 0
+    for message in messages:
+        ids = chat_template.prompt(enc, [*history, user(message)])
+        new = model.generate(torch.tensor([ids]), 24, temperature=0)[0, len(ids):].tolist()
+        ended += EOT in new
+        reply = enc.decode(new[:new.index(EOT)] if EOT in new else new)
+        expected += f"User: {message}\nAssistant: {reply.lstrip()}\n"
+        history += [user(message), assistant(reply.strip())]
+    assert result.stdout == expected and ended > 0  # at least one reply ended by itself, not at max_new_tokens
+
+
+def test_the_page_and_terminal_say_which_kind_of_model_is_loaded(smoke_ckpt, tuned, monkeypatch):
+    import threading
+    import urllib.request
+
+    import chat
+    for path, kind in ((tuned, "chat-tuned model"), (smoke_ckpt, "base model")):
+        c = chat.Chat(str(path))
+        assert c.kind == kind and c.tuned == (kind != "base model")
+        httpd = chat.make_server(c, "127.0.0.1", 0)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        try:
+            page = urllib.request.urlopen(f"http://127.0.0.1:{httpd.server_address[1]}/", timeout=30).read().decode()
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+        assert f"<h1>Chat with a {kind}</h1>" in page
+    monkeypatch.setattr(chat, "mode", "chat")  # a chat-only option on a base checkpoint
+    message = one_line_error(chat.Chat, str(smoke_ckpt))
+    assert "--mode=chat needs a chat-tuned checkpoint" in message and "sft_smoke.py" in message
+
+
+def test_the_export_gives_transformers_the_same_prompt_ids_and_greedy_reply(tuned, tmp_path, monkeypatch):
+    """tokenizer_config.json's chat_template: apply_chat_template(messages, add_generation_prompt=True) gives the ids
+    chat.py prompts with, and model.generate the same greedy reply, token for token, ending at the same EOT."""
+    transformers = pytest.importorskip("transformers")
+    import chat
+    hf_dir = tmp_path / "hf"
+    result = run_script("export_hf.py", f"--out_dir={tuned}", f"--hf_dir={hf_dir}")
+    assert "chat-tuned" in result.stdout
+    assert json.loads((hf_dir / "tokenizer_config.json").read_text())["chat_template"] == chat_template.JINJA
+    tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    monkeypatch.setattr(chat, "max_new_tokens", 24)
+    monkeypatch.setattr(chat, "temperature", 0.0)
+    c = chat.Chat(str(tuned))
+    turns = [(messages[0]["content"], []) for messages in conversations(HELD_OUT)[:3]]
+    turns.append(("And then?", [("Who are you?", "I am a bot."), ("Nice!", "Thanks.")]))
+    ended = 0
+    for message, history in turns:
+        messages = chat.messages_of(history, message)[1:]  # without the header as a system message: HF's default
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True)
+        assert ids == chat_template.prompt(enc, messages) == chat.prompt_ids(enc, history, message, c.budget, True)
+        with torch.no_grad():
+            theirs = hf.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False,
+                                 pad_token_id=EOT)[0, len(ids):].tolist()
+        ours = c.model.generate(torch.tensor([ids]), 24, temperature=0)[0, len(ids):].tolist()
+        assert theirs == ours and (theirs[-1] == EOT or len(theirs) == 24)
+        ended += EOT in theirs
+        reply = "".join(c.reply(history, message))
+        assert reply.strip() == tok.decode(theirs, skip_special_tokens=True).strip()
+    assert ended > 0
