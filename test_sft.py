@@ -327,12 +327,15 @@ def test_fine_tuning_under_ddp_and_a_time_budget(tiny_base, tiny_chat, tmp_path)
     ("missing", "is not 'scratch', 'resume' or an existing checkpoint"),
     ("not a checkpoint", "is corrupt or not a checkpoint"),
     ("another architecture", "is another architecture (n_embd=16"),
+    ("conversations too long", "holds conversations of up to 129 tokens, longer than block_size=32 allows"),
 ])
-def test_init_from_must_be_a_checkpoint_of_this_project_and_shape(tiny_base, tiny_chat, tmp_path, case, expected):
-    path = {"missing": tmp_path / "nothing", "not a checkpoint": write_jsonl(tmp_path / "x.pt", ["hello"]),
-            "another architecture": tiny_base}[case]
+def test_init_from_must_be_a_checkpoint_of_this_project_and_shape(tiny_base, tiny_chat, chat_data, tmp_path, case,
+                                                                  expected):
+    path = {"missing": tmp_path / "nothing", "not a checkpoint": write_jsonl(tmp_path / "x.pt", ["hello"])}.get(
+        case, tiny_base)
     args = ["--n_embd=32"] if case == "another architecture" else []
-    result = sft(path, tiny_chat, tmp_path / "out", *args, check=False)
+    data = chat_data if case == "conversations too long" else tiny_chat  # prepared for a 128-token context
+    result = sft(path, data, tmp_path / "out", *args, check=False)
     assert result.returncode != 0 and result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("error: ") and expected in result.stderr
     assert not (tmp_path / "out" / "ckpt.pt").exists()
@@ -342,10 +345,12 @@ def test_init_from_must_be_a_checkpoint_of_this_project_and_shape(tiny_base, tin
 
 @pytest.fixture(scope="module")
 def tuned(smoke_ckpt, chat_data, tmp_path_factory) -> Path:
-    """config/sft_smoke.py on conftest's smoke checkpoint (40 pretraining steps), shortened: 40 steps."""
+    """config/sft_smoke.py on conftest's smoke checkpoint (40 pretraining steps), made cheaper for CI: 100 steps of
+    512 tokens at smoke's pretraining learning rate (40 steps of 1,024 at sft_smoke's left every reply unfinished)."""
     out = tmp_path_factory.mktemp("sft-smoke")
     run_script("train.py", "config/sft_smoke.py", f"--init_from={smoke_ckpt}", f"--data_dir={chat_data}",
-               f"--out_dir={out}", "--max_iters=40", "--eval_interval=20", "--eval_iters=2")
+               f"--out_dir={out}", "--max_iters=100", "--batch_size=4", "--batch_tokens=512", "--learning_rate=3e-3",
+               "--min_lr=3e-4", "--warmup_iters=5", "--eval_interval=50", "--eval_iters=2")
     return out
 
 
@@ -359,17 +364,18 @@ def held_out(n: int, block_size: int = 128) -> list[tuple[np.ndarray, np.ndarray
 
 
 def test_fine_tuning_beats_the_base_model_on_held_out_conversations(smoke_ckpt, tuned):
-    """The measurement, shortened for CI: the base model (40 steps of pretraining) against itself fine-tuned for 40
-    steps, on 40 held-out conversations. Measured (2 busy CPU cores, README.md has the longer run): assistant-token
-    loss 7.87 -> 7.45, replies that end by themselves (greedy, within 32 tokens) 0% -> 95%. The margins leave room."""
+    """The measurement, shortened for CI: the base model (40 steps of pretraining) against itself fine-tuned (the
+    tuned fixture), on the first 40 held-out conversations that fit. Measured once on 2 busy CPU cores (docs/chat.md
+    has the longer run): loss per assistant token 8.8952 -> 7.9732, replies that end by themselves (greedy, within
+    32 tokens) 0% -> 97.5%. The margins leave room for noise."""
     from eval import chat_scores
     ctx = common.autocast("cpu", "float32")
     rows = held_out(40)
     base = chat_scores(common.load_model(str(smoke_ckpt))[0], rows, "cpu", ctx, max_new_tokens=32)
     fine = chat_scores(common.load_model(str(tuned))[0], rows, "cpu", ctx, max_new_tokens=32)
     assert base["tokens"] == fine["tokens"] > 1000 and base["n"] == fine["n"] == 40
-    assert fine["loss"] < base["loss"] - 0.2
-    assert fine["ended"] >= base["ended"] + 0.5
+    assert fine["loss"] < base["loss"] - 0.4
+    assert fine["ended"] >= base["ended"] + 0.6
 
 
 def test_the_checkpoint_is_chat_tuned_and_eval_py_scores_its_val_split_as_training_did(smoke_ckpt, tuned):
@@ -377,11 +383,11 @@ def test_the_checkpoint_is_chat_tuned_and_eval_py_scores_its_val_split_as_traini
     assert checkpoint["chat_template"] == chat_template.NAME and checkpoint["config"]["init_from"] == str(smoke_ckpt)
     assert common.load_checkpoint(str(smoke_ckpt)).get("chat_template") is None  # the base model is not
     _, evals = records(tuned)
-    assert [r["iter"] for r in evals] == [0, 20, 40] and evals[-1]["val_loss"] < evals[0]["val_loss"]
-    # eval.py on the first 2 x 8 val conversations (the fine-tuning data's val split by default) logs the same loss
-    report = json.loads(run_script("eval.py", f"--out_dir={tuned}", "--tasks=chat", "--limit=16", "--batch_size=5",
+    assert [r["iter"] for r in evals] == [0, 50, 100] and evals[-1]["val_loss"] < evals[0]["val_loss"]
+    # eval.py on the first 2 x 4 val conversations (the fine-tuning data's val split by default) logs the same loss
+    report = json.loads(run_script("eval.py", f"--out_dir={tuned}", "--tasks=chat", "--limit=8", "--batch_size=3",
                                    "--max_new_tokens=4", "--json=-").stdout)
-    assert report["results"]["chat"]["n"] == 16
+    assert report["results"]["chat"]["n"] == 8
     assert report["results"]["chat"]["loss"] == pytest.approx(evals[-1]["val_loss"], rel=1e-5)
     # on a base model there is no fine-tuning data to default to: say so, and what to give instead
     result = run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=chat", check=False)
