@@ -453,7 +453,7 @@ def test_the_export_gives_transformers_the_same_prompt_ids_and_greedy_reply(tune
     ended = 0
     for message, history in turns:
         messages = chat.messages_of(history, message)[1:]  # without the header as a system message: HF's default
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True)
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
         assert ids == chat_template.prompt(enc, messages) == chat.prompt_ids(enc, history, message, c.budget, True)
         with torch.no_grad():
             theirs = hf.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False,
