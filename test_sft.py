@@ -365,7 +365,7 @@ def held_out(n: int, block_size: int = 128) -> list[tuple[np.ndarray, np.ndarray
 
 def test_fine_tuning_beats_the_base_model_on_held_out_conversations(smoke_ckpt, tuned):
     """The measurement, shortened for CI: the base model (40 steps of pretraining) against itself fine-tuned (the
-    tuned fixture), on the first 40 held-out conversations that fit. Measured once on 2 busy CPU cores (docs/chat.md
+    tuned fixture), on the first 40 held-out conversations that fit. Measured once on 2 busy CPU cores (docs/sft.md
     has the longer run): loss per assistant token 8.8952 -> 7.9732, replies that end by themselves (greedy, within
     32 tokens) 0% -> 97.5%. The margins leave room for noise."""
     from eval import chat_scores
