@@ -175,7 +175,7 @@ def read_text(path: str) -> str:
 def read_jsonl(path: str, what: str, fields: dict) -> list[dict]:
     """Rows of a task's .jsonl file, each checked to have `fields` ({name: type}); one-line errors."""
     if not os.path.isfile(path):
-        die(f"{what} file '{path}' not found: see README.md (Evaluation) for where it comes from, "
+        die(f"{what} file '{path}' not found: see docs/eval.md for where it comes from, "
             f"or point --{what}_file at a copy")
     rows = []
     for n, line in enumerate(read_text(path).split("\n"), 1):  # not splitlines: JSON may hold a raw U+2028
