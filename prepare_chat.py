@@ -80,8 +80,9 @@ def hub_conversations(name: str, subset: str | None, skipped: list[int]) -> Iter
     path, default = HUB[name]
     subset = subset or default
     try:
-        rows = iter(load_dataset(path, subset, split="train", streaming=True) if subset else
-                    load_dataset(path, split="train", streaming=True))
+        # smoltalk's subsets are configs; HH-RLHF's are data folders (helpful-base, harmless-base, ...)
+        rows = iter(load_dataset(path, subset, split="train", streaming=True) if name == "smoltalk" else
+                    load_dataset(path, split="train", streaming=True, **({"data_dir": subset} if subset else {})))
     except Exception as e:
         sys.exit(f"error: cannot reach {path} on the Hugging Face hub ({one_line(e)}); {OFFLINE_HINT}")
     while True:

@@ -203,6 +203,8 @@ def test_hub_smoltalk_and_hh_rlhf_through_the_datasets_streaming_api(tmp_path, m
     assert calls[1][1] == ("all",)
     meta = prepare_chat.main(["--hub", "hh-rlhf", "--out", str(tmp_path / "hh")])
     assert calls[2] == ("Anthropic/hh-rlhf", (), {"split": "train", "streaming": True})
+    prepare_chat.main(["--hub", "hh-rlhf", "--hub_subset", "helpful-base", "--out", str(tmp_path / "hb")])
+    assert calls[3] == ("Anthropic/hh-rlhf", (), {"split": "train", "streaming": True, "data_dir": "helpful-base"})
     kept_or_dropped = sum(meta[s][k] for s in ("train", "val") for k in ("conversations", "dropped"))
     assert meta["skipped"] == 1 and kept_or_dropped == 59
     # the transcripts came back as the messages they were made from
