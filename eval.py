@@ -387,6 +387,9 @@ def main() -> dict:
                 die(f"--tasks=chat scores conversations, and {source or 'the checkpoint'} holds none (a base model's "
                     f"pretraining text): give --files of held-out {{\"messages\": ...}} JSON Lines, or --data_dir "
                     f"made by prepare_chat.py")
+            if meta["block_size"] > block_size:
+                die(f"{source} holds conversations of up to {meta['block_size'] + 1} tokens, more than this model's "
+                    f"context takes: give --files, or prepare_chat.py --block_size {block_size}")
             conversations, dropped = chat_conversations(source), 0
         conversations = conversations[:limit] if limit else conversations
         results["chat"] = chat_scores(model, conversations, dev, ctx, batch_size, max_new_tokens, progress=True)

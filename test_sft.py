@@ -391,6 +391,13 @@ def test_the_checkpoint_is_chat_tuned_and_eval_py_scores_its_val_split_as_traini
                                    "--max_new_tokens=4", "--json=-").stdout)
     assert report["results"]["chat"]["n"] == 8
     assert report["results"]["chat"]["loss"] == pytest.approx(evals[-1]["val_loss"], rel=1e-5)
+    # --files: held-out messages JSON Lines, cut to the context as prepare_chat.py cuts them
+    report = json.loads(run_script("eval.py", f"--out_dir={tuned}", "--tasks=chat", f"--files={HELD_OUT}",
+                                   "--limit=4", "--max_new_tokens=4", "--json=-").stdout)["results"]["chat"]
+    from eval import chat_scores
+    want = chat_scores(common.load_model(str(tuned))[0], held_out(4), "cpu", common.autocast("cpu", "float32"),
+                       max_new_tokens=4)
+    assert report["n"] == 4 and report["dropped"] > 0 and report["loss"] == pytest.approx(want["loss"], rel=1e-5)
     # on a base model there is no fine-tuning data to default to: say so, and what to give instead
     result = run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=chat", check=False)
     assert result.returncode != 0 and result.stderr.startswith("error: --tasks=chat scores conversations")
