@@ -4,6 +4,7 @@ budget), eval.py --tasks=chat, chat.py on a chat-tuned checkpoint and the Huggin
 The real conversations come from ../shared/data/chat; the base model is conftest's smoke checkpoint."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -222,6 +223,17 @@ def test_hub_unreachable_is_a_one_line_error(tmp_path, monkeypatch):
     message = one_line_error(prepare_chat.main, ["--hub", "smoltalk", "--out", str(tmp_path / "out")])
     assert "cannot reach HuggingFaceTB/smoltalk" in message and "--input" in message
     assert not (tmp_path / "out").exists()
+
+
+def test_hub_offline_subprocess(tmp_path):
+    """The real datasets package with the hub out of reach (HF_HUB_OFFLINE): a one-line error, no folder left."""
+    pytest.importorskip("datasets")
+    out = tmp_path / "out"
+    result = run_script("prepare_chat.py", "--hub", "smoltalk", "--out", str(out), check=False,
+                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode != 0 and result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: cannot reach HuggingFaceTB/smoltalk") and "--input" in result.stderr
+    assert not out.exists()
 
 
 def test_training_batches_start_at_conversations_and_mask_all_but_replies(chat_data):
