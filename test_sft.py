@@ -321,6 +321,7 @@ def test_fine_tuning_under_ddp_and_a_time_budget(tiny_base, tiny_chat, tmp_path)
     result = sft(tiny_base, tiny_chat, out, "--batch_size=2", "--eval_iters=3", "--max_iters=4", "--eval_interval=4",
                  launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"))
     assert "2 x cpu" in result.stdout and "stopped (max_iters) at step 4" in result.stdout
+    assert f"starting from {tiny_base}'s weights, with a fresh optimizer" in result.stdout
     checkpoint = common.load_checkpoint(str(out))
     _, evals = records(out)
     from eval import chat_conversations, chat_scores

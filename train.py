@@ -280,6 +280,9 @@ model = DDP(fast_model, device_ids=[local_rank] if device_type == "cuda" else No
 if master:
     print(f"{raw_model.num_params():,} parameters | {world_size} x {device} | {dtype} | compile {compile} | "
           f"{grad_accum} micro-steps of {batch_size}x{block_size} per step | {train_tokens:,} train tokens")
+    if init_from not in ("scratch", "resume"):
+        print(f"starting from {init_from}'s weights, with a fresh optimizer and schedule"
+              + (" | conversations: the loss covers the assistant's tokens only" if chat else ""))
 
 
 if master:  # metrics.jsonl: keep what led up to the checkpoint, drop what a crashed run logged after it
