@@ -47,3 +47,20 @@ for mlr in 0.03 0.01 0.1; do
     run muon-$mlr --optimizer=muon --muon_lr=$mlr --learning_rate=$adamw_lr --min_lr=$(python -c "print($adamw_lr/10)")
     held_out muon-$mlr
 done
+
+# 3. the noise: the best of each optimizer again with another seed (other initial weights, other batches)
+muon_lr=$(best muon- | sed 's/muon-//')
+muon_args="--optimizer=muon --muon_lr=$muon_lr --learning_rate=$adamw_lr --min_lr=$(python -c "print($adamw_lr/10)")"
+adamw_args="--learning_rate=$adamw_lr --min_lr=$(python -c "print($adamw_lr/10)")"
+run adamw-$adamw_lr-seed2 $adamw_args --seed=2; held_out adamw-$adamw_lr-seed2
+run muon-$muon_lr-seed2 $muon_args --seed=2; held_out muon-$muon_lr-seed2
+
+# 4. the schedule: warmup-stable-decay (20% decay) against cosine, for AdamW at its best LR
+run wsd-adamw-$adamw_lr $adamw_args --lr_schedule=wsd; held_out wsd-adamw-$adamw_lr
+
+# 5. equal wall-clock: Muon's step() costs +1.8% of a step on this shape (docs/recipe.md), so in AdamW's
+# time it takes 294 steps, its schedule ending there
+run muon-$muon_lr-equal-time $muon_args --max_iters=294; held_out muon-$muon_lr-equal-time
+
+# 6. the schedule for Muon too
+run wsd-muon-$muon_lr $muon_args --lr_schedule=wsd; held_out wsd-muon-$muon_lr
