@@ -295,7 +295,7 @@ def test_bad_input(tmp_path, shared):
     assert "not found" in one_line_error(ev.load_lambada, str(tmp_path / "nope.jsonl"))
     r = run_script("eval.py", "--tasks=val,winogrande", check=False)
     assert r.returncode != 0 and r.stderr.strip().splitlines() == [
-        "error: unknown task 'winogrande': choose from val, hellaswag, lambada (e.g. --tasks=val,hellaswag)"]
+        "error: unknown task 'winogrande': choose from val, hellaswag, lambada, chat (e.g. --tasks=val,hellaswag)"]
 
 
 def test_bad_hellaswag_examples(tmp_path):
