@@ -181,7 +181,7 @@ class FakeDatasets:
 
 
 def test_hub_smoltalk_and_hh_rlhf_through_the_datasets_streaming_api(tmp_path, monkeypatch):
-    datasets = pytest.importorskip("datasets")
+    import datasets
     smol = [{"messages": m} for m in conversations(CHAT / "chitchat.jsonl")[:60]]
     smol[3]["messages"] = [{"role": "system", "content": "You are kind."}] + smol[3]["messages"]
     hh = [{"chosen": "".join(f"\n\n{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}"
@@ -227,7 +227,7 @@ def test_hub_unreachable_is_a_one_line_error(tmp_path, monkeypatch):
 
 def test_hub_offline_subprocess(tmp_path):
     """The real datasets package with the hub out of reach (HF_HUB_OFFLINE): a one-line error, no folder left."""
-    pytest.importorskip("datasets")
+    import datasets  # noqa: F401  (installed: the error must come from the real package finding no hub)
     out = tmp_path / "out"
     result = run_script("prepare_chat.py", "--hub", "smoltalk", "--out", str(out), check=False,
                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
