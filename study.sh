@@ -46,7 +46,7 @@ for name in adamw-3e-3 adamw-1e-3 adamw-1e-2; do held_out $name; done
 
 # 2. Muon's learning rate, for the blocks' matrices; AdamW keeps the embedding at its best peak from 1
 adamw_lr=$(best adamw- | sed 's/adamw-//')
-for mlr in 0.03 0.01 0.1; do
+for mlr in 0.03 0.01 0.1 0.003; do  # 0.003 added once 0.01 beat 0.03: to bracket the best
     run muon-$mlr --optimizer=muon --muon_lr=$mlr --learning_rate=$adamw_lr --min_lr=$(python -c "print($adamw_lr/10)")
     held_out muon-$mlr
 done
