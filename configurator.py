@@ -84,6 +84,28 @@ def expand_flags(argv: list[str], config: dict, bare: dict) -> list[str]:
     return out
 
 
+def read_config_file(path: str, config: dict) -> str:
+    """The text of a config file; a folder, a missing file or one that is not UTF-8 text (a checkpoint
+    typed where a config goes, say) is a one-line error that says what to give instead."""
+    if os.path.isdir(path):  # an out_dir or a data folder, typed without its --key=
+        instead = " or ".join(f"--{k}={path}" for k in ("out_dir", "data_dir") if k in config)
+        raise SystemExit(f"error: '{path}' is a folder, not a config file: give a path like config/option_a.py"
+                         + (f", or write {instead}" if instead else ""))
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise SystemExit(f"error: config file '{path}' not found (give a path like config/option_a.py, "
+                         f"or --key=value)") from None
+    except UnicodeDecodeError:  # a checkpoint, most likely: say how this script takes one
+        folder = os.path.dirname(path) or "."
+        instead = " or ".join(f"--{k}={v}" for k, v in (("ckpt", path), ("out_dir", folder)) if k in config)
+        raise SystemExit(f"error: '{path}' is not a config file (configs are Python text; this file is not UTF-8)"
+                         + (f": for a checkpoint write {instead}" if instead else "")) from None
+    except OSError as e:
+        raise SystemExit(f"error: cannot read config file '{path}' ({e.strerror})") from None
+
+
 def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_files: bool = True,
               bare: dict | None = None) -> dict:
     """strict_files=False: keys a config file sets that this script does not declare are skipped
@@ -96,12 +118,7 @@ def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_fil
     for arg in expand_flags(argv, config, bare or {}):
         if not arg.startswith("--"):
             # a config file: run it in a namespace of its own and take what it assigns
-            try:
-                with open(arg) as f:
-                    source = f.read()
-            except OSError:
-                raise SystemExit(f"error: config file '{arg}' not found (give a path like config/option_a.py, "
-                                 f"or --key=value)") from None
+            source = read_config_file(arg, config)
             file_vars: dict = {"__file__": os.path.abspath(arg)}  # lets a config include another
             try:
                 exec(compile(source, arg, "exec"), file_vars)

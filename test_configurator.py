@@ -212,3 +212,17 @@ def test_help_lists_the_settings_with_their_comments(tmp_path, capsys):
     assert out.startswith("Does a thing.")
     assert "  n_layer = 12  # depth\n" in out and "  learning_rate = 6e-4\n" in out
     assert ns["n_layer"] == 12  # --help changes nothing
+
+
+def test_checkpoint_or_folder_given_as_a_config_file(tmp_path):
+    """A checkpoint typed where a config goes (python sample.py out/ckpt.pt) is binary, not a traceback
+    from the decoder: the message says how this script takes a checkpoint; a folder is a folder, not
+    'not found'."""
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"PK\x03\x04\x80\x02\xff\xfe binary")  # a torch.save zip starts like this
+    ns = {**script_globals(), "ckpt": "", "out_dir": "out"}
+    message = refused(ns, [str(ckpt)])
+    assert "not a config file" in message and f"--ckpt={ckpt}" in message and f"--out_dir={tmp_path}" in message
+    message = refused(ns, [str(tmp_path)])
+    assert "is a folder" in message and f"--out_dir={tmp_path}" in message and "not found" not in message
+    assert "--ckpt" not in refused(script_globals(), [str(ckpt)])  # a script without --ckpt does not offer it
