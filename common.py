@@ -105,25 +105,90 @@ def load_meta(data_dir: str) -> dict:
     if not os.path.exists(path):
         die(f"no prepared data in '{data_dir}' (missing meta.json): run `python prepare.py` for OpenWebText, "
             f"or `python prepare.py --input ../shared/data/openwebtext_sample --out {data_dir}` offline")
-    with open(path) as f:
-        return json.load(f)
+    again = f"prepare the data again (python prepare.py ... --out {data_dir} --overwrite)"
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        die(f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): {again}")
+    vocab = meta.get("vocab_size") if isinstance(meta, dict) else None
+    if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1:
+        die(f"{path} has no vocab_size (a positive integer), so it was not written by prepare.py: {again}")
+    return meta
+
+
+# Token files up to this many tokens are scanned whole at start-up (128 MB: a fraction of a second); a longer
+# one, such as OpenWebText's 9B-token train.bin (18 GB, a minute or more from a network file system, on every
+# rank and every resume), in SCAN_CHUNKS evenly spaced pieces of the same total. get_batch then checks every
+# window it draws, so an id missed by the sample is still caught, before it reaches the model.
+SCAN_TOKENS = 1 << 26
+SCAN_CHUNKS = 64
+
+
+def bad_token(data: np.ndarray, vocab_size: int) -> tuple[int, int] | None:
+    """(position, id) of the first id >= vocab_size in the scanned part of data, or None."""
+    n, piece = len(data), SCAN_TOKENS // SCAN_CHUNKS
+    starts = range(0, n, piece) if n <= SCAN_TOKENS else np.linspace(0, n - piece, SCAN_CHUNKS, dtype=np.int64)
+    for start in starts:
+        chunk = data[start:start + piece]
+        if chunk.max() >= vocab_size:
+            i = int(np.argmax(chunk >= vocab_size))
+            return int(start) + i, int(chunk[i])
+    return None
+
+
+def check_data(data_dir: str, splits: tuple[str, ...], block_size: int, vocab_size: int) -> dict:
+    """The checks a prepared folder must pass before any work is done (an eval, a checkpoint, a timed
+    step): meta.json readable, with a vocabulary that fits the model's vocab_size; each split's .bin
+    present, of whole uint16 tokens, longer than one window, and with no id outside that vocabulary.
+    Returns meta.json's contents."""
+    meta = load_meta(data_dir)
+    again = f"prepare the data again (python prepare.py ... --out {data_dir} --overwrite)"
+    if meta["vocab_size"] > vocab_size:
+        die(f"{data_dir} holds token ids up to {meta['vocab_size'] - 1} ({meta.get('tokenizer')}), more than the "
+            f"model's vocab_size={vocab_size}: set vocab_size >= {meta['vocab_size']}")
+    for split in splits:
+        path = os.path.join(data_dir, f"{split}.bin")
+        if not os.path.isfile(path):
+            die(f"{path} is missing beside meta.json, so the folder is damaged: {again}")
+        size = os.path.getsize(path)
+        if size % 2:
+            die(f"{path} has an odd number of bytes ({size:,}), so it is not whole uint16 tokens (a copy cut "
+                f"short?): {again}")
+        if size == 0:
+            die(f"{path} is empty: {again}")
+        if size // 2 <= block_size:
+            die(f"{split}.bin in '{data_dir}' has {size // 2} tokens, fewer than block_size+1={block_size + 1}: "
+                f"prepare more text or lower block_size")
+        bad = bad_token(np.memmap(path, dtype=np.uint16, mode="r"), meta["vocab_size"])
+        if bad:
+            die(f"{path} holds token id {bad[1]} at token {bad[0]:,}, outside the vocabulary of "
+                f"{meta['vocab_size']} that meta.json states: the file is damaged or from another tokenizer; {again}")
+    return meta
 
 
 def get_batch(data_dir: str, split: str, batch_size: int, block_size: int, generator: torch.Generator,
-              device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+              device: str = "cpu", vocab_size: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows of block_size + 1 tokens from data_dir/{split}.bin: inputs x, targets y.
 
     Positions come from `generator`, so a seed (and the generator's state in a checkpoint) makes the
     stream reproducible. The memmap is opened anew each call: a long-lived one keeps every page it
-    touched resident, which reads as a memory leak over a 23-hour run.
+    touched resident, which reads as a memory leak over a 23-hour run. With vocab_size, an id outside
+    it is an error here, not an IndexError in the embedding or an infinite loss (check_data's scan of
+    a large file is a sample); the check is one max over the batch, microseconds.
     """
     data = np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16, mode="r")
     if len(data) <= block_size:
         die(f"{split}.bin in '{data_dir}' has {len(data)} tokens, fewer than block_size+1={block_size + 1}: "
             f"prepare more text or lower block_size")
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator).tolist()
-    x = torch.from_numpy(np.stack([data[i:i + block_size] for i in ix]).astype(np.int64))
-    y = torch.from_numpy(np.stack([data[i + 1:i + 1 + block_size] for i in ix]).astype(np.int64))
+    windows = np.stack([data[i:i + block_size + 1] for i in ix])
+    if vocab_size and windows.max() >= vocab_size:
+        b, j = np.argwhere(windows >= vocab_size)[0]
+        die(f"{split}.bin in '{data_dir}' holds token id {windows[b, j]} at token {ix[b] + j:,}, outside the "
+            f"vocabulary of {vocab_size}: the file is damaged; prepare the data again (prepare.py)")
+    x = torch.from_numpy(windows[:, :-1].astype(np.int64))
+    y = torch.from_numpy(windows[:, 1:].astype(np.int64))
     if device.startswith("cuda"):
         # pinned memory lets the copy run asynchronously, overlapping the step in flight
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import autocast, check_json_path, die, load_meta, load_model, resolve_device, resolve_dtype, write_json
+from common import autocast, check_data, check_json_path, die, load_model, resolve_device, resolve_dtype, write_json
 
 _SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data"))
 
@@ -303,7 +303,7 @@ def main() -> dict:
             source = data_dir or checkpoint.get("config", {}).get("data_dir", "")
             if not source:
                 die("no data for task val: give --data_dir (prepared by prepare.py) or --files")
-            load_meta(source)  # a clear error when the folder is not prepared data
+            check_data(source, ("val",), 0, model.config.vocab_size)  # one-line errors for damaged data
             val = np.memmap(os.path.join(source, "val.bin"), dtype=np.uint16, mode="r")
             # val.bin is one stream of documents, each ending in EOT; an EOT in front gives its
             # first token the context every other document start gets.

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import common
+from conftest import one_line_error
 from model import GPT, GPTConfig
 
 
@@ -183,3 +184,36 @@ def test_train_step_all_reduces_the_gradients_once_per_step_under_ddp():
     assert reductions[1] > 0 and reductions[3] == reductions[1]
     for k in states[1]:
         torch.testing.assert_close(states[3][k], states[1][k], atol=1e-5, rtol=1e-4)
+
+
+def prepared(tmp_path, train: np.ndarray, val: np.ndarray | None = None, meta: str | None = None):
+    train.astype(np.uint16).tofile(tmp_path / "train.bin")
+    (val if val is not None else train).astype(np.uint16).tofile(tmp_path / "val.bin")
+    (tmp_path / "meta.json").write_text(meta if meta is not None else '{"vocab_size": 50257, "tokenizer": "gpt2"}')
+    return str(tmp_path)
+
+
+def test_check_data_scans_a_large_file_in_evenly_spread_pieces(tmp_path, monkeypatch):
+    """Past SCAN_TOKENS only SCAN_CHUNKS pieces are read (so a 9B-token file costs what 64M do): a bad id inside
+    a piece is found with its position, one between pieces is left to get_batch."""
+    monkeypatch.setattr(common, "SCAN_TOKENS", 1000)
+    monkeypatch.setattr(common, "SCAN_CHUNKS", 10)  # pieces of 100 tokens, spread over 10,000
+    ids = np.arange(10_000) % 50257
+    starts = np.linspace(0, 10_000 - 100, 10, dtype=np.int64)
+    assert common.bad_token(ids, 50257) is None
+    inside, between = int(starts[4]) + 50, int(starts[4]) + 150
+    assert common.bad_token(np.where(np.arange(10_000) == inside, 50257, ids), 50257) == (inside, 50257)
+    assert common.bad_token(np.where(np.arange(10_000) == between, 50257, ids), 50257) is None
+    assert common.bad_token(np.where(np.arange(900) == 899, 50300, ids[:900]), 50257) == (899, 50300)  # small: whole
+    data = prepared(tmp_path, np.where(np.arange(10_000) == between, 50300, ids))
+    common.check_data(data, ("train",), 32, 50257)  # the sample misses it...
+    message = one_line_error(lambda: [common.get_batch(data, "train", 64, 32, torch.Generator().manual_seed(s),
+                                                       vocab_size=50257) for s in range(200)])
+    assert f"holds token id 50300 at token {between:,}, outside the vocabulary of 50257" in message  # ...a batch not
+
+
+def test_check_data_refuses_a_vocabulary_larger_than_the_model_and_accepts_good_data(tmp_path):
+    data = prepared(tmp_path, np.arange(100))
+    assert common.check_data(data, ("train", "val"), 32, 50257)["vocab_size"] == 50257
+    assert "set vocab_size >= 50257" in one_line_error(common.check_data, data, ("train",), 32, 50000)
+    assert "fewer than block_size+1=101" in one_line_error(common.check_data, data, ("train",), 100, 50257)

@@ -324,6 +324,20 @@ def test_script_refuses_bad_settings(smoke_ckpt, tmp_path, args, message):
     assert "Traceback" not in r.stderr and message.format(tmp=tmp_path) in r.stderr
 
 
+def test_script_refuses_damaged_val_data(smoke_ckpt, owt_data, tmp_path):
+    """val.bin with an id past the embedding was an IndexError mid-scoring, an empty one a numpy traceback:
+    one line each, from the same check train.py and bench.py make (common.check_data)."""
+    for name, val in (("big_id", b"\x60\xea" * 300), ("empty", b"")):  # id 60000
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "val.bin").write_bytes(val)
+        (tmp_path / name / "meta.json").write_text((owt_data / "meta.json").read_text())
+    for name, message in (("big_id", "val.bin holds token id 60000 at token 0"), ("empty", "val.bin is empty")):
+        r = run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={tmp_path / name}",
+                       check=False)
+        assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
+        assert "Traceback" not in r.stderr and message in r.stderr
+
+
 def test_autocast_path(model_a):
     """The GPU path (transformer under bf16/fp16 autocast, lm_head in fp32), run on the CPU: close to
     fp32, and the same answer every time."""

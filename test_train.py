@@ -304,6 +304,27 @@ def failures(owt_data, small_data, tmp_path_factory) -> dict:
         (short / name).write_bytes((small_data / name).read_bytes()[:40])
     (short / "meta.json").write_text((small_data / "meta.json").read_text())
     (tmp / "a_file").write_text("")
+    damaged = {}  # a data folder broken one way each: refused before the first eval, so no step-0 checkpoint
+    meta_text, train_ids = (small_data / "meta.json").read_text(), np.fromfile(small_data / "train.bin", np.uint16)
+    for name, (train, val, meta) in {
+        "padding ids": (np.where(np.arange(150) == 77, 50300, train_ids).astype(np.uint16), None, None),  # inf loss
+        "ids past the embedding": (None, np.full(300, 60000, np.uint16).tobytes(), None),  # an IndexError before
+        "odd bytes": (None, (small_data / "val.bin").read_bytes()[:-1], None),
+        "empty val": (None, b"", None),
+        "meta not json": (None, None, "{not json"),
+        "meta without vocab": (None, None, json.dumps({"tokenizer": "gpt2"})),
+    }.items():
+        folder = tmp / name.replace(" ", "_")
+        folder.mkdir()
+        (folder / "train.bin").write_bytes(train_ids.tobytes() if train is None else train.tobytes())
+        (folder / "val.bin").write_bytes(val if val is not None else (small_data / "val.bin").read_bytes())
+        (folder / "meta.json").write_text(meta or meta_text)
+        damaged[name] = [f"--data_dir={folder}", f"--out_dir={tmp / ('out_' + folder.name)}"]
+    missing_val = tmp / "missing_val"
+    missing_val.mkdir()
+    (missing_val / "train.bin").write_bytes((small_data / "train.bin").read_bytes())
+    (missing_val / "meta.json").write_text(meta_text)
+    damaged["missing val"] = [f"--data_dir={missing_val}", f"--out_dir={tmp / 'out_missing_val'}"]
     data, nan_out = f"--data_dir={owt_data}", tmp / "nan"
     cases = {
         "missing data": [f"--data_dir={tmp / 'nowhere'}", f"--out_dir={tmp / 'o1'}"],
@@ -320,6 +341,7 @@ def failures(owt_data, small_data, tmp_path_factory) -> dict:
         "spike": [data, f"--out_dir={tmp / 'o8'}", "--divergence_ratio=0.5", "--divergence_steps=2",
                   "--max_iters=100"],
         **{arg: [data, f"--out_dir={tmp / arg[2:]}", "--max_iters=1", arg] for arg in OUT_OF_RANGE},
+        **damaged,
         # last: these two leave torch.cuda patched
         "v100": [data, f"--out_dir={tmp / 'o7'}", "--device=cuda"],
         "one gpu": [data, f"--out_dir={tmp / 'o9'}", "--device=cuda"],
@@ -370,6 +392,26 @@ def test_bad_input_stops_with_a_one_line_error(failures, case, expected):
     assert expected in message
     if case == "v100":
         assert "download.pytorch.org/whl/cu126" in message
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("padding ids", "train.bin holds token id 50300 at token 77, outside the vocabulary of 50257"),
+    ("ids past the embedding", "val.bin holds token id 60000 at token 0, outside the vocabulary of 50257"),
+    ("odd bytes", "val.bin has an odd number of bytes (599)"),
+    ("empty val", "val.bin is empty"),
+    ("missing val", "val.bin is missing beside meta.json"),
+    ("meta not json", "meta.json is damaged (JSONDecodeError"),
+    ("meta without vocab", "meta.json has no vocab_size"),
+])
+def test_damaged_data_is_refused_before_the_first_eval_or_checkpoint(failures, tmp_path_factory, case, expected):
+    """Ids the model has no row for (or only a padding row: an infinite loss blamed on the learning rate), a
+    file cut short, empty or missing, a meta.json that is not JSON: one line naming the file and `prepare.py`,
+    and no step-0 ckpt.pt, which would make the same command, rerun on mended data, refuse to overwrite it."""
+    message, nan_out = failures[case]
+    assert message.startswith("error: ") and "\n" not in message
+    assert expected in message and "prepare" in message
+    out = nan_out.parent / ("out_" + case.replace(" ", "_"))
+    assert not (out / "ckpt.pt").exists()
 
 
 def test_one_gpu_without_torchrun_gets_an_indexed_device(failures):

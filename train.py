@@ -174,11 +174,9 @@ if batch_tokens % tokens_per_micro:
         f"*{world_size} = {tokens_per_micro}: change batch_tokens or batch_size")
 grad_accum = batch_tokens // tokens_per_micro
 
-# data: prepare.py's folder; the vocabulary must fit the model's
-meta = common.load_meta(data_dir)
-if meta["vocab_size"] > vocab_size:
-    die(f"{data_dir} holds token ids up to {meta['vocab_size'] - 1} ({meta.get('tokenizer')}), more than the model's "
-        f"vocab_size={vocab_size}: set vocab_size >= {meta['vocab_size']}")
+# data: prepare.py's folder, checked whole before the first eval or checkpoint (a run that failed on its data after
+# saving step 0 would refuse its own rerun: "ckpt.pt exists"); the vocabulary must fit the model's
+meta = common.check_data(data_dir, ("train", "val"), block_size, vocab_size)
 train_tokens = os.path.getsize(os.path.join(data_dir, "train.bin")) // 2  # uint16
 
 try:  # every rank checks, so none is left waiting for one that stopped
@@ -318,7 +316,8 @@ def evaluate() -> float:
     fast_model.eval()
     total = torch.zeros(2, device=device)  # sum of losses, batches
     for k in range(rank, eval_iters, world_size):
-        x, y = common.get_batch(data_dir, "val", batch_size, block_size, seeded_generator(k), device)
+        x, y = common.get_batch(data_dir, "val", batch_size, block_size, seeded_generator(k), device,
+                                meta["vocab_size"])
         with autocast:
             total += torch.stack([fast_model(x, y)[1].float(), torch.ones((), device=device)])
     if ddp:
@@ -429,7 +428,8 @@ while True:
         with torch.no_grad():
             raw_model.transformer.ln_f.weight[0] = float("nan")
     loss_sum, grad_norm, applied = common.train_step(
-        model, optimizer, scaler, lambda: common.get_batch(data_dir, "train", batch_size, block_size, data_gen, device),
+        model, optimizer, scaler, lambda: common.get_batch(data_dir, "train", batch_size, block_size, data_gen, device,
+                                                           meta["vocab_size"]),
         grad_accum, grad_clip, autocast)
     if applied:
         iter_num += 1
