@@ -224,13 +224,26 @@ def save_checkpoint(checkpoint: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
+def check_writable(folder: str, what: str) -> None:
+    """Write and remove a file in folder now, so a place that cannot be written is refused before the
+    work, not after it (a read-only or full disk, no permission). what names the setting to change."""
+    try:
+        probe = os.path.join(folder, f".write-test-{os.getpid()}")  # per process: ranks probe side by side
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        die(f"cannot write to '{folder}' ({e.strerror}): choose another {what}")
+
+
 def check_json_path(path: str) -> None:
     """Refuse a --json path that cannot be written now, before the work, not after it."""
     if os.path.isdir(path):
         die(f"--json={path} is a folder: give a file path, e.g. --json={os.path.join(path, 'results.json')}")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
         die(f"--json={path}: folder '{os.path.dirname(path)}' does not exist: create it, or give a path in "
             f"an existing folder")
+    check_writable(folder, f"--json path (--json={path})")
 
 
 def write_json(path: str, payload: dict) -> None:

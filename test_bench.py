@@ -349,6 +349,7 @@ TINY_RUN = ["--n_layer=1", "--n_embd=32", "--n_head=1", "--block_size=8", "--bat
     ("--gen_repeats=0", "--gen_repeats must be at least 1, got 0"),
     ("--compare=base,batch_size=0", "batch_size and grad_accum must be at least 1"),
     ("--json={tmp}/missing/bench.json", "folder '{tmp}/missing' does not exist"),
+    ("--json=/sys/bench.json", "cannot write to '/sys' (Permission denied): choose another --json path"),
 ])
 def test_bench_refuses_bad_settings(tmp_path, bad, message):
     r = run_script("bench.py", *TINY_RUN, bad.format(tmp=tmp_path), check=False)

@@ -313,6 +313,8 @@ def test_bad_hellaswag_examples(tmp_path):
     (["--tasks=val", "--files={tmp}/a.txt", "--stride=129"], "--stride=129 is larger than the model's block_size"),
     (["--tasks=val", "--files={tmp}/empty.txt"], "no tokens to evaluate in '{tmp}/empty.txt'"),
     (["--tasks=val", "--files={tmp}/a.txt", "--json={tmp}/missing/r.json"], "folder '{tmp}/missing' does not exist"),
+    # /sys refuses new files even to root, where a chmod-ed folder would not
+    (["--tasks=val", "--files={tmp}/a.txt", "--json=/sys/r.json"], "cannot write to '/sys' (Permission denied)"),
 ])
 def test_script_refuses_bad_settings(smoke_ckpt, tmp_path, args, message):
     """Refused with one line before the work (block_size is 128): not a traceback, a perplexity of

@@ -181,11 +181,9 @@ train_tokens = os.path.getsize(os.path.join(data_dir, "train.bin")) // 2  # uint
 
 try:  # every rank checks, so none is left waiting for one that stopped
     os.makedirs(out_dir, exist_ok=True)
-    probe = os.path.join(out_dir, f".write-test-{rank}")
-    open(probe, "w").close()
-    os.remove(probe)
 except OSError as e:
     die(f"cannot write to out_dir '{out_dir}' ({e.strerror}): choose another --out_dir")
+common.check_writable(out_dir, "--out_dir")
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 metrics_path = os.path.join(out_dir, "metrics.jsonl")
 
