@@ -394,8 +394,6 @@ def main(argv: list[str]) -> None:
         return
 
     device = resolve_device(device)
-    if device_type() != "cuda" and device != "cpu":
-        die(f"bench.py times CPUs and CUDA GPUs, not '{device}': use auto, cpu, cuda or cuda:N")
     if threads > 0:
         torch.set_num_threads(threads)
 

@@ -27,15 +27,21 @@ def die(message: str) -> NoReturn:
 # ---------------------------------------------------------------- device and precision
 
 def resolve_device(device: str) -> str:
-    """'auto' is the GPU when there is one, else the CPU; a CUDA device that is not there is an error."""
+    """'auto' is the GPU when there is one, else the CPU. Every script runs on CPUs and CUDA GPUs only
+    (nothing here was built or tested for Apple's mps): any other device, or a GPU that is not there, is
+    refused here in one line, not in a traceback from deep inside torch."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    kind = device.split(":")[0]
-    if kind not in ("cpu", "cuda", "mps"):
-        die(f"unknown device '{device}': use auto, cpu, cuda or cuda:N")
+    kind, colon, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or colon and (kind == "cpu" or not index.isdigit()):
+        die(f"unknown device '{device}': use auto, cpu, cuda or cuda:N (these scripts run on CPUs and CUDA GPUs; "
+            f"mps and others are not supported)")
     if kind == "cuda" and not torch.cuda.is_available():
         die(f"device '{device}' asked for, but torch sees no CUDA GPU (check the driver and the torch build): "
             f"use --device=cpu")
+    if index and int(index) >= torch.cuda.device_count():
+        die(f"device '{device}': torch sees {torch.cuda.device_count()} CUDA GPU(s), cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

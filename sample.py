@@ -30,7 +30,7 @@ top_k = 200  # keep only the k most likely tokens; 0 = off
 top_p = 1.0  # nucleus sampling (Holtzman et al. 2019): the smallest set holding this mass; 1.0 = off
 stop_at_eot = True  # end a sample at <|endoftext|>, the document boundary prepare.py puts after every text
 seed = 1337
-device = "auto"  # auto: cuda if available, else cpu; or cpu, cuda, cuda:1, mps
+device = "auto"  # auto: cuda if available, else cpu; or cpu, cuda, cuda:1
 dtype = "auto"  # auto: bf16 on GPUs that have it, fp16 on older ones, fp32 on the CPU
 compile = False  # torch.compile the one-token decoding step: 1.35x the tokens/s on a 2-core CPU, after ~20 s
 # -----------------------------------------------------------------------------

@@ -217,3 +217,16 @@ def test_check_data_refuses_a_vocabulary_larger_than_the_model_and_accepts_good_
     assert common.check_data(data, ("train", "val"), 32, 50257)["vocab_size"] == 50257
     assert "set vocab_size >= 50257" in one_line_error(common.check_data, data, ("train",), 32, 50000)
     assert "fewer than block_size+1=101" in one_line_error(common.check_data, data, ("train",), 100, 50257)
+
+
+@pytest.mark.parametrize("device", ["mps", "mps:0", "cpu:0", "cuda:x", "xla"])
+def test_resolve_device_refuses_devices_no_script_supports(device):
+    """Every script runs on CPUs and CUDA GPUs; mps was listed by sample.py's --help and failed in torch."""
+    assert f"unknown device '{device}': use auto, cpu, cuda or cuda:N" in one_line_error(common.resolve_device, device)
+
+
+def test_resolve_device_refuses_a_gpu_index_that_is_not_there(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert common.resolve_device("cuda:1") == "cuda:1"
+    assert "torch sees 2 CUDA GPU(s), cuda:0 to cuda:1" in one_line_error(common.resolve_device, "cuda:2")

@@ -384,7 +384,8 @@ def test_sample_py_missing_checkpoint_is_one_line_error(tmp_path):
 
 @pytest.mark.parametrize("arg,words", [("--top_k=-5", "--top_k=-5"), ("--temperature=-1", "--temperature=-1"),
                                        ("--top_p=0", "--top_p=0"), ("--EOT_TOKEN=3", "unknown config key"),
-                                       ("--num_samples=0", "--num_samples")])
+                                       ("--num_samples=0", "--num_samples"),
+                                       ("--device=mps", "unknown device 'mps'")])  # --help used to offer it
 def test_sample_py_refuses_bad_settings_in_one_line(tmp_path, arg, words):
     result = run_script("sample.py", f"--out_dir={tmp_path}", arg, check=False)
     assert result.returncode == 1 and result.stderr.count("\n") == 1

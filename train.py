@@ -149,9 +149,7 @@ if max_iters <= 0 and time_budget_hours <= 0:
 if compile not in (None, True, False):
     die(f"compile must be True, False or None (automatic), got {compile!r}")
 device = common.resolve_device(device)
-device_type = device.split(":")[0]
-if device_type not in ("cpu", "cuda"):
-    die(f"train.py trains on CPUs and CUDA GPUs, not '{device}': use auto, cpu or cuda")
+device_type = device.split(":")[0]  # cpu or cuda: resolve_device refuses the rest
 if device_type == "cuda":
     if ddp or device == "cuda":  # each rank its own GPU; set_device below needs an index even on one process
         device = f"cuda:{local_rank}"
