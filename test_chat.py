@@ -95,6 +95,49 @@ def test_old_turns_are_trimmed_to_fit():
     assert enc.decode(ids).endswith("the end\nAssistant:")
 
 
+class CountingEncoder:
+    """The tokenizer, counting the characters it is given: the work a prompt costs."""
+
+    def __init__(self):
+        self.chars = self.calls = 0
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        self.chars, self.calls = self.chars + len(text), self.calls + 1
+        return enc.encode_ordinary(text)
+
+
+def naive_prompt_ids(history, message, budget):
+    """The reference: drop the oldest turn until the transcript fits (what chat.py did, once per turn)."""
+    for start in range(len(history) + 1):
+        if len(ids := enc.encode(ref_transcript(history[start:], message))) <= budget:
+            return ids
+    return enc.encode(ref_transcript([], message))[-budget:]
+
+
+@pytest.mark.parametrize("turns", [1, 2, 7, 50, 301])
+def test_trimming_keeps_what_dropping_one_turn_at_a_time_keeps(turns):
+    history = [(f"q{i} " + "x" * (i % 7), f"a{i} " * (i % 5)) for i in range(turns)]
+    full = len(enc.encode(ref_transcript(history, "now?")))
+    for budget in (10, full // 3, full // 2, full - 1, full):
+        assert chat.prompt_ids(enc, history, "now?", budget) == naive_prompt_ids(history, "now?", budget)
+
+
+def test_the_largest_request_the_server_accepts_costs_little_work():
+    """The worst case MAX_REQUEST_BYTES allows: as many empty turns as fit, each dropped to fit the context.
+    Dropping them one at a time encoded ~8,000 transcripts of up to 64 KiB (88 s for 6,500, every other
+    request answered 429 meanwhile); now the tokenizer sees at most log2(turns) + 2 transcripts."""
+    pairs = (chat.MAX_REQUEST_BYTES - 100) // len('["", ""], ')
+    body = json.dumps({"message": "hi", "history": [["", ""]] * pairs}).encode()
+    assert len(body) <= chat.MAX_REQUEST_BYTES
+    history, message, _ = chat.parse_request(body)
+    counting = CountingEncoder()
+    ids = chat.prompt_ids(counting, history, message, 64)
+    transcript_chars = len(chat.transcript(history, message))
+    assert counting.calls <= pairs.bit_length() + 2 and counting.chars <= (pairs.bit_length() + 2) * transcript_chars
+    assert len(ids) <= 64 and enc.decode(ids).endswith("User: \nAssistant: \nUser: hi\nAssistant:")
+    assert len(enc.encode(ref_transcript(history[-len(history) // 2:], message))) > 64  # most turns were dropped
+
+
 def test_message_alone_when_no_turn_fits():
     """When not even the newest turn fits but the message does, the prompt is the header and the
     message alone, whole, not the end of a transcript cut in the middle of that turn."""
