@@ -16,9 +16,9 @@ A base model has never seen a chat, but it has seen transcripts. The conversatio
 
 and the model continues it. The reply ends at <|endoftext|>, after max_new_tokens, or at the first
 stop string (STOP_STRINGS: the start of a next "User:" or "Assistant:" line, or a blank line), so the
-model does not write the user's next turn; its leading whitespace is dropped. When the transcript no
-longer fits the context, the oldest turns are left out (the first line stays; a single message too
-long on its own keeps only its end).
+model does not write the user's next turn; its first token is never blank (blank_ids) and its leading
+whitespace is dropped. When the transcript no longer fits the context, the oldest turns are left out
+(the first line stays; a single message too long on its own keeps only its end).
 
 The web page streams the reply as server-sent events from the standard library's http.server;
 it serves one generation at a time and answers a second request made meanwhile with 429.
@@ -100,11 +100,26 @@ def held_back(text: str, stops: tuple[str, ...]) -> int:
     return 0
 
 
+def blank_ids(enc) -> list[int]:
+    """The tokens a reply may not open with: <|endoftext|> and those that are whitespace alone (23 in
+    GPT-2's vocabulary: newlines, spaces, no-break spaces...), which the reply's lstrip would drop. A base
+    model often continues "Assistant:" with a newline; greedy, a small one then writes nothing but
+    newlines, and every reply came out empty."""
+    if enc.name not in BLANK_IDS:
+        BLANK_IDS[enc.name] = [EOT_TOKEN] + [i for i in range(enc.n_vocab)
+                                             if i != EOT_TOKEN and enc.decode([i]).isspace()]
+    return BLANK_IDS[enc.name]
+
+
+BLANK_IDS: dict[str, list[int]] = {}  # per tokenizer: computed once (30 ms)
+
+
 def reply_stream(model, enc, ids: list[int], dev: str, ctx, stops: tuple[str, ...] = STOP_STRINGS, **kwargs):
     """Yield the reply's text as it is generated, cut before the first stop string. Text that might
-    be the start of a stop string is held until it is clearly not; kwargs go to generate_stream."""
+    be the start of a stop string is held until it is clearly not; kwargs go to generate_stream.
+    The first token is never blank (blank_ids), so the reply has something to show."""
     pending, started = "", False
-    for _, text in stream_text(model, enc, ids, dev, ctx, {EOT_TOKEN}, **kwargs):
+    for _, text in stream_text(model, enc, ids, dev, ctx, {EOT_TOKEN}, suppress_first=blank_ids(enc), **kwargs):
         pending += text
         if not started:
             pending = pending.lstrip()  # the space after "Assistant:", or a stray newline
