@@ -20,7 +20,13 @@ from model import GPT, GPTConfig
 
 
 def die(message: str) -> NoReturn:
-    """Stop with a one-line error (no traceback): what is wrong and how to fix it."""
+    """Stop with a one-line error (no traceback): what is wrong and how to fix it.
+
+    Under torchrun, until the ranks have a process group, every rank runs the same checks on the same
+    settings and fails alike: only each node's first rank (LOCAL_RANK 0) prints the line, so it is read
+    once, not once per GPU; the others exit with status 1 in silence."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" and not torch.distributed.is_initialized():
+        raise SystemExit(1)
     raise SystemExit(f"error: {message}")
 
 

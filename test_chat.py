@@ -165,7 +165,7 @@ def test_typed_special_token_is_ordinary_text():
 
 def fake_stream(pieces: list[str], pulled: list[str]):
     def stream_text(model, enc, ids, dev, ctx, stop, **kwargs):
-        assert stop == {EOT_TOKEN}
+        assert stop == {EOT_TOKEN} and kwargs["suppress_first"] == BLANK
         for p in pieces:
             pulled.append(p)
             yield 0, p
@@ -185,7 +185,7 @@ def test_reply_stream_holds_back_possible_stop_strings(monkeypatch, pieces, expe
     pulled: list[str] = []
     monkeypatch.setattr(chat, "stream_text", fake_stream(pieces, pulled))
     out = []
-    for piece in chat.reply_stream(None, None, [], "cpu", None):
+    for piece in chat.reply_stream(None, enc, [], "cpu", None):
         assert not any(s in "".join(out) + piece for s in STOPS)
         out.append(piece)
     assert out == expected

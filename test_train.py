@@ -118,6 +118,21 @@ def test_ddp_two_ranks_on_gloo(owt_data, tmp_path):
     assert (out / "loss.png").stat().st_size > 0
 
 
+def test_smoke_config_runs_under_torchrun_and_errors_print_once(owt_data, tmp_path):
+    """config/smoke.py as written on 2 processes (its batch_tokens used to divide only on 1), and a setting every
+    rank refuses: one 'error:' line in the whole output, not one per rank under torchrun's report."""
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", "config/smoke.py",
+                f"--data_dir={owt_data}"]
+    result = run_script(*torchrun, f"--out_dir={tmp_path / 'ok'}", "--max_iters=2", "--eval_iters=2")
+    assert "2 x cpu" in result.stdout and "1 micro-steps of 4x128" in result.stdout
+    assert "stopped (max_iters) at step 2" in result.stdout
+    result = run_script(*torchrun, f"--out_dir={tmp_path / 'bad'}", "--max_iters=2", "--batch_tokens=1000",
+                        check=False)
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert result.returncode != 0 and len(errors) == 1 and "batch_tokens=1000 is not a multiple" in errors[0]
+
+
 def test_exact_resume_with_fp16_scaler_and_dropout(small_data, tmp_path):
     """3 steps + resume + 3 steps == 6 steps, float for float: weights, optimizer, GradScaler and the data and
     dropout random streams all come back. 6 steps of 128 tokens are 5 epochs of this data: one warning."""

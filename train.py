@@ -468,6 +468,8 @@ while True:
     if not bad:
         loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
     if bad_steps >= divergence_steps:
+        if not master:  # every rank stops here, on the same mean loss: rank 0 says why, once
+            sys.exit(1)
         kept = (f"{ckpt_path} keeps the last good model (step {saved_iter})" if saved_iter is not None else
                 "no good model was saved")
         die(f"training diverged: loss {loss:.4g} for {bad_steps} steps in a row at step {step}; {kept}: lower "

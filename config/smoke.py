@@ -11,8 +11,8 @@ n_layer = 2
 n_head = 2
 n_embd = 64
 block_size = 128
-batch_size = 8
-batch_tokens = 1024  # one micro-step per optimizer step on one process
+batch_size = 4
+batch_tokens = 1024  # 2 micro-steps of 4x128 on one process, 1 on each of 2 (torchrun --nproc_per_node=2)
 loss_chunk = 512
 
 learning_rate = 3e-3  # tiny models take large steps
