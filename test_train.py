@@ -175,6 +175,10 @@ def test_time_budget_ends_in_time_and_a_resume_continues_it(owt_data, tmp_path):
     assert first["iter_num"] == 2 and 0 < first["elapsed"] < budget
     result = train(owt_data, out, *args, "--max_iters=0", "--init_from=resume")
     assert "stopped (time budget)" in result.stdout
+    # the resumed run says what it resumed: step, tokens, the budget's time used (the checkpoint's, to the second)
+    h, m, s = int(first["elapsed"] // 3600), int(first["elapsed"] % 3600 // 60), int(first["elapsed"] % 60)
+    assert (f"resumed {out / 'ckpt.pt'}: step 2, 256 tokens, {h}h{m:02d}m{s:02d}s elapsed of the 0h00m10s budget, "
+            f"val loss {first['val_loss']:.4f} (step 2)") in result.stdout
     last = common.load_checkpoint(str(out))
     assert last["iter_num"] > 2 and first["elapsed"] < last["elapsed"] <= budget
     train_rows, evals = metrics(out)

@@ -360,6 +360,9 @@ if hellaswag_every_eval > 0 and master:
 
 # ---------------------------------------------------------------- training loop
 budget = time_budget_hours * 3600
+if master and init_from == "resume":  # where this leg of the run starts, as the checkpoint recorded it
+    print(f"resumed {ckpt_path}: step {iter_num}, {tokens_seen:,} tokens, {hms(elapsed_before)} elapsed"
+          + (f" of the {hms(budget)} budget" if budget else "") + f", val loss {val_loss:.4f} (step {val_iter})")
 decay_iters = lr_decay_iters or max_iters
 # the step last evaluated and saved: a fresh run evaluates and saves at once, a resumed one starts from its checkpoint
 last_eval = saved_iter = iter_num if init_from == "resume" else None
