@@ -408,7 +408,8 @@ def serve(chat: Chat):
     try:
         server = make_server(chat, host, port)
     except OSError as e:
-        die(f"cannot serve on {host}:{port} ({e.strerror or e}): choose another --port, or --port=0 for any free one")
+        die(f"cannot serve on {host}:{port} ({e.strerror or e}): choose another --host (127.0.0.1 is this machine) "
+            f"or --port (0 = any free one)")
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {host}: anyone who can reach this port can use the model", file=sys.stderr)
     print(f"serving on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)

@@ -145,7 +145,8 @@ def read_documents(path: str) -> list[str]:
     """The documents of a file, as prepare.py reads them: a .txt file is one document, a .jsonl
     file one per line in its "text" field."""
     if not os.path.isfile(path):
-        die(f"eval file '{path}' not found: give existing .txt or .jsonl files in --files")
+        die(f"eval file '{path}' {'is a folder' if os.path.isdir(path) else 'not found'}: give existing .txt or "
+            f".jsonl files in --files")
     if not path.endswith((".txt", ".jsonl")):
         die(f"eval file '{path}' is neither .txt (one document) nor .jsonl (a \"text\" field per line)")
     if path.endswith(".jsonl"):
@@ -166,8 +167,8 @@ def read_text(path: str) -> str:
 def read_jsonl(path: str, what: str, fields: dict) -> list[dict]:
     """Rows of a task's .jsonl file, each checked to have `fields` ({name: type}); one-line errors."""
     if not os.path.isfile(path):
-        die(f"{what} file '{path}' not found: see docs/eval.md for where it comes from, "
-            f"or point --{what}_file at a copy")
+        die(f"{what} file '{path}' {'is a folder' if os.path.isdir(path) else 'not found'}: see docs/eval.md for "
+            f"where it comes from, or point --{what}_file at a copy")
     rows = []
     for n, line in enumerate(read_text(path).split("\n"), 1):  # not splitlines: JSON may hold a raw U+2028
         if not line.strip():
@@ -260,6 +261,8 @@ def main() -> dict:
     log = sys.stderr if json == "-" else sys.stdout  # with --json=- stdout holds the JSON alone
     print(summary(config), file=log)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not task_list:  # else a run that evaluates nothing and exits 0
+        die("--tasks is empty: give some of val, hellaswag, lambada (e.g. --tasks=val,hellaswag)")
     for t in task_list:
         if t not in ("val", "hellaswag", "lambada"):
             die(f"unknown task '{t}': choose from val, hellaswag, lambada (e.g. --tasks=val,hellaswag)")

@@ -293,9 +293,14 @@ def test_bad_input(tmp_path, shared):
     assert "not a hellaswag example" in one_line_error(ev.load_hellaswag, lambada)
     assert "not valid JSON" in one_line_error(ev.load_lambada, str(shared / "data" / "tinyshakespeare" / "input.txt"))
     assert "not found" in one_line_error(ev.load_lambada, str(tmp_path / "nope.jsonl"))
+    # a folder where a file goes is a folder, not "not found"
+    assert f"file '{tmp_path}' is a folder" in one_line_error(ev.load_lambada, str(tmp_path))
+    assert f"file '{tmp_path}' is a folder" in one_line_error(ev.read_documents, str(tmp_path))
     r = run_script("eval.py", "--tasks=val,winogrande", check=False)
     assert r.returncode != 0 and r.stderr.strip().splitlines() == [
         "error: unknown task 'winogrande': choose from val, hellaswag, lambada (e.g. --tasks=val,hellaswag)"]
+    r = run_script("eval.py", "--tasks=", check=False)  # evaluated nothing and exited 0
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --tasks is empty")
 
 
 def test_bad_hellaswag_examples(tmp_path):
