@@ -126,6 +126,8 @@ def load_meta(data_dir: str) -> dict:
     vocab = meta.get("vocab_size") if isinstance(meta, dict) else None
     if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1:
         die(f"{path} has no vocab_size (a positive integer), so it was not written by prepare.py: {again}")
+    if meta.get("dtype", "uint16") != "uint16":  # the token files are read as uint16, whatever else they hold
+        die(f"{path} says the tokens are {meta['dtype']}, but this project reads uint16 token files: {again}")
     return meta
 
 

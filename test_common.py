@@ -217,6 +217,8 @@ def test_check_data_refuses_a_vocabulary_larger_than_the_model_and_accepts_good_
     assert common.check_data(data, ("train", "val"), 32, 50257)["vocab_size"] == 50257
     assert "set vocab_size >= 50257" in one_line_error(common.check_data, data, ("train",), 32, 50000)
     assert "fewer than block_size+1=101" in one_line_error(common.check_data, data, ("train",), 100, 50257)
+    (tmp_path / "meta.json").write_text('{"vocab_size": 50257, "dtype": "uint32"}')  # read as uint16: garbage ids
+    assert "says the tokens are uint32" in one_line_error(common.check_data, data, ("train",), 32, 50257)
 
 
 @pytest.mark.parametrize("device", ["mps", "mps:0", "cpu:0", "cuda:x", "xla"])
