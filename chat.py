@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
-from common import autocast, die, load_model, resolve_device, resolve_dtype
+from common import autocast, die, load_model, resolve_device, resolve_dtype, use_idle_cores
 from configurator import configure
 from model import EOT_TOKEN
 from sample import stream_text
@@ -142,6 +142,7 @@ class Chat:
 
     def __init__(self, path: str):
         self.dev = resolve_device(device)
+        threads = use_idle_cores(self.dev)
         self.device_type = "cuda" if self.dev.startswith("cuda") else self.dev
         self.dtype = resolve_dtype(dtype, self.device_type)
         self.model, self.enc, checkpoint = load_model(path, self.dev)
@@ -157,7 +158,7 @@ class Chat:
             with autocast(self.device_type, self.dtype):  # two tokens: the prompt pass, then one compiled step
                 self.model.generate(torch.tensor([[EOT_TOKEN]], device=self.dev), 2, temperature=0)
         print(f"loaded {path}: {self.model.num_params() / 1e6:.1f}M parameters, "
-              f"iter {checkpoint.get('iter_num')}; {self.dev}, {self.dtype}", file=sys.stderr)
+              f"iter {checkpoint.get('iter_num')}; {self.dev}{threads}, {self.dtype}", file=sys.stderr)
 
     def reply(self, history: list[tuple[str, str]], message: str, temperature: float | None = None):
         """Yield the reply to message, after history, as text pieces."""

@@ -51,6 +51,20 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def use_idle_cores(device: str) -> str:
+    """On the CPU, unless OMP_NUM_THREADS says otherwise, run torch on the cores the load average leaves
+    idle (at least one). Decoding is one token at a time, many tiny matrix-vector products, and a thread
+    waiting for a busy core stalls every one of them: on a 2-core VM running other jobs, sample.py made
+    9.0 tokens/s with torch's default 2 threads and 121 with 1 (docs/sample.md). Returns a note for the log."""
+    if device != "cpu":
+        return ""
+    if "OMP_NUM_THREADS" not in os.environ:
+        idle = (os.cpu_count() or 1) - os.getloadavg()[0]
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), int(idle))))
+    n = torch.get_num_threads()
+    return f" ({n} thread{'s' * (n > 1)})"
+
+
 PT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from common import autocast, die, load_model, resolve_device, resolve_dtype
+from common import autocast, die, load_model, resolve_device, resolve_dtype, use_idle_cores
 from configurator import configure
 from model import EOT_TOKEN, GPT
 
@@ -106,6 +106,7 @@ def main():
     if not 0 < top_p <= 1:
         die(f"--top_p={top_p}: use a number in (0, 1]; 1.0 turns nucleus sampling off")
     dev = resolve_device(device)
+    threads = use_idle_cores(dev)
     device_type = "cuda" if dev.startswith("cuda") else dev
     dt = resolve_dtype(dtype, device_type)
     torch.manual_seed(seed)
@@ -114,7 +115,7 @@ def main():
     model, enc, checkpoint = load_model(ckpt or out_dir, dev)
     val_loss = checkpoint.get("val_loss")
     print(f"loaded {ckpt or out_dir}: {model.num_params() / 1e6:.1f}M parameters, iter {checkpoint.get('iter_num')}, "
-          f"val loss {'?' if val_loss is None else f'{val_loss:.4f}'}; {dev}, {dt}", file=sys.stderr)
+          f"val loss {'?' if val_loss is None else f'{val_loss:.4f}'}; {dev}{threads}, {dt}", file=sys.stderr)
     if compile:
         print("compiling the decoding step: the first token waits for it", file=sys.stderr)
         model.compile_generation()

@@ -232,3 +232,28 @@ def test_resolve_device_refuses_a_gpu_index_that_is_not_there(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert common.resolve_device("cuda:1") == "cuda:1"
     assert "torch sees 2 CUDA GPU(s), cuda:0 to cuda:1" in one_line_error(common.resolve_device, "cuda:2")
+
+
+@pytest.mark.parametrize("load, cores, env, expected", [
+    (4.9, 2, None, 1),  # a 2-core machine running other jobs: one thread
+    (0.0, 2, None, 2),  # idle: torch's default (2 here), never more
+    (0.7, 8, None, 2),  # never more than torch's default either
+    (30.0, 8, None, 1),  # at least one
+    (4.9, 2, "2", 2),  # OMP_NUM_THREADS set: the user's choice stands
+])
+def test_use_idle_cores_follows_the_load_unless_told(monkeypatch, load, cores, env, expected):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(common.os, "getloadavg", lambda: (load, load, load))
+        monkeypatch.setattr(common.os, "cpu_count", lambda: cores)
+        if env is None:
+            monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("OMP_NUM_THREADS", env)
+        note = " (1 thread)" if expected == 1 else f" ({expected} threads)"
+        assert common.use_idle_cores("cpu") == note and torch.get_num_threads() == expected
+        torch.set_num_threads(2)
+        assert common.use_idle_cores("cuda:0") == "" and torch.get_num_threads() == 2  # GPUs: left alone
+    finally:
+        torch.set_num_threads(before)
