@@ -1,7 +1,7 @@
 """
 Train the GPT, on one process or on many GPUs with DDP:
 
-    python train.py config/smoke.py                                        # CPU, one process, a minute
+    python train.py config/smoke.py                                        # CPU, one process, minutes
     torchrun --standalone --nproc_per_node=8 train.py config/option_a.py   # 8 GPUs, the 23-hour run
     torchrun --standalone --nproc_per_node=8 train.py config/option_a.py --init_from=resume
 
