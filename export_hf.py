@@ -187,9 +187,10 @@ def write_tokenizer(folder: str, block_size: int) -> bool:
     return True
 
 
-def export(model: GPT, folder: str, with_tokenizer: bool = True) -> str:
+def export(model: GPT, folder: str, with_tokenizer: bool = True, check=None) -> str:
     """Write the Hugging Face folder for `model` (written beside, then moved into place); returns
-    the architecture name."""
+    the architecture name. check(path), if given, runs on the finished folder before it moves into
+    place: when it fails, the folder is removed and a previous export stays as it was."""
     from safetensors.torch import save_file
 
     arch = hf_architecture(model.config)
@@ -219,6 +220,12 @@ def export(model: GPT, folder: str, with_tokenizer: bool = True) -> str:
     shutil.copymode(os.path.join(tmp, "config.json"), weights_path)
     if with_tokenizer:
         write_tokenizer(tmp, model.config.block_size)
+    if check is not None:
+        try:
+            check(tmp)
+        except BaseException:  # die() too: a failed export never replaces a good one
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return arch
@@ -251,21 +258,23 @@ def main():
     checkpoint = load_checkpoint(source)
     model = model_from_checkpoint(checkpoint)
     folder = hf_dir or os.path.join(os.path.dirname(ckpt) if ckpt else out_dir, "hf")
-    arch = export(model, folder, tokenizer and checkpoint.get("tokenizer", "gpt2") == "gpt2")
-    name = "LlamaForCausalLM" if arch == "llama" else "GPT2LMHeadModel"
-    print(f"exported {source} ({model.num_params():,} parameters) to {folder} as {name}: "
-          f"{', '.join(sorted(os.listdir(folder)))}")
-    if verify:
+
+    def check(path: str) -> None:  # transformers loads the export back, before it replaces anything
         try:
-            import transformers  # noqa: F401
+            import transformers
         except ImportError:
             print("transformers is not installed: skipped loading the export back to check it")
             return
-        diff = max_logit_difference(model, folder)
+        diff = max_logit_difference(model, path)
         if not diff <= 1e-4:
-            die(f"the export's logits differ from this model's by up to {diff:.2e} (> 1e-4): "
-                f"please report this with your transformers version ({transformers.__version__})")
+            die(f"the export's logits differ from this model's by up to {diff:.2e} (> 1e-4), so it was not "
+                f"written: please report this with your transformers version ({transformers.__version__})")
         print(f"checked with transformers {transformers.__version__}: logits match, max |difference| {diff:.1e}")
+
+    arch = export(model, folder, tokenizer and checkpoint.get("tokenizer", "gpt2") == "gpt2", check if verify else None)
+    name = "LlamaForCausalLM" if arch == "llama" else "GPT2LMHeadModel"
+    print(f"exported {source} ({model.num_params():,} parameters) to {folder} as {name}: "
+          f"{', '.join(sorted(os.listdir(folder)))}")
 
 
 if __name__ == "__main__":
