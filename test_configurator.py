@@ -226,3 +226,14 @@ def test_checkpoint_or_folder_given_as_a_config_file(tmp_path):
     message = refused(ns, [str(tmp_path)])
     assert "is a folder" in message and f"--out_dir={tmp_path}" in message and "not found" not in message
     assert "--ckpt" not in refused(script_globals(), [str(ckpt)])  # a script without --ckpt does not offer it
+
+
+def test_errors_are_printed_by_the_first_rank_of_a_node_only(monkeypatch):
+    """Under torchrun every rank parses the same arguments and fails alike: local rank 0 says why, the others
+    exit with status 1 and nothing to print, so the message is read once (common.die's rule)."""
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(SystemExit) as e:
+        configure(script_globals(), ["--n_layr=3"], verbose=False)
+    assert e.value.code == 1
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert "did you mean 'n_layer'" in refused(script_globals(), ["--n_layr=3"])
