@@ -385,15 +385,11 @@ def test_a_run_stopped_while_timing_generation_keeps_the_training_rows(tmp_path)
 
 
 def test_bench_refuses_damaged_data_before_timing(owt_data, tmp_path):
-    """A train.bin with an id past the embedding was an IndexError inside the timed step; one cut to an odd
-    length a numpy traceback. Both are one line from common.check_data, the check train.py makes."""
-    for name, ids in (("big_id", b"\x60\xea" * 64), ("odd", b"\x01\x00" * 64 + b"\x01")):  # 60000; 129 bytes
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "train.bin").write_bytes(ids)
-        (tmp_path / name / "meta.json").write_text((owt_data / "meta.json").read_text())
-    r = run_script("bench.py", *TINY_RUN, f"--data={tmp_path / 'big_id'}", check=False)
+    """A train.bin with an id past the embedding was an IndexError inside the timed step: one line from
+    common.check_data, the check train.py makes (test_train covers the other kinds of damage)."""
+    (tmp_path / "train.bin").write_bytes(b"\x60\xea" * 64)  # id 60000
+    (tmp_path / "meta.json").write_text((owt_data / "meta.json").read_text())
+    r = run_script("bench.py", *TINY_RUN, f"--data={tmp_path}", check=False)
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: ")
     assert "train.bin holds token id 60000 at token 0, outside the vocabulary of 50257" in lines[0]
-    r = run_script("bench.py", *TINY_RUN, f"--data={tmp_path / 'odd'}", check=False)
-    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "odd number of bytes (129)" in r.stderr

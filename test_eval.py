@@ -332,17 +332,13 @@ def test_script_refuses_bad_settings(smoke_ckpt, tmp_path, args, message):
 
 
 def test_script_refuses_damaged_val_data(smoke_ckpt, owt_data, tmp_path):
-    """val.bin with an id past the embedding was an IndexError mid-scoring, an empty one a numpy traceback:
-    one line each, from the same check train.py and bench.py make (common.check_data)."""
-    for name, val in (("big_id", b"\x60\xea" * 300), ("empty", b"")):  # id 60000
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "val.bin").write_bytes(val)
-        (tmp_path / name / "meta.json").write_text((owt_data / "meta.json").read_text())
-    for name, message in (("big_id", "val.bin holds token id 60000 at token 0"), ("empty", "val.bin is empty")):
-        r = run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={tmp_path / name}",
-                       check=False)
-        assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
-        assert "Traceback" not in r.stderr and message in r.stderr
+    """val.bin with an id past the embedding was an IndexError mid-scoring: one line, from the same check
+    train.py and bench.py make (common.check_data; test_train covers the other kinds of damage)."""
+    (tmp_path / "val.bin").write_bytes(b"\x60\xea" * 300)  # id 60000
+    (tmp_path / "meta.json").write_text((owt_data / "meta.json").read_text())
+    r = run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={tmp_path}", check=False)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in r.stderr and "val.bin holds token id 60000 at token 0" in r.stderr
 
 
 def test_autocast_path(model_a):
