@@ -53,10 +53,14 @@ globals().update({f.name: f.default for f in fields(GPTConfig) if f.init})
 batch_size = 16  # micro-batch per GPU
 grad_accum = 1  # micro-steps per optimizer step (train.py derives it from batch_tokens: 4 on 8 GPUs)
 grad_clip = 1.0
+optimizer = "adamw"  # or 'muon' (Muon for the blocks' matrices, AdamW for the rest), as train.py
 learning_rate = 1e-3
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95
+muon_lr = 0.02
+muon_momentum = 0.95
+muon_weight_decay = 0.0
 # where and how
 device = "auto"  # auto: cuda when there is a GPU, else cpu; or cpu, cuda, cuda:1
 dtype = "auto"  # auto: bf16 on Ampere and later, fp16 (with a GradScaler) on V100, fp32 on a CPU
@@ -90,9 +94,13 @@ PRESETS = {
     "speedups": "base,vocab_multiple_of=1,ffn_multiple_of=8,ffn_multiple_of=64,loss_chunk=0,fused_adamw=False",
     "compile": "compile=False,compile=True",
     "precision": "dtype=float32,dtype=bfloat16,dtype=float16",
+    "optimizers": "optimizer=adamw,optimizer=muon",
 }
 MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.init]
-VARIANT_KEYS = MODEL_KEYS + ["batch_size", "grad_accum", "grad_clip", "dtype", "compile", "fused_adamw"]
+VARIANT_KEYS = MODEL_KEYS + ["batch_size", "grad_accum", "grad_clip", "dtype", "compile", "fused_adamw", "optimizer"]
+# what build() reads: the variant keys and the optimizers' settings
+BUILD_KEYS = VARIANT_KEYS + ["seed", "learning_rate", "weight_decay", "beta1", "beta2", "muon_lr", "muon_momentum",
+                             "muon_weight_decay"]
 BARE_FLAGS = {"compare": "options", "compile": "True"}  # what a bare --compare or --compile means
 
 # The 8×V100 projection (the V100's dense fp16 tensor-core peak comes from model.PEAK_FLOPS), and
@@ -169,7 +177,7 @@ class Run:
     s: dict
     model: GPT
     step_model: torch.nn.Module  # the model, or its torch.compile wrapper
-    optimizer: torch.optim.Optimizer
+    optimizers: list[torch.optim.Optimizer]  # [AdamW] or [Muon, AdamW]
     scaler: torch.amp.GradScaler
     rng: torch.Generator
     pool: list = field(default_factory=list)  # synthetic batches, already on the device
@@ -205,8 +213,9 @@ def build(name: str, s: dict) -> Run:
     model = GPT(model_config(s)).to(device)
     # configure_optimizers picks the fused AdamW kernel on CUDA (the whole update in one launch).
     # Asking for the CPU flavour gives the baseline: on CUDA tensors, AdamW's foreach implementation.
-    optimizer = model.configure_optimizers(s["weight_decay"], s["learning_rate"], (s["beta1"], s["beta2"]),
-                                           device_type() if s["fused_adamw"] else "cpu")
+    optimizers = model.configure_optimizers(s["weight_decay"], s["learning_rate"], (s["beta1"], s["beta2"]),
+                                            device_type() if s["fused_adamw"] else "cpu", s["optimizer"], s["muon_lr"],
+                                            s["muon_momentum"], s["muon_weight_decay"])
     # fp16 needs loss scaling (its gradients underflow); bf16 and fp32 do not, and a disabled
     # scaler passes everything through, so the step below is the same code for all three.
     scaler = torch.amp.GradScaler(device_type(), enabled=s["dtype"] == "float16")
@@ -214,14 +223,14 @@ def build(name: str, s: dict) -> Run:
     # which need sm80-era features and lose to cuBLAS on the V100s (sm70) we train on; the default
     # mode fuses the elementwise and norm kernels around the GEMMs and leaves the GEMMs to cuBLAS.
     step_model = torch.compile(model) if s["compile"] else model
-    return Run(name, s, model, step_model, optimizer, scaler, torch.Generator().manual_seed(s["seed"]))
+    return Run(name, s, model, step_model, optimizers, scaler, torch.Generator().manual_seed(s["seed"]))
 
 
 def step(run: Run) -> float:
     """One optimizer step as train.py takes it (common.train_step), the loss read back: like
     train.py, one synchronisation with the GPU per step."""
     s = run.s
-    loss_sum, _, _ = train_step(run.step_model, run.optimizer, run.scaler, lambda: next_batch(run),
+    loss_sum, _, _ = train_step(run.step_model, run.optimizers, run.scaler, lambda: next_batch(run),
                                 s["grad_accum"], s["grad_clip"], autocast(device_type(), s["dtype"]))
     return loss_sum.item() / s["grad_accum"]
 
@@ -229,7 +238,8 @@ def step(run: Run) -> float:
 def resident_bytes(run: Run) -> int:
     """Weights, buffers and optimizer state of one variant: what stays allocated between steps."""
     tensors = list(run.model.parameters()) + list(run.model.buffers())
-    tensors += [t for state in run.optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
+    tensors += [t for opt in run.optimizers for state in opt.state.values() for t in state.values()
+                if torch.is_tensor(t)]
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -265,7 +275,8 @@ def step_fits(run: Run, b: int) -> bool:
         # a step cut short may leave the GradScaler mid-step (unscaled, not updated): start afresh
         run.scaler = torch.amp.GradScaler(device_type(), enabled=run.scaler.is_enabled())
     run.pool = []
-    run.optimizer.zero_grad(set_to_none=True)
+    for opt in run.optimizers:
+        opt.zero_grad(set_to_none=True)
     gc.collect()
     if device_type() == "cuda":
         torch.cuda.empty_cache()
@@ -397,12 +408,13 @@ def main(argv: list[str]) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
 
-    variants = parse_variants(compare, {k: config[k] for k in VARIANT_KEYS + ["seed", "learning_rate",
-                                                                              "weight_decay", "beta1", "beta2"]})
+    variants = parse_variants(compare, {k: config[k] for k in BUILD_KEYS})
     for name, s in variants:
         if s["batch_size"] < 1 or s["grad_accum"] < 1:  # --compare=batch_size=0 skips the checks above
             die(f"batch_size and grad_accum must be at least 1, got {s['batch_size']} and {s['grad_accum']} in {name}")
         s["dtype"] = resolve_dtype(s["dtype"], device_type())
+        if s["optimizer"] not in ("adamw", "muon"):
+            die(f"optimizer must be 'adamw' or 'muon', got '{s['optimizer']}' in {name}")
         if s["compile"] not in (None, True, False):
             die(f"compile must be True, False or None (automatic), got {s['compile']!r} in {name}")
         s["compile"] = device_type() == "cuda" if s["compile"] is None else s["compile"]

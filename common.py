@@ -90,18 +90,21 @@ def autocast(device_type: str, dtype: str):
 
 # ---------------------------------------------------------------- one optimizer step
 
-def train_step(model, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, next_batch, grad_accum: int,
-               grad_clip: float, ctx) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def train_step(model, optimizers: list[torch.optim.Optimizer], scaler: torch.amp.GradScaler, next_batch,
+               grad_accum: int, grad_clip: float, ctx) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """One optimizer step, as train.py takes it and bench.py times it: grad_accum micro-steps, each
     loss divided by grad_accum (the gradient of the mean over the whole batch), the next micro-batch
     fetched while this one runs, gradients all-reduced on the last micro-step only (DDP), unscaled
     (fp16) and clipped, and the update skipped when they are not finite.
 
-    model may be wrapped (DDP, torch.compile); next_batch() returns (x, y); ctx is the autocast
-    context. Returns the summed micro-step losses (on the device), the gradient norm before
-    clipping, and whether the update was applied (reading it is the step's one GPU sync).
+    model may be wrapped (DDP, torch.compile); optimizers are model.configure_optimizers()'s, stepped
+    together (AdamW, or Muon and AdamW): one gradient norm over all their parameters, one verdict on
+    whether to apply the update; next_batch() returns (x, y); ctx is the autocast context. Returns the
+    summed micro-step losses (on the device), the gradient norm before clipping, and whether the update
+    was applied (reading it is the step's one GPU sync).
     """
-    loss_sum = torch.zeros((), device=next(iter(optimizer.param_groups[0]["params"])).device)
+    params = [p for opt in optimizers for group in opt.param_groups for p in group["params"]]
+    loss_sum = torch.zeros((), device=params[0].device)
     x, y = next_batch()
     for micro in range(grad_accum):
         last = micro == grad_accum - 1
@@ -112,14 +115,16 @@ def train_step(model, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradSc
                 x, y = next_batch()  # its copy to the GPU overlaps this micro-step's kernels
             loss_sum += loss.detach()
             scaler.scale(loss / grad_accum).backward()
-    scaler.unscale_(optimizer)  # true gradients, so clipping and the logged norm mean what they say
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for opt in optimizers:
+        scaler.unscale_(opt)  # true gradients, so clipping and the logged norm mean what they say
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
     applied = bool(torch.isfinite(grad_norm))  # the same on every rank: DDP averaged the gradients
-    if applied:  # inf/NaN gradients (fp16 overflow, a bad batch) would poison the weights: skip the update
-        scaler.step(optimizer)
-    scaler.update()  # fp16: halve the scale after an overflow, double it after 2000 clean steps
-    optimizer.zero_grad(set_to_none=True)
+    if applied:  # inf/NaN gradients (fp16 overflow, a bad batch) would poison the weights: skip every update
+        for opt in optimizers:
+            scaler.step(opt)
+    scaler.update()  # once per step: fp16 halves the scale after an overflow, doubles it after 2000 clean steps
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
     return loss_sum, grad_norm, applied
 
 
@@ -261,6 +266,18 @@ def check_writable(folder: str, what: str) -> None:
         os.remove(probe)
     except OSError as e:
         die(f"cannot write to '{folder}' ({e.strerror}): choose another {what}")
+
+
+def read_metrics(path: str) -> list[dict]:
+    """The records of a metrics.jsonl that train.py appends to (none when it does not exist yet); a line
+    cut short by a kill, or being written right now, is skipped."""
+    rows = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                with contextlib.suppress(ValueError):
+                    rows.append(json.loads(line))
+    return rows
 
 
 def check_json_path(path: str) -> None:

@@ -342,17 +342,35 @@ class GPT(nn.Module):
         return None, loss
 
     def configure_optimizers(self, weight_decay: float, learning_rate: float, betas: tuple[float, float],
-                             device_type: str) -> torch.optim.AdamW:
-        # Decay only matrices (linear weights, embeddings); norms' gains and biases are left alone.
-        params = [p for p in self.parameters() if p.requires_grad]
+                             device_type: str, optimizer: str = "adamw", muon_lr: float = 0.02,
+                             muon_momentum: float = 0.95,
+                             muon_weight_decay: float = 0.0) -> list[torch.optim.Optimizer]:
+        """The optimizers train.py steps together: [AdamW], or [Muon, AdamW] with optimizer='muon'.
+
+        Muon (Jordan et al. 2024) orthogonalises the momentum of a weight matrix by Newton-Schulz, so it
+        is for the hidden layers' 2-D weights only: those inside the blocks (attention and MLP). The
+        tied embedding / lm_head, the norms' gains and any biases stay with AdamW, the split of
+        modded-nanogpt and nanochat. Fused matrices (q, k, v in c_attn; SwiGLU's gate and up in c_fc)
+        are orthogonalised whole, as one matrix."""
+        params = {name: p for name, p in self.named_parameters() if p.requires_grad}  # the tied matrix once
+        muon = [p for name, p in params.items() if optimizer == "muon" and p.dim() == 2
+                and name.startswith("transformer.h.")]
+        rest = [p for p in params.values() if all(p is not q for q in muon)]
+        # AdamW decays only matrices (embeddings, linear weights); norms' gains and biases are left alone.
         groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
         ]
         # The fused kernel does the whole update in one launch; CUDA only.
         use_fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
         extra = dict(fused=True) if use_fused else dict()
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
+        optimizers = [torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)]
+        if muon:
+            # torch's Muon: Nesterov momentum, 5 Newton-Schulz steps (in bf16), the update scaled by
+            # sqrt(max(1, rows/cols)) as in Keller Jordan's code, decoupled weight decay lr * wd.
+            optimizers.insert(0, torch.optim.Muon(muon, lr=muon_lr, momentum=muon_momentum,
+                                                  weight_decay=muon_weight_decay))
+        return optimizers
 
     def estimate_mfu(self, tokens_per_iter: int, dt: float, device_name: str = "", dtype: str = "bfloat16",
                      peak: float | None = None) -> float | None:

@@ -1,27 +1,29 @@
 """
 Prepare a text corpus for training: GPT-2 BPE tokens in flat uint16 files.
 
-    python prepare.py                              # OpenWebText from the Hugging Face hub
-    python prepare.py --num_docs 100000            # a seeded, shuffled 100K-document subset
+    python prepare.py                              # all of OpenWebText from the Hugging Face hub, or an error
+    python prepare.py --num_docs 100000            # a seeded random 100K-document subset
     TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache \
         python prepare.py --input ../shared/data/openwebtext_sample --out data/owt_sample
 
 Writes DIR/train.bin and DIR/val.bin (np.uint16 token ids, each document followed by
 the end-of-text token 50256) and DIR/meta.json. Every file is written under a .tmp
 name and renamed when complete, meta.json last: a folder with meta.json is complete.
+Asked for the whole corpus, it refuses a hub source that holds less than all of it
+(docs/data.md: which hub revisions hold what, and why).
 """
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
-from itertools import islice
+from itertools import groupby, islice
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -30,11 +32,17 @@ import tiktoken
 from tqdm import tqdm
 
 HUB_DATASET = "Skylion007/openwebtext"
-# datasets >= 4 refuses script-based datasets (nanoGPT issue #633), so we read the
-# Parquet conversion the hub keeps of every dataset; streaming it means a subset
-# downloads only the shards (and parts of shards) it reads.
-HUB_REVISION = "refs/convert/parquet"
-HUB_TRAIN_DOCS = 8_013_769  # rows of OpenWebText's train split (nanoGPT: 8,009,762 train + 4,007 val)
+# The hub revisions that can hold the whole corpus, in the order "auto" tries them (docs/data.md has
+# the evidence). main, once it holds Parquet files: today it holds a loading script (openwebtext.py),
+# which datasets >= 4 refuses to run (nanoGPT issue #633), and discussion #22 on the hub proposes to
+# replace it. refs/convert/parquet, the dataset viewer's automatic conversion: complete for a dataset
+# under 5 GB, otherwise only its first 5 GB, under partial-train/ (OpenWebText is ~38 GB of text).
+# refs/pr/18, the dataset owner's own pull request "convert-parquet-full" (93 Parquet shards), open
+# and unmerged as far as we could see. Whatever the revision, its documents are counted from the
+# files' footers before anything is downloaded, and only one that holds all of them is read for the
+# whole corpus.
+HUB_REVISIONS = ("main", "refs/convert/parquet", "refs/pr/18")
+HUB_TRAIN_DOCS = 8_013_769  # documents of OpenWebText (Gokaslan & Cohen 2019), all in its train split
 EOT = 50256  # <|endoftext|>, appended after every document
 VOCAB_SIZE = 50257
 TOKEN_SPLIT_VAL = 0.1  # too few documents to hold some out: the last 10% of tokens go to val
@@ -61,19 +69,26 @@ parser.add_argument("--out", type=Path,
                          "--input> otherwise)")
 parser.add_argument("--overwrite", action="store_true", help="replace the data already in --out")
 subset = parser.add_mutually_exclusive_group()
-subset.add_argument("--num_docs", type=int, help="use only the first N documents (of the shuffled hub stream, "
-                                                 "or of --input); default all")
-subset.add_argument("--fraction", type=float, help="hub only: use this fraction of the train split's documents")
+subset.add_argument("--num_docs", type=int, help="use only N documents: the first N of --input, or a seeded random "
+                                                 "subset of the hub's (whole row groups in a random order); "
+                                                 "default all")
+subset.add_argument("--fraction", type=float, help="hub only: use this fraction of OpenWebText's 8,013,769 documents")
+parser.add_argument("--revision", default="auto",
+                    help="hub revision to read: a branch, tag, commit or ref such as refs/convert/parquet; auto "
+                         f"tries {', '.join(HUB_REVISIONS)} in turn and reads the first that holds all of "
+                         "OpenWebText (for a subset: enough of it) (default %(default)s)")
+parser.add_argument("--allow_partial", action="store_true",
+                    help="hub only: accept a revision that holds fewer than OpenWebText's 8,013,769 documents "
+                         "(such as the hub's 5 GB partial-train conversion); meta.json records it as not complete")
 parser.add_argument("--val_fraction", type=float, default=0.005,
                     help="fraction of documents held out for val. 0.5%% keeps ~45M val tokens on the full "
                          "split (plenty: nanoGPT's 0.05%% gives ~4M) and still ~50 documents for a "
                          "10K-document subset, where 0.05%% would leave 5 (default %(default)s)")
-parser.add_argument("--seed", type=int, default=2357, help="seed of the hub stream's shuffle (default %(default)s)")
-parser.add_argument("--shuffle_buffer", type=int, default=10_000,
-                    help="documents in the hub stream's shuffle buffer; the shard order is shuffled too "
+parser.add_argument("--seed", type=int, default=2357, help="seed of a hub subset's choice (default %(default)s)")
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+parser.add_argument("--num_proc", type=int, default=CORES,
+                    help="worker processes that read and tokenize, one per core this process may use "
                          "(default %(default)s)")
-parser.add_argument("--num_proc", type=int, default=min(8, os.cpu_count() or 1),
-                    help="tokenizer worker processes (default %(default)s)")
 
 
 def one_line_error(message: str):
@@ -117,14 +132,13 @@ def find_files(paths: list[str]) -> list[Path]:
 
 
 def local_docs(files: list[Path]) -> Iterator[str]:
+    """The documents of .txt and .jsonl files, read here (a .parquet file's row groups are read by the workers)."""
     for path in files:
         try:
             if path.suffix == ".txt":
                 yield path.read_text(encoding="utf-8")
-            elif path.suffix == ".jsonl":
-                yield from jsonl_docs(path)
             else:
-                yield from parquet_docs(path)
+                yield from jsonl_docs(path)
         except UnicodeDecodeError as e:
             raise SystemExit(f"error: {path} is not UTF-8 text (bad byte at offset {e.start})") from None
 
@@ -143,47 +157,162 @@ def jsonl_docs(path: Path) -> Iterator[str]:
             yield row["text"]
 
 
-def parquet_docs(path: Path) -> Iterator[str]:
-    import pyarrow.parquet as pq
-    pf = pq.ParquetFile(path)
-    if "text" not in pf.schema_arrow.names:
-        raise SystemExit(f'error: {path}: no "text" column (columns: {", ".join(pf.schema_arrow.names)})')
-    for batch in pf.iter_batches(columns=["text"], batch_size=1024):
-        yield from (t or "" for t in batch.column(0).to_pylist())  # a null is an empty document
+class SourceError(Exception):
+    """A source that cannot be read, raised in a worker (where SystemExit would kill the worker, not the run)
+    and turned into a one-line error by the main process."""
 
 
-def hub_docs(num_docs: int, seed: int, buffer_size: int) -> Iterator[str]:
-    """Opens the stream now (so an unreachable hub fails before any file is made) and
-    returns an iterator over its documents."""
-    # imported here so that --input works without datasets installed
+def hub_snapshot(repo: str, revision: str) -> tuple[str, dict[str, int], str] | None:
+    """The commit that revision of the dataset repository points at, its files at that commit (path ->
+    bytes), and the URL prefix that fsspec reads them with; None if there is no such revision. The only
+    function that talks to the hub's API: the tests replace it with a local folder laid out as the hub
+    is, and everything else runs as it does on the hub."""
     try:
-        from datasets import load_dataset
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import RevisionNotFoundError
     except ImportError:
-        raise SystemExit("error: reading the hub needs the datasets package (pip install datasets); "
+        raise SystemExit("error: reading the hub needs the huggingface_hub package (pip install huggingface_hub); "
                          + OFFLINE_HINT) from None
     try:
-        ds = load_dataset(HUB_DATASET, revision=HUB_REVISION, split="train", streaming=True)
-        rows = iter(ds.shuffle(seed=seed, buffer_size=buffer_size).take(num_docs))
+        info = HfApi().dataset_info(repo, revision=revision, files_metadata=True)
+    except RevisionNotFoundError:
+        return None
     except Exception as e:
-        raise SystemExit(f"error: cannot reach {HUB_DATASET} on the Hugging Face hub ({one_line(e)}); "
+        raise SystemExit(f"error: cannot reach {repo} on the Hugging Face hub ({one_line(e)}); "
                          + OFFLINE_HINT) from None
+    # reading by commit, not by branch, so that every file comes from the same snapshot
+    return info.sha, {f.rfilename: f.size or 0 for f in info.siblings or []}, f"hf://datasets/{repo}@{info.sha}/"
 
-    def texts() -> Iterator[str]:
-        while True:
-            # a connection can also drop in the middle of the stream
-            try:
-                row = next(rows)
-            except StopIteration:
+
+def train_files(files: Iterable[str]) -> list[str]:
+    """The train split's Parquet files, in the layouts of the hub: {config}/train/NNNN.parquet and
+    {config}/partial-train/NNNN.parquet (refs/convert/parquet), {config}/train-NNNNN-of-NNNNN.parquet
+    (datasets' convert_to_parquet) and data/train-NNNNN-of-NNNNN.parquet (push_to_hub)."""
+    return sorted(f for f in files if f.endswith(".parquet")
+                  and (Path(f).parent.name in ("train", "partial-train") or Path(f).name.startswith("train-")))
+
+
+def choose_hub_source(revision: str, num_docs: int | None, allow_partial: bool) -> dict:
+    """The revision to read: of --revision, or of HUB_REVISIONS in order for auto, the first that holds
+    the whole corpus (all 8,013,769 documents, counted from the Parquet files' footers before anything
+    is downloaded); failing that, for a subset, the first that holds num_docs. Otherwise it refuses, in
+    one line that says what each revision holds, unless --allow_partial takes the largest on purpose."""
+    held, notes = [], []
+    for rev in HUB_REVISIONS if revision == "auto" else (revision,):
+        snapshot = hub_snapshot(HUB_DATASET, rev)
+        if snapshot is None:
+            notes.append(f"{rev}: no such revision")
+            continue
+        commit, files, root = snapshot
+        train = train_files(files)
+        if not train:
+            script = ", only a loading script, which datasets >= 4 no longer runs" if any(
+                f.endswith(".py") for f in files) else ""
+            notes.append(f"{rev} (commit {commit[:12]}): no Parquet train files{script}")
+            continue
+        urls = [root + f for f in train]
+        try:
+            with ThreadPoolExecutor(16) as pool:  # one round trip per footer: overlap them
+                footers = list(pool.map(parquet_footer, urls))
+        except SourceError as e:
+            raise SystemExit(f"error: {e}; nothing was written") from None
+        source = {"repository": HUB_DATASET, "revision": rev, "commit": commit, "root": root,
+                  "sizes": {f: files[f] for f in train}, "partial": any("partial-" in f for f in train),
+                  "groups": [(url, i, n) for url, rows in zip(urls, footers, strict=True) for i, n in enumerate(rows)]}
+        source["documents_in_source"] = sum(n for _, _, n in source["groups"])
+        if source["documents_in_source"] == HUB_TRAIN_DOCS:
+            return source
+        held.append(source)
+        notes.append(f"{rev} (commit {commit[:12]}): {source['documents_in_source']:,} documents"
+                     + (" under partial-train/, the hub having converted only the first 5 GB" if source["partial"]
+                        else ""))
+    if num_docs is not None:
+        for source in held:
+            if source["documents_in_source"] >= num_docs:
+                return source
+    most = max(held, key=lambda source: source["documents_in_source"], default=None)
+    if num_docs is None and allow_partial and most is not None:
+        print(f"warning: --allow_partial: preparing the {most['documents_in_source']:,} documents of "
+              f"{HUB_DATASET}@{most['revision']}, not OpenWebText's {HUB_TRAIN_DOCS:,}; meta.json records "
+              "complete: false", file=sys.stderr)
+        return most
+    asked = (f"OpenWebText's {HUB_TRAIN_DOCS:,} documents" if num_docs is None
+             else f"the {num_docs:,} documents asked for (--num_docs or --fraction)")
+    fix = "pass --revision=REV for a revision that holds them, or --input for a complete local copy"
+    if most is not None:
+        fix += (f", or --allow_partial to prepare the {most['documents_in_source']:,} of {most['revision']} on purpose"
+                if num_docs is None else f", or ask for at most {most['documents_in_source']:,}")
+    raise SystemExit(f"error: no revision of {HUB_DATASET} holds {asked}: {'; '.join(notes)}. Nothing was "
+                     f"written; {fix} (docs/data.md)")
+
+
+def parquet_footer(url: str) -> list[int]:
+    """Rows of each row group of a Parquet file, from its footer: a few KB, not the file."""
+    import fsspec
+    import pyarrow.parquet as pq
+    try:
+        with fsspec.open(url, "rb") as f:
+            meta = pq.ParquetFile(f).metadata
+            names = meta.schema.names
+    except Exception as e:  # pyarrow's (ArrowInvalid: not Parquet, or cut short), or the network's
+        raise SourceError(f"cannot read the Parquet file {url} ({one_line(e)})") from None
+    if "text" not in names:
+        raise SourceError(f'{url}: no "text" column (columns: {", ".join(names)})')
+    return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+
+def plan_hub(source: dict, num_docs: int | None, seed: int) -> list[tuple[str, int, int]]:
+    """The row groups to read, (URL, row group, rows to take from it): all of them for the whole
+    source; for a subset, whole row groups in a seeded random order (as datasets' streaming shuffle
+    takes whole shards, so that it downloads only what it reads), the last one cut. Records the
+    files they are in, and their bytes, in source."""
+    groups = source.pop("groups")
+    num_docs = source["documents_in_source"] if num_docs is None else num_docs
+    order = range(len(groups))
+    if num_docs < source["documents_in_source"]:
+        order = np.random.default_rng(seed).permutation(len(groups))
+    tasks, left = [], num_docs
+    for g in order:
+        url, i, n = groups[g]
+        tasks.append((url, i, min(n, left)))
+        left -= min(n, left)
+        if left == 0:
+            break
+    # provenance: the files read, in the order first read, and their size
+    source["files"] = [url[len(source["root"]):] for url in dict.fromkeys(url for url, _, _ in tasks)]
+    sizes = source.pop("sizes")
+    source["file_bytes"] = sum(sizes[f] for f in source["files"])
+    return tasks
+
+
+def local_work(files: list[Path], num_docs: int | None) -> Iterator[list[str] | tuple[str, int, int]]:
+    """The --input files as the workers' work, in order, up to num_docs documents: each row group of a
+    .parquet file (the worker reads it), and batches of the documents of the .txt and .jsonl files
+    between them (read here)."""
+    left = num_docs  # None: all of them
+    for is_parquet, run in groupby(files, key=lambda f: f.suffix == ".parquet"):
+        if is_parquet:
+            for path in run:
+                for group, rows in enumerate(parquet_footer(str(path))):
+                    rows = rows if left is None else min(rows, left)
+                    yield str(path), group, rows
+                    left = None if left is None else left - rows
+                    if left == 0:
+                        return
+        else:
+            for batch in batched(islice(local_docs(list(run)), left), 256):
+                yield batch
+                left = None if left is None else left - len(batch)
+            if left == 0:
                 return
-            except Exception as e:
-                raise SystemExit(f"error: lost {HUB_DATASET} while streaming it ({one_line(e)}); "
-                                 + OFFLINE_HINT) from None
-            yield row["text"]
-    return texts()
 
 
 # -----------------------------------------------------------------------------
-# tokenization, in worker processes
+# reading and tokenization, in worker processes. A chunk is (tokens, lengths, rows, read seconds,
+# tokenize seconds): the documents' tokens back to back, each followed by EOT, and each one's length.
+
+Chunk = tuple[np.ndarray, np.ndarray, int, float, float]
+
 
 def init_worker() -> None:
     global enc
@@ -191,16 +320,55 @@ def init_worker() -> None:
     enc = tiktoken.get_encoding("gpt2")  # from the cache the main process filled
 
 
-def encode_batch(texts: list[str]) -> list[np.ndarray]:
-    # encode_ordinary: text that spells "<|endoftext|>" is ordinary text, so 50256 marks only our boundaries
-    return [np.array(enc.encode_ordinary(t) + [EOT], dtype=np.uint16) for t in texts]
+def encode(texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    # encode_ordinary: text that spells "<|endoftext|>" is ordinary text, so 50256 marks only our boundaries.
+    # An empty (or null) document would be a lone EOT: it is skipped.
+    docs = [np.array(enc.encode_ordinary(t) + [EOT], dtype=np.uint16) for t in texts if t]
+    lengths = np.array([len(d) for d in docs], dtype=np.int64)
+    return (np.concatenate(docs) if docs else np.zeros(0, dtype=np.uint16)), lengths
+
+
+def encode_texts(texts: list[str]) -> Chunk:
+    t0 = time.perf_counter()
+    return *encode(texts), len(texts), 0.0, time.perf_counter() - t0
+
+
+def read_and_encode(task: tuple[str, int, int]) -> Chunk:
+    """Reads the first `rows` documents of one row group of a Parquet file and tokenizes them: every
+    worker downloads as well as tokenizes, so none waits on the main process. The row group is read
+    in batches, so a worker holds the row group's Arrow column and one batch of Python strings."""
+    import fsspec
+    import pyarrow.parquet as pq
+    url, group, rows = task
+    chunks, done, read_s, tokenize_s = [], 0, 0.0, 0.0
+    try:
+        with fsspec.open(url, "rb") as f:
+            t = time.perf_counter()
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=1024, row_groups=[group], columns=["text"]):
+                texts = batch.column(0)[:rows - done].to_pylist()
+                read_s += time.perf_counter() - t
+                t = time.perf_counter()
+                chunks.append(encode(texts))
+                done += len(texts)
+                tokenize_s += time.perf_counter() - t
+                if done == rows:
+                    break
+                t = time.perf_counter()
+    except Exception as e:  # pyarrow's (a corrupt page), or the network's: either way one line, not a traceback
+        raise SourceError(f"cannot read row group {group} of the Parquet file {url} ({one_line(e)})") from None
+    tokens = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros(0, dtype=np.uint16)
+    lengths = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros(0, dtype=np.int64)
+    return tokens, lengths, done, read_s, tokenize_s
+
+
+def work(item: list[str] | tuple[str, int, int]) -> Chunk:
+    return read_and_encode(item) if isinstance(item, tuple) else encode_texts(item)
 
 
 def batched(docs: Iterator[str], size: int) -> Iterator[list[str]]:
     batch = []
     for text in docs:
-        if text:  # an empty document would be a lone EOT: skip it
-            batch.append(text)
+        batch.append(text)
         if len(batch) == size:
             yield batch
             batch = []
@@ -208,21 +376,16 @@ def batched(docs: Iterator[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
-def tokenize(docs: Iterator[str], num_proc: int, total: int | None) -> Iterator[np.ndarray]:
-    """Yields each document's tokens (EOT included) in input order. Only a few batches are
-    in flight at a time (Pool.imap would read the whole input ahead), so memory stays flat."""
-    with Pool(num_proc, initializer=init_worker) as pool, tqdm(total=total, unit="docs", disable=None) as bar:
-        pending = deque()
-        for batch in batched(docs, 64):
-            pending.append(pool.apply_async(encode_batch, (batch,)))
-            if len(pending) >= 4 * num_proc:
-                done = pending.popleft().get()
-                bar.update(len(done))
-                yield from done
-        while pending:
-            done = pending.popleft().get()
-            bar.update(len(done))
-            yield from done
+def in_order(pool, fn: Callable, args: Iterable, ahead: int) -> Iterator:
+    """fn(arg) for each arg, on the pool's workers, the results in order. Only `ahead` calls are in
+    flight at a time (Pool.imap would read every arg ahead), so memory stays flat."""
+    pending = deque()
+    for a in args:
+        pending.append(pool.apply_async(fn, (a,)))
+        if len(pending) >= ahead:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 # -----------------------------------------------------------------------------
@@ -235,12 +398,13 @@ def prepare(args: argparse.Namespace) -> dict:
         raise SystemExit("error: --num_docs must be at least 1")
     if args.fraction is not None and not 0 < args.fraction <= 1:
         raise SystemExit("error: --fraction must be in (0, 1]")
-    if args.input and args.fraction is not None:
-        raise SystemExit("error: --fraction is for the hub; use --num_docs with --input")
+    if args.input and (args.fraction is not None or args.revision != "auto" or args.allow_partial):
+        raise SystemExit("error: --fraction, --revision and --allow_partial are for the hub; "
+                         "use --num_docs with --input")
     if args.num_proc < 1:
         raise SystemExit("error: --num_proc must be at least 1")
 
-    # check everything we can before the long part: inputs, output folder, tokenizer
+    # check everything we can before the long part: inputs, output folder, tokenizer, the hub's counts
     files = find_files(args.input) if args.input else []
     if args.out is None:
         args.out = Path("data") / (Path(args.input[0]).resolve().stem if args.input else "openwebtext")
@@ -253,35 +417,50 @@ def prepare(args: argparse.Namespace) -> dict:
     load_tokenizer()
 
     if args.input:
-        source = [str(f) for f in files]
-        docs = local_docs(files)
-        total = None
-        if args.num_docs is not None:
-            docs = islice(docs, args.num_docs)
+        source = {"files": [str(f) for f in files]}
+        total, todo = None, local_work(files, args.num_docs)
     else:
-        source = [f"hf://datasets/{HUB_DATASET}@{HUB_REVISION}"]
-        total = args.num_docs or round((args.fraction or 1.0) * HUB_TRAIN_DOCS)
-        docs = hub_docs(total, args.seed, args.shuffle_buffer)
+        asked = args.num_docs or (round(args.fraction * HUB_TRAIN_DOCS) if args.fraction else None)
+        source = choose_hub_source(args.revision, asked, args.allow_partial)
+        todo = plan_hub(source, asked, args.seed)
+        total = sum(rows for _, _, rows in todo)
+        print(f"reading {total:,} of the {source['documents_in_source']:,} documents of {HUB_DATASET}@"
+              f"{source['revision']} (commit {source['commit'][:12]}) from {len(source['files'])} Parquet files "
+              f"({source['file_bytes'] / 1e9:.2f} GB)", file=sys.stderr)
 
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     tmp = {name: p.with_name(p.name + ".tmp") for name, p in final.items()}
     f = Fraction(str(args.val_fraction))  # exact, so the rule does not depend on float rounding
+    p, q = f.numerator, f.denominator
     counts = {"train": [0, 0], "val": [0, 0]}  # [tokens, documents]
+    rows_read, seconds = 0, {"read": 0.0, "tokenize": 0.0}
     try:
-        with open(tmp["train.bin"], "wb") as ftrain, open(tmp["val.bin"], "wb") as fval:
-            for i, tokens in enumerate(tokenize(docs, args.num_proc, total)):
-                split = "val" if math.floor((i + 1) * f) > math.floor(i * f) else "train"
-                (fval if split == "val" else ftrain).write(tokens.tobytes())
-                counts[split][0] += len(tokens)
-                counts[split][1] += 1
+        with (open(tmp["train.bin"], "wb") as ftrain, open(tmp["val.bin"], "wb") as fval,
+              Pool(args.num_proc, initializer=init_worker) as pool,
+              tqdm(total=total, unit="docs", disable=None) as bar):
+            for tokens, lengths, rows, read_s, tokenize_s in in_order(pool, work, todo, 2 * args.num_proc):
+                # document i (numbered from 0 over the whole output) is val when floor((i+1)f) > floor(i f)
+                i = counts["train"][1] + counts["val"][1] + np.arange(len(lengths), dtype=np.int64)
+                is_val = (i + 1) * p // q > i * p // q
+                token_is_val = np.repeat(is_val, lengths)
+                fval.write(tokens[token_is_val].tobytes())
+                ftrain.write(tokens[~token_is_val].tobytes())
+                n_val = int(token_is_val.sum())
+                counts["val"][0] += n_val
+                counts["val"][1] += int(is_val.sum())
+                counts["train"][0] += len(tokens) - n_val
+                counts["train"][1] += len(lengths) - int(is_val.sum())
+                rows_read += rows
+                seconds["read"] += read_s
+                seconds["tokenize"] += tokenize_s
+                bar.update(rows)
         ndocs = counts["train"][1] + counts["val"][1]
         if ndocs == 0:
             raise SystemExit(f"error: no text in the input ({', '.join(args.input or [HUB_DATASET])})")
-        if not args.input and ndocs < total:
-            # e.g. if the hub's Parquet conversion of a large dataset is only partial
-            print(f"warning: the hub stream ended after {ndocs:,} of the {total:,} documents asked for",
-                  file=sys.stderr)
+        if total is not None and rows_read != total:  # the footers promised more than the files held
+            raise SystemExit(f"error: read {rows_read:,} documents of the {total:,} the files' footers promised; "
+                             "nothing was written")
         method = "documents"
         if counts["val"][1] == 0:
             # fewer than 1/f documents: move the last 10% of the token stream from train to val
@@ -300,6 +479,12 @@ def prepare(args: argparse.Namespace) -> dict:
             del data
             os.truncate(tmp["train.bin"], 2 * cut)
 
+        source.pop("root", None)
+        source["documents"] = rows_read  # rows read, empty ones included
+        source["tokens"] = counts["train"][0] + counts["val"][0]
+        if not args.input:
+            # the whole corpus, and nothing less, is what "complete" vouches for
+            source["complete"] = rows_read == HUB_TRAIN_DOCS == source["documents_in_source"]
         meta = {
             "tokenizer": "gpt2", "vocab_size": VOCAB_SIZE, "eot_token": EOT, "dtype": "uint16",
             "source": source,
@@ -311,20 +496,24 @@ def prepare(args: argparse.Namespace) -> dict:
             "tiktoken": tiktoken.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(time.time() - t0, 1),
+            # summed over the worker processes: what a machine with more cores divides
+            "process_seconds": {k: round(v, 1) for k, v in seconds.items()},
         }
         tmp["meta.json"].write_text(json.dumps(meta, indent=2) + "\n")
-        for p in tmp.values():  # on disk before the renames: a power cut must not leave a renamed, empty file
-            with open(p, "rb+") as fh:
+        for path in tmp.values():  # on disk before the renames: a power cut must not leave a renamed, empty file
+            with open(path, "rb+") as fh:
                 os.fsync(fh.fileno())
         # meta.json goes first and comes back last: while it is missing the folder is incomplete
         final["meta.json"].unlink(missing_ok=True)
         for name in ("train.bin", "val.bin", "meta.json"):
             os.replace(tmp[name], final[name])
+    except SourceError as e:
+        raise SystemExit(f"error: {e}; nothing was written") from None
     except KeyboardInterrupt:
         raise SystemExit(f"error: interrupted; {out} holds no new data") from None
     finally:
-        for p in tmp.values():
-            p.unlink(missing_ok=True)
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
         if created and not any(out.iterdir()):
             out.rmdir()  # a failed run leaves no trace
     return meta
@@ -336,7 +525,9 @@ def main(argv: list[str] | None = None) -> dict:
     for split in ("train", "val"):
         counts = meta[split]
         print(f"{args.out / (split + '.bin')}: {counts['tokens']:,} tokens, {counts['documents']:,} documents")
-    print(f"split by {meta['split']['method']}, {meta['seconds']}s")
+    busy = meta["process_seconds"]
+    print(f"split by {meta['split']['method']}, {meta['seconds']}s ({args.num_proc} workers, busy for "
+          f"{busy['read']}s reading and {busy['tokenize']}s tokenizing in all)")
     if meta["val"]["tokens"] < 1025:
         print(f"warning: val.bin has {meta['val']['tokens']} tokens, fewer than one 1024-token block plus its target",
               file=sys.stderr)

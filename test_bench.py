@@ -187,8 +187,7 @@ def test_largest_fitting(threshold, start):
 
 
 def small_settings(**kw) -> dict:
-    s = {k: getattr(bench, k) for k in bench.VARIANT_KEYS + ["seed", "learning_rate", "weight_decay",
-                                                             "beta1", "beta2"]}
+    s = {k: getattr(bench, k) for k in bench.BUILD_KEYS}
     return s | dict(n_layer=2, n_embd=64, n_head=2, block_size=16, vocab_size=1000, batch_size=2,
                     dtype="float32") | kw
 
@@ -227,13 +226,13 @@ def test_gradient_accumulation_matches_one_big_batch(monkeypatch, dtype):
     for accum, run in runs.items():
         B = run.s["batch_size"]
         run.feed = iter([(x[i:i + B], y[i:i + B]) for i in range(0, 4, B)])
-        step = run.optimizer.step
+        step = run.optimizers[0].step
 
         def capture(*a, run=run, step=step, accum=accum, **kw):
             grads[accum] = [p.grad.clone() for p in run.model.parameters()]
             return step(*a, **kw)
 
-        run.optimizer.step = capture
+        run.optimizers[0].step = capture
         bench.step(run)
     for g2, g1 in zip(grads[2], grads[1], strict=True):
         torch.testing.assert_close(g2, g1, rtol=1e-3, atol=1e-6 if dtype == "float32" else 1e-4)
@@ -254,6 +253,24 @@ def test_step_reports_the_mean_loss_of_its_micro_batches(monkeypatch):
     feed = iter(batches)
     monkeypatch.setattr(bench, "next_batch", lambda r: next(feed))
     assert bench.step(run) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_optimizers_preset_times_train_steps_with_muon(monkeypatch):
+    """--compare=optimizers builds AdamW alone and Muon + AdamW (train.py's split); bench.step runs the Muon variant
+    through the same train_step, so Muon's own work is inside the timed step: its momentum exists after a step."""
+    monkeypatch.setattr(bench, "device", "cpu")
+    (n1, s1), (n2, s2) = bench.parse_variants("optimizers", small_settings())
+    assert (n1, s1["optimizer"], n2, s2["optimizer"]) == ("optimizer=adamw", "adamw", "optimizer=muon", "muon")
+    adamw, muon = bench.build(n1, s1), bench.build(n2, s2)
+    assert [type(o) for o in adamw.optimizers] == [torch.optim.AdamW]
+    assert [type(o) for o in muon.optimizers] == [torch.optim.Muon, torch.optim.AdamW]
+    for run in (adamw, muon):
+        bench.step(run)
+    momenta = [muon.optimizers[0].state[p]["momentum_buffer"] for p in muon.optimizers[0].param_groups[0]["params"]]
+    assert len(momenta) == 4 * s2["n_layer"] and all(m.abs().sum() > 0 for m in momenta)
+    # resident memory counts both optimizers' state: Muon keeps one buffer per matrix where AdamW keeps two
+    block_matrix_bytes = sum(m.numel() * 4 for m in momenta)
+    assert bench.resident_bytes(adamw) - bench.resident_bytes(muon) == block_matrix_bytes + 4 * len(momenta)
 
 
 def test_generation_row_arithmetic(monkeypatch):
@@ -348,6 +365,7 @@ TINY_RUN = ["--n_layer=1", "--n_embd=32", "--n_head=1", "--block_size=8", "--bat
     ("--gen_tokens=-1", "--gen_tokens must be at least 0, got -1"),
     ("--gen_repeats=0", "--gen_repeats must be at least 1, got 0"),
     ("--compare=base,batch_size=0", "batch_size and grad_accum must be at least 1"),
+    ("--compare=base,optimizer=sgd", "optimizer must be 'adamw' or 'muon', got 'sgd' in optimizer=sgd"),
     ("--json={tmp}/missing/bench.json", "folder '{tmp}/missing' does not exist"),
     ("--json=/sys/bench.json", "cannot write to '/sys' (Permission denied): choose another --json path"),
 ])

@@ -76,8 +76,10 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path):
         common.model_from_checkpoint(wrong)
 
 
-def test_train_step_accumulates_to_the_full_batch_and_skips_non_finite_updates():
-    """Two micro-batches accumulated equal one step on both together; a NaN gradient skips the update."""
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_train_step_accumulates_to_the_full_batch_and_skips_non_finite_updates(optimizer):
+    """Two micro-batches accumulated equal one step on both together; a NaN gradient skips the update of every
+    optimizer (Muon's and AdamW's parameters alike)."""
     config = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=100)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randint(0, 100, (4, 16), generator=g), torch.randint(0, 100, (4, 16), generator=g)
@@ -85,10 +87,10 @@ def test_train_step_accumulates_to_the_full_batch_and_skips_non_finite_updates()
     for grad_accum, batches in ((1, [(x, y)]), (2, [(x[:2], y[:2]), (x[2:], y[2:])])):
         torch.manual_seed(0)
         model = GPT(config)
-        optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+        optimizers = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu", optimizer)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         feed = iter(batches)
-        loss_sum, norm, applied = common.train_step(model, optimizer, scaler, lambda f=feed: next(f), grad_accum,
+        loss_sum, norm, applied = common.train_step(model, optimizers, scaler, lambda f=feed: next(f), grad_accum,
                                                     1.0, common.autocast("cpu", "float32"))
         assert applied
         results.append((loss_sum.item() / grad_accum, norm.item(), model.state_dict()))
@@ -98,15 +100,39 @@ def test_train_step_accumulates_to_the_full_batch_and_skips_non_finite_updates()
         torch.testing.assert_close(state1[k], state2[k], atol=1e-5, rtol=1e-4)  # Adam magnifies fp32 noise
 
     model = GPT(config)
-    optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    optimizers = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu", optimizer)
     with torch.no_grad():
         model.transformer.ln_f.weight[0] = float("nan")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    _, norm, applied = common.train_step(model, optimizer, torch.amp.GradScaler("cpu", enabled=False),
+    _, norm, applied = common.train_step(model, optimizers, torch.amp.GradScaler("cpu", enabled=False),
                                          lambda: (x, y), 1, 1.0, common.autocast("cpu", "float32"))
     assert not applied and not torch.isfinite(norm)
     for k, v in model.state_dict().items():
         assert torch.equal(v.nan_to_num(), before[k].nan_to_num()), k  # nothing was updated
+
+
+def test_an_fp16_overflow_skips_both_optimizers_and_halves_the_scale_once():
+    """Muon + AdamW under a GradScaler: an overflowing step unscales both optimizers' gradients, steps neither
+    (no weight moves, no state is created) and halves the scale once, not once per optimizer; the next clean step
+    updates the parameters of both."""
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=100)
+    x = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(0))
+    model = GPT(config)
+    muon, adamw = optimizers = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu", "muon")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    overflow = model.transformer.h[0].mlp.c_proj.weight.register_hook(lambda grad: grad * float("inf"))
+    _, norm, applied = common.train_step(model, optimizers, scaler, lambda: (x, x), 1, 1.0,
+                                         common.autocast("cpu", "float32"))
+    overflow.remove()
+    assert not applied and not torch.isfinite(norm) and scaler.get_scale() == 2.0**15
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not muon.state and not adamw.state
+    _, _, applied = common.train_step(model, optimizers, scaler, lambda: (x, x), 1, 1.0,
+                                      common.autocast("cpu", "float32"))
+    assert applied and scaler.get_scale() == 2.0**15 and muon.state and adamw.state
+    for name, p in model.named_parameters():
+        assert not torch.equal(p.detach(), before[name]), name  # every parameter moved, in either optimizer
 
 
 def test_get_batch_draws_every_full_window_and_only_those(tmp_path):
@@ -138,9 +164,9 @@ def test_train_step_clips_and_reports_the_unscaled_gradient_under_a_grad_scaler(
     assert true_norm > 0.1  # so a clip at 0.1 acts, and a norm 2^16 times too large cannot pass for it
     torch.manual_seed(0)
     model = GPT(config)
-    optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    optimizers = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
-    _, norm, applied = common.train_step(model, optimizer, scaler, lambda: (x, y), 1, 0.1,
+    _, norm, applied = common.train_step(model, optimizers, scaler, lambda: (x, y), 1, 0.1,
                                          common.autocast("cpu", "float32"))
     assert applied and norm.item() == pytest.approx(true_norm, rel=1e-4)
 
@@ -163,7 +189,7 @@ def test_train_step_all_reduces_the_gradients_once_per_step_under_ddp():
         for grad_accum in (1, 3):
             torch.manual_seed(0)
             model = GPT(config)
-            optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+            optimizers = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
             ddp = DDP(model)
             calls = []
 
@@ -175,7 +201,7 @@ def test_train_step_all_reduces_the_gradients_once_per_step_under_ddp():
             B = 6 // grad_accum
             feed = iter([(x[i:i + B], y[i:i + B]) for i in range(0, 6, B)])
             scaler = torch.amp.GradScaler("cpu", enabled=False)
-            _, _, applied = common.train_step(ddp, optimizer, scaler, lambda f=feed: next(f), grad_accum, 1.0,
+            _, _, applied = common.train_step(ddp, optimizers, scaler, lambda f=feed: next(f), grad_accum, 1.0,
                                               common.autocast("cpu", "float32"))
             assert applied
             reductions[grad_accum], states[grad_accum] = len(calls), model.state_dict()

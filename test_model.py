@@ -280,7 +280,7 @@ def test_tied_weights_are_one_tensor(option):
     assert model.lm_head.weight.data_ptr() == wte.data_ptr()
     assert sum(p is wte for p in model.parameters()) == 1
     # after an optimizer step and a state_dict round trip they are still one tensor
-    opt = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    [opt] = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
     idx = torch.randint(TINY_VOCAB, (2, 16))
     model(idx, idx)[1].backward()
     opt.step()
@@ -324,7 +324,7 @@ def test_padding_rows_get_zero_gradient(loss_chunk):
     assert (wte.grad[TINY_VOCAB:] == 0).all()
     assert wte.grad[:TINY_VOCAB].abs().sum() > 0
     # so AdamW (with weight decay) leaves them at zero
-    opt = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    [opt] = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
     opt.step()
     assert (wte[TINY_VOCAB:] == 0).all()
 
@@ -349,7 +349,7 @@ def test_overfits_one_batch(option):
     model = GPT(tiny_config(option))
     idx = torch.randint(TINY_VOCAB, (4, 32))
     targets = torch.randint(TINY_VOCAB, (4, 32))
-    opt = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu")
+    [opt] = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu")
     first = None
     for _ in range(60):
         _, loss = model(idx, targets)
@@ -366,7 +366,7 @@ def test_overfits_one_batch(option):
 @pytest.mark.parametrize("option,bias", [("a", False), ("b", False), ("c", False), ("c", True)])
 def test_optimizer_groups(option, bias):
     model = GPT(tiny_config(option, bias=bias))
-    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    [opt] = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
     decay_group, other_group = opt.param_groups
     assert decay_group["weight_decay"] == 0.1 and other_group["weight_decay"] == 0.0
     # expected from the module types: Linear and Embedding weights decay; norm gains/biases and
@@ -387,6 +387,71 @@ def test_optimizer_groups(option, bias):
     assert len(everything) == len(set(everything)) == len(list(model.parameters()))
     if option == "c":
         assert any(isinstance(m, nn.LayerNorm) and id(m.bias) in set(others) for m in model.modules())
+
+
+@pytest.mark.parametrize("option,bias", [("a", False), ("b", False), ("c", False), ("c", True)])
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest(option, bias):
+    """optimizer='muon': every 2-D weight inside a block (attention and MLP) in Muon; the tied embedding / lm_head,
+    learned positions, norms' gains and biases in AdamW (matrices decayed, the rest not); each parameter once."""
+    model = GPT(tiny_config(option, bias=bias))
+    muon, adamw = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", "muon", 0.05, 0.9, 0.01)
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    [group] = muon.param_groups
+    assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (0.05, 0.9, 0.01, True)
+    expected_muon = {id(m.weight) for block in model.transformer.h for m in block.modules() if isinstance(m, nn.Linear)}
+    assert len(expected_muon) == 4 * len(model.transformer.h)  # c_attn, attn c_proj, c_fc, mlp c_proj
+    assert {id(p) for p in group["params"]} == expected_muon
+    decay_group, other_group = adamw.param_groups
+    decayed, others = {id(p) for p in decay_group["params"]}, {id(p) for p in other_group["params"]}
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    assert decayed == embeddings and id(model.lm_head.weight) in decayed  # tied: one tensor
+    assert others == {id(p) for p in model.parameters() if p.dim() < 2} and decay_group["weight_decay"] == 0.1
+    everything = [id(p) for opt in (muon, adamw) for g in opt.param_groups for p in g["params"]]
+    assert len(everything) == len(set(everything)) == len(list(model.parameters()))
+    assert len(model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")) == 1  # adamw: AdamW alone
+
+
+def reference_muon_update(grads: list[torch.Tensor], shape: tuple[int, int], lr: float,
+                          momentum: float) -> torch.Tensor:
+    """Muon by hand (Jordan et al. 2024, torch's documented form): the momentum buffer B = mu B + (1 - mu) g, the
+    Nesterov step g + mu (B - g), five quintic Newton-Schulz iterations on the wide orientation, normalised by the
+    Frobenius norm, and the step scaled by sqrt(max(1, rows / cols)). Returns the summed update over the steps."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    buf, total = torch.zeros(shape), torch.zeros(shape)
+    for g in grads:
+        buf = momentum * buf + (1 - momentum) * g
+        x = (g + momentum * (buf - g)).double()
+        x = x.T if shape[0] > shape[1] else x
+        x = x / x.norm()
+        for _ in range(5):
+            gram = x @ x.T
+            x = a * x + (b * gram + c * gram @ gram) @ x
+        x = x.T if shape[0] > shape[1] else x
+        total += lr * max(1, shape[0] / shape[1]) ** 0.5 * x.float()
+    return total
+
+
+def test_muon_step_matches_a_hand_written_reference():
+    """Three steps of configure_optimizers' Muon on a tall matrix (rows > cols: the transpose and the sqrt(3) LR
+    adjustment both matter) against the reference in float64; torch iterates in bf16, so within bf16's precision."""
+    model = GPT(tiny_config("a"))
+    muon, _ = model.configure_optimizers(0.0, 1e-3, (0.9, 0.95), "cpu", "muon", 0.02, 0.9, 0.0)
+    weight = model.transformer.h[0].attn.c_attn.weight  # (3 * 32, 32) in the tiny shape
+    assert weight.shape[0] == 3 * weight.shape[1]
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(weight.shape, generator=g) for _ in range(3)]
+    before = weight.detach().clone()
+    for grad in grads:
+        for p in model.parameters():
+            p.grad = grad.clone() if p is weight else None
+        muon.step()
+    expected = reference_muon_update(grads, tuple(weight.shape), 0.02, 0.9)
+    update = before - weight.detach()
+    torch.testing.assert_close(update, expected, rtol=0, atol=0.02 * expected.abs().max().item())
+    # the tolerance tells the variants apart: without the LR adjustment, or with another momentum
+    for lr, momentum in ((0.02 / 3**0.5, 0.9), (0.02, 0.5)):
+        other = reference_muon_update(grads, tuple(weight.shape), lr, momentum)
+        assert (other - update).abs().max() > 0.1 * expected.abs().max()
 
 
 # ---------------------------------------------------------------- bad configs

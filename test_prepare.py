@@ -1,6 +1,7 @@
 """Tests for prepare.py. Expected outputs come from a naive reference inside each test:
 tiktoken on each document, EOT after it, and the split rule written out by hand."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -83,7 +84,8 @@ def test_owt_sample_single_document_splits_tokens(tmp_path):
     assert enc.decode(train.tolist() + val.tolist()) == text + "<|endoftext|>"
     assert meta["split"]["method"] == "tokens"
     assert meta["train"]["documents"] == meta["val"]["documents"] == 1  # the document is cut in two
-    assert meta["source"] == [str(OWT_SAMPLE / "openwebtext_sample.txt")]
+    assert meta["source"] == {"files": [str(OWT_SAMPLE / "openwebtext_sample.txt")], "documents": 1,
+                              "tokens": len(expected)}
     assert not list(out.glob("*.tmp"))
 
 
@@ -141,6 +143,30 @@ def test_num_docs_and_val_fraction(tmp_path):
     assert val.tolist() == tokens_of([docs[9], docs[19], docs[29]])
     assert train.tolist() == tokens_of([d for i, d in enumerate(docs[:30]) if i % 10 != 9])
     assert (meta["train"]["documents"], meta["val"]["documents"]) == (27, 3)
+
+
+@pytest.mark.parametrize("num_docs", [30, 120, 170, 260, 301])
+def test_num_docs_across_parquet_row_groups(tmp_path, num_docs):
+    """--num_docs cuts a .parquet file inside a row group, or stops in the .jsonl file after it; what
+    lies beyond the limit is not read at all (here: a file that is not Parquet)."""
+    rows = webtext_rows(300)
+    src = tmp_path / "src"
+    src.mkdir()
+    pq.write_table(pa.table({"text": rows[:120]}), src / "a.parquet", row_group_size=50)
+    pq.write_table(pa.table({"text": rows[120:240]}), src / "b.parquet", row_group_size=50)
+    write_jsonl(src / "c.jsonl", rows[240:])
+    (src / "d.parquet").write_bytes(b"not Parquet, and never opened")
+    out = tmp_path / "out"
+    args = ["--input", str(src), "--out", str(out), "--num_proc", "1", "--val_fraction", "0.1"]
+    if num_docs == 301:  # past the .jsonl file: d.parquet is read, and refused
+        assert "d.parquet" in one_line_error(prepare.main, args + ["--num_docs", str(num_docs)])
+        return
+    prepare.main(args + ["--num_docs", str(num_docs)])
+    train, val, meta = load(out)
+    docs = rows[:num_docs]
+    assert val.tolist() == tokens_of(docs[9::10])
+    assert train.tolist() == tokens_of([d for i, d in enumerate(docs) if i % 10 != 9])
+    assert meta["source"]["documents"] == num_docs
 
 
 @pytest.mark.parametrize("ndocs", [5, 10])  # 10 x 64 tokens puts the cut exactly on a document boundary
@@ -229,6 +255,24 @@ def make_case(tmp_path: Path, case: str) -> tuple[list, list[str]]:
     if case == "parquet_no_text":
         pq.write_table(pa.table({"body": ["x"]}), tmp_path / "t.parquet")
         return [tmp_path / "t.parquet"], ["t.parquet", '"text" column']
+    if case == "parquet_not_parquet":
+        (tmp_path / "junk.parquet").write_bytes(b"this is not a Parquet file\n" * 10)
+        return [tmp_path / "junk.parquet"], ["cannot read the Parquet file", "junk.parquet", "ArrowInvalid"]
+    if case == "parquet_truncated":
+        # a download cut short: the footer, which holds the schema, is missing
+        pq.write_table(pa.table({"text": webtext_rows(50)}), tmp_path / "whole.parquet")
+        data = (tmp_path / "whole.parquet").read_bytes()
+        (tmp_path / "cut.parquet").write_bytes(data[:len(data) // 2])
+        return [tmp_path / "cut.parquet"], ["cannot read the Parquet file", "cut.parquet"]
+    if case == "parquet_corrupt_page":
+        # the footer is fine but a data page is garbage: pyarrow fails while reading, not while opening
+        rng = np.random.default_rng(0)
+        docs = [" ".join(f"w{i}" for i in rng.integers(0, 10**6, 200)) for _ in range(2000)]
+        pq.write_table(pa.table({"text": docs}), tmp_path / "whole.parquet", row_group_size=500)
+        data = bytearray((tmp_path / "whole.parquet").read_bytes())
+        data[len(data) // 3:len(data) // 3 + 5000] = rng.integers(0, 256, 5000, dtype=np.uint8).tobytes()
+        (tmp_path / "bad.parquet").write_bytes(bytes(data))
+        return [tmp_path / "bad.parquet"], ["cannot read row group", "bad.parquet", "OSError"]
     if case == "wrong_suffix":
         (tmp_path / "a.csv").write_text("text\nhello\n")
         return [tmp_path / "a.csv"], ["a.csv", "unsupported"]
@@ -236,7 +280,8 @@ def make_case(tmp_path: Path, case: str) -> tuple[list, list[str]]:
 
 
 @pytest.mark.parametrize("case", ["missing", "empty_file", "empty_folder", "no_text_field", "bad_json",
-                                  "not_utf8", "not_utf8_jsonl", "parquet_no_text", "wrong_suffix"])
+                                  "not_utf8", "not_utf8_jsonl", "parquet_no_text", "parquet_not_parquet",
+                                  "parquet_truncated", "parquet_corrupt_page", "wrong_suffix"])
 def test_input_errors(tmp_path, case):
     inputs, words = make_case(tmp_path, case)
     out = tmp_path / "out"
@@ -368,85 +413,268 @@ def test_tokenizer_unreachable(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
-class FakeDatasets:
-    def __init__(self, loader):
-        self.load_dataset = loader
+# -----------------------------------------------------------------------------
+# the hub, through a stand-in: a local folder per revision, laid out as the hub lays out OpenWebText's
+# files. Only prepare.hub_snapshot (the hub's API: commit and file list) is replaced; the choice of
+# revision, the footers' counts, the refusals, the workers' reads and meta.json run as they do on the hub.
+
+HUB_DOCS = 600  # the stand-in's "whole OpenWebText"
+
+
+def write_parquet(path: Path, docs: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"text": docs}), path, row_group_size=50)  # 50-document row groups
+
+
+def make_hub(root: Path, main: str, convert: str, pr18: bool = False) -> list[str]:
+    """main: "script" (today's main: a loading script and tar archives) or "parquet" (main once the
+    script is replaced: datasets' convert_to_parquet layout). convert: "full" or "partial" (the dataset
+    viewer's conversion, cut at 5 GB, here at 250 documents). pr18: whether refs/pr/18 exists, with
+    the whole corpus in push_to_hub's layout. Returns the whole corpus's documents."""
+    docs = webtext_rows(HUB_DOCS)
+    if pr18:
+        for k in range(2):
+            write_parquet(root / "refs" / "pr" / "18" / "data" / f"train-{k:05d}-of-00002.parquet",
+                          docs[300 * k:300 * (k + 1)])
+    if main == "script":
+        (root / "main" / "subsets").mkdir(parents=True)
+        (root / "main" / "openwebtext.py").write_text("import datasets\n")
+        (root / "main" / "subsets" / "urlsf_subset00.tar").write_bytes(b"tar")
+    else:
+        for k in range(3):
+            write_parquet(root / "main" / "plain_text" / f"train-{k:05d}-of-00003.parquet", docs[200 * k:200 * (k + 1)])
+    (root / "main" / "README.md").write_text("# OpenWebText\n")
+    split = root / "refs" / "convert" / "parquet" / "plain_text" / ("train" if convert == "full" else "partial-train")
+    held = docs if convert == "full" else docs[:250]
+    for k in range(0, len(held), 200):
+        write_parquet(split / f"{k // 200:04d}.parquet", held[k:k + 200])
+    return docs
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """Builds the stand-in hub (call it with main=..., convert=...) and points prepare.py at it."""
+    root = tmp_path / "hub"
+    calls = []
+
+    def commit(revision: str) -> str:  # a stand-in commit hash, a different one per revision
+        return hashlib.sha1(revision.encode()).hexdigest()
+
+    def snapshot(repo, revision):
+        calls.append((repo, revision))
+        folder = root / revision
+        if not folder.is_dir():
+            return None  # no such revision
+        files = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+        return commit(revision), files, f"{folder}/"
+
+    monkeypatch.setattr(prepare, "hub_snapshot", snapshot)
+    monkeypatch.setattr(prepare, "HUB_TRAIN_DOCS", HUB_DOCS)
+
+    def build(main: str, convert: str, pr18: bool = False) -> list[str]:
+        return make_hub(root, main, convert, pr18)
+    build.calls = calls
+    build.commit = commit
+    return build
+
+
+def hub_run(out: Path, *args: str) -> dict:
+    return prepare.main(["--out", str(out), "--num_proc", "1", *args])
+
+
+@pytest.mark.parametrize("main,convert,pr18,revision,files", [
+    # today: main holds a loading script, so the dataset viewer's conversion is read when it is complete
+    ("script", "full", False, "refs/convert/parquet", [f"plain_text/train/{k:04d}.parquet" for k in range(3)]),
+    # ... and when it is not, the owner's refs/pr/18 if it holds everything
+    ("script", "partial", True, "refs/pr/18", [f"data/train-{k:05d}-of-00002.parquet" for k in range(2)]),
+    # once main holds Parquet files it comes first
+    ("parquet", "partial", True, "main", [f"plain_text/train-{k:05d}-of-00003.parquet" for k in range(3)]),
+])
+def test_hub_source_choice_and_provenance(tmp_path, hub, main, convert, pr18, revision, files):
+    docs = hub(main, convert, pr18)
+    hub_run(tmp_path / "out")
+    train, val, meta = load(tmp_path / "out")
+    check_counts(tmp_path / "out", train, val, meta)
+    # the whole corpus in file order, every 200th document in val
+    val_docs = [d for i, d in enumerate(docs) if i % 200 == 199]
+    assert val.tolist() == tokens_of(val_docs)
+    assert train.tolist() == tokens_of([d for i, d in enumerate(docs) if i % 200 != 199])
+    assert meta["source"] == {
+        "repository": "Skylion007/openwebtext", "revision": revision, "commit": hub.commit(revision),
+        "files": files, "file_bytes": sum((tmp_path / "hub" / revision / f).stat().st_size for f in files),
+        "partial": False, "documents_in_source": HUB_DOCS, "documents": HUB_DOCS,
+        "tokens": len(train) + len(val), "complete": True}
+    tried = ["main", "refs/convert/parquet", "refs/pr/18"]
+    assert hub.calls == [("Skylion007/openwebtext", rev) for rev in tried[:tried.index(revision) + 1]]
+
+
+def test_hub_many_workers_keep_the_order(tmp_path, hub):
+    """Three workers read the twelve row groups at once; the output is still the corpus in file order,
+    byte for byte what one worker writes."""
+    docs = hub("script", "full")
+    hub_run(tmp_path / "one")
+    prepare.main(["--out", str(tmp_path / "three"), "--num_proc", "3"])
+    train, val, _ = load(tmp_path / "three")
+    assert val.tolist() == tokens_of(docs[199::200])
+    assert train.tolist() == tokens_of([d for i, d in enumerate(docs) if i % 200 != 199])
+    for name in ("train.bin", "val.bin"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "three" / name).read_bytes()
+
+
+def test_hub_partial_conversion_refused(tmp_path, hub):
+    """Asked for the whole corpus when no revision holds it (today's main, the 5 GB partial-train
+    conversion, no refs/pr/18), prepare.py refuses before reading a document, in one line that says
+    what each revision holds and what to do; --allow_partial takes the largest on purpose, and
+    meta.json says it is not complete."""
+    docs = hub("script", "partial")
+    out = tmp_path / "out"
+    msg = one_line_error(hub_run, out)
+    for words in ("no revision of Skylion007/openwebtext holds OpenWebText's 600 documents",
+                  f"main (commit {hub.commit('main')[:12]}): no Parquet train files, only a loading script",
+                  f"refs/convert/parquet (commit {hub.commit('refs/convert/parquet')[:12]}): 250 documents under "
+                  "partial-train/", "refs/pr/18: no such revision", "Nothing was written", "--revision=REV",
+                  "--input", "--allow_partial to prepare the 250 of refs/convert/parquet"):
+        assert words in msg, (words, msg)
+    assert not out.exists()
+
+    meta = hub_run(out, "--allow_partial")
+    train, val, _ = load(out)
+    assert val.tolist() == tokens_of([docs[199]])
+    assert train.tolist() == tokens_of([d for i, d in enumerate(docs[:250]) if i != 199])
+    assert meta["source"]["files"] == ["plain_text/partial-train/0000.parquet", "plain_text/partial-train/0001.parquet"]
+    assert (meta["source"]["partial"], meta["source"]["complete"]) == (True, False)
+    assert meta["source"]["documents"] == meta["source"]["documents_in_source"] == 250
+
+
+def test_hub_explicit_revision(tmp_path, hub):
+    """--revision reads that revision alone: a partial one is still refused, whatever the others hold."""
+    hub("parquet", "partial", pr18=True)
+    msg = one_line_error(hub_run, tmp_path / "out", "--revision", "refs/convert/parquet")
+    assert "refs/convert/parquet (commit" in msg and "250 documents" in msg and "main" not in msg
+    assert hub.calls == [("Skylion007/openwebtext", "refs/convert/parquet")]
+    assert "refs/pr/21: no such revision" in one_line_error(hub_run, tmp_path / "out", "--revision", "refs/pr/21")
+
+
+def test_hub_without_train_files(tmp_path, hub):
+    hub("script", "full")
+    msg = one_line_error(hub_run, tmp_path / "out", "--revision", "main")
+    assert "main (commit" in msg and "no Parquet train files, only a loading script" in msg and "--input" in msg
+
+
+def test_hub_subset_from_a_partial_revision(tmp_path, hub):
+    """A subset the partial conversion holds is taken from it (no revision holds the whole corpus)."""
+    docs = hub("script", "partial")
+    meta = hub_run(tmp_path / "out", "--num_docs", "200")
+    assert meta["source"]["revision"] == "refs/convert/parquet" and meta["source"]["complete"] is False
+    train, val, _ = load(tmp_path / "out")
+    got = enc.decode(train.tolist() + val.tolist()).split("<|endoftext|>")[:-1]
+    assert len(set(got)) == 200 and set(got) <= set(docs[:250])
+
+
+@pytest.mark.parametrize("args", [["--num_docs", "251"], ["--fraction", "0.5"]])  # 0.5 of 600 is 300
+def test_hub_subset_larger_than_source_refused(tmp_path, hub, args):
+    hub("script", "partial")
+    msg = one_line_error(hub_run, tmp_path / "out", *args)
+    asked = "251" if args[0] == "--num_docs" else "300"
+    assert f"holds the {asked} documents asked for" in msg and "refs/convert/parquet (commit" in msg
+    assert "250 documents" in msg and "Nothing was written" in msg and "ask for at most 250" in msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_subset(tmp_path, hub):
+    """A subset is whole row groups in a seeded random order, the last one cut: the same seed gives the
+    same files, another seed others; only the files read are recorded; it is never "complete"."""
+    docs = hub("script", "full")
+    metas = {name: hub_run(tmp_path / name, "--num_docs", "120", *seed)
+             for name, seed in (("a", []), ("b", []), ("c", ["--seed", "1"]))}
+    train, val, meta = load(tmp_path / "a")
+    got = enc.decode(train.tolist() + val.tolist()).split("<|endoftext|>")[:-1]
+    assert len(got) == len(set(got)) == 120 and set(got) <= set(docs)
+    # 50-document row groups: two whole ones and 20 documents of a third, each a run of the corpus
+    runs = [got[:50], got[50:100], got[100:]]
+    for run_ in runs:
+        start = docs.index(run_[0])
+        assert run_ == docs[start:start + len(run_)] and start % 50 == 0
+    assert got != docs[:120]
+    assert meta["source"]["documents"] == 120 and meta["source"]["complete"] is False
+    read = {docs.index(r[0]) // 200 for r in runs}
+    assert meta["source"]["files"] == [f"plain_text/train/{k:04d}.parquet" for k in dict.fromkeys(
+        docs.index(r[0]) // 200 for r in runs)] and len(read) == len(meta["source"]["files"])
+    for name in ("train.bin", "val.bin"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / "train.bin").read_bytes() != (tmp_path / "c" / "train.bin").read_bytes()
+    assert metas["a"]["args"]["seed"] == 2357
+
+
+def test_hub_unreadable_row_group(tmp_path, hub):
+    """A row group that cannot be read (a dropped connection, a corrupt page) stops the run with one line
+    naming the file, and leaves nothing: the footers were fine, so this fails inside a worker."""
+    hub("script", "full")
+    bad = tmp_path / "hub" / "refs" / "convert" / "parquet" / "plain_text" / "train" / "0001.parquet"
+    data = bytearray(bad.read_bytes())
+    n = len(data)
+    data[n // 4:n // 2] = np.random.default_rng(0).integers(0, 256, n // 2 - n // 4, dtype=np.uint8).tobytes()
+    bad.write_bytes(bytes(data))
+    pq.ParquetFile(bad)  # the footer still reads ...
+    with pytest.raises((pa.ArrowException, OSError)):
+        pq.read_table(bad)  # ... a page does not
+    msg = one_line_error(hub_run, tmp_path / "out")
+    assert "cannot read row group" in msg and "0001.parquet" in msg and "nothing was written" in msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_snapshot_reads_by_commit(monkeypatch):
+    """The one function that talks to the hub: it resolves the revision to a commit, and the files are
+    read at that commit (so all of them come from one snapshot), through fsspec's hf:// protocol."""
+    from types import SimpleNamespace
+
+    import huggingface_hub
+    calls = []
+
+    def dataset_info(self, repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        return SimpleNamespace(sha="a" * 40, siblings=[SimpleNamespace(rfilename="plain_text/train/0000.parquet",
+                                                                       size=123),
+                                                       SimpleNamespace(rfilename="README.md", size=None)])
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", dataset_info)
+    commit, files, root = prepare.hub_snapshot("Skylion007/openwebtext", "refs/convert/parquet")
+    assert calls == [("Skylion007/openwebtext", {"revision": "refs/convert/parquet", "files_metadata": True})]
+    assert (commit, files) == ("a" * 40, {"plain_text/train/0000.parquet": 123, "README.md": 0})
+    assert root == f"hf://datasets/Skylion007/openwebtext@{'a' * 40}/"
+
+
+def test_train_files_layouts():
+    files = ["README.md", "openwebtext.py", "subsets/urlsf_subset00.tar", "plain_text/train/0001.parquet",
+             "plain_text/train/0000.parquet", "plain_text/partial-train/0000.parquet",
+             "data/train-00000-of-00080.parquet", "plain_text/train-00001-of-00002.parquet",
+             "plain_text/validation/0000.parquet", "other/test-0.parquet"]
+    assert prepare.train_files(files) == [
+        "data/train-00000-of-00080.parquet", "plain_text/partial-train/0000.parquet",
+        "plain_text/train-00001-of-00002.parquet", "plain_text/train/0000.parquet", "plain_text/train/0001.parquet"]
 
 
 def test_hub_unreachable_message(tmp_path, monkeypatch):
-    def unreachable(*args, **kwargs):
+    import huggingface_hub
+
+    def unreachable(self, *args, **kwargs):
         raise ConnectionError("Couldn't reach 'Skylion007/openwebtext' on the Hub (LocalEntryNotFoundError)")
 
-    monkeypatch.setitem(sys.modules, "datasets", FakeDatasets(unreachable))
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", unreachable)
     msg = one_line_error(prepare.main, ["--out", str(tmp_path / "out"), "--num_docs", "10"])
     assert msg.startswith("error: cannot reach Skylion007/openwebtext")
     assert "--input" in msg and "TIKTOKEN_CACHE_DIR" in msg
     assert not (tmp_path / "out").exists()
 
 
-def test_hub_lost_while_streaming_message(tmp_path, monkeypatch):
-    """A connection that drops after the stream started is a one-line error with the offline hint
-    (not a traceback), and leaves no files."""
-    class Stream:
-        def shuffle(self, seed, buffer_size):
-            return self
-
-        def take(self, n):
-            def rows():
-                for i in range(100):
-                    yield {"text": f"Document number {i}."}
-                raise ConnectionError("Connection reset by peer")
-            return rows()
-
-    monkeypatch.setitem(sys.modules, "datasets", FakeDatasets(lambda *args, **kwargs: Stream()))
-    msg = one_line_error(prepare.main, ["--out", str(tmp_path / "out"), "--num_docs", "500", "--num_proc", "1"])
-    assert msg.startswith("error: lost Skylion007/openwebtext while streaming") and "ConnectionError" in msg
-    assert "--input" in msg and "TIKTOKEN_CACHE_DIR" in msg
-    assert not (tmp_path / "out").exists()
-
-
-def test_hub_without_datasets_package(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
+def test_hub_without_huggingface_hub_package(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # makes `import huggingface_hub` fail
     msg = one_line_error(prepare.main, ["--out", str(tmp_path / "out")])
-    assert "pip install datasets" in msg and "--input" in msg
+    assert "pip install huggingface_hub" in msg and "--input" in msg
 
 
 def test_hub_offline_subprocess(tmp_path):
-    pytest.importorskip("datasets")
     out = tmp_path / "out"
     r = run("--out", out, "--num_docs", "10", env={"HF_HUB_OFFLINE": "1"})
     assert_one_line_error(r, "cannot reach Skylion007/openwebtext", "--input", "TIKTOKEN_CACHE_DIR")
     assert not out.exists()
-
-
-def test_hub_path_with_local_stream(tmp_path, monkeypatch, capsys):
-    # the hub code path end to end, with the real datasets streaming API over local rows
-    datasets = pytest.importorskip("datasets")
-    docs = webtext_rows(1000)
-    calls = []
-
-    def load_dataset(path, **kwargs):
-        calls.append((path, kwargs))
-        return datasets.Dataset.from_dict({"text": docs}).to_iterable_dataset(num_shards=8)
-
-    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    argv = ["--num_docs", "600", "--num_proc", "1", "--shuffle_buffer", "100"]
-    prepare.main(argv + ["--out", str(tmp_path / "a")])
-    prepare.main(argv + ["--out", str(tmp_path / "b")])
-    prepare.main(argv + ["--out", str(tmp_path / "c"), "--seed", "1"])
-    assert calls[0] == ("Skylion007/openwebtext",
-                        {"revision": "refs/convert/parquet", "split": "train", "streaming": True})
-    train, val, meta = load(tmp_path / "a")
-    check_counts(tmp_path / "a", train, val, meta)
-    assert (meta["train"]["documents"], meta["val"]["documents"]) == (597, 3)
-    got = enc.decode(train.tolist()).split("<|endoftext|>")[:-1]
-    assert len(set(got)) == 597 and set(got) <= set(docs)
-    assert got != docs[:597]  # shuffled
-    for name in ("train.bin", "val.bin"):  # the same seed gives the same files, another seed does not
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert (tmp_path / "a" / "train.bin").read_bytes() != (tmp_path / "c" / "train.bin").read_bytes()
-    # a stream shorter than asked for is reported, not silently accepted
-    capsys.readouterr()
-    meta = prepare.main(["--num_docs", "1200", "--num_proc", "1", "--out", str(tmp_path / "d")])
-    assert meta["train"]["documents"] + meta["val"]["documents"] == 1000
-    assert "ended after 1,000 of the 1,200 documents" in capsys.readouterr().err

@@ -52,6 +52,17 @@ def val_loss_of(model: GPT, data: Path, n: int = 4) -> float:
         return float(np.mean([model(*common.get_batch(str(data), "val", 8, 32, gen))[1].item() for _ in range(n)]))
 
 
+def same_state(x, y) -> bool:
+    """Equal, tensor for tensor, through nested dicts and lists (an optimizer's state_dict)."""
+    if torch.is_tensor(x):
+        return torch.is_tensor(y) and torch.equal(x, y)
+    if isinstance(x, dict):
+        return isinstance(y, dict) and x.keys() == y.keys() and all(same_state(x[k], y[k]) for k in x)
+    if isinstance(x, (list, tuple)):
+        return type(x) is type(y) and len(x) == len(y) and all(map(same_state, x, y))
+    return x == y
+
+
 @pytest.fixture(scope="module")
 def small_data(owt_data, tmp_path_factory) -> Path:
     """150 real train tokens and 300 val tokens: a few steps make several epochs."""
@@ -95,12 +106,14 @@ def test_lr_schedule_warms_up_then_ends_exactly_at_min_lr(schedule):
 
 # ---------------------------------------------------------------- runs
 
-def test_ddp_two_ranks_on_gloo(owt_data, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_ddp_two_ranks_on_gloo(owt_data, tmp_path, optimizer):
     out = tmp_path / "ddp"
     # 2 ranks x 2 sequences x 32 tokens = 128 per micro-step: 2 micro-steps make the 256-token batch
     result = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
                         f"--data_dir={owt_data}", f"--out_dir={out}", "--batch_size=2", "--batch_tokens=256",
-                        "--max_iters=6", "--eval_interval=3", "--lr_decay_iters=100")  # near the peak LR throughout
+                        "--max_iters=6", "--eval_interval=3", "--lr_decay_iters=100",  # near the peak LR throughout
+                        f"--optimizer={optimizer}", "--muon_lr=0.1")  # Muon's step on 16-wide matrices is small
     assert "2 x cpu" in result.stdout and "2 micro-steps of 2x32" in result.stdout
     assert "stopped (max_iters) at step 6" in result.stdout
     checkpoint = common.load_checkpoint(str(out))
@@ -133,10 +146,12 @@ def test_smoke_config_runs_under_torchrun_and_errors_print_once(owt_data, tmp_pa
     assert result.returncode != 0 and len(errors) == 1 and "batch_tokens=1000 is not a multiple" in errors[0]
 
 
-def test_exact_resume_with_fp16_scaler_and_dropout(small_data, tmp_path):
-    """3 steps + resume + 3 steps == 6 steps, float for float: weights, optimizer, GradScaler and the data and
-    dropout random streams all come back. 6 steps of 128 tokens are 5 epochs of this data: one warning."""
-    args = ["--dtype=float16", "--dropout=0.1", "--eval_interval=3", "--lr_decay_iters=6"]
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_exact_resume_with_fp16_scaler_and_dropout(small_data, tmp_path, optimizer):
+    """3 steps + resume + 3 steps == 6 steps, float for float: weights, optimizer(s) (Muon's and AdamW's states),
+    GradScaler and the data and dropout random streams all come back. 6 steps of 128 tokens are 5 epochs of this
+    data: one warning."""
+    args = ["--dtype=float16", "--dropout=0.1", "--eval_interval=3", "--lr_decay_iters=6", f"--optimizer={optimizer}"]
     one_go = train(small_data, tmp_path / "one", *args, "--max_iters=6")
     train(small_data, tmp_path / "two", *args, "--max_iters=3")
     resumed = train(small_data, tmp_path / "two", *args, "--max_iters=6", "--init_from=resume")
@@ -150,6 +165,11 @@ def test_exact_resume_with_fp16_scaler_and_dropout(small_data, tmp_path):
     assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["scaler"] == b["scaler"] and a["tokens_seen"] == b["tokens_seen"] == 6 * 128
     assert one_go.stdout.count("warning: ") == 1 and "epochs over" in one_go.stdout and "warning" in resumed.stdout
+    assert len(a["optimizer"]) == len(b["optimizer"]) == (2 if optimizer == "muon" else 1)
+    assert same_state(a["optimizer"], b["optimizer"])  # every state tensor (moments, momenta, steps) and setting
+    if optimizer == "muon":  # the schedule drives Muon's own peak (smoke's muon_lr 0.02) as it drives AdamW's (3e-2)
+        assert [r["muon_lr"] for r in a_train] == pytest.approx([r["lr"] * 0.02 / 3e-2 for r in a_train], rel=1e-12)
+        assert a["optimizer"][0]["param_groups"][0]["lr"] == pytest.approx(3e-4 * 0.02 / 3e-2)
 
 
 def test_a_resume_may_change_the_precision(small_data, tmp_path):
@@ -303,6 +323,9 @@ OUT_OF_RANGE = {
     "--loss_chunk=-1": "loss_chunk must be 0 or more, got -1",
     "--learning_rate=-1": "learning_rate must be positive, got -1.0",
     "--decay_fraction=2": "decay_fraction (the final share of training spent decaying, wsd) must be in (0, 1], got 2.0",
+    "--optimizer=sgd": "optimizer must be 'adamw' or 'muon', got 'sgd'",
+    "--muon_lr=0": "muon_lr must be positive and muon_weight_decay 0 or more, got 0.0 and 0.0",
+    "--muon_momentum=1": "muon_momentum, beta1 and beta2 must be in [0, 1), got 1.0, 0.9 and 0.95",
 }
 
 
@@ -356,6 +379,7 @@ def failures(owt_data, small_data, tmp_path_factory) -> dict:
         "nan": [data, f"--out_dir={nan_out}", "--inject_nan_at_iter=4", "--eval_interval=2", "--divergence_steps=3",
                 "--max_iters=100"],
         "architecture": [data, f"--out_dir={nan_out}", "--init_from=resume", "--n_layer=2"],
+        "optimizer switch": [data, f"--out_dir={nan_out}", "--init_from=resume", "--optimizer=muon"],
         "overwrite": [data, f"--out_dir={nan_out}"],
         "spike": [data, f"--out_dir={tmp / 'o8'}", "--divergence_ratio=0.5", "--divergence_steps=2",
                   "--max_iters=100"],
@@ -402,6 +426,8 @@ def failures(owt_data, small_data, tmp_path_factory) -> dict:
     ("no end", "set max_iters or time_budget_hours"),
     ("v100", "no kernels for Tesla V100-SXM2-32GB (sm_70; it has sm_75"),
     ("architecture", "another architecture (n_layer=1; the settings say n_layer=2)"),
+    ("optimizer switch", "trained with optimizer=adamw, whose state cannot continue as muon: resume with "
+                         "--optimizer=adamw"),
     ("overwrite", "exists: continue it with --init_from=resume"),
     *OUT_OF_RANGE.items(),
 ])

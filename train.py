@@ -19,7 +19,6 @@ import os
 import signal
 import sys
 import time
-from contextlib import suppress
 from dataclasses import fields
 
 import numpy as np
@@ -65,12 +64,16 @@ bias = False
 dropout = 0.0
 vocab_multiple_of = 64  # embedding rows padded to a multiple of this, for fast kernels; 1 = no padding
 loss_chunk = 4096  # tokens per chunk of the fused lm_head + cross-entropy; 0 = plain, full logits
-# AdamW
-learning_rate = 1e-3  # peak
+# optimizer
+optimizer = "adamw"  # 'adamw' | 'muon' (Muon for the blocks' weight matrices, AdamW for the rest: Jordan et al. 2024)
+learning_rate = 1e-3  # AdamW's peak
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0  # clip the global gradient norm to this; 0 = off
+muon_lr = 0.02  # Muon's peak, on its own scale (an orthogonalised update); the schedule scales it as learning_rate
+muon_momentum = 0.95  # Nesterov momentum, Keller Jordan's default
+muon_weight_decay = 0.0  # decoupled, lr * wd per step; modded-nanogpt and nanochat train Muon without it
 # learning-rate schedule, on progress = max(step / lr_decay_iters, elapsed / time budget)
 lr_schedule = "cosine"  # 'cosine' | 'wsd' (warmup-stable-decay: Hu et al. 2024, MiniCPM)
 warmup_iters = 1000  # steps of linear warmup from ~0 to the peak; 0 = none
@@ -136,8 +139,12 @@ if learning_rate <= 0:
     die(f"learning_rate must be positive, got {learning_rate}")
 if not 0 <= min_lr <= learning_rate:
     die(f"min_lr must be between 0 and learning_rate={learning_rate}, got {min_lr}")
-if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
-    die(f"beta1 and beta2 must be in [0, 1), got {beta1} and {beta2}")
+if optimizer not in ("adamw", "muon"):
+    die(f"optimizer must be 'adamw' or 'muon', got '{optimizer}'")
+if muon_lr <= 0 or muon_weight_decay < 0:
+    die(f"muon_lr must be positive and muon_weight_decay 0 or more, got {muon_lr} and {muon_weight_decay}")
+if not (0 <= muon_momentum < 1 and 0 <= beta1 < 1 and 0 <= beta2 < 1):
+    die(f"muon_momentum, beta1 and beta2 must be in [0, 1), got {muon_momentum}, {beta1} and {beta2}")
 if not 0 < decay_fraction <= 1:
     die(f"decay_fraction (the final share of training spent decaying, wsd) must be in (0, 1], got {decay_fraction}")
 if init_from not in ("scratch", "resume"):
@@ -199,6 +206,10 @@ if init_from == "resume":
     if differ:
         die(f"{ckpt_path} is another architecture ({', '.join(f'{k}={theirs[k]!r}' for k in differ)}; the settings say "
             f"{', '.join(f'{k}={ours.get(k)!r}' for k in differ)}): resume with the config it was trained with")
+    trained_with = checkpoint["config"].get("optimizer", "adamw")  # checkpoints from before Muon: AdamW
+    if trained_with != optimizer:
+        die(f"{ckpt_path} was trained with optimizer={trained_with}, whose state cannot continue as {optimizer}: "
+            f"resume with --optimizer={trained_with}")
 elif os.path.exists(ckpt_path):
     die(f"{ckpt_path} exists: continue it with --init_from=resume, or choose another --out_dir (or delete it) "
         f"to start over")
@@ -219,7 +230,8 @@ if checkpoint:
 else:
     model = GPT(model_config).to(device)
 raw_model = model  # unwrapped and uncompiled: what checkpoints hold, so their names load anywhere
-optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+optimizers = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer, muon_lr,
+                                        muon_momentum, muon_weight_decay)  # [AdamW] or [Muon, AdamW]
 # fp16 has 5 exponent bits: small gradients underflow unless the loss is scaled up first (Micikevicius et al. 2018)
 scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
 data_gen = seeded_generator(seed, rank, 0)  # training windows: different per rank, reproducible from the seed
@@ -228,7 +240,9 @@ iter_num, tokens_seen, skipped, elapsed_before, best_val_loss, val_loss = 0, 0, 
 val_iter = None  # the step val_loss was measured at: a signal stops a run without an eval, so it may lag iter_num
 step_dt = eval_dt = ckpt_dt = 0.0  # measured on rank 0: the slowest recent step, the last eval and save
 if checkpoint:
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    states = checkpoint["optimizer"]
+    for opt, state in zip(optimizers, [states] if isinstance(states, dict) else states, strict=True):
+        opt.load_state_dict(state)  # (a dict: one AdamW's, from checkpoints before Muon)
     if checkpoint["scaler"]:  # empty when the run was not fp16, e.g. bf16 on an H100 resumed in fp16 on a V100
         scaler.load_state_dict(checkpoint["scaler"])
     iter_num, tokens_seen, elapsed_before = checkpoint["iter_num"], checkpoint["tokens_seen"], checkpoint["elapsed"]
@@ -253,18 +267,9 @@ if master:
           f"{grad_accum} micro-steps of {batch_size}x{block_size} per step | {train_tokens:,} train tokens")
 
 
-def read_metrics() -> list[dict]:
-    rows = []
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            for line in f:
-                with suppress(ValueError):  # a line cut short by a kill
-                    rows.append(json.loads(line))
-    return rows
-
-
 if master:  # metrics.jsonl: keep what led up to the checkpoint, drop what a crashed run logged after it
-    kept = [r for r in read_metrics() if r["iter"] < iter_num or r["iter"] == iter_num and "val_loss" in r]
+    kept = [r for r in common.read_metrics(metrics_path)
+            if r["iter"] < iter_num or r["iter"] == iter_num and "val_loss" in r]
     kept = kept if init_from == "resume" else []
     with open(metrics_path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
@@ -282,7 +287,7 @@ def log(record: dict) -> None:
 
 def plot_losses() -> None:
     """out_dir/loss.png: train and val loss against tokens seen, from metrics.jsonl (so across resumes)."""
-    rows = read_metrics()
+    rows = common.read_metrics(metrics_path)
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     for key, style, label in (("loss", "-", "train"), ("val_loss", "o-", "val")):
@@ -338,7 +343,7 @@ def save_checkpoint() -> None:
             "elapsed": elapsed() + ckpt_dt,  # and the time this save takes (as long as the last one)
             "tokens_seen": tokens_seen, "best_val_loss": best_val_loss, "val_loss": val_loss,
             "val_iter": val_iter,
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "skipped": skipped,
+            "optimizer": [opt.state_dict() for opt in optimizers], "scaler": scaler.state_dict(), "skipped": skipped,
             "rng": {"world_size": world_size, "ranks": ranks},
             "timing": {"step": step_dt, "eval": eval_dt, "checkpoint": ckpt_dt},
         }, ckpt_path)
@@ -421,14 +426,15 @@ while True:
     t0, step = time.monotonic(), iter_num
     progress = max((iter_num + 1) / decay_iters if decay_iters else 0.0, time_progress)  # at the end of this step
     lr = get_lr(iter_num, progress)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    for opt in optimizers:  # the schedule scales Muon's own peak alike
+        for group in opt.param_groups:
+            group["lr"] = lr * muon_lr / learning_rate if isinstance(opt, torch.optim.Muon) else lr
     if 0 <= inject_nan_at_iter <= iter_num:  # testing only: a NaN weight makes every later loss NaN
         with torch.no_grad():
             raw_model.transformer.ln_f.weight[0] = float("nan")
     loss_sum, grad_norm, applied = common.train_step(
-        model, optimizer, scaler, lambda: common.get_batch(data_dir, "train", batch_size, block_size, data_gen, device,
-                                                           meta["vocab_size"]),
+        model, optimizers, scaler, lambda: common.get_batch(data_dir, "train", batch_size, block_size, data_gen,
+                                                            device, meta["vocab_size"]),
         grad_accum, grad_clip, autocast)
     if applied:
         iter_num += 1
@@ -457,6 +463,8 @@ while True:
                   "loss_scale": scaler.get_scale() if scaler.is_enabled() else None,
                   "tokens_per_s": batch_tokens / mean_dt, "mfu": mfu, "tokens": tokens_seen, "epochs": epochs,
                   "elapsed": elapsed(), "time_left": min(left), "skipped": skipped}
+        if optimizer == "muon":
+            record["muon_lr"] = lr * muon_lr / learning_rate
         print(f"step {step}: loss {loss:.4f} | lr {lr:.2e} | grad norm {record['grad_norm']:.3f}"
               + (f" | scale {record['loss_scale']:g}" if scaler.is_enabled() else "")
               + f" | {record['tokens_per_s']:,.0f} tok/s" + (f" | MFU {100 * mfu:.1f}%" if mfu else "")

@@ -1,0 +1,100 @@
+"""
+Runs side by side, from their metrics.jsonl alone: one PNG of every run's train and val loss against
+tokens seen and against wall-clock time, and a table of what each run reached.
+
+    python compare.py out-recipe/adamw-3e-3 out-recipe/muon-0.03          # -> compare.png
+    python compare.py out-recipe/* --png=recipe.png --title="AdamW vs Muon"
+
+It reads only what train.py appends as it goes, so it works on a run that is still training (a line
+cut short by a kill is skipped) as well as on finished ones.
+"""
+
+import argparse
+import math
+import os
+import statistics
+
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, nothing to close
+
+from common import die, read_metrics
+
+
+def summarise(rows: list[dict]) -> dict:
+    """What a run reached: steps, tokens and time of its last record, its training throughput (the median
+    of the logged tokens/s, so evals and start-up do not count) and its final and best val loss."""
+    train = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if "val_loss" in r and math.isfinite(r["val_loss"])]
+    last = max(rows, key=lambda r: (r["iter"], r.get("elapsed", 0.0)))
+    return {
+        "steps": last["iter"], "tokens": last["tokens"], "elapsed": last.get("elapsed", float("nan")),
+        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in train) if train else float("nan"),
+        "final_val": evals[-1]["val_loss"] if evals else float("nan"),
+        "final_val_iter": evals[-1]["iter"] if evals else None,
+        "best_val": min(r["val_loss"] for r in evals) if evals else float("nan"),
+        "final_train": train[-1]["loss"] if train else float("nan"),
+    }
+
+
+def table(summaries: dict[str, dict]) -> str:
+    header = f"{'run':<28} {'steps':>6} {'tokens':>11} {'time':>8} {'tokens/s':>9} {'final val':>15} " \
+             f"{'best val':>9} {'train':>7}"
+    lines = [header, "-" * len(header)]
+    for name, s in summaries.items():
+        final = f"{s['final_val']:.4f} @{s['final_val_iter']}" if s["final_val_iter"] is not None else "no eval"
+        lines.append(f"{name:<28} {s['steps']:>6} {s['tokens']:>11,} {s['elapsed']:>7.0f}s {s['tokens_per_s']:>9,.0f} "
+                     f"{final:>15} {s['best_val']:>9.4f} {s['final_train']:>7.4f}")
+    return "\n".join(lines)
+
+
+def plot(runs: dict[str, list[dict]], path: str, title: str) -> None:
+    """Two panels, loss against tokens and against time: each run one colour, train a line, val dots."""
+    fig = Figure(figsize=(13, 5))
+    axes = fig.subplots(1, 2, sharey=True)
+    for i, (name, rows) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        for ax, x in zip(axes, ("tokens", "elapsed"), strict=True):
+            for key, style, label in (("loss", "-", f"{name} train"), ("val_loss", "o-", f"{name} val")):
+                points = [(r[x], r[key]) for r in rows if key in r and x in r and math.isfinite(r[key])]
+                ax.plot([p for p, _ in points], [v for _, v in points], style, color=color, label=label,
+                        alpha=0.45 if key == "loss" else 1.0, markersize=3)
+    axes[0].set(xlabel="tokens", ylabel="loss", title=title)
+    axes[1].set(xlabel="wall-clock seconds", title=title)
+    axes[1].legend(fontsize=7)
+    evals = [r["val_loss"] for rows in runs.values() for r in rows if "val_loss" in r and math.isfinite(r["val_loss"])]
+    if len(evals) > 2:  # the first losses (~10.8 at init) would squash the part worth reading
+        evals.sort()
+        axes[0].set_ylim(evals[0] - 0.2, evals[int(0.9 * (len(evals) - 1))] + 0.2)
+    fig.savefig(f"{path}.tmp", format="png", dpi=100)
+    os.replace(f"{path}.tmp", path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1].strip(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dirs", nargs="+", help="run folders (train.py's out_dir), each holding metrics.jsonl")
+    parser.add_argument("--png", default="compare.png", help="where the plot goes (default compare.png)")
+    parser.add_argument("--title", default="", help="a title for both panels")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.png))):
+        die(f"--png={args.png}: its folder does not exist: create it, or give a path in an existing folder")
+
+    runs = {}
+    for out_dir in args.out_dirs:
+        name = os.path.basename(os.path.normpath(out_dir))
+        path = os.path.join(out_dir, "metrics.jsonl")
+        rows = read_metrics(path)
+        if not rows:
+            why = "no metrics.jsonl" if not os.path.exists(path) else "an empty metrics.jsonl (no step logged yet)"
+            print(f"{out_dir}: {why}: not a train.py out_dir, or the run has not logged yet; skipped")
+            continue
+        runs[name if name not in runs else out_dir] = rows
+    if not runs:
+        die(f"none of {', '.join(args.out_dirs)} holds metrics.jsonl: give train.py out_dirs")
+
+    print(table({name: summarise(rows) for name, rows in runs.items()}))
+    plot(runs, args.png, args.title)
+    print(f"plot: {args.png}")
+
+
+if __name__ == "__main__":
+    main()
