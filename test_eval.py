@@ -261,7 +261,7 @@ def test_script_scores_every_token_of_val_bin(smoke_ckpt, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     np.array(val, dtype=np.uint16).tofile(data / "val.bin")
-    (data / "meta.json").write_text("{}")
+    (data / "meta.json").write_text('{"vocab_size": 50257}')  # what check_data needs of prepare.py's meta.json
     out = tmp_path / "r.json"
     run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={data}", f"--stride={T}",
                f"--json={out}")
