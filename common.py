@@ -250,11 +250,18 @@ def save_checkpoint(checkpoint: dict, path: str) -> None:
     """Write to a temporary name, flush to disk, then rename over the old file: a crash or kill at
     any moment leaves either the previous checkpoint or the new one, never half of one."""
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk, a quota: hours into a run, say so, and leave no half-written file
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        kept = (f"{path} keeps the previous checkpoint: free space, then resume from it" if os.path.exists(path) else
+                "no checkpoint was written: free space or choose another out_dir")
+        die(f"cannot write the checkpoint {path} ({e.strerror or e}); {kept}")
 
 
 def check_writable(folder: str, what: str) -> None:
@@ -293,9 +300,14 @@ def check_json_path(path: str) -> None:
 
 def write_json(path: str, payload: dict) -> None:
     tmp = f"{path}.tmp"  # written whole, then renamed: never a half-written file
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2)
+        os.replace(tmp, path)
+    except OSError as e:  # the folder was checked up front (check_json_path); the disk can still fill
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        die(f"cannot write {path} ({e.strerror or e}): free space, or give --json another path")
 
 
 def load_checkpoint(path: str, device: str = "cpu") -> dict:

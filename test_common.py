@@ -283,3 +283,25 @@ def test_use_idle_cores_follows_the_load_unless_told(monkeypatch, load, cores, e
         assert common.use_idle_cores("cuda:0") == "" and torch.get_num_threads() == 2  # GPUs: left alone
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_files(tmp_path, monkeypatch):
+    """Hours into a run the disk fills: one line saying what was kept, no half-written .tmp beside it, and the
+    previous checkpoint (or JSON) as it was; it used to be an OSError traceback with the .tmp left behind."""
+    import errno
+    path, report = tmp_path / "ckpt.pt", tmp_path / "r.json"
+    common.save_checkpoint({"step": 1}, str(path))
+    common.write_json(str(report), {"step": 1})
+    before = path.read_bytes(), report.read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(common.torch, "save", full)
+    monkeypatch.setattr(common.json, "dump", full)
+    message = one_line_error(common.save_checkpoint, {"step": 2}, str(path))
+    assert "(No space left on device)" in message and "keeps the previous checkpoint" in message
+    assert "no checkpoint was written" in one_line_error(common.save_checkpoint, {"step": 2}, str(tmp_path / "new.pt"))
+    assert "cannot write" in one_line_error(common.write_json, str(report), {"step": 2})
+    assert (path.read_bytes(), report.read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "r.json"]
