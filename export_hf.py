@@ -208,18 +208,27 @@ def export(model: GPT, folder: str, with_tokenizer: bool = True, check=None) -> 
     model = model.float().cpu()
     hf_config = llama_config(model.config) if arch == "llama" else gpt2_config(model.config)
     weights = llama_weights(model) if arch == "llama" else gpt2_weights(model)
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-        json.dump(hf_config, f, indent=2)
-    with open(os.path.join(tmp, "generation_config.json"), "w") as f:
-        json.dump({"bos_token_id": _EOT_TOKEN, "eos_token_id": _EOT_TOKEN}, f, indent=2)
-    # safetensors wants each tensor contiguous and in its own storage (the slices above share)
-    weights_path = os.path.join(tmp, "model.safetensors")
-    save_file({k: v.detach().contiguous().clone() for k, v in weights.items()}, weights_path, metadata={"format": "pt"})
-    # safetensors writes through a private temp file (mode 0600) and renames it; give the weights the
-    # mode every other file here got from open() and the umask, so whoever may read the folder may load it
-    shutil.copymode(os.path.join(tmp, "config.json"), weights_path)
-    if with_tokenizer:
-        write_tokenizer(tmp, model.config.block_size)
+    try:
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(hf_config, f, indent=2)
+        with open(os.path.join(tmp, "generation_config.json"), "w") as f:
+            json.dump({"bos_token_id": _EOT_TOKEN, "eos_token_id": _EOT_TOKEN}, f, indent=2)
+        # safetensors wants each tensor contiguous and in its own storage (the slices above share)
+        weights_path = os.path.join(tmp, "model.safetensors")
+        save_file({k: v.detach().contiguous().clone() for k, v in weights.items()}, weights_path,
+                  metadata={"format": "pt"})
+        # safetensors writes through a private temp file (mode 0600) and renames it; give the weights the
+        # mode every other file here got from open() and the umask, so whoever may read the folder may load it
+        shutil.copymode(os.path.join(tmp, "config.json"), weights_path)
+        if with_tokenizer:
+            write_tokenizer(tmp, model.config.block_size)
+    except OSError as e:  # a full disk mid-write: no half-made folder left, the previous export untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        die(f"cannot write the export into '{tmp}' ({e.strerror or e}): free space, or give --hf_dir another place "
+            f"('{folder}' is as it was)")
+    except BaseException:  # Ctrl-C
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if check is not None:
         try:
             check(tmp)
