@@ -1,5 +1,5 @@
 """
-A demo chat with a trained base model, for one user, in the terminal or in the browser:
+A demo chat with a trained model, for one user, in the terminal or in the browser:
 
     python chat.py --out_dir=out-smoke                 # terminal; /reset, /temp 0.5, /quit
     python chat.py --out_dir=out-smoke --web           # http://127.0.0.1:8000
@@ -20,6 +20,11 @@ model does not write the user's next turn; its first token is never blank (blank
 whitespace is dropped. When the transcript no longer fits the context, the oldest turns are left out
 (the first line stays; a single message too long on its own keeps only its end).
 
+A chat-tuned checkpoint (train.py on prepare_chat.py's conversations, e.g. config/sft_smoke.py) was
+trained on chat_template.py's form of the same transcript, where <|endoftext|> starts the conversation
+and ends each reply: it gets that template, and its reply ends at <|endoftext|> (or max_new_tokens)
+alone. --mode forces one or the other; the terminal and the page say which kind of model is loaded.
+
 The web page streams the reply as server-sent events from the standard library's http.server;
 it serves one generation at a time and answers a second request made meanwhile with 429.
 """
@@ -33,6 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
+import chat_template
 from common import autocast, die, load_model, resolve_device, resolve_dtype, use_idle_cores
 from configurator import configure
 from model import EOT_TOKEN
@@ -41,7 +47,8 @@ from sample import stream_text
 # -----------------------------------------------------------------------------
 out_dir = "out"  # folder holding ckpt.pt
 ckpt = ""  # or the path of a checkpoint file; wins over out_dir
-header = "A conversation between a user and a helpful assistant."  # the transcript's first line
+header = chat_template.HEADER  # the transcript's first line (for a chat-tuned model: the system message)
+mode = "auto"  # 'auto': the chat template for a chat-tuned checkpoint, the transcript for a base one | 'base' | 'chat'
 max_new_tokens = 128  # per reply
 temperature = 0.7  # 0 = greedy; /temp changes it in the terminal, a field on the page in the browser
 top_k = 50  # 0 = off
@@ -65,9 +72,15 @@ def transcript(history: list[tuple[str, str]], message: str) -> str:
     return f"{header}\n\n{turns}User: {message}\nAssistant:"
 
 
-def prompt_ids(enc, history: list[tuple[str, str]], message: str, budget: int) -> list[int]:
-    """Token ids of the transcript, leaving out the oldest turns until it fits in budget tokens.
-    A single message too long for the budget keeps only its end (the part nearest the reply).
+def messages_of(history: list[tuple[str, str]], message: str) -> list[dict]:
+    """The conversation in the messages format, the header as its system message (chat_template.py)."""
+    turns = [{"role": r, "content": c} for u, a in history for r, c in (("user", u), ("assistant", a))]
+    return [{"role": "system", "content": header}, *turns, {"role": "user", "content": message}]
+
+
+def prompt_ids(enc, history: list[tuple[str, str]], message: str, budget: int, tuned: bool = False) -> list[int]:
+    """Token ids of the transcript (tuned: of the chat template), leaving out the oldest turns until it fits in
+    budget tokens. A single message too long for the budget keeps only its end (the part nearest the reply).
 
     Each turn dropped shortens the transcript, so a binary search finds the first turn to keep in
     log2(turns) encodings: the work is linear in the request's size (times ~13 for 64 KiB), where
@@ -75,8 +88,9 @@ def prompt_ids(enc, history: list[tuple[str, str]], message: str, budget: int) -
     """
     def encode(start: int) -> list[int]:
         # encode_ordinary: a user who types "<|endoftext|>" means the text, not the token (tiktoken's encode
-        # would refuse it), as prepare.py treats the training text
-        return enc.encode_ordinary(transcript(history[start:], message))
+        # would refuse it), as prepare.py treats the training text; chat_template.py encodes so too
+        return (chat_template.prompt(enc, messages_of(history[start:], message)) if tuned else
+                enc.encode_ordinary(transcript(history[start:], message)))
 
     lo, hi = 0, len(history)  # the answer lies in [lo, hi]; the transcript from hi on fits, or nothing does
     best = encode(hi)
@@ -94,7 +108,7 @@ def prompt_ids(enc, history: list[tuple[str, str]], message: str, budget: int) -
 
 def held_back(text: str, stops: tuple[str, ...]) -> int:
     """Length of the longest end of text that could still grow into a stop string."""
-    for n in range(min(len(text), max(map(len, stops)) - 1), 0, -1):
+    for n in range(min(len(text), max(map(len, stops), default=1) - 1), 0, -1):
         if any(s.startswith(text[-n:]) for s in stops):
             return n
     return 0
@@ -146,6 +160,17 @@ class Chat:
         self.device_type = "cuda" if self.dev.startswith("cuda") else self.dev
         self.dtype = resolve_dtype(dtype, self.device_type)
         self.model, self.enc, checkpoint = load_model(path, self.dev)
+        template = checkpoint.get("chat_template")
+        if template not in (None, chat_template.NAME):
+            die(f"{path} was tuned with chat template '{template}', which this chat.py does not know "
+                f"(it knows '{chat_template.NAME}'): use the chat.py of the version that trained it")
+        if mode not in ("auto", "base", "chat"):
+            die(f"--mode={mode}: use auto (what the checkpoint is), base or chat")
+        if mode == "chat" and template is None:
+            die(f"--mode=chat needs a chat-tuned checkpoint, and {path} is a base model: fine-tune it first "
+                f"(python train.py config/sft_smoke.py --init_from={path}), or use --mode=auto")
+        self.tuned = mode == "chat" or mode == "auto" and template is not None
+        self.kind = "chat-tuned model" if self.tuned else "base model"
         self.generator = torch.Generator(device=self.dev).manual_seed(seed)
         self.temperature = temperature
         block_size = self.model.config.block_size
@@ -157,16 +182,18 @@ class Chat:
             self.model.compile_generation()
             with autocast(self.device_type, self.dtype):  # two tokens: the prompt pass, then one compiled step
                 self.model.generate(torch.tensor([[EOT_TOKEN]], device=self.dev), 2, temperature=0)
-        print(f"loaded {path}: {self.model.num_params() / 1e6:.1f}M parameters, "
+        how = f"template {template}" if self.tuned else "continues a transcript"
+        print(f"loaded {path}: a {self.kind} ({how}), {self.model.num_params() / 1e6:.1f}M parameters, "
               f"iter {checkpoint.get('iter_num')}; {self.dev}{threads}, {self.dtype}", file=sys.stderr)
 
     def reply(self, history: list[tuple[str, str]], message: str, temperature: float | None = None):
         """Yield the reply to message, after history, as text pieces."""
-        ids = prompt_ids(self.enc, history, message, self.budget)
+        ids = prompt_ids(self.enc, history, message, self.budget, self.tuned)
         t = self.temperature if temperature is None else temperature
+        # a chat-tuned model ends its turn with <|endoftext|> itself; a base one is stopped at the next turn's start
         yield from reply_stream(self.model, self.enc, ids, self.dev, autocast(self.device_type, self.dtype),
-                                STOP_STRINGS, max_new_tokens=max_new_tokens, temperature=t, top_k=top_k or None,
-                                top_p=top_p, generator=self.generator)
+                                () if self.tuned else STOP_STRINGS, max_new_tokens=max_new_tokens, temperature=t,
+                                top_k=top_k or None, top_p=top_p, generator=self.generator)
 
 
 # ---------------------------------------------------------------- terminal
@@ -179,7 +206,7 @@ def repl(chat: Chat):
     interactive = sys.stdin.isatty()
     history: list[tuple[str, str]] = []
     if interactive:
-        print(f"chatting with a base model; {HELP}; Ctrl-D quits", file=sys.stderr)
+        print(f"chatting with a {chat.kind}; {HELP}; Ctrl-D quits", file=sys.stderr)
     while True:
         try:
             line = input("User: ") if interactive else sys.stdin.readline()
@@ -239,8 +266,8 @@ PAGE = """<!doctype html>
   input[type=number] { width: 4.5rem; }
 </style></head>
 <body>
-<h1>Chat with a base model</h1>
-<p>It was trained on web text, not on conversations: it continues a transcript. Replies stream as they are made.</p>
+<h1>Chat with a __KIND__</h1>
+<p id="about">__ABOUT__ Replies stream as they are made.</p>
 <div id="transcript"></div>
 <form id="form">
   <textarea id="message" rows="2" placeholder="Say something (Enter sends, Shift+Enter for a new line)"></textarea>
@@ -335,7 +362,10 @@ def parse_request(body: bytes) -> tuple[list[tuple[str, str]], str, float | None
 
 
 def make_handler(chat: Chat):
-    page = PAGE.replace("__TEMPERATURE__", str(chat.temperature)).encode()
+    about = ("It was fine-tuned on conversations: it answers in turns and ends its reply itself." if chat.tuned else
+             "It was trained on web text, not on conversations: it continues a transcript.")
+    page = (PAGE.replace("__TEMPERATURE__", str(chat.temperature)).replace("__KIND__", chat.kind)
+            .replace("__ABOUT__", about).encode())
 
     class Handler(BaseHTTPRequestHandler):
         # HTTP/1.0: a streamed reply ends when the connection closes, so no length or chunking is needed

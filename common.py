@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import GPT, GPTConfig
+from model import EOT_TOKEN, GPT, GPTConfig
 
 
 def die(message: str) -> NoReturn:
@@ -222,10 +222,54 @@ def get_batch(data_dir: str, split: str, batch_size: int, block_size: int, gener
             f"vocabulary of {vocab_size}: the file is damaged; prepare the data again (prepare.py)")
     x = torch.from_numpy(windows[:, :-1].astype(np.int64))
     y = torch.from_numpy(windows[:, 1:].astype(np.int64))
+    return to_device(x, y, device)
+
+
+def to_device(x: torch.Tensor, y: torch.Tensor, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     if device.startswith("cuda"):
         # pinned memory lets the copy run asynchronously, overlapping the step in flight
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
+
+
+def chat_rows(rows: list[tuple[np.ndarray, np.ndarray]], block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs x and targets y for rows of (tokens, loss mask), each at most block_size + 1 tokens (chat_template.py
+    makes them): y is the next token where the mask makes it a target (the assistant's words and end-of-turn EOT)
+    and -1 elsewhere, so the loss is the mean over assistant tokens only. A short row is padded (x with EOT, y
+    with -1: never a target)."""
+    x = np.full((len(rows), block_size), EOT_TOKEN, dtype=np.int64)
+    y = np.full((len(rows), block_size), -1, dtype=np.int64)
+    for r, (tokens, mask) in enumerate(rows):
+        n = len(tokens) - 1
+        x[r, :n] = tokens[:-1]
+        y[r, :n] = np.where(mask[1:] != 0, tokens[1:], -1)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def get_chat_batch(data_dir: str, split: str, batch_size: int, block_size: int, generator: torch.Generator | None,
+                   device: str = "cpu", index: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A batch of conversations from prepare_chat.py's files: targets -1 except on the assistant's tokens.
+
+    With a generator (training): each row starts at a random conversation and runs on for block_size + 1 tokens
+    into the ones after it, so no compute goes to padding; the EOT and header line every conversation starts
+    with show the model where one ends and the next begins, as EOT does between pretraining documents.
+    With index=k instead (val): conversations k*batch_size ... (k+1)*batch_size - 1, one a row and padded, the
+    same batch every time; None past the last conversation.
+    """
+    tokens = np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16, mode="r")
+    mask = np.memmap(os.path.join(data_dir, f"{split}_mask.bin"), dtype=np.uint8, mode="r")
+    starts = np.fromfile(os.path.join(data_dir, f"{split}_starts.bin"), dtype=np.int64)
+    if index is None:
+        ix = torch.randint(len(starts), (batch_size,), generator=generator).tolist()
+        ends = [min(starts[i] + block_size + 1, len(tokens)) for i in ix]
+    else:
+        ix = list(range(index * batch_size, min((index + 1) * batch_size, len(starts))))
+        if not ix:
+            return None
+        ends = [starts[i + 1] if i + 1 < len(starts) else len(tokens) for i in ix]
+    x, y = chat_rows([(tokens[starts[i]:e].astype(np.int64), mask[starts[i]:e]) for i, e in zip(ix, ends, strict=True)],
+                     block_size)
+    return to_device(x, y, device)
 
 
 def get_tokenizer():

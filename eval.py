@@ -4,6 +4,7 @@ Evaluate a checkpoint: perplexity on held-out text, HellaSwag and LAMBADA, zero-
     python eval.py --out_dir=out-option-a                        # val, hellaswag, lambada
     python eval.py --out_dir=out-smoke --tasks=hellaswag --limit=200
     python eval.py --ckpt=out-option-a/ckpt.pt --files=a.txt,b.jsonl --tasks=val --json=results.json
+    python eval.py --out_dir=out-sft-smoke --tasks=chat          # the fine-tuning data's val split
 
 Every task reduces to one primitive, the log-likelihood of a continuation given a context (as in
 EleutherAI's lm-evaluation-harness): run context + continuation through the model once and sum
@@ -16,6 +17,9 @@ log p(token) over the continuation's tokens, noting whether each was also the gr
 - lambada (Paperno et al. 2016; OpenAI's detokenised test set): the passage's last word must come
   out of greedy decoding token for token (acc); ppl is exp of the mean negative log-likelihood of
   the word, as lm-evaluation-harness reports it.
+- chat: on held-out conversations in chat_template.py's form, the mean loss per assistant token
+  (what fine-tuning trains and train.py logs as its val loss), and the share of replies to each
+  conversation's first user turn that end by themselves (greedy, <|endoftext|> within max_new_tokens).
 
 train.py imports load_hellaswag and hellaswag_accuracy to log HellaSwag beside the loss.
 Results are deterministic: a fixed order, no sampling, the same batches on every run.
@@ -31,7 +35,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import autocast, check_data, check_json_path, die, load_model, resolve_device, resolve_dtype, write_json
+import chat_template
+import common
+from common import (
+    autocast,
+    check_data,
+    check_json_path,
+    die,
+    load_meta,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+    write_json,
+)
 
 _SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data"))
 
@@ -39,12 +55,15 @@ _SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__f
 out_dir = "out"  # the checkpoint is out_dir/ckpt.pt ...
 ckpt = ""  # ... unless this names a checkpoint file
 tasks = "val,hellaswag,lambada"
-data_dir = ""  # val: prepared data holding val.bin; "" = the data_dir the checkpoint was trained on
-files = ""  # val: comma-separated .txt (one document each) / .jsonl ("text" per line) files instead of val.bin
+data_dir = ""  # val, chat: prepared data holding val.bin; "" = the data_dir the checkpoint was trained on
+files = ""  # val: comma-separated .txt (one document each) / .jsonl ("text" per line) files instead of val.bin;
+# chat: .jsonl files of {"messages": [...]} instead of the fine-tuning data's val split
+max_new_tokens = 64  # chat: a reply must end (<|endoftext|>) within this many tokens to count as ending by itself
 stride = 0  # val: a sliding window advances this many tokens; 0 = block_size // 2
 hellaswag_file = os.path.join(_SHARED_DATA, "hellaswag", "hellaswag_val.jsonl")
 lambada_file = os.path.join(_SHARED_DATA, "lambada", "lambada_test.jsonl")
-limit = 0  # at most this many examples per task (val: windows of val.bin, or documents of files); 0 = all
+limit = 0  # at most this many examples per task (val: windows of val.bin, or documents of files; chat:
+# conversations); 0 = all
 batch_size = 16  # sequences per forward pass
 device = "auto"  # auto: the GPU when there is one, else the CPU; or cpu, cuda, cuda:N
 dtype = "auto"  # auto | float32 | bfloat16 | float16 (the transformer; log-probabilities are always fp32)
@@ -252,6 +271,49 @@ def lambada_accuracy(model, enc, examples: list[dict], device: str, ctx, limit: 
             "n": len(scores)}
 
 
+# ---------------------------------------------------------------- chat
+
+def chat_conversations(data_dir: str, split: str = "val") -> list[tuple[np.ndarray, np.ndarray]]:
+    """(tokens, loss mask) of each conversation of prepare_chat.py's split."""
+    tokens = np.fromfile(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16).astype(np.int64)
+    mask = np.fromfile(os.path.join(data_dir, f"{split}_mask.bin"), dtype=np.uint8)
+    starts = np.fromfile(os.path.join(data_dir, f"{split}_starts.bin"), dtype=np.int64).tolist() + [len(tokens)]
+    return [(tokens[a:b], mask[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+
+
+@torch.no_grad()
+def chat_scores(model, conversations: list[tuple], device: str, ctx, batch_size: int = 16, max_new_tokens: int = 64,
+                progress: bool = False) -> dict:
+    """On conversations given as (tokens, loss mask) of at most block_size + 1 tokens (chat_template.py):
+
+    - loss: the mean loss per assistant token, one conversation a row (model.py's loss on targets that are -1
+      outside the assistant's words and end-of-turn EOT, times the row's targets, summed);
+    - ended: the share of greedy replies to the first user turn (the tokens before the first target, which end
+      in "Assistant:") that end with EOT within max_new_tokens, as a chat-tuned model's turn ends.
+    `model` is the bare GPT; its train/eval mode is restored.
+    """
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    for b in tqdm(range(0, len(conversations), batch_size), desc="chat loss", disable=not progress, leave=False,
+                  file=sys.stderr):
+        x, y = (t.to(device) for t in common.chat_rows(conversations[b:b + batch_size], model.config.block_size))
+        with ctx:
+            loss = model(x, y)[1].float()
+        n = int((y != -1).sum())
+        total, tokens = total + loss.item() * n, tokens + n
+    ended = 0
+    for ids, mask in tqdm(conversations, desc="chat replies", disable=not progress, leave=False, file=sys.stderr):
+        prompt = torch.tensor([list(ids[:int(np.argmax(mask))])], dtype=torch.long, device=device)
+        with ctx:
+            reply = model.generate(prompt, max_new_tokens, temperature=0, stop={chat_template.EOT})
+        ended += chat_template.EOT in reply[0, prompt.size(1):].tolist()
+    model.train(was_training)
+    loss = total / max(tokens, 1)
+    return {"loss": loss, "ppl": math.exp(loss), "tokens": tokens, "ended": ended / max(len(conversations), 1),
+            "n": len(conversations)}
+
+
 # ---------------------------------------------------------------- the script
 
 def main() -> dict:
@@ -262,10 +324,14 @@ def main() -> dict:
     print(summary(config), file=log)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     if not task_list:  # else a run that evaluates nothing and exits 0
-        die("--tasks is empty: give some of val, hellaswag, lambada (e.g. --tasks=val,hellaswag)")
+        die("--tasks is empty: give some of val, hellaswag, lambada, chat (e.g. --tasks=val,hellaswag)")
     for t in task_list:
-        if t not in ("val", "hellaswag", "lambada"):
-            die(f"unknown task '{t}': choose from val, hellaswag, lambada (e.g. --tasks=val,hellaswag)")
+        if t not in ("val", "hellaswag", "lambada", "chat"):
+            die(f"unknown task '{t}': choose from val, hellaswag, lambada, chat (e.g. --tasks=val,hellaswag)")
+    if files and "val" in task_list and "chat" in task_list:
+        die("--files holds text for --tasks=val or conversations for --tasks=chat, not both: run the two apart")
+    if max_new_tokens < 1:
+        die(f"--max_new_tokens={max_new_tokens}: give at least 1")
     if stride < 0 or limit < 0 or batch_size < 1:
         die("stride and limit must be >= 0 and batch_size >= 1")
     if json and json != "-":
@@ -317,6 +383,30 @@ def main() -> dict:
             windows = windows[:limit] if limit else windows
             results["val"] = perplexity(model, windows, batch_size, dev, ctx, "val")
             results["val"]["data_dir"] = source
+    if "chat" in task_list:
+        if files:
+            conversations, dropped = [], 0
+            for path in [p.strip() for p in files.split(",") if p.strip()]:
+                for messages in chat_template.read_jsonl(path):
+                    ids, mask, _ = chat_template.encode_fit(enc, messages, block_size + 1)  # cut at a turn
+                    conversations += [(np.array(ids), np.array(mask, dtype=np.uint8))] if ids else []
+                    dropped += not ids
+            if not conversations:
+                die(f"no conversation in --files={files} fits the model's context of {block_size} tokens")
+        else:
+            source = data_dir or checkpoint.get("config", {}).get("data_dir", "")
+            meta = load_meta(source) if source else {}
+            if meta.get("kind") != "chat":
+                die(f"--tasks=chat scores conversations, and {source or 'the checkpoint'} holds none (a base model's "
+                    f"pretraining text): give --files of held-out {{\"messages\": ...}} JSON Lines, or --data_dir "
+                    f"made by prepare_chat.py")
+            if meta["block_size"] > block_size:
+                die(f"{source} holds conversations of up to {meta['block_size'] + 1} tokens, more than this model's "
+                    f"context takes: give --files, or prepare_chat.py --block_size {block_size}")
+            conversations, dropped = chat_conversations(source), 0
+        conversations = conversations[:limit] if limit else conversations
+        results["chat"] = chat_scores(model, conversations, dev, ctx, batch_size, max_new_tokens, progress=True)
+        results["chat"]["dropped"] = dropped
     if "hellaswag" in task_list:
         results["hellaswag"] = hellaswag_accuracy(model, enc, load_hellaswag(hellaswag_file), dev, ctx, limit,
                                                   batch_size, progress=True)
@@ -328,9 +418,9 @@ def main() -> dict:
     # the table
     print(f"\n{'task':<10} {'metric':<9} {'value':>10}  {'n':>9}", file=log)
     for task, r in results.items():
-        n = r.get("tokens", r.get("n"))
-        unit = "tokens" if "tokens" in r else "examples"
-        for metric in [k for k in r if k in ("loss", "ppl", "acc", "acc_norm")]:
+        for metric in [k for k in r if k in ("loss", "ppl", "acc", "acc_norm", "ended")]:
+            n, unit = (r["n"], "replies") if metric == "ended" else (r.get("tokens", r.get("n")),
+                                                                      "tokens" if "tokens" in r else "examples")
             value = f"{r[metric]:.2f}" if metric == "ppl" else f"{r[metric]:.4f}"
             print(f"{task:<10} {metric:<9} {value:>10}  {n:>9,} {unit}", file=log)
         for path, fr in r.get("files", {}).items():

@@ -32,6 +32,7 @@ import sys
 
 import torch
 
+import chat_template
 from common import die, load_checkpoint, model_from_checkpoint
 from model import EOT_TOKEN as _EOT_TOKEN  # underscore: not a setting for configure()
 from model import GPT
@@ -163,9 +164,12 @@ def gpt2_weights(model: GPT) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_tokenizer(folder: str, block_size: int) -> bool:
+def write_tokenizer(folder: str, block_size: int, chat: bool = False) -> bool:
     """GPT-2's vocab.json and merges.txt byte for byte, from tiktoken's cache (or its download), and
-    a tokenizer_config.json, so AutoTokenizer.from_pretrained(folder) gives tiktoken's token ids."""
+    a tokenizer_config.json, so AutoTokenizer.from_pretrained(folder) gives tiktoken's token ids. For a
+    chat-tuned model it carries chat_template.py's template in Jinja: apply_chat_template(messages,
+    add_generation_prompt=True) then gives the ids chat.py prompts with, and generate() stops at the
+    reply's end, <|endoftext|>, the eos_token."""
     from tiktoken.load import read_file_cached
 
     for name, (url, sha256) in GPT2_FILES.items():
@@ -180,17 +184,18 @@ def write_tokenizer(folder: str, block_size: int) -> bool:
     eot = "<|endoftext|>"
     with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
         json.dump({"tokenizer_class": "GPT2Tokenizer", "model_max_length": block_size, "add_prefix_space": False,
-                   "bos_token": eot, "eos_token": eot, "unk_token": eot, "clean_up_tokenization_spaces": False}, f,
-                  indent=2)
+                   "bos_token": eot, "eos_token": eot, "unk_token": eot, "clean_up_tokenization_spaces": False,
+                   **({"chat_template": chat_template.JINJA} if chat else {})}, f, indent=2)
     with open(os.path.join(folder, "special_tokens_map.json"), "w") as f:
         json.dump({"bos_token": eot, "eos_token": eot, "unk_token": eot}, f, indent=2)
     return True
 
 
-def export(model: GPT, folder: str, with_tokenizer: bool = True, check=None) -> str:
-    """Write the Hugging Face folder for `model` (written beside, then moved into place); returns
-    the architecture name. check(path), if given, runs on the finished folder before it moves into
-    place: when it fails, the folder is removed and a previous export stays as it was."""
+def export(model: GPT, folder: str, with_tokenizer: bool = True, chat: bool = False, check=None) -> str:
+    """Write the Hugging Face folder for `model` (written beside, then moved into place), with the
+    chat template when chat; returns the architecture name. check(path), if given, runs on the finished
+    folder before it moves into place: when it fails, the folder is removed and a previous export stays
+    as it was."""
     from safetensors.torch import save_file
 
     arch = hf_architecture(model.config)
@@ -221,7 +226,7 @@ def export(model: GPT, folder: str, with_tokenizer: bool = True, check=None) -> 
         # mode every other file here got from open() and the umask, so whoever may read the folder may load it
         shutil.copymode(os.path.join(tmp, "config.json"), weights_path)
         if with_tokenizer:
-            write_tokenizer(tmp, model.config.block_size)
+            write_tokenizer(tmp, model.config.block_size, chat)
     except OSError as e:  # a full disk mid-write: no half-made folder left, the previous export untouched
         shutil.rmtree(tmp, ignore_errors=True)
         die(f"cannot write the export into '{tmp}' ({e.strerror or e}): free space, or give --hf_dir another place "
@@ -267,6 +272,10 @@ def main():
     checkpoint = load_checkpoint(source)
     model = model_from_checkpoint(checkpoint)
     folder = hf_dir or os.path.join(os.path.dirname(ckpt) if ckpt else out_dir, "hf")
+    chat = checkpoint.get("chat_template") is not None  # chat-tuned (train.py on prepare_chat.py's data)
+    if chat and checkpoint["chat_template"] != chat_template.NAME:
+        die(f"{source} was tuned with chat template '{checkpoint['chat_template']}', not this version's "
+            f"'{chat_template.NAME}': export it with the version that trained it")
 
     def check(path: str) -> None:  # transformers loads the export back, before it replaces anything
         try:
@@ -280,9 +289,11 @@ def main():
                 f"written: please report this with your transformers version ({transformers.__version__})")
         print(f"checked with transformers {transformers.__version__}: logits match, max |difference| {diff:.1e}")
 
-    arch = export(model, folder, tokenizer and checkpoint.get("tokenizer", "gpt2") == "gpt2", check if verify else None)
+    arch = export(model, folder, tokenizer and checkpoint.get("tokenizer", "gpt2") == "gpt2", chat,
+                  check if verify else None)
     name = "LlamaForCausalLM" if arch == "llama" else "GPT2LMHeadModel"
-    print(f"exported {source} ({model.num_params():,} parameters) to {folder} as {name}: "
+    kind = ", chat-tuned: with its chat_template" if chat else ""
+    print(f"exported {source} ({model.num_params():,} parameters{kind}) to {folder} as {name}: "
           f"{', '.join(sorted(os.listdir(folder)))}")
 
 

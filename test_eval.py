@@ -298,7 +298,7 @@ def test_bad_input(tmp_path, shared):
     assert f"file '{tmp_path}' is a folder" in one_line_error(ev.read_documents, str(tmp_path))
     r = run_script("eval.py", "--tasks=val,winogrande", check=False)
     assert r.returncode != 0 and r.stderr.strip().splitlines() == [
-        "error: unknown task 'winogrande': choose from val, hellaswag, lambada (e.g. --tasks=val,hellaswag)"]
+        "error: unknown task 'winogrande': choose from val, hellaswag, lambada, chat (e.g. --tasks=val,hellaswag)"]
     r = run_script("eval.py", "--tasks=", check=False)  # evaluated nothing and exited 0
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --tasks is empty")
 

@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from dataclasses import fields
+from functools import partial
 
 import numpy as np
 import torch
@@ -36,7 +37,9 @@ from model import GPT, GPTConfig
 # I/O
 out_dir = "out"
 data_dir = "data/openwebtext"
-init_from = "scratch"  # 'scratch' (refuses to overwrite a checkpoint in out_dir) | 'resume' (continue it)
+init_from = "scratch"  # 'scratch' (refuses to overwrite a checkpoint in out_dir) | 'resume' (continue it) | PATH
+# PATH: a checkpoint (or an out_dir holding one) whose weights start this run, with a fresh optimizer and schedule:
+# fine-tuning, e.g. on conversations (config/sft_smoke.py). The architecture settings must match it.
 eval_interval = 1000  # optimizer steps between evals; each eval also writes the checkpoint
 eval_iters = 100  # val batches per eval: the same batches every time, split across ranks
 hellaswag_every_eval = 0  # examples; 0 = off. HellaSwag (eval.py) on the first N at each eval, logged with the loss
@@ -147,8 +150,9 @@ if not (0 <= muon_momentum < 1 and 0 <= beta1 < 1 and 0 <= beta2 < 1):
     die(f"muon_momentum, beta1 and beta2 must be in [0, 1), got {muon_momentum}, {beta1} and {beta2}")
 if not 0 < decay_fraction <= 1:
     die(f"decay_fraction (the final share of training spent decaying, wsd) must be in (0, 1], got {decay_fraction}")
-if init_from not in ("scratch", "resume"):
-    die(f"init_from must be 'scratch' or 'resume', got '{init_from}'")
+if init_from not in ("scratch", "resume") and not os.path.exists(init_from):
+    die(f"init_from='{init_from}' is not 'scratch', 'resume' or an existing checkpoint (a ckpt.pt file or the out_dir "
+        f"of a run holding one): pretrain first, e.g. python train.py config/smoke.py")
 if lr_schedule not in ("cosine", "wsd"):
     die(f"lr_schedule must be 'cosine' or 'wsd', got '{lr_schedule}'")
 if max_iters <= 0 and time_budget_hours <= 0:
@@ -179,9 +183,17 @@ if batch_tokens % tokens_per_micro:
         f"*{world_size} = {tokens_per_micro}: change batch_tokens or batch_size")
 grad_accum = batch_tokens // tokens_per_micro
 
-# data: prepare.py's folder, checked whole before the first eval or checkpoint (a run that failed on its data after
-# saving step 0 would refuse its own rerun: "ckpt.pt exists"); the vocabulary must fit the model's
-meta = common.check_data(data_dir, ("train", "val"), block_size, vocab_size)
+# data: prepare.py's folder, or prepare_chat.py's conversations (targets -1 outside the assistant's turns), checked
+# whole before the first eval or checkpoint (a run that failed on its data after saving step 0 would refuse its own
+# rerun: "ckpt.pt exists"); the vocabulary must fit the model's
+meta = common.load_meta(data_dir)
+chat = meta.get("kind") == "chat"
+if chat and meta["block_size"] > block_size:
+    die(f"{data_dir} holds conversations of up to {meta['block_size'] + 1} tokens, longer than block_size={block_size} "
+        f"allows: prepare them again with prepare_chat.py --block_size {block_size}")
+common.check_data(data_dir, ("train", "val"), 0 if chat else block_size, vocab_size)  # conversations may be short
+# every window drawn is checked against the vocabulary too (common.get_batch: the start-up scan of a large file samples)
+get_batch = common.get_chat_batch if chat else partial(common.get_batch, vocab_size=meta["vocab_size"])
 train_tokens = os.path.getsize(os.path.join(data_dir, "train.bin")) // 2  # uint16
 
 try:  # every rank checks, so none is left waiting for one that stopped
@@ -197,20 +209,21 @@ try:
 except ValueError as e:
     die(f"bad model settings: {e}")
 checkpoint = None
-if init_from == "resume":
-    checkpoint = common.load_checkpoint(ckpt_path)  # a one-line error when it is missing or corrupt
+if init_from != "scratch":  # resume, or start from a checkpoint's weights
+    source = ckpt_path if init_from == "resume" else init_from
+    checkpoint = common.load_checkpoint(source)  # a one-line error when it is missing, corrupt or not ours
     # dropout and loss_chunk change how the model computes, not what it is, so a resume may change them
     ours = common.model_args(model_config)
     theirs = checkpoint["model_args"]
     differ = [k for k in theirs if k not in ("dropout", "loss_chunk") and ours.get(k) != theirs[k]]
     if differ:
-        die(f"{ckpt_path} is another architecture ({', '.join(f'{k}={theirs[k]!r}' for k in differ)}; the settings say "
-            f"{', '.join(f'{k}={ours.get(k)!r}' for k in differ)}): resume with the config it was trained with")
+        die(f"{source} is another architecture ({', '.join(f'{k}={theirs[k]!r}' for k in differ)}; the settings say "
+            f"{', '.join(f'{k}={ours.get(k)!r}' for k in differ)}): use the config it was trained with")
     trained_with = checkpoint["config"].get("optimizer", "adamw")  # checkpoints from before Muon: AdamW
-    if trained_with != optimizer:
+    if init_from == "resume" and trained_with != optimizer:  # (a checkpoint to start from lends its weights only)
         die(f"{ckpt_path} was trained with optimizer={trained_with}, whose state cannot continue as {optimizer}: "
             f"resume with --optimizer={trained_with}")
-elif os.path.exists(ckpt_path):
+if init_from != "resume" and os.path.exists(ckpt_path):
     die(f"{ckpt_path} exists: continue it with --init_from=resume, or choose another --out_dir (or delete it) "
         f"to start over")
 
@@ -239,7 +252,7 @@ torch.manual_seed(seed + rank)  # dropout: different per rank
 iter_num, tokens_seen, skipped, elapsed_before, best_val_loss, val_loss = 0, 0, 0, 0.0, float("inf"), float("nan")
 val_iter = None  # the step val_loss was measured at: a signal stops a run without an eval, so it may lag iter_num
 step_dt = eval_dt = ckpt_dt = 0.0  # measured on rank 0: the slowest recent step, the last eval and save
-if checkpoint:
+if init_from == "resume":
     states = checkpoint["optimizer"]
     for opt, state in zip(optimizers, [states] if isinstance(states, dict) else states, strict=True):
         opt.load_state_dict(state)  # (a dict: one AdamW's, from checkpoints before Muon)
@@ -259,12 +272,15 @@ if checkpoint:
         data_gen = seeded_generator(seed, rank, iter_num)
         if master:
             print(f"resuming a {rng['world_size']}-rank run on {world_size}: data streams reseeded, not continued")
-    checkpoint = None  # free the memory
+checkpoint = None  # free the memory
 fast_model = torch.compile(raw_model) if compile else raw_model
 model = DDP(fast_model, device_ids=[local_rank] if device_type == "cuda" else None) if ddp else fast_model
 if master:
     print(f"{raw_model.num_params():,} parameters | {world_size} x {device} | {dtype} | compile {compile} | "
           f"{grad_accum} micro-steps of {batch_size}x{block_size} per step | {train_tokens:,} train tokens")
+    if init_from not in ("scratch", "resume"):
+        print(f"starting from {init_from}'s weights, with a fresh optimizer and schedule"
+              + (" | conversations: the loss covers the assistant's tokens only" if chat else ""))
 
 
 if master:  # metrics.jsonl: keep what led up to the checkpoint, drop what a crashed run logged after it
@@ -313,14 +329,22 @@ def get_lr(step: int, progress: float) -> float:
 @torch.no_grad()
 def evaluate() -> float:
     """Mean val loss over batches 0..eval_iters-1, each drawn from its own fixed seed: the same windows at every
-    eval and on any number of ranks, so curves compare. Rank r takes batches r, r + world_size, ..."""
+    eval and on any number of ranks, so curves compare. Rank r takes batches r, r + world_size, ...
+    On conversations: the mean loss per assistant token over the first eval_iters * batch_size val conversations,
+    one a row (eval.py --tasks=chat's figure when that covers the split)."""
     fast_model.eval()
-    total = torch.zeros(2, device=device)  # sum of losses, batches
+    total = torch.zeros(2, device=device)  # sum of losses, batches (conversations: of losses x tokens, tokens)
     for k in range(rank, eval_iters, world_size):
-        x, y = common.get_batch(data_dir, "val", batch_size, block_size, seeded_generator(k), device,
-                                meta["vocab_size"])
+        if chat:
+            batch = common.get_chat_batch(data_dir, "val", batch_size, block_size, None, device, index=k)
+            if batch is None:  # past the last val conversation
+                continue
+            x, y = batch
+        else:
+            x, y = get_batch(data_dir, "val", batch_size, block_size, seeded_generator(k), device)
+        weight = (y != -1).sum() if chat else torch.ones((), device=device)
         with autocast:
-            total += torch.stack([fast_model(x, y)[1].float(), torch.ones((), device=device)])
+            total += torch.stack([fast_model(x, y)[1].float() * weight, weight.float()])
     if ddp:
         dist.all_reduce(total)
     fast_model.train()
@@ -340,6 +364,7 @@ def save_checkpoint() -> None:
         common.save_checkpoint({
             "model": raw_model.state_dict(), "model_args": common.model_args(model_config),
             "tokenizer": meta.get("tokenizer", "gpt2"), "config": config, "iter_num": iter_num,
+            "chat_template": meta.get("chat_template"),  # chat-tuned: the template its conversations were written in
             "elapsed": elapsed() + ckpt_dt,  # and the time this save takes (as long as the last one)
             "tokens_seen": tokens_seen, "best_val_loss": best_val_loss, "val_loss": val_loss,
             "val_iter": val_iter,
@@ -433,8 +458,7 @@ while True:
         with torch.no_grad():
             raw_model.transformer.ln_f.weight[0] = float("nan")
     loss_sum, grad_norm, applied = common.train_step(
-        model, optimizers, scaler, lambda: common.get_batch(data_dir, "train", batch_size, block_size, data_gen,
-                                                            device, meta["vocab_size"]),
+        model, optimizers, scaler, lambda: get_batch(data_dir, "train", batch_size, block_size, data_gen, device),
         grad_accum, grad_clip, autocast)
     if applied:
         iter_num += 1
