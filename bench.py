@@ -32,10 +32,10 @@ import torch
 
 from common import (
     autocast,
+    check_data,
     check_json_path,
     die,
     get_batch,
-    load_meta,
     resolve_device,
     resolve_dtype,
     train_step,
@@ -200,7 +200,7 @@ def next_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     or one of two fixed random batches already on the device, which costs nothing."""
     B, T = run.s["batch_size"], run.s["block_size"]
     if data != "synthetic":
-        return get_batch(data, "train", B, T, run.rng, device)
+        return get_batch(data, "train", B, T, run.rng, device, run.s["vocab_size"])  # with train.py's id check
     if not run.pool or run.pool[0][0].shape != (B, T):
         tokens = [torch.randint(0, run.s["vocab_size"], (B, T + 1), generator=run.rng) for _ in range(2)]
         run.pool = [(t[:, :-1].to(device), t[:, 1:].to(device)) for t in tokens]
@@ -323,11 +323,11 @@ def bench_loader(s: dict, step_s: float) -> dict:
     """ms per common.get_batch call (memmap, stack, pinned copy to the GPU) at the step's shape."""
     B, T = s["batch_size"], s["block_size"]
     g = torch.Generator().manual_seed(seed)
-    get_batch(data, "train", B, T, g, device)
+    get_batch(data, "train", B, T, g, device, s["vocab_size"])
     sync()
     t0 = time.perf_counter()
     for _ in range(loader_iters):
-        get_batch(data, "train", B, T, g, device)
+        get_batch(data, "train", B, T, g, device, s["vocab_size"])
     sync()
     per_batch = (time.perf_counter() - t0) / loader_iters
     return dict(data=data, batch_size=B, block_size=T, ms_per_batch=per_batch * 1000,
@@ -405,10 +405,6 @@ def main(argv: list[str]) -> None:
         return
 
     device = resolve_device(device)
-    if device_type() != "cuda" and device != "cpu":
-        die(f"bench.py times CPUs and CUDA GPUs, not '{device}': use auto, cpu, cuda or cuda:N")
-    if data != "synthetic":
-        load_meta(data)  # a clear error when the folder is not prepared
     if threads > 0:
         torch.set_num_threads(threads)
 
@@ -422,6 +418,9 @@ def main(argv: list[str]) -> None:
         if s["compile"] not in (None, True, False):
             die(f"compile must be True, False or None (automatic), got {s['compile']!r} in {name}")
         s["compile"] = device_type() == "cuda" if s["compile"] is None else s["compile"]
+    if data != "synthetic":  # one-line errors for missing or damaged data, before any timing
+        check_data(data, ("train",), max(s["block_size"] for _, s in variants),
+                   min(s["vocab_size"] for _, s in variants))
     if any(s["compile"] for _, s in variants):
         # each compiled variant is one more cache entry on GPT.forward's code; keep them all compiled
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 8 * len(variants))

@@ -20,23 +20,49 @@ from model import EOT_TOKEN, GPT, GPTConfig
 
 
 def die(message: str) -> NoReturn:
-    """Stop with a one-line error (no traceback): what is wrong and how to fix it."""
+    """Stop with a one-line error (no traceback): what is wrong and how to fix it.
+
+    Under torchrun, until the ranks have a process group, every rank runs the same checks on the same
+    settings and fails alike: only each node's first rank (LOCAL_RANK 0) prints the line, so it is read
+    once, not once per GPU; the others exit with status 1 in silence."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" and not torch.distributed.is_initialized():
+        raise SystemExit(1)
     raise SystemExit(f"error: {message}")
 
 
 # ---------------------------------------------------------------- device and precision
 
 def resolve_device(device: str) -> str:
-    """'auto' is the GPU when there is one, else the CPU; a CUDA device that is not there is an error."""
+    """'auto' is the GPU when there is one, else the CPU. Every script runs on CPUs and CUDA GPUs only
+    (nothing here was built or tested for Apple's mps): any other device, or a GPU that is not there, is
+    refused here in one line, not in a traceback from deep inside torch."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    kind = device.split(":")[0]
-    if kind not in ("cpu", "cuda", "mps"):
-        die(f"unknown device '{device}': use auto, cpu, cuda or cuda:N")
+    kind, colon, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or colon and (kind == "cpu" or not index.isdigit()):
+        die(f"unknown device '{device}': use auto, cpu, cuda or cuda:N (these scripts run on CPUs and CUDA GPUs; "
+            f"mps and others are not supported)")
     if kind == "cuda" and not torch.cuda.is_available():
         die(f"device '{device}' asked for, but torch sees no CUDA GPU (check the driver and the torch build): "
             f"use --device=cpu")
+    if index and int(index) >= torch.cuda.device_count():
+        die(f"device '{device}': torch sees {torch.cuda.device_count()} CUDA GPU(s), cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}")
     return device
+
+
+def use_idle_cores(device: str) -> str:
+    """On the CPU, unless OMP_NUM_THREADS says otherwise, run torch on the cores the load average leaves
+    idle (at least one). Decoding is one token at a time, many tiny matrix-vector products, and a thread
+    waiting for a busy core stalls every one of them: on a 2-core VM running other jobs, sample.py made
+    9.0 tokens/s with torch's default 2 threads and 121 with 1 (docs/sample.md). Returns a note for the log."""
+    if device != "cpu":
+        return ""
+    if "OMP_NUM_THREADS" not in os.environ:
+        idle = (os.cpu_count() or 1) - os.getloadavg()[0]
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), int(idle))))
+    n = torch.get_num_threads()
+    return f" ({n} thread{'s' * (n > 1)})"
 
 
 PT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -110,25 +136,92 @@ def load_meta(data_dir: str) -> dict:
     if not os.path.exists(path):
         die(f"no prepared data in '{data_dir}' (missing meta.json): run `python prepare.py` for OpenWebText, "
             f"or `python prepare.py --input ../shared/data/openwebtext_sample --out {data_dir}` offline")
-    with open(path) as f:
-        return json.load(f)
+    again = f"prepare the data again (python prepare.py ... --out {data_dir} --overwrite)"
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        die(f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): {again}")
+    vocab = meta.get("vocab_size") if isinstance(meta, dict) else None
+    if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1:
+        die(f"{path} has no vocab_size (a positive integer), so it was not written by prepare.py: {again}")
+    if meta.get("dtype", "uint16") != "uint16":  # the token files are read as uint16, whatever else they hold
+        die(f"{path} says the tokens are {meta['dtype']}, but this project reads uint16 token files: {again}")
+    return meta
+
+
+# Token files up to this many tokens are scanned whole at start-up (128 MB: 0.04 s from the page cache on a 2-core
+# VM); a longer one, such as OpenWebText's 9B-token train.bin (18 GB: 36 s at a disk's 500 MB/s, on every rank
+# and every resume), in SCAN_CHUNKS evenly spaced pieces of the same total. get_batch then checks every
+# window it draws, so an id missed by the sample is still caught, before it reaches the model.
+SCAN_TOKENS = 1 << 26
+SCAN_CHUNKS = 64
+
+
+def bad_token(data: np.ndarray, vocab_size: int) -> tuple[int, int] | None:
+    """(position, id) of the first id >= vocab_size in the scanned part of data, or None."""
+    n, piece = len(data), SCAN_TOKENS // SCAN_CHUNKS
+    starts = range(0, n, piece) if n <= SCAN_TOKENS else np.linspace(0, n - piece, SCAN_CHUNKS, dtype=np.int64)
+    for start in starts:
+        chunk = data[start:start + piece]
+        if chunk.max() >= vocab_size:
+            i = int(np.argmax(chunk >= vocab_size))
+            return int(start) + i, int(chunk[i])
+    return None
+
+
+def check_data(data_dir: str, splits: tuple[str, ...], block_size: int, vocab_size: int) -> dict:
+    """The checks a prepared folder must pass before any work is done (an eval, a checkpoint, a timed
+    step): meta.json readable, with a vocabulary that fits the model's vocab_size; each split's .bin
+    present, of whole uint16 tokens, longer than one window, and with no id outside that vocabulary.
+    Returns meta.json's contents."""
+    meta = load_meta(data_dir)
+    again = f"prepare the data again (python prepare.py ... --out {data_dir} --overwrite)"
+    if meta["vocab_size"] > vocab_size:
+        die(f"{data_dir} holds token ids up to {meta['vocab_size'] - 1} ({meta.get('tokenizer')}), more than the "
+            f"model's vocab_size={vocab_size}: set vocab_size >= {meta['vocab_size']}")
+    for split in splits:
+        path = os.path.join(data_dir, f"{split}.bin")
+        if not os.path.isfile(path):
+            die(f"{path} is missing beside meta.json, so the folder is damaged: {again}")
+        size = os.path.getsize(path)
+        if size % 2:
+            die(f"{path} has an odd number of bytes ({size:,}), so it is not whole uint16 tokens (a copy cut "
+                f"short?): {again}")
+        if size == 0:
+            die(f"{path} is empty: {again}")
+        if size // 2 <= block_size:
+            die(f"{split}.bin in '{data_dir}' has {size // 2} tokens, fewer than block_size+1={block_size + 1}: "
+                f"prepare more text or lower block_size")
+        bad = bad_token(np.memmap(path, dtype=np.uint16, mode="r"), meta["vocab_size"])
+        if bad:
+            die(f"{path} holds token id {bad[1]} at token {bad[0]:,}, outside the vocabulary of "
+                f"{meta['vocab_size']} that meta.json states: the file is damaged or from another tokenizer; {again}")
+    return meta
 
 
 def get_batch(data_dir: str, split: str, batch_size: int, block_size: int, generator: torch.Generator,
-              device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+              device: str = "cpu", vocab_size: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows of block_size + 1 tokens from data_dir/{split}.bin: inputs x, targets y.
 
     Positions come from `generator`, so a seed (and the generator's state in a checkpoint) makes the
     stream reproducible. The memmap is opened anew each call: a long-lived one keeps every page it
-    touched resident, which reads as a memory leak over a 23-hour run.
+    touched resident, which reads as a memory leak over a 23-hour run. With vocab_size, an id outside
+    it is an error here, not an IndexError in the embedding or an infinite loss (check_data's scan of
+    a large file is a sample); the check is one max over the batch, microseconds.
     """
     data = np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16, mode="r")
     if len(data) <= block_size:
         die(f"{split}.bin in '{data_dir}' has {len(data)} tokens, fewer than block_size+1={block_size + 1}: "
             f"prepare more text or lower block_size")
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator).tolist()
-    x = torch.from_numpy(np.stack([data[i:i + block_size] for i in ix]).astype(np.int64))
-    y = torch.from_numpy(np.stack([data[i + 1:i + 1 + block_size] for i in ix]).astype(np.int64))
+    windows = np.stack([data[i:i + block_size + 1] for i in ix])
+    if vocab_size and windows.max() >= vocab_size:
+        b, j = np.argwhere(windows >= vocab_size)[0]
+        die(f"{split}.bin in '{data_dir}' holds token id {windows[b, j]} at token {ix[b] + j:,}, outside the "
+            f"vocabulary of {vocab_size}: the file is damaged; prepare the data again (prepare.py)")
+    x = torch.from_numpy(windows[:, :-1].astype(np.int64))
+    y = torch.from_numpy(windows[:, 1:].astype(np.int64))
     return to_device(x, y, device)
 
 
@@ -201,11 +294,29 @@ def save_checkpoint(checkpoint: dict, path: str) -> None:
     """Write to a temporary name, flush to disk, then rename over the old file: a crash or kill at
     any moment leaves either the previous checkpoint or the new one, never half of one."""
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk, a quota: hours into a run, say so, and leave no half-written file
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        kept = (f"{path} keeps the previous checkpoint: free space, then resume from it" if os.path.exists(path) else
+                "no checkpoint was written: free space or choose another out_dir")
+        die(f"cannot write the checkpoint {path} ({e.strerror or e}); {kept}")
+
+
+def check_writable(folder: str, what: str) -> None:
+    """Write and remove a file in folder now, so a place that cannot be written is refused before the
+    work, not after it (a read-only or full disk, no permission). what names the setting to change."""
+    try:
+        probe = os.path.join(folder, f".write-test-{os.getpid()}")  # per process: ranks probe side by side
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        die(f"cannot write to '{folder}' ({e.strerror}): choose another {what}")
 
 
 def read_metrics(path: str) -> list[dict]:
@@ -224,16 +335,23 @@ def check_json_path(path: str) -> None:
     """Refuse a --json path that cannot be written now, before the work, not after it."""
     if os.path.isdir(path):
         die(f"--json={path} is a folder: give a file path, e.g. --json={os.path.join(path, 'results.json')}")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
         die(f"--json={path}: folder '{os.path.dirname(path)}' does not exist: create it, or give a path in "
             f"an existing folder")
+    check_writable(folder, f"--json path (--json={path})")
 
 
 def write_json(path: str, payload: dict) -> None:
     tmp = f"{path}.tmp"  # written whole, then renamed: never a half-written file
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2)
+        os.replace(tmp, path)
+    except OSError as e:  # the folder was checked up front (check_json_path); the disk can still fill
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        die(f"cannot write {path} ({e.strerror or e}): free space, or give --json another path")
 
 
 def load_checkpoint(path: str, device: str = "cpu") -> dict:

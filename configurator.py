@@ -16,6 +16,9 @@ import difflib
 import os
 import traceback
 from ast import literal_eval
+from typing import NoReturn
+
+from common import die  # one-line errors, printed once under torchrun
 
 SETTING_TYPES = (int, float, bool, str, type(None))
 
@@ -41,10 +44,10 @@ def print_help(namespace: dict, config: dict) -> None:
         print("  " + lines.get(key, f"{key} = {value!r}"))
 
 
-def _unknown(key: str, known: dict, where: str) -> SystemExit:
+def _unknown(key: str, known: dict, where: str) -> NoReturn:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(known))}"
-    return SystemExit(f"error: unknown config key '{key}' {where}{hint}")
+    die(f"unknown config key '{key}' {where}{hint}")
 
 
 def _check_type(key: str, value, default, where: str):
@@ -58,7 +61,7 @@ def _check_type(key: str, value, default, where: str):
             return float(value)  # an int may set a float
     elif isinstance(value, type(default)) and not isinstance(value, bool):
         return value
-    raise SystemExit(f"error: config key '{key}' {where} expects {type(default).__name__} "
+    die(f"config key '{key}' {where} expects {type(default).__name__} "
                      f"(like {default!r}), got {type(value).__name__} {value!r}")
 
 
@@ -84,6 +87,28 @@ def expand_flags(argv: list[str], config: dict, bare: dict) -> list[str]:
     return out
 
 
+def read_config_file(path: str, config: dict) -> str:
+    """The text of a config file; a folder, a missing file or one that is not UTF-8 text (a checkpoint
+    typed where a config goes, say) is a one-line error that says what to give instead."""
+    if os.path.isdir(path):  # an out_dir or a data folder, typed without its --key=
+        instead = " or ".join(f"--{k}={path}" for k in ("out_dir", "data_dir") if k in config)
+        die(f"'{path}' is a folder, not a config file: give a path like config/option_a.py"
+                         + (f", or write {instead}" if instead else ""))
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        die(f"config file '{path}' not found (give a path like config/option_a.py, "
+                         f"or --key=value)")
+    except UnicodeDecodeError:  # a checkpoint, most likely: say how this script takes one
+        folder = os.path.dirname(path) or "."
+        instead = " or ".join(f"--{k}={v}" for k, v in (("ckpt", path), ("out_dir", folder)) if k in config)
+        die(f"'{path}' is not a config file (configs are Python text; this file is not UTF-8)"
+                         + (f": for a checkpoint write {instead}" if instead else ""))
+    except OSError as e:
+        die(f"cannot read config file '{path}' ({e.strerror})")
+
+
 def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_files: bool = True,
               bare: dict | None = None) -> dict:
     """strict_files=False: keys a config file sets that this script does not declare are skipped
@@ -96,34 +121,29 @@ def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_fil
     for arg in expand_flags(argv, config, bare or {}):
         if not arg.startswith("--"):
             # a config file: run it in a namespace of its own and take what it assigns
-            try:
-                with open(arg) as f:
-                    source = f.read()
-            except OSError:
-                raise SystemExit(f"error: config file '{arg}' not found (give a path like config/option_a.py, "
-                                 f"or --key=value)") from None
+            source = read_config_file(arg, config)
             file_vars: dict = {"__file__": os.path.abspath(arg)}  # lets a config include another
             try:
                 exec(compile(source, arg, "exec"), file_vars)
             except Exception as e:  # a typo in a config file: say where, without a traceback
                 line = e.lineno if isinstance(e, SyntaxError) else traceback.extract_tb(e.__traceback__)[-1].lineno
-                raise SystemExit(f"error: config file '{arg}' line {line}: {type(e).__name__}: {e}") from None
+                die(f"config file '{arg}' line {line}: {type(e).__name__}: {e}")
             for key, value in file_vars.items():
                 if key.startswith("_") or not isinstance(value, SETTING_TYPES):
                     continue  # imports, helpers
                 if key not in config:
                     if not strict_files:
                         continue
-                    raise _unknown(key, config, f"in {arg}")
+                    _unknown(key, config, f"in {arg}")
                 config[key] = _check_type(key, value, config[key], f"in {arg}")
             if verbose:
                 print(f"read config file {arg}")
         else:
             key, eq, raw = arg[2:].partition("=")
             if not eq:
-                raise SystemExit(f"error: override '{arg}' needs a value: write --{key}=VALUE")
+                die(f"override '{arg}' needs a value: write --{key}=VALUE")
             if key not in config:
-                raise _unknown(key, config, "on the command line")
+                _unknown(key, config, "on the command line")
             try:
                 value = literal_eval(raw)
             except (SyntaxError, ValueError):

@@ -37,7 +37,17 @@ from tqdm import tqdm
 
 import chat_template
 import common
-from common import autocast, check_json_path, die, load_meta, load_model, resolve_device, resolve_dtype, write_json
+from common import (
+    autocast,
+    check_data,
+    check_json_path,
+    die,
+    load_meta,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+    write_json,
+)
 
 _SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data"))
 
@@ -154,7 +164,8 @@ def read_documents(path: str) -> list[str]:
     """The documents of a file, as prepare.py reads them: a .txt file is one document, a .jsonl
     file one per line in its "text" field."""
     if not os.path.isfile(path):
-        die(f"eval file '{path}' not found: give existing .txt or .jsonl files in --files")
+        die(f"eval file '{path}' {'is a folder' if os.path.isdir(path) else 'not found'}: give existing .txt or "
+            f".jsonl files in --files")
     if not path.endswith((".txt", ".jsonl")):
         die(f"eval file '{path}' is neither .txt (one document) nor .jsonl (a \"text\" field per line)")
     if path.endswith(".jsonl"):
@@ -175,8 +186,8 @@ def read_text(path: str) -> str:
 def read_jsonl(path: str, what: str, fields: dict) -> list[dict]:
     """Rows of a task's .jsonl file, each checked to have `fields` ({name: type}); one-line errors."""
     if not os.path.isfile(path):
-        die(f"{what} file '{path}' not found: see docs/eval.md for where it comes from, "
-            f"or point --{what}_file at a copy")
+        die(f"{what} file '{path}' {'is a folder' if os.path.isdir(path) else 'not found'}: see docs/eval.md for "
+            f"where it comes from, or point --{what}_file at a copy")
     rows = []
     for n, line in enumerate(read_text(path).split("\n"), 1):  # not splitlines: JSON may hold a raw U+2028
         if not line.strip():
@@ -312,6 +323,8 @@ def main() -> dict:
     log = sys.stderr if json == "-" else sys.stdout  # with --json=- stdout holds the JSON alone
     print(summary(config), file=log)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not task_list:  # else a run that evaluates nothing and exits 0
+        die("--tasks is empty: give some of val, hellaswag, lambada, chat (e.g. --tasks=val,hellaswag)")
     for t in task_list:
         if t not in ("val", "hellaswag", "lambada", "chat"):
             die(f"unknown task '{t}': choose from val, hellaswag, lambada, chat (e.g. --tasks=val,hellaswag)")
@@ -359,7 +372,7 @@ def main() -> dict:
             source = data_dir or checkpoint.get("config", {}).get("data_dir", "")
             if not source:
                 die("no data for task val: give --data_dir (prepared by prepare.py) or --files")
-            load_meta(source)  # a clear error when the folder is not prepared data
+            check_data(source, ("val",), 0, model.config.vocab_size)  # one-line errors for damaged data
             val = np.memmap(os.path.join(source, "val.bin"), dtype=np.uint16, mode="r")
             # val.bin is one stream of documents, each ending in EOT; an EOT in front gives its
             # first token the context every other document start gets.

@@ -191,9 +191,11 @@ def write_tokenizer(folder: str, block_size: int, chat: bool = False) -> bool:
     return True
 
 
-def export(model: GPT, folder: str, with_tokenizer: bool = True, chat: bool = False) -> str:
+def export(model: GPT, folder: str, with_tokenizer: bool = True, chat: bool = False, check=None) -> str:
     """Write the Hugging Face folder for `model` (written beside, then moved into place), with the
-    chat template when chat; returns the architecture name."""
+    chat template when chat; returns the architecture name. check(path), if given, runs on the finished
+    folder before it moves into place: when it fails, the folder is removed and a previous export stays
+    as it was."""
     from safetensors.torch import save_file
 
     arch = hf_architecture(model.config)
@@ -211,18 +213,33 @@ def export(model: GPT, folder: str, with_tokenizer: bool = True, chat: bool = Fa
     model = model.float().cpu()
     hf_config = llama_config(model.config) if arch == "llama" else gpt2_config(model.config)
     weights = llama_weights(model) if arch == "llama" else gpt2_weights(model)
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-        json.dump(hf_config, f, indent=2)
-    with open(os.path.join(tmp, "generation_config.json"), "w") as f:
-        json.dump({"bos_token_id": _EOT_TOKEN, "eos_token_id": _EOT_TOKEN}, f, indent=2)
-    # safetensors wants each tensor contiguous and in its own storage (the slices above share)
-    weights_path = os.path.join(tmp, "model.safetensors")
-    save_file({k: v.detach().contiguous().clone() for k, v in weights.items()}, weights_path, metadata={"format": "pt"})
-    # safetensors writes through a private temp file (mode 0600) and renames it; give the weights the
-    # mode every other file here got from open() and the umask, so whoever may read the folder may load it
-    shutil.copymode(os.path.join(tmp, "config.json"), weights_path)
-    if with_tokenizer:
-        write_tokenizer(tmp, model.config.block_size, chat)
+    try:
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(hf_config, f, indent=2)
+        with open(os.path.join(tmp, "generation_config.json"), "w") as f:
+            json.dump({"bos_token_id": _EOT_TOKEN, "eos_token_id": _EOT_TOKEN}, f, indent=2)
+        # safetensors wants each tensor contiguous and in its own storage (the slices above share)
+        weights_path = os.path.join(tmp, "model.safetensors")
+        save_file({k: v.detach().contiguous().clone() for k, v in weights.items()}, weights_path,
+                  metadata={"format": "pt"})
+        # safetensors writes through a private temp file (mode 0600) and renames it; give the weights the
+        # mode every other file here got from open() and the umask, so whoever may read the folder may load it
+        shutil.copymode(os.path.join(tmp, "config.json"), weights_path)
+        if with_tokenizer:
+            write_tokenizer(tmp, model.config.block_size, chat)
+    except OSError as e:  # a full disk mid-write: no half-made folder left, the previous export untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        die(f"cannot write the export into '{tmp}' ({e.strerror or e}): free space, or give --hf_dir another place "
+            f"('{folder}' is as it was)")
+    except BaseException:  # Ctrl-C
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if check is not None:
+        try:
+            check(tmp)
+        except BaseException:  # die() too: a failed export never replaces a good one
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return arch
@@ -259,22 +276,25 @@ def main():
     if chat and checkpoint["chat_template"] != chat_template.NAME:
         die(f"{source} was tuned with chat template '{checkpoint['chat_template']}', not this version's "
             f"'{chat_template.NAME}': export it with the version that trained it")
-    arch = export(model, folder, tokenizer and checkpoint.get("tokenizer", "gpt2") == "gpt2", chat)
+
+    def check(path: str) -> None:  # transformers loads the export back, before it replaces anything
+        try:
+            import transformers
+        except ImportError:
+            print("transformers is not installed: skipped loading the export back to check it")
+            return
+        diff = max_logit_difference(model, path)
+        if not diff <= 1e-4:
+            die(f"the export's logits differ from this model's by up to {diff:.2e} (> 1e-4), so it was not "
+                f"written: please report this with your transformers version ({transformers.__version__})")
+        print(f"checked with transformers {transformers.__version__}: logits match, max |difference| {diff:.1e}")
+
+    arch = export(model, folder, tokenizer and checkpoint.get("tokenizer", "gpt2") == "gpt2", chat,
+                  check if verify else None)
     name = "LlamaForCausalLM" if arch == "llama" else "GPT2LMHeadModel"
     kind = ", chat-tuned: with its chat_template" if chat else ""
     print(f"exported {source} ({model.num_params():,} parameters{kind}) to {folder} as {name}: "
           f"{', '.join(sorted(os.listdir(folder)))}")
-    if verify:
-        try:
-            import transformers  # noqa: F401
-        except ImportError:
-            print("transformers is not installed: skipped loading the export back to check it")
-            return
-        diff = max_logit_difference(model, folder)
-        if not diff <= 1e-4:
-            die(f"the export's logits differ from this model's by up to {diff:.2e} (> 1e-4): "
-                f"please report this with your transformers version ({transformers.__version__})")
-        print(f"checked with transformers {transformers.__version__}: logits match, max |difference| {diff:.1e}")
 
 
 if __name__ == "__main__":

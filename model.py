@@ -14,7 +14,7 @@ References:
 
 import inspect
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -395,14 +395,17 @@ class GPT(nn.Module):
     @torch.inference_mode()  # like no_grad, and skips autograd's version counting: ~5% per decoded token
     def generate_stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                         top_k: int | None = None, top_p: float | None = None, stop=None,
-                        generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
+                        generator: torch.Generator | None = None, use_cache: bool = True,
+                        suppress_first: Sequence[int] = ()) -> Iterator[torch.Tensor]:
         """Yield the next token (B,) one step at a time, for idx (B, T) of prompt token ids.
 
         With the KV cache the prompt is processed once, then one position per new token. When the
         sequence outgrows block_size, the most recent block_size tokens are re-run to rebuild the
         cache (the same result as re-running the cropped sequence, at the cost of a full pass).
         stop: token ids that end a row (default: EOT; pass () to never stop). Generation ends when
-        every row has stopped; a stopped row keeps emitting its stop token.
+        every row has stopped; a stopped row keeps emitting its stop token. suppress_first: token ids
+        the first new token may not be (Whisper's suppress_blank, Radford et al. 2022: a reply that
+        would open with a blank or end at once starts with its next most likely token instead).
         """
         if idx.numel() == 0 or idx.dim() != 2:
             raise ValueError("generate needs a non-empty (batch, time) tensor of prompt token ids")
@@ -426,7 +429,10 @@ class GPT(nn.Module):
                 else:
                     h = step(newest, start_pos=cached)
                     cached += 1
-                nxt = sample_logits(self.logits(h[:, -1]), temperature, top_k, top_p, generator)
+                logits = self.logits(h[:, -1])
+                if suppress_first and tokens.size(1) == idx.size(1):  # the first new token
+                    logits[:, list(suppress_first)] = float("-inf")
+                nxt = sample_logits(logits, temperature, top_k, top_p, generator)
                 nxt = torch.where(done, tokens[:, -1], nxt)
                 done |= torch.isin(nxt, stop_ids)
                 newest = nxt[:, None]

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from common import autocast, die, load_model, resolve_device, resolve_dtype
+from common import autocast, die, load_model, resolve_device, resolve_dtype, use_idle_cores
 from configurator import configure
 from model import EOT_TOKEN, GPT
 
@@ -30,7 +30,7 @@ top_k = 200  # keep only the k most likely tokens; 0 = off
 top_p = 1.0  # nucleus sampling (Holtzman et al. 2019): the smallest set holding this mass; 1.0 = off
 stop_at_eot = True  # end a sample at <|endoftext|>, the document boundary prepare.py puts after every text
 seed = 1337
-device = "auto"  # auto: cuda if available, else cpu; or cpu, cuda, cuda:1, mps
+device = "auto"  # auto: cuda if available, else cpu; or cpu, cuda, cuda:1
 dtype = "auto"  # auto: bf16 on GPUs that have it, fp16 on older ones, fp32 on the CPU
 compile = False  # torch.compile the one-token decoding step: 1.35x the tokens/s on a 2-core CPU, after ~20 s
 # -----------------------------------------------------------------------------
@@ -106,6 +106,7 @@ def main():
     if not 0 < top_p <= 1:
         die(f"--top_p={top_p}: use a number in (0, 1]; 1.0 turns nucleus sampling off")
     dev = resolve_device(device)
+    threads = use_idle_cores(dev)
     device_type = "cuda" if dev.startswith("cuda") else dev
     dt = resolve_dtype(dtype, device_type)
     torch.manual_seed(seed)
@@ -114,7 +115,7 @@ def main():
     model, enc, checkpoint = load_model(ckpt or out_dir, dev)
     val_loss = checkpoint.get("val_loss")
     print(f"loaded {ckpt or out_dir}: {model.num_params() / 1e6:.1f}M parameters, iter {checkpoint.get('iter_num')}, "
-          f"val loss {'?' if val_loss is None else f'{val_loss:.4f}'}; {dev}, {dt}", file=sys.stderr)
+          f"val loss {'?' if val_loss is None else f'{val_loss:.4f}'}; {dev}{threads}, {dt}", file=sys.stderr)
     if compile:
         print("compiling the decoding step: the first token waits for it", file=sys.stderr)
         model.compile_generation()

@@ -367,6 +367,7 @@ TINY_RUN = ["--n_layer=1", "--n_embd=32", "--n_head=1", "--block_size=8", "--bat
     ("--compare=base,batch_size=0", "batch_size and grad_accum must be at least 1"),
     ("--compare=base,optimizer=sgd", "optimizer must be 'adamw' or 'muon', got 'sgd' in optimizer=sgd"),
     ("--json={tmp}/missing/bench.json", "folder '{tmp}/missing' does not exist"),
+    ("--json=/sys/bench.json", "cannot write to '/sys' (Permission denied): choose another --json path"),
 ])
 def test_bench_refuses_bad_settings(tmp_path, bad, message):
     r = run_script("bench.py", *TINY_RUN, bad.format(tmp=tmp_path), check=False)
@@ -399,3 +400,14 @@ def test_a_run_stopped_while_timing_generation_keeps_the_training_rows(tmp_path)
     report = json.loads(out.read_text())
     assert [v["variant"] for v in report["variants"]] == ["base", "loss_chunk=0"] and report["generation"] is None
     assert all(v["ms_per_step"] > 0 for v in report["variants"])
+
+
+def test_bench_refuses_damaged_data_before_timing(owt_data, tmp_path):
+    """A train.bin with an id past the embedding was an IndexError inside the timed step: one line from
+    common.check_data, the check train.py makes (test_train covers the other kinds of damage)."""
+    (tmp_path / "train.bin").write_bytes(b"\x60\xea" * 64)  # id 60000
+    (tmp_path / "meta.json").write_text((owt_data / "meta.json").read_text())
+    r = run_script("bench.py", *TINY_RUN, f"--data={tmp_path}", check=False)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: ")
+    assert "train.bin holds token id 60000 at token 0, outside the vocabulary of 50257" in lines[0]

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import chat
-from common import get_tokenizer, load_checkpoint, model_from_checkpoint
+from common import get_tokenizer, load_checkpoint, model_from_checkpoint, save_checkpoint
 from conftest import ROOT
 from model import EOT_TOKEN, GPTConfig
 from test_sample import make_checkpoint
@@ -31,6 +31,10 @@ HEADER = "A conversation between a user and a helpful assistant."
 STOPS = ("\nUser:", "\nAssistant:", "\n\n")
 MAX_NEW = 24  # tokens per reply in these tests
 enc = get_tokenizer()
+
+
+# the reply's first token is never one the reply's lstrip would leave nothing of, nor the end of text
+BLANK = [EOT_TOKEN] + [i for i in range(enc.n_vocab) if i != EOT_TOKEN and not enc.decode([i]).lstrip()]
 
 
 def ref_transcript(history: list[tuple[str, str]], message: str) -> str:
@@ -46,7 +50,7 @@ def ref_reply(model, history: list[tuple[str, str]], message: str, generator=Non
     ids = enc.encode(ref_transcript(history, message))
     assert len(ids) <= model.config.block_size // 2, "keep test chats short enough that no turn is trimmed"
     new: list[int] = []
-    for token in model.generate_stream(torch.tensor([ids]), MAX_NEW, generator=generator,
+    for token in model.generate_stream(torch.tensor([ids]), MAX_NEW, generator=generator, suppress_first=BLANK,
                                        **{"temperature": 0, **kwargs}):
         if token.item() == EOT_TOKEN:
             break
@@ -95,6 +99,49 @@ def test_old_turns_are_trimmed_to_fit():
     assert enc.decode(ids).endswith("the end\nAssistant:")
 
 
+class CountingEncoder:
+    """The tokenizer, counting the characters it is given: the work a prompt costs."""
+
+    def __init__(self):
+        self.chars = self.calls = 0
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        self.chars, self.calls = self.chars + len(text), self.calls + 1
+        return enc.encode_ordinary(text)
+
+
+def naive_prompt_ids(history, message, budget):
+    """The reference: drop the oldest turn until the transcript fits (what chat.py did, once per turn)."""
+    for start in range(len(history) + 1):
+        if len(ids := enc.encode(ref_transcript(history[start:], message))) <= budget:
+            return ids
+    return enc.encode(ref_transcript([], message))[-budget:]
+
+
+@pytest.mark.parametrize("turns", [1, 2, 7, 50, 301])
+def test_trimming_keeps_what_dropping_one_turn_at_a_time_keeps(turns):
+    history = [(f"q{i} " + "x" * (i % 7), f"a{i} " * (i % 5)) for i in range(turns)]
+    full = len(enc.encode(ref_transcript(history, "now?")))
+    for budget in (10, full // 3, full // 2, full - 1, full):
+        assert chat.prompt_ids(enc, history, "now?", budget) == naive_prompt_ids(history, "now?", budget)
+
+
+def test_the_largest_request_the_server_accepts_costs_little_work():
+    """The worst case MAX_REQUEST_BYTES allows: as many empty turns as fit, each dropped to fit the context.
+    Dropping them one at a time encoded ~8,000 transcripts of up to 64 KiB (88 s for 6,500, every other
+    request answered 429 meanwhile); now the tokenizer sees at most log2(turns) + 2 transcripts."""
+    pairs = (chat.MAX_REQUEST_BYTES - 100) // len('["", ""], ')
+    body = json.dumps({"message": "hi", "history": [["", ""]] * pairs}).encode()
+    assert len(body) <= chat.MAX_REQUEST_BYTES
+    history, message, _ = chat.parse_request(body)
+    counting = CountingEncoder()
+    ids = chat.prompt_ids(counting, history, message, 64)
+    transcript_chars = len(chat.transcript(history, message))
+    assert counting.calls <= pairs.bit_length() + 2 and counting.chars <= (pairs.bit_length() + 2) * transcript_chars
+    assert len(ids) <= 64 and enc.decode(ids).endswith("User: \nAssistant: \nUser: hi\nAssistant:")
+    assert len(enc.encode(ref_transcript(history[-len(history) // 2:], message))) > 64  # most turns were dropped
+
+
 def test_message_alone_when_no_turn_fits():
     """When not even the newest turn fits but the message does, the prompt is the header and the
     message alone, whole, not the end of a transcript cut in the middle of that turn."""
@@ -118,7 +165,7 @@ def test_typed_special_token_is_ordinary_text():
 
 def fake_stream(pieces: list[str], pulled: list[str]):
     def stream_text(model, enc, ids, dev, ctx, stop, **kwargs):
-        assert stop == {EOT_TOKEN}
+        assert stop == {EOT_TOKEN} and kwargs["suppress_first"] == BLANK
         for p in pieces:
             pulled.append(p)
             yield 0, p
@@ -138,7 +185,7 @@ def test_reply_stream_holds_back_possible_stop_strings(monkeypatch, pieces, expe
     pulled: list[str] = []
     monkeypatch.setattr(chat, "stream_text", fake_stream(pieces, pulled))
     out = []
-    for piece in chat.reply_stream(None, None, [], "cpu", None):
+    for piece in chat.reply_stream(None, enc, [], "cpu", None):
         assert not any(s in "".join(out) + piece for s in STOPS)
         out.append(piece)
     assert out == expected
@@ -179,6 +226,37 @@ def test_repl_through_piped_stdin(smoke_ckpt, compile):
         "User: /reset\n(new conversation)\n"
         f"User: What is your name?\nAssistant: {r3}\n"
         "User: /quit\n")
+
+
+def test_blank_ids_are_the_whitespace_tokens_and_eot():
+    assert chat.blank_ids(enc) == BLANK and {198, 628, 220, EOT_TOKEN} <= set(BLANK) and len(BLANK) == 24
+
+
+def test_greedy_replies_of_a_model_that_only_writes_newlines_are_not_empty(tmp_path):
+    """The README's scripted example printed two empty replies: greedy, the smoke model answers "Assistant:" with
+    newlines only. Here a model made to prefer "\n" after every token (blocks silenced, every embedding
+    sharing one direction that the newline's holds three times over) must still say something: its best
+    non-blank token, then the blank line that ends the reply."""
+    config = GPTConfig(n_layer=1, n_embd=32, n_head=2, block_size=64)
+    make_checkpoint(tmp_path / "ckpt.pt", config)
+    checkpoint = load_checkpoint(str(tmp_path))
+    state, g = checkpoint["model"], torch.Generator().manual_seed(0)
+    u = torch.randn(32, generator=g)
+    state["transformer.wte.weight"] = u + 0.1 * torch.randn(state["transformer.wte.weight"].shape, generator=g)
+    state["transformer.wte.weight"][198] = 3 * u
+    state["lm_head.weight"] = state["transformer.wte.weight"]  # tied: one matrix
+    for name in [n for n in state if n.endswith("c_proj.weight")]:  # attention and MLP outputs: the blocks add 0
+        state[name] = torch.zeros_like(state[name])
+    save_checkpoint(checkpoint, str(tmp_path / "ckpt.pt"))
+    model = load(tmp_path)
+    ids = torch.tensor([enc.encode(ref_transcript([], "Hello!"))])
+    assert model.generate(ids, 5, temperature=0, stop=())[0, -5:].tolist() == [198] * 5  # the trap is set
+    result = subprocess.run([sys.executable, "chat.py", f"--out_dir={tmp_path}", "--temperature=0"], cwd=ROOT,
+                            input="Hello!\nWhat is a GPT?\n", capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    replies = [line.removeprefix("Assistant: ") for line in result.stdout.splitlines() if line.startswith("Assistant")]
+    assert len(replies) == 2 and all(r.strip() for r in replies)
+    assert replies[0] == ref_reply(model, [], "Hello!")
 
 
 def test_repl_refuses_temperatures_it_cannot_use(tiny_dir):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import common
+from conftest import one_line_error
 from model import GPT, GPTConfig
 
 
@@ -209,3 +210,98 @@ def test_train_step_all_reduces_the_gradients_once_per_step_under_ddp():
     assert reductions[1] > 0 and reductions[3] == reductions[1]
     for k in states[1]:
         torch.testing.assert_close(states[3][k], states[1][k], atol=1e-5, rtol=1e-4)
+
+
+def prepared(tmp_path, train: np.ndarray, val: np.ndarray | None = None, meta: str | None = None):
+    train.astype(np.uint16).tofile(tmp_path / "train.bin")
+    (val if val is not None else train).astype(np.uint16).tofile(tmp_path / "val.bin")
+    (tmp_path / "meta.json").write_text(meta if meta is not None else '{"vocab_size": 50257, "tokenizer": "gpt2"}')
+    return str(tmp_path)
+
+
+def test_check_data_scans_a_large_file_in_evenly_spread_pieces(tmp_path, monkeypatch):
+    """Past SCAN_TOKENS only SCAN_CHUNKS pieces are read (so a 9B-token file costs what 64M do): a bad id inside
+    a piece is found with its position, one between pieces is left to get_batch."""
+    monkeypatch.setattr(common, "SCAN_TOKENS", 1000)
+    monkeypatch.setattr(common, "SCAN_CHUNKS", 10)  # pieces of 100 tokens, spread over 10,000
+    ids = np.arange(10_000) % 50257
+    starts = np.linspace(0, 10_000 - 100, 10, dtype=np.int64)
+    assert common.bad_token(ids, 50257) is None
+    inside, between = int(starts[4]) + 50, int(starts[4]) + 150
+    assert common.bad_token(np.where(np.arange(10_000) == inside, 50257, ids), 50257) == (inside, 50257)
+    assert common.bad_token(np.where(np.arange(10_000) == between, 50257, ids), 50257) is None
+    assert common.bad_token(np.where(np.arange(900) == 899, 50300, ids[:900]), 50257) == (899, 50300)  # small: whole
+    data = prepared(tmp_path, np.where(np.arange(10_000) == between, 50300, ids))
+    common.check_data(data, ("train",), 32, 50257)  # the sample misses it...
+    message = one_line_error(lambda: [common.get_batch(data, "train", 64, 32, torch.Generator().manual_seed(s),
+                                                       vocab_size=50257) for s in range(200)])
+    assert f"holds token id 50300 at token {between:,}, outside the vocabulary of 50257" in message  # ...a batch not
+
+
+def test_check_data_refuses_a_vocabulary_larger_than_the_model_and_accepts_good_data(tmp_path):
+    data = prepared(tmp_path, np.arange(100))
+    assert common.check_data(data, ("train", "val"), 32, 50257)["vocab_size"] == 50257
+    assert "set vocab_size >= 50257" in one_line_error(common.check_data, data, ("train",), 32, 50000)
+    assert "fewer than block_size+1=101" in one_line_error(common.check_data, data, ("train",), 100, 50257)
+    (tmp_path / "meta.json").write_text('{"vocab_size": 50257, "dtype": "uint32"}')  # read as uint16: garbage ids
+    assert "says the tokens are uint32" in one_line_error(common.check_data, data, ("train",), 32, 50257)
+
+
+@pytest.mark.parametrize("device", ["mps", "mps:0", "cpu:0", "cuda:x", "xla"])
+def test_resolve_device_refuses_devices_no_script_supports(device):
+    """Every script runs on CPUs and CUDA GPUs; mps was listed by sample.py's --help and failed in torch."""
+    assert f"unknown device '{device}': use auto, cpu, cuda or cuda:N" in one_line_error(common.resolve_device, device)
+
+
+def test_resolve_device_refuses_a_gpu_index_that_is_not_there(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert common.resolve_device("cuda:1") == "cuda:1"
+    assert "torch sees 2 CUDA GPU(s), cuda:0 to cuda:1" in one_line_error(common.resolve_device, "cuda:2")
+
+
+@pytest.mark.parametrize("load, cores, env, expected", [
+    (4.9, 2, None, 1),  # a 2-core machine running other jobs: one thread
+    (0.0, 2, None, 2),  # idle: torch's default (2 here), never more
+    (0.7, 8, None, 2),  # never more than torch's default either
+    (30.0, 8, None, 1),  # at least one
+    (4.9, 2, "2", 2),  # OMP_NUM_THREADS set: the user's choice stands
+])
+def test_use_idle_cores_follows_the_load_unless_told(monkeypatch, load, cores, env, expected):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(common.os, "getloadavg", lambda: (load, load, load))
+        monkeypatch.setattr(common.os, "cpu_count", lambda: cores)
+        if env is None:
+            monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("OMP_NUM_THREADS", env)
+        note = " (1 thread)" if expected == 1 else f" ({expected} threads)"
+        assert common.use_idle_cores("cpu") == note and torch.get_num_threads() == expected
+        torch.set_num_threads(2)
+        assert common.use_idle_cores("cuda:0") == "" and torch.get_num_threads() == 2  # GPUs: left alone
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_files(tmp_path, monkeypatch):
+    """Hours into a run the disk fills: one line saying what was kept, no half-written .tmp beside it, and the
+    previous checkpoint (or JSON) as it was; it used to be an OSError traceback with the .tmp left behind."""
+    import errno
+    path, report = tmp_path / "ckpt.pt", tmp_path / "r.json"
+    common.save_checkpoint({"step": 1}, str(path))
+    common.write_json(str(report), {"step": 1})
+    before = path.read_bytes(), report.read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(common.torch, "save", full)
+    monkeypatch.setattr(common.json, "dump", full)
+    message = one_line_error(common.save_checkpoint, {"step": 2}, str(path))
+    assert "(No space left on device)" in message and "keeps the previous checkpoint" in message
+    assert "no checkpoint was written" in one_line_error(common.save_checkpoint, {"step": 2}, str(tmp_path / "new.pt"))
+    assert "cannot write" in one_line_error(common.write_json, str(report), {"step": 2})
+    assert (path.read_bytes(), report.read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "r.json"]

@@ -212,3 +212,28 @@ def test_help_lists_the_settings_with_their_comments(tmp_path, capsys):
     assert out.startswith("Does a thing.")
     assert "  n_layer = 12  # depth\n" in out and "  learning_rate = 6e-4\n" in out
     assert ns["n_layer"] == 12  # --help changes nothing
+
+
+def test_checkpoint_or_folder_given_as_a_config_file(tmp_path):
+    """A checkpoint typed where a config goes (python sample.py out/ckpt.pt) is binary, not a traceback
+    from the decoder: the message says how this script takes a checkpoint; a folder is a folder, not
+    'not found'."""
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"PK\x03\x04\x80\x02\xff\xfe binary")  # a torch.save zip starts like this
+    ns = {**script_globals(), "ckpt": "", "out_dir": "out"}
+    message = refused(ns, [str(ckpt)])
+    assert "not a config file" in message and f"--ckpt={ckpt}" in message and f"--out_dir={tmp_path}" in message
+    message = refused(ns, [str(tmp_path)])
+    assert "is a folder" in message and f"--out_dir={tmp_path}" in message and "not found" not in message
+    assert "--ckpt" not in refused(script_globals(), [str(ckpt)])  # a script without --ckpt does not offer it
+
+
+def test_errors_are_printed_by_the_first_rank_of_a_node_only(monkeypatch):
+    """Under torchrun every rank parses the same arguments and fails alike: local rank 0 says why, the others
+    exit with status 1 and nothing to print, so the message is read once (common.die's rule)."""
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(SystemExit) as e:
+        configure(script_globals(), ["--n_layr=3"], verbose=False)
+    assert e.value.code == 1
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert "did you mean 'n_layer'" in refused(script_globals(), ["--n_layr=3"])

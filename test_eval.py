@@ -261,7 +261,7 @@ def test_script_scores_every_token_of_val_bin(smoke_ckpt, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     np.array(val, dtype=np.uint16).tofile(data / "val.bin")
-    (data / "meta.json").write_text("{}")
+    (data / "meta.json").write_text('{"vocab_size": 50257}')  # what check_data needs of prepare.py's meta.json
     out = tmp_path / "r.json"
     run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={data}", f"--stride={T}",
                f"--json={out}")
@@ -293,9 +293,14 @@ def test_bad_input(tmp_path, shared):
     assert "not a hellaswag example" in one_line_error(ev.load_hellaswag, lambada)
     assert "not valid JSON" in one_line_error(ev.load_lambada, str(shared / "data" / "tinyshakespeare" / "input.txt"))
     assert "not found" in one_line_error(ev.load_lambada, str(tmp_path / "nope.jsonl"))
+    # a folder where a file goes is a folder, not "not found"
+    assert f"file '{tmp_path}' is a folder" in one_line_error(ev.load_lambada, str(tmp_path))
+    assert f"file '{tmp_path}' is a folder" in one_line_error(ev.read_documents, str(tmp_path))
     r = run_script("eval.py", "--tasks=val,winogrande", check=False)
     assert r.returncode != 0 and r.stderr.strip().splitlines() == [
         "error: unknown task 'winogrande': choose from val, hellaswag, lambada, chat (e.g. --tasks=val,hellaswag)"]
+    r = run_script("eval.py", "--tasks=", check=False)  # evaluated nothing and exited 0
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --tasks is empty")
 
 
 def test_bad_hellaswag_examples(tmp_path):
@@ -313,6 +318,8 @@ def test_bad_hellaswag_examples(tmp_path):
     (["--tasks=val", "--files={tmp}/a.txt", "--stride=129"], "--stride=129 is larger than the model's block_size"),
     (["--tasks=val", "--files={tmp}/empty.txt"], "no tokens to evaluate in '{tmp}/empty.txt'"),
     (["--tasks=val", "--files={tmp}/a.txt", "--json={tmp}/missing/r.json"], "folder '{tmp}/missing' does not exist"),
+    # /sys refuses new files even to root, where a chmod-ed folder would not
+    (["--tasks=val", "--files={tmp}/a.txt", "--json=/sys/r.json"], "cannot write to '/sys' (Permission denied)"),
 ])
 def test_script_refuses_bad_settings(smoke_ckpt, tmp_path, args, message):
     """Refused with one line before the work (block_size is 128): not a traceback, a perplexity of
@@ -322,6 +329,16 @@ def test_script_refuses_bad_settings(smoke_ckpt, tmp_path, args, message):
     r = run_script("eval.py", f"--out_dir={smoke_ckpt}", *[a.format(tmp=tmp_path) for a in args], check=False)
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in r.stderr and message.format(tmp=tmp_path) in r.stderr
+
+
+def test_script_refuses_damaged_val_data(smoke_ckpt, owt_data, tmp_path):
+    """val.bin with an id past the embedding was an IndexError mid-scoring: one line, from the same check
+    train.py and bench.py make (common.check_data; test_train covers the other kinds of damage)."""
+    (tmp_path / "val.bin").write_bytes(b"\x60\xea" * 300)  # id 60000
+    (tmp_path / "meta.json").write_text((owt_data / "meta.json").read_text())
+    r = run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={tmp_path}", check=False)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in r.stderr and "val.bin holds token id 60000 at token 0" in r.stderr
 
 
 def test_autocast_path(model_a):

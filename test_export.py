@@ -152,10 +152,32 @@ def test_verification_refuses_an_export_that_computes_another_function(tmp_path,
     save_tiny_checkpoint(tmp_path / "ckpt.pt", n_layer=1)
     real = export_hf.gpt2_config
     monkeypatch.setattr(export_hf, "gpt2_config", lambda config: {**real(config), "activation_function": "relu"})
+    good = tmp_path / "hf"  # a previous, good export: a failed one must not replace it
+    export_hf.export(tiny_model("c", n_layer=1), str(good), with_tokenizer=False)
+    before = {p.name: p.read_bytes() for p in good.iterdir()}
     with pytest.raises(SystemExit) as e:
         run_main(monkeypatch, f"--ckpt={tmp_path / 'ckpt.pt'}", "--tokenizer=False")
-    assert str(e.value).startswith("error: the export's logits differ")
+    assert str(e.value).startswith("error: the export's logits differ") and "not written" in str(e.value)
     assert "logits match" not in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in good.iterdir()} == before and not (tmp_path / "hf.tmp").exists()
+
+
+def test_a_full_disk_while_exporting_leaves_the_previous_export(tmp_path, monkeypatch):
+    """The weights fail to write (the disk is full): one line, no half-made hf.tmp, the old export as it was."""
+    import errno
+
+    import safetensors.torch
+    good = tmp_path / "hf"
+    export_hf.export(tiny_model("c", n_layer=1), str(good), with_tokenizer=False)
+    before = {p.name: p.read_bytes() for p in good.iterdir()}
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    message = one_line_error(export_hf.export, tiny_model("a", n_layer=1), str(good), False)
+    assert "(No space left on device)" in message and "is as it was" in message
+    assert {p.name: p.read_bytes() for p in good.iterdir()} == before and sorted(os.listdir(tmp_path)) == ["hf"]
 
 
 def test_script_end_to_end(tmp_path):

@@ -93,6 +93,25 @@ def test_kv_cache_hidden_states_match_full_forward(option):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_suppress_first_bans_tokens_from_the_first_new_token_only(use_cache):
+    """suppress_first (chat.py's blank opening): the first token is the best one outside the set, by the
+    full forward pass's logits; every later token is plain greedy again, the banned ones included."""
+    model = tiny_model("a")
+    idx = torch.randint(0, VOCAB, (2, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(idx)[0][:, -1]
+    banned = logits.topk(3, dim=-1).indices.flatten().tolist()  # each row's three favourites
+    out = model.generate(idx, 1, temperature=0, stop=())
+    assert set(out[:, -1].tolist()) <= set(banned)  # the control: unbanned, a favourite comes first
+    first = next(model.generate_stream(idx, 1, temperature=0, stop=(), suppress_first=banned, use_cache=use_cache))
+    expected = logits.masked_fill(torch.isin(torch.arange(VOCAB), torch.tensor(banned)), float("-inf")).argmax(-1)
+    assert torch.equal(first, expected)
+    steps = list(model.generate_stream(idx, 12, temperature=0, stop=(), suppress_first=banned, use_cache=use_cache))
+    assert torch.equal(torch.cat([idx] + [s[:, None] for s in steps], dim=1),
+                       ref_greedy(model, torch.cat([idx, expected[:, None]], dim=1), 11))
+
+
 def test_cache_processes_prompt_once_then_one_position_per_token():
     model = tiny_model("a")
     seen = []
@@ -384,7 +403,8 @@ def test_sample_py_missing_checkpoint_is_one_line_error(tmp_path):
 
 @pytest.mark.parametrize("arg,words", [("--top_k=-5", "--top_k=-5"), ("--temperature=-1", "--temperature=-1"),
                                        ("--top_p=0", "--top_p=0"), ("--EOT_TOKEN=3", "unknown config key"),
-                                       ("--num_samples=0", "--num_samples")])
+                                       ("--num_samples=0", "--num_samples"),
+                                       ("--device=mps", "unknown device 'mps'")])  # --help used to offer it
 def test_sample_py_refuses_bad_settings_in_one_line(tmp_path, arg, words):
     result = run_script("sample.py", f"--out_dir={tmp_path}", arg, check=False)
     assert result.returncode == 1 and result.stderr.count("\n") == 1

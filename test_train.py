@@ -131,6 +131,21 @@ def test_ddp_two_ranks_on_gloo(owt_data, tmp_path, optimizer):
     assert (out / "loss.png").stat().st_size > 0
 
 
+def test_smoke_config_runs_under_torchrun_and_errors_print_once(owt_data, tmp_path):
+    """config/smoke.py as written on 2 processes (its batch_tokens used to divide only on 1), and a setting every
+    rank refuses: one 'error:' line in the whole output, not one per rank under torchrun's report."""
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", "config/smoke.py",
+                f"--data_dir={owt_data}"]
+    result = run_script(*torchrun, f"--out_dir={tmp_path / 'ok'}", "--max_iters=2", "--eval_iters=2")
+    assert "2 x cpu" in result.stdout and "1 micro-steps of 4x128" in result.stdout
+    assert "stopped (max_iters) at step 2" in result.stdout
+    result = run_script(*torchrun, f"--out_dir={tmp_path / 'bad'}", "--max_iters=2", "--batch_tokens=1000",
+                        check=False)
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert result.returncode != 0 and len(errors) == 1 and "batch_tokens=1000 is not a multiple" in errors[0]
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_exact_resume_with_fp16_scaler_and_dropout(small_data, tmp_path, optimizer):
     """3 steps + resume + 3 steps == 6 steps, float for float: weights, optimizer(s) (Muon's and AdamW's states),
@@ -180,6 +195,10 @@ def test_time_budget_ends_in_time_and_a_resume_continues_it(owt_data, tmp_path):
     assert first["iter_num"] == 2 and 0 < first["elapsed"] < budget
     result = train(owt_data, out, *args, "--max_iters=0", "--init_from=resume")
     assert "stopped (time budget)" in result.stdout
+    # the resumed run says what it resumed: step, tokens, the budget's time used (the checkpoint's, to the second)
+    h, m, s = int(first["elapsed"] // 3600), int(first["elapsed"] % 3600 // 60), int(first["elapsed"] % 60)
+    assert (f"resumed {out / 'ckpt.pt'}: step 2, 256 tokens, {h}h{m:02d}m{s:02d}s elapsed of the 0h00m10s budget, "
+            f"val loss {first['val_loss']:.4f} (step 2)") in result.stdout
     last = common.load_checkpoint(str(out))
     assert last["iter_num"] > 2 and first["elapsed"] < last["elapsed"] <= budget
     train_rows, evals = metrics(out)
@@ -327,6 +346,27 @@ def failures(owt_data, small_data, tmp_path_factory) -> dict:
         (short / name).write_bytes((small_data / name).read_bytes()[:40])
     (short / "meta.json").write_text((small_data / "meta.json").read_text())
     (tmp / "a_file").write_text("")
+    damaged = {}  # a data folder broken one way each: refused before the first eval, so no step-0 checkpoint
+    meta_text, train_ids = (small_data / "meta.json").read_text(), np.fromfile(small_data / "train.bin", np.uint16)
+    for name, (train, val, meta) in {
+        "padding ids": (np.where(np.arange(150) == 77, 50300, train_ids).astype(np.uint16), None, None),  # inf loss
+        "ids past the embedding": (None, np.full(300, 60000, np.uint16).tobytes(), None),  # an IndexError before
+        "odd bytes": (None, (small_data / "val.bin").read_bytes()[:-1], None),
+        "empty val": (None, b"", None),
+        "meta not json": (None, None, "{not json"),
+        "meta without vocab": (None, None, json.dumps({"tokenizer": "gpt2"})),
+    }.items():
+        folder = tmp / name.replace(" ", "_")
+        folder.mkdir()
+        (folder / "train.bin").write_bytes(train_ids.tobytes() if train is None else train.tobytes())
+        (folder / "val.bin").write_bytes(val if val is not None else (small_data / "val.bin").read_bytes())
+        (folder / "meta.json").write_text(meta or meta_text)
+        damaged[name] = [f"--data_dir={folder}", f"--out_dir={tmp / ('out_' + folder.name)}"]
+    missing_val = tmp / "missing_val"
+    missing_val.mkdir()
+    (missing_val / "train.bin").write_bytes((small_data / "train.bin").read_bytes())
+    (missing_val / "meta.json").write_text(meta_text)
+    damaged["missing val"] = [f"--data_dir={missing_val}", f"--out_dir={tmp / 'out_missing_val'}"]
     data, nan_out = f"--data_dir={owt_data}", tmp / "nan"
     cases = {
         "missing data": [f"--data_dir={tmp / 'nowhere'}", f"--out_dir={tmp / 'o1'}"],
@@ -344,6 +384,7 @@ def failures(owt_data, small_data, tmp_path_factory) -> dict:
         "spike": [data, f"--out_dir={tmp / 'o8'}", "--divergence_ratio=0.5", "--divergence_steps=2",
                   "--max_iters=100"],
         **{arg: [data, f"--out_dir={tmp / arg[2:]}", "--max_iters=1", arg] for arg in OUT_OF_RANGE},
+        **damaged,
         # last: these two leave torch.cuda patched
         "v100": [data, f"--out_dir={tmp / 'o7'}", "--device=cuda"],
         "one gpu": [data, f"--out_dir={tmp / 'o9'}", "--device=cuda"],
@@ -396,6 +437,26 @@ def test_bad_input_stops_with_a_one_line_error(failures, case, expected):
     assert expected in message
     if case == "v100":
         assert "download.pytorch.org/whl/cu126" in message
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("padding ids", "train.bin holds token id 50300 at token 77, outside the vocabulary of 50257"),
+    ("ids past the embedding", "val.bin holds token id 60000 at token 0, outside the vocabulary of 50257"),
+    ("odd bytes", "val.bin has an odd number of bytes (599)"),
+    ("empty val", "val.bin is empty"),
+    ("missing val", "val.bin is missing beside meta.json"),
+    ("meta not json", "meta.json is damaged (JSONDecodeError"),
+    ("meta without vocab", "meta.json has no vocab_size"),
+])
+def test_damaged_data_is_refused_before_the_first_eval_or_checkpoint(failures, tmp_path_factory, case, expected):
+    """Ids the model has no row for (or only a padding row: an infinite loss blamed on the learning rate), a
+    file cut short, empty or missing, a meta.json that is not JSON: one line naming the file and `prepare.py`,
+    and no step-0 ckpt.pt, which would make the same command, rerun on mended data, refuse to overwrite it."""
+    message, nan_out = failures[case]
+    assert message.startswith("error: ") and "\n" not in message
+    assert expected in message and "prepare" in message
+    out = nan_out.parent / ("out_" + case.replace(" ", "_"))
+    assert not (out / "ckpt.pt").exists()
 
 
 def test_one_gpu_without_torchrun_gets_an_indexed_device(failures):

@@ -1,7 +1,7 @@
 """
 Train the GPT, on one process or on many GPUs with DDP:
 
-    python train.py config/smoke.py                                        # CPU, one process, a minute
+    python train.py config/smoke.py                                        # CPU, one process, minutes
     torchrun --standalone --nproc_per_node=8 train.py config/option_a.py   # 8 GPUs, the 23-hour run
     torchrun --standalone --nproc_per_node=8 train.py config/option_a.py --init_from=resume
 
@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from dataclasses import fields
+from functools import partial
 
 import numpy as np
 import torch
@@ -159,9 +160,7 @@ if max_iters <= 0 and time_budget_hours <= 0:
 if compile not in (None, True, False):
     die(f"compile must be True, False or None (automatic), got {compile!r}")
 device = common.resolve_device(device)
-device_type = device.split(":")[0]
-if device_type not in ("cpu", "cuda"):
-    die(f"train.py trains on CPUs and CUDA GPUs, not '{device}': use auto, cpu or cuda")
+device_type = device.split(":")[0]  # cpu or cuda: resolve_device refuses the rest
 if device_type == "cuda":
     if ddp or device == "cuda":  # each rank its own GPU; set_device below needs an index even on one process
         device = f"cuda:{local_rank}"
@@ -184,25 +183,24 @@ if batch_tokens % tokens_per_micro:
         f"*{world_size} = {tokens_per_micro}: change batch_tokens or batch_size")
 grad_accum = batch_tokens // tokens_per_micro
 
-# data: prepare.py's folder, or prepare_chat.py's conversations (targets -1 outside the assistant's turns)
+# data: prepare.py's folder, or prepare_chat.py's conversations (targets -1 outside the assistant's turns), checked
+# whole before the first eval or checkpoint (a run that failed on its data after saving step 0 would refuse its own
+# rerun: "ckpt.pt exists"); the vocabulary must fit the model's
 meta = common.load_meta(data_dir)
 chat = meta.get("kind") == "chat"
-get_batch = common.get_chat_batch if chat else common.get_batch
 if chat and meta["block_size"] > block_size:
     die(f"{data_dir} holds conversations of up to {meta['block_size'] + 1} tokens, longer than block_size={block_size} "
         f"allows: prepare them again with prepare_chat.py --block_size {block_size}")
-if meta["vocab_size"] > vocab_size:
-    die(f"{data_dir} holds token ids up to {meta['vocab_size'] - 1} ({meta.get('tokenizer')}), more than the model's "
-        f"vocab_size={vocab_size}: set vocab_size >= {meta['vocab_size']}")
+common.check_data(data_dir, ("train", "val"), 0 if chat else block_size, vocab_size)  # conversations may be short
+# every window drawn is checked against the vocabulary too (common.get_batch: the start-up scan of a large file samples)
+get_batch = common.get_chat_batch if chat else partial(common.get_batch, vocab_size=meta["vocab_size"])
 train_tokens = os.path.getsize(os.path.join(data_dir, "train.bin")) // 2  # uint16
 
 try:  # every rank checks, so none is left waiting for one that stopped
     os.makedirs(out_dir, exist_ok=True)
-    probe = os.path.join(out_dir, f".write-test-{rank}")
-    open(probe, "w").close()
-    os.remove(probe)
 except OSError as e:
     die(f"cannot write to out_dir '{out_dir}' ({e.strerror}): choose another --out_dir")
+common.check_writable(out_dir, "--out_dir")
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 metrics_path = os.path.join(out_dir, "metrics.jsonl")
 
@@ -343,7 +341,7 @@ def evaluate() -> float:
                 continue
             x, y = batch
         else:
-            x, y = common.get_batch(data_dir, "val", batch_size, block_size, seeded_generator(k), device)
+            x, y = get_batch(data_dir, "val", batch_size, block_size, seeded_generator(k), device)
         weight = (y != -1).sum() if chat else torch.ones((), device=device)
         with autocast:
             total += torch.stack([fast_model(x, y)[1].float() * weight, weight.float()])
@@ -392,6 +390,9 @@ if hellaswag_every_eval > 0 and master:
 
 # ---------------------------------------------------------------- training loop
 budget = time_budget_hours * 3600
+if master and init_from == "resume":  # where this leg of the run starts, as the checkpoint recorded it
+    print(f"resumed {ckpt_path}: step {iter_num}, {tokens_seen:,} tokens, {hms(elapsed_before)} elapsed"
+          + (f" of the {hms(budget)} budget" if budget else "") + f", val loss {val_loss:.4f} (step {val_iter})")
 decay_iters = lr_decay_iters or max_iters
 # the step last evaluated and saved: a fresh run evaluates and saves at once, a resumed one starts from its checkpoint
 last_eval = saved_iter = iter_num if init_from == "resume" else None
@@ -502,6 +503,8 @@ while True:
     if not bad:
         loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
     if bad_steps >= divergence_steps:
+        if not master:  # every rank stops here, on the same mean loss: rank 0 says why, once
+            sys.exit(1)
         kept = (f"{ckpt_path} keeps the last good model (step {saved_iter})" if saved_iter is not None else
                 "no good model was saved")
         die(f"training diverged: loss {loss:.4g} for {bad_steps} steps in a row at step {step}; {kept}: lower "
