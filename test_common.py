@@ -1,6 +1,8 @@
 """Tests of common.py: batch windows, device and dtype resolution, checkpoint files, and the training step (gradient
 accumulation, GradScaler unscaling before clipping, one DDP all-reduce per step, non-finite updates skipped)."""
 
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -205,6 +207,10 @@ def test_train_step_all_reduces_the_gradients_once_per_step_under_ddp():
                                               common.autocast("cpu", "float32"))
             assert applied
             reductions[grad_accum], states[grad_accum] = len(calls), model.state_dict()
+            # Free DDP (its Reducer holds the process group) while the group is alive: freed after
+            # destroy_process_group, the gloo group's destructor can hang joining its worker thread.
+            del ddp
+            gc.collect()  # and whatever reference cycle still holds it
     finally:
         dist.destroy_process_group()
     assert reductions[1] > 0 and reductions[3] == reductions[1]
