@@ -60,10 +60,11 @@ def plot(runs: dict[str, list[dict]], path: str, title: str) -> None:
     axes[0].set(xlabel="tokens", ylabel="loss", title=title)
     axes[1].set(xlabel="wall-clock seconds", title=title)
     axes[1].legend(fontsize=7)
-    evals = [r["val_loss"] for rows in runs.values() for r in rows if "val_loss" in r and math.isfinite(r["val_loss"])]
-    if len(evals) > 2:  # the first losses (~10.8 at init) would squash the part worth reading
-        evals.sort()
-        axes[0].set_ylim(evals[0] - 0.2, evals[int(0.9 * (len(evals) - 1))] + 0.2)
+    # the loss at init (~10.8) would squash the part worth reading: show from each run's second eval down
+    later = [v for rows in runs.values() for v in [r["val_loss"] for r in rows if "val_loss" in r
+                                                  and math.isfinite(r["val_loss"])][1:]]
+    if later:
+        axes[0].set_ylim(min(later) - 0.2, max(later) + 0.2)
     fig.savefig(f"{path}.tmp", format="png", dpi=100)
     os.replace(f"{path}.tmp", path)
 
