@@ -27,8 +27,8 @@ TINY = ["config/smoke.py", "--n_layer=1", "--n_embd=16", "--block_size=32", "--b
         "--eval_iters=2", "--log_interval=1", "--warmup_iters=2", "--learning_rate=3e-2"]
 
 
-def train(data: Path, out: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run_script("train.py", *TINY, f"--data_dir={data}", f"--out_dir={out}", *args, check=check)
+def train(data: Path, out: Path, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    return run_script("train.py", *TINY, f"--data_dir={data}", f"--out_dir={out}", *args, check=check, **kwargs)
 
 
 def metrics(out: Path) -> tuple[list[dict], list[dict]]:
@@ -170,6 +170,35 @@ def test_exact_resume_with_fp16_scaler_and_dropout(small_data, tmp_path, optimiz
     if optimizer == "muon":  # the schedule drives Muon's own peak (smoke's muon_lr 0.02) as it drives AdamW's (3e-2)
         assert [r["muon_lr"] for r in a_train] == pytest.approx([r["lr"] * 0.02 / 3e-2 for r in a_train], rel=1e-12)
         assert a["optimizer"][0]["param_groups"][0]["lr"] == pytest.approx(3e-4 * 0.02 / 3e-2)
+
+
+def test_compiled_training_resumes_saves_plain_weights_and_recompiles_once(small_data, tmp_path):
+    """compile is on by default on CUDA: here inductor compiles for the CPU. 2 compiled steps + a compiled resume to
+    4 follow 4 eager steps (fused kernels round differently: 1e-4), the checkpoint's names are the plain model's
+    (never torch.compile's _orig_mod.) and load into an uncompiled GPT that reproduces the run's val loss, and
+    dynamo compiles each mode (train, then eval under no_grad) once: one recompile a process, never one a step."""
+    args = ["--eval_interval=2", "--lr_decay_iters=4", "--batch_tokens=256"]  # 2 micro-steps: accumulation compiled
+    env = {**os.environ, "TORCH_LOGS": "recompiles"}  # dynamo logs each recompile and the guard that failed
+    train(small_data, tmp_path / "eager", *args, "--max_iters=4")
+    first = train(small_data, tmp_path / "compiled", *args, "--max_iters=2", "--compile=True", env=env)
+    resumed = train(small_data, tmp_path / "compiled", *args, "--max_iters=4", "--compile=True", "--init_from=resume",
+                    env=env)
+    for run in (first, resumed):
+        assert "compile True" in run.stdout and run.stderr.count("Recompiling function") == 1, run.stderr
+    (a_train, a_eval), (b_train, b_eval) = metrics(tmp_path / "eager"), metrics(tmp_path / "compiled")
+    assert [r["iter"] for r in b_train] == list(range(4)) and [r["iter"] for r in b_eval] == [0, 2, 4]
+    assert [r["loss"] for r in b_train] == pytest.approx([r["loss"] for r in a_train], abs=1e-4)
+    assert [r["val_loss"] for r in b_eval] == pytest.approx([r["val_loss"] for r in a_eval], abs=1e-4)
+    checkpoint = common.load_checkpoint(str(tmp_path / "compiled"))
+    assert not [k for k in checkpoint["model"] if "_orig_mod" in k or k.startswith("module.")]
+    model = GPT(GPTConfig(**checkpoint["model_args"]))
+    model.load_state_dict(checkpoint["model"])  # strict: every name is the plain model's
+    model.eval()
+    with torch.no_grad():  # train.py's val loss: eval_iters=2 batches, batch k from its own seed
+        get_batch, seeded = common.get_batch, script_functions("seeded_generator", np=np, torch=torch)
+        losses = [model(*get_batch(str(small_data), "val", 4, 32, seeded["seeded_generator"](k)))[1] for k in (0, 1)]
+    assert checkpoint["iter_num"] == 4 and float(torch.stack(losses).mean()) == pytest.approx(b_eval[-1]["val_loss"],
+                                                                                          abs=1e-4)
 
 
 def test_a_resume_may_change_the_precision(small_data, tmp_path):
