@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,57 @@ def test_ddp_two_ranks_on_gloo(owt_data, tmp_path, optimizer):
     fresh = GPT(GPTConfig(**checkpoint["model_args"]))
     assert val_loss_of(trained, owt_data) < val_loss_of(fresh, owt_data) - 0.1
     assert (out / "loss.png").stat().st_size > 0
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_one_step_and_resumes_on_another_world_size(owt_data, tmp_path):
+    """A cluster's preemption may signal any one rank: the flag is all-reduced, so both ranks finish the same step,
+    rank 0 saves both ranks' streams, torchrun exits 0; the run resumes on one process, accumulating twice as many
+    micro-steps, from fresh streams. (rehearse.sh does this on 8 ranks, and checks the 8-rank resume loss for loss.)"""
+    out = tmp_path / "preempted"
+    args = [*TINY, f"--data_dir={owt_data}", f"--out_dir={out}", "--batch_size=2", "--batch_tokens=256",
+            "--max_iters=12", "--eval_interval=1000", "--lr_decay_iters=12"]
+    run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                            "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        while not ((out / "metrics.jsonl").exists() and '"iter": 2,' in (out / "metrics.jsonl").read_text()):
+            assert run.poll() is None, run.stdout.read()
+            time.sleep(0.05)
+        workers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and f"--out_dir={out}" in
+                   (p / "cmdline").read_bytes().decode(errors="replace") and b"\0RANK=1\0" in b"\0" +
+                   (p / "environ").read_bytes()]
+        assert len(workers) == 1
+        os.kill(int(workers[0].name), signal.SIGTERM)
+        output, _ = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 0 and output.count("stopped (signal) at step") == 1, output
+    checkpoint = common.load_checkpoint(str(out))
+    stopped = checkpoint["iter_num"]
+    assert 2 < stopped < 12 and f"stopped (signal) at step {stopped}" in output
+    assert checkpoint["rng"]["world_size"] == 2 and len(checkpoint["rng"]["ranks"]) == 2
+    resumed = run_script("train.py", *args, "--init_from=resume")
+    assert "resuming a 2-rank run on 1: data streams reseeded" in resumed.stdout
+    assert "4 micro-steps of 2x32" in resumed.stdout and "stopped (max_iters) at step 12" in resumed.stdout
+    train_rows, _ = metrics(out)
+    assert [r["iter"] for r in train_rows] == list(range(12))
+    assert common.load_checkpoint(str(out))["tokens_seen"] == 12 * 256
+
+
+def test_the_rehearsal_config_changes_only_what_a_cpu_cannot_afford():
+    """config/rehearsal.py goes after config/option_a.py: everything it sets is a dimension, the clock, the data or
+    the device, so the rest (optimizer, schedule, precision path, batch arithmetic) is option A's own."""
+    assigned = {node.targets[0].id for node in ast.parse((ROOT / "config/rehearsal.py").read_text()).body
+                if isinstance(node, ast.Assign)}
+    assert assigned == {"out_dir", "data_dir", "n_layer", "n_head", "n_embd", "block_size", "batch_size",
+                        "batch_tokens", "time_budget_hours", "warmup_iters", "eval_interval", "eval_iters",
+                        "log_interval", "device", "dtype"}
+    option_a, rehearsal = {}, {}
+    exec((ROOT / "config/option_a.py").read_text(), option_a)
+    exec((ROOT / "config/rehearsal.py").read_text(), rehearsal)
+    assert rehearsal["n_embd"] // rehearsal["n_head"] == option_a["n_embd"] // option_a["n_head"]  # heads of 64
+    per_micro_step = lambda c: 8 * c["batch_size"] * c["block_size"]  # noqa: E731 (8 ranks)
+    assert rehearsal["batch_tokens"] // per_micro_step(rehearsal) == option_a["batch_tokens"] // per_micro_step(
+        option_a) == 4  # 4 accumulation steps on 8 ranks, as on 8 GPUs
 
 
 def test_smoke_config_runs_under_torchrun_and_errors_print_once(owt_data, tmp_path):
