@@ -457,14 +457,17 @@ def block_weight_counts(cfg: GPTConfig) -> list[int]:
     return [3 * d * d, d * d, d * f_in, f * d] * cfg.n_layer
 
 
-def logits_transient_bytes(cfg: GPTConfig, B: int, T: int, dtype: str) -> int:
+def logits_transient_bytes(cfg: GPTConfig, B: int, T: int, dtype: str, cpu: bool = False) -> int:
     """The chunked loss's peak on top of the saved activations (model.ChunkedCrossEntropy): one chunk
-    of min(B·T, loss_chunk) tokens of logits, in fp32 (4 bytes) with, under autocast, the half-precision
-    GEMM output or gradient beside it (2), and one fp32 V×d weight-gradient product. A formula: from the
-    code, not measured (the CPU keeps no allocator statistics)."""
+    of n = min(B·T, loss_chunk) tokens of logits, in fp32 (4 bytes) with, under autocast, the half-precision
+    gradient beside it (2), and two fp32 V×d weight-gradient temporaries (the product and its unscaled
+    copy). cpu: also the contiguous copy of the transposed gradient the CPU's matmul makes (a bytes a
+    logit), which cuBLAS does not need. A formula from the code; test_bench checks it (cpu=True) against
+    the live tensors' bytes over one call on a tiny model."""
     n = min(B * T, cfg.loss_chunk) if cfg.loss_chunk > 0 else B * T
-    half = dtype in ("float16", "bfloat16")
-    return n * cfg.padded_vocab_size * (6 if half else 4) + 4 * cfg.padded_vocab_size * cfg.n_embd
+    a = 2 if dtype in ("float16", "bfloat16") else 4
+    per_logit = 4 + (a if a == 2 else 0) + (a if cpu else 0)
+    return n * cfg.padded_vocab_size * per_logit + 8 * cfg.padded_vocab_size * cfg.n_embd
 
 
 def state_bytes(n_params: int, optimizer: str, n_muon: int = 0) -> dict:
