@@ -13,6 +13,7 @@ do in the 23-hour budget.
     python bench.py --compare=base,loss_chunk=0,a+batch_size=32 --json=bench.json
     python bench.py --find_batch                        # the largest micro-batch that fits (CUDA)
     python bench.py --project                           # the 8×V100 projection alone
+    python bench.py --plan                              # memory per GPU by micro-batch, largest that fits a V100
 
 The variants of --compare live in one process and their timed rounds alternate (A B C, B C A,
 C A B, ...), so a machine that drifts (clocks, a neighbour's job) biases no ratio. Figures from a
@@ -20,6 +21,7 @@ CPU are small, but the ratios between variants are real; every figure comes with
 thread count and versions it was measured at. BENCHMARKS.md keeps the record.
 """
 
+import functools
 import gc
 import os
 import platform
@@ -82,6 +84,7 @@ find_batch = False  # search the largest micro-batch that fits in GPU memory, pr
 find_batch_max = 1024
 peak_tflops = 0.0  # the device's peak for MFU; 0: from model.PEAK_FLOPS by GPU name and dtype
 project = False  # print only the 8×V100 projection
+plan = False  # memory per GPU by micro-batch for options A, B, C at block_size (measured on the CPU), then stop
 project_mfu = 0.30  # MFU assumed by the projection (a stated assumption, not a measurement)
 json = ""  # also write every figure to this path
 
@@ -381,6 +384,174 @@ def print_projection(rows: list[dict]) -> None:
                   f"{r['tokens_per_s'] / 1e6:.2f}M", f"{r['tokens'] / 1e9:.1f}B", f"{r['epochs']:.1f}"] for r in rows]))
 
 
+# ---------------------------------------------------------------- --plan: memory per GPU by micro-batch
+
+# The V100s we train on: their nominal memory, the CUDA context every process pays before its first
+# tensor, and the share held back for the caching allocator's fragmentation. The last two are
+# assumptions (typical figures), not measurements: --plan says so when it prints them.
+V100_GIB = (16, 32)
+CUDA_CONTEXT_BYTES = 0.5 * 2**30
+FRAGMENTATION = 0.15
+
+
+def saved_activation_bytes(model: GPT, B: int, T: int, dtype: str, backward: bool = True) -> int:
+    """Bytes autograd saves for backward over one forward of a (B, T) micro-batch: every tensor the
+    saved_tensors_hooks see, deduplicated by storage (views of one tensor count once), each storage's
+    untyped nbytes. The parameters and buffers are left out (they are resident anyway); what stays
+    includes autocast's half-precision weight copies and the chunked loss's fp32 gradients, which
+    autograd does hold. Then the backward runs for real, so the step is one train.py would take."""
+    resident = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        if st.data_ptr() not in resident and st.nbytes() > 0:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, model.config.vocab_size, (B, T), generator=g)
+    y = torch.randint(0, model.config.vocab_size, (B, T), generator=g)
+    model.zero_grad(set_to_none=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast("cpu", dtype):
+        _, loss = model(x, y)
+    if backward:
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+    return sum(seen.values())
+
+
+def activation_formula(cfg: GPTConfig, B: int, T: int, dtype: str) -> dict:
+    """Saved-for-backward bytes by hand, in the manner of Korthikanti et al. 2022 ("Reducing Activation
+    Recomputation", sbh(34 + 5as/h) per layer for GPT-3): here per token and per layer, for this
+    model.py's blocks, with a = bytes of an autocast activation (2 for fp16/bf16, 4 for fp32), d, heads
+    H, ffn hidden f. Fused attention saves its logsumexp (4·H per token), never the T×T scores.
+      norms (2):  fp32 input (4d) and rstd (4); RMSNorm also the normalised x before its gain (4d),
+                  LayerNorm its mean (4)
+      linears:    the inputs of c_attn and mlp.c_fc (a·d each), and attn.c_proj's (a·d) where SDPA's
+                  output is laid out (B, H, T, hd) so that transpose().contiguous() copies it: on the
+                  CPU with RoPE's contiguous q, k (options A, B), not with c_attn's views (option C)
+      attention:  c_attn's q, k, v (3a·d), the rotated q and k (2a·d, RoPE only), SDPA's output (a·d)
+                  and logsumexp (4H)
+      MLP:        SwiGLU: c_fc's gate and up (2a·f), silu(gate) (a·f), their product (a·f); GELU: 2a·f
+    plus, per token, the ids (8), the final norm and the chunked loss's fp32 grad_x (4d); and, once per
+    micro-batch, the loss's fp32 weight gradient (4·V·d), learned positions' ids (8T) and under autocast
+    the half-precision copies of the blocks' weights (a per weight)."""
+    a = 2 if dtype in ("float16", "bfloat16") else 4
+    d, H, f = cfg.n_embd, cfg.n_head, cfg.ffn_hidden
+    norm = 4 * d + 8 if cfg.norm == "layernorm" else 8 * d + 4
+    rope = cfg.pos_emb == "rope"
+    attn = 3 * a * d + (2 * a * d if rope else 0) + a * d + 4 * H
+    mlp = 4 * a * f if cfg.mlp == "swiglu" else 2 * a * f
+    per_layer = 2 * norm + (3 if rope else 2) * a * d + attn + mlp
+    per_token = cfg.n_layer * per_layer + 8 + norm + 4 * d
+    half_weights = a * sum(block_weight_counts(cfg)) if a == 2 else 0
+    fixed = 4 * cfg.padded_vocab_size * d + (0 if rope else 8 * T) + half_weights
+    return dict(per_layer_token=per_layer, per_token=per_token, fixed=fixed, total=fixed + per_token * B * T)
+
+
+def block_weight_counts(cfg: GPTConfig) -> list[int]:
+    """The weight matrices of the blocks' linears (what autocast casts to half precision)."""
+    d, f = cfg.n_embd, cfg.ffn_hidden
+    f_in = 2 * f if cfg.mlp == "swiglu" else f
+    return [3 * d * d, d * d, d * f_in, f * d] * cfg.n_layer
+
+
+def logits_transient_bytes(cfg: GPTConfig, B: int, T: int, dtype: str, cpu: bool = False) -> int:
+    """The chunked loss's peak on top of the saved activations (model.ChunkedCrossEntropy): one chunk
+    of n = min(B·T, loss_chunk) tokens of logits, in fp32 (4 bytes) with, under autocast, the half-precision
+    gradient beside it (2), and two fp32 V×d weight-gradient temporaries (the product and its unscaled
+    copy). cpu: also the contiguous copy of the transposed gradient the CPU's matmul makes (a bytes a
+    logit), which cuBLAS does not need. A formula from the code; test_bench checks it (cpu=True) against
+    the live tensors' bytes over one call on a tiny model."""
+    n = min(B * T, cfg.loss_chunk) if cfg.loss_chunk > 0 else B * T
+    a = 2 if dtype in ("float16", "bfloat16") else 4
+    per_logit = 4 + (a if a == 2 else 0) + (a if cpu else 0)
+    return n * cfg.padded_vocab_size * per_logit + 8 * cfg.padded_vocab_size * cfg.n_embd
+
+
+def state_bytes(n_params: int, optimizer: str, n_muon: int = 0) -> dict:
+    """Per GPU, beside the activations: fp32 weights (4), gradients (4), AdamW's two moments (8; Muon's
+    momentum, 4, for the n_muon parameters it takes), and DDP's gradient buckets (one more copy, 4)."""
+    opt = 8 * (n_params - n_muon) + 4 * n_muon if optimizer == "muon" else 8 * n_params
+    return dict(weights=4 * n_params, grads=4 * n_params, optimizer=opt, ddp_buckets=4 * n_params,
+                total=12 * n_params + opt)
+
+
+def plan_total(state: int, act_fixed: float, act_per_sample: float, transient, B: int) -> float:
+    """Bytes one GPU needs at micro-batch B, headroom included: (state + activations + the loss's
+    transient) × (1 + FRAGMENTATION) + the CUDA context."""
+    return (state + act_fixed + act_per_sample * B + transient(B)) * (1 + FRAGMENTATION) + CUDA_CONTEXT_BYTES
+
+
+def largest_planned(fits_bytes: float, total_at) -> tuple[int, int]:
+    """(largest power of two, largest integer) micro-batch whose planned total fits in fits_bytes."""
+    best = largest_fitting(lambda b: total_at(b) <= fits_bytes, 1, 4096)
+    pow2 = 1 << (best.bit_length() - 1) if best else 0
+    return pow2, best
+
+
+def memory_plan(options: list[str], T: int, dtypes=("bfloat16", "float32"), batches=(1, 2),
+                shape_kw: dict | None = None) -> list[dict]:
+    """For each option and dtype: saved activations measured at micro-batches 1 and 2 (block T, on the
+    CPU, one real forward and backward each), the straight line through them, the formula beside it,
+    the optimizer state, and the largest micro-batch the 16 and 32 GB V100s hold with headroom."""
+    rows = []
+    for name in options:
+        cfg = GPTConfig(**(OPTIONS[name] | dict(block_size=T) | (shape_kw or {})))
+        torch.manual_seed(0)
+        model = GPT(cfg)
+        n_params = sum(p.numel() for p in model.parameters())  # padded rows too: they are allocated
+        n_muon = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("transformer.h."))
+        for dt in dtypes:
+            measured = {B: saved_activation_bytes(model, B, T, dt) for B in batches}
+            b0, b1 = batches[0], batches[-1]
+            per_sample = (measured[b1] - measured[b0]) / (b1 - b0)
+            fixed = measured[b0] - per_sample * b0
+            formula = {B: activation_formula(cfg, B, T, dt)["total"] for B in batches}
+            row = dict(option=name.upper(), dtype=dt, block_size=T, params=n_params, measured=measured,
+                       formula=formula, act_per_sample=per_sample, act_fixed=fixed,
+                       ratio=measured[b1] / formula[b1])
+            for opt in ("adamw", "muon"):
+                state = state_bytes(n_params, opt, n_muon)["total"]
+
+                total_at = functools.partial(plan_total, state, fixed, per_sample,
+                                             functools.partial(logits_transient_bytes, cfg, T=T, dtype=dt))
+                row[f"state_{opt}"] = state
+                for gib in V100_GIB:
+                    row[f"fit{gib}_{opt}"] = largest_planned(gib * 2**30, total_at)
+                row[f"total_at_16_{opt}"] = total_at(16)
+            rows.append(row)
+    return rows
+
+
+def print_plan(rows: list[dict]) -> None:
+    gb = 2**30
+    T = rows[0]["block_size"]
+    print(f"\nmemory per GPU at block {T}: saved-for-backward activations measured on the CPU (one real forward and "
+          f"backward at micro-batches {' and '.join(str(b) for b in rows[0]['measured'])}, "
+          "torch.autograd.graph.saved_tensors_hooks, storages deduplicated), extrapolated linearly in the "
+          "micro-batch; bf16 autocast's bytes are fp16 autocast's on a V100 (same 2-byte activations)")
+    print(table(["option", "dtype", "params", "act fixed", "act/sample", "measured B=1", "formula B=1",
+                 "measured B=2", "formula B=2", "meas/formula"],
+                [[r["option"], r["dtype"], f"{r['params']:,}", f"{r['act_fixed'] / gb:.3f} GiB",
+                  f"{r['act_per_sample'] / gb:.3f} GiB"]
+                 + [f"{r[k][b] / gb:.3f} GiB" for b in r["measured"] for k in ("measured", "formula")]
+                 + [f"{r['ratio']:.3f}"] for r in rows]))
+    print(f"\nlargest micro-batch per V100 (power of two / any integer): (state + activations + the chunked loss's "
+          f"transient) × {1 + FRAGMENTATION:.2f} (allocator headroom, assumed) + {CUDA_CONTEXT_BYTES / gb:.1f} GiB "
+          "(CUDA context, assumed); state = fp32 weights 4 + grads 4 + DDP buckets 4 + AdamW 8 (Muon 4 for its "
+          "matrices) bytes per parameter")
+    print(table(["option", "dtype", "state AdamW", "state Muon", "total at 16 (AdamW)", "16 GB AdamW", "32 GB AdamW",
+                 "16 GB Muon", "32 GB Muon"],
+                [[r["option"], r["dtype"], f"{r['state_adamw'] / gb:.2f} GiB", f"{r['state_muon'] / gb:.2f} GiB",
+                  f"{r['total_at_16_adamw'] / gb:.2f} GiB"]
+                 + [f"{r[f'fit{g}_{o}'][0]} / {r[f'fit{g}_{o}'][1]}" for o in ("adamw", "muon") for g in V100_GIB]
+                 for r in rows]))
+    print("fp16 is the V100's precision (no bf16 tensor cores); fp32 for comparison. option_a.py's batch_size 16 "
+          "on 8 GPUs: batch_tokens 524,288 / (16 × 1024 × 8) = 4 accumulation steps; micro-batch 32 would be 2.")
+
+
 # ---------------------------------------------------------------- main
 
 def main(argv: list[str]) -> None:
@@ -397,6 +568,14 @@ def main(argv: list[str]) -> None:
         die(f"--project_mfu is a fraction of the peak, in (0, 1] (0.3 = 30%), got {project_mfu}")
     if json:
         check_json_path(json)
+    if plan:
+        # always on the CPU: its bytes saved for backward are a GPU's (the same tensors, the same dtypes)
+        rows = memory_plan(list(OPTIONS), config["block_size"])
+        print(f"\nbench.py --plan {time.strftime('%Y-%m-%d %H:%M')}: torch {torch.__version__}, CPU")
+        print_plan(rows)
+        if json:
+            write_json(json, dict(plan=rows))
+        return
     proj = projection(project_mfu)
     if project:
         print_projection(proj)

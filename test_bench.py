@@ -9,6 +9,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import bench
 from configurator import expand_flags
@@ -411,3 +414,119 @@ def test_bench_refuses_damaged_data_before_timing(owt_data, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: ")
     assert "train.bin holds token id 60000 at token 0, outside the vocabulary of 50257" in lines[0]
+
+
+# ---------------------------------------------------------------- --plan: memory per GPU by micro-batch
+
+@pytest.mark.parametrize("option", ["a", "b", "c"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_saved_activations_are_linear_in_the_micro_batch_and_match_the_formula(option, dtype):
+    """The plan extrapolates from micro-batches 1 and 2 in a straight line and prints a formula beside the
+    measurement: both must hold on the measured bytes (one real forward and backward each)."""
+    cfg = tiny(option)
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    measured = {B: bench.saved_activation_bytes(model, B, 32, dtype) for B in (1, 2, 3, 4)}
+    per_sample = measured[2] - measured[1]
+    assert per_sample > 0
+    for B in (3, 4):  # the straight line through 1 and 2 predicts 3 and 4 to within 0.1%
+        assert measured[B] == pytest.approx(measured[1] + per_sample * (B - 1), rel=1e-3)
+    for B, m in measured.items():  # the formula, by hand from model.py, within 1%
+        assert bench.activation_formula(cfg, B, 32, dtype)["total"] == pytest.approx(m, rel=0.01), B
+    f = bench.activation_formula(cfg, 1, 32, dtype)
+    assert f["per_token"] * 32 == pytest.approx(per_sample, rel=0.01)
+    assert all(p.grad is None for p in model.parameters())  # the backward ran and its gradients were let go
+
+
+def test_half_precision_saves_less_than_fp32():
+    cfg = tiny("a")
+    model = GPT(cfg)
+    half, full = (bench.saved_activation_bytes(model, 2, 32, dt) - bench.saved_activation_bytes(model, 1, 32, dt)
+                  for dt in ("bfloat16", "float32"))
+    assert 0.5 < half / full < 0.75  # the norms' inputs, the loss's grad_x and the logsumexp stay fp32
+
+
+def planned_total(r: dict, cfg: GPTConfig, opt: str, b: int) -> float:
+    """By hand: (state + activations + the loss's transient) x 1.15, + the (patched) 1 MiB context."""
+    act = r["act_fixed"] + r["act_per_sample"] * b
+    return (r[f"state_{opt}"] + act + bench.logits_transient_bytes(cfg, b, 32, r["dtype"])) * 1.15 + (1 << 20)
+
+
+def test_the_planned_micro_batch_fits_and_one_more_does_not(monkeypatch):
+    monkeypatch.setattr(bench, "V100_GIB", (0.02, 0.05))  # capacities a tiny model can fill
+    monkeypatch.setattr(bench, "CUDA_CONTEXT_BYTES", 1 << 20)
+    rows = bench.memory_plan(["a", "c"], 32, shape_kw=dict(n_layer=2, n_embd=64, n_head=2, vocab_size=1000))
+    assert [(r["option"], r["dtype"]) for r in rows] == [("A", "bfloat16"), ("A", "float32"),
+                                                         ("C", "bfloat16"), ("C", "float32")]
+    for r in rows:
+        assert r["ratio"] == pytest.approx(1.0, rel=0.01)
+        cfg = GPTConfig(**(OPTIONS[r["option"].lower()] | dict(n_layer=2, n_embd=64, n_head=2, vocab_size=1000,
+                                                               block_size=32)))
+        for gib in bench.V100_GIB:
+            for opt in ("adamw", "muon"):
+                pow2, best = r[f"fit{gib}_{opt}"]
+                assert best > 1 and pow2 & (pow2 - 1) == 0 and pow2 <= best < 2 * pow2
+                fits, fails = (planned_total(r, cfg, opt, b) for b in (best, best + 1))
+                assert fits <= gib * 2**30 < fails, (r["option"], r["dtype"], gib, opt)
+        assert r["fit0.05_adamw"][1] > r["fit0.02_adamw"][1]
+        assert r["fit0.02_muon"][1] >= r["fit0.02_adamw"][1]  # Muon keeps one moment for the matrices, not two
+
+
+def test_state_bytes_by_hand():
+    s = bench.state_bytes(1000, "adamw")
+    assert (s["weights"], s["grads"], s["optimizer"], s["ddp_buckets"], s["total"]) == (4000, 4000, 8000, 4000, 20000)
+    assert bench.state_bytes(1000, "muon", n_muon=600)["optimizer"] == 8 * 400 + 4 * 600
+
+
+def test_logits_transient_is_capped_at_the_loss_chunk():
+    cfg = GPTConfig(**OPTIONS["a"], loss_chunk=4096)
+    one, four, sixteen = (bench.logits_transient_bytes(cfg, b, 1024, "float16") for b in (1, 4, 16))
+    w = 8 * 50304 * 320  # two fp32 V×d temporaries
+    assert one == 1024 * 50304 * 6 + w and four == sixteen == 4096 * 50304 * 6 + w
+    assert bench.logits_transient_bytes(cfg, 1, 1024, "float32") == 1024 * 50304 * 4 + w
+
+
+class LiveBytes(TorchDispatchMode):
+    """The bytes of the live storages made by aten ops inside the mode, and their peak: each op's outputs
+    are added once per storage, and storages no tensor holds any longer are dropped before the next op's."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.cur, self.peak = {}, 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for k in [k for k, (ref, _) in self.live.items() if ref.expired()]:
+            self.cur -= self.live.pop(k)[1]
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.live:
+                st = t.untyped_storage()
+                self.live[st.data_ptr()] = (StorageWeakRef(st), st.nbytes())
+                self.cur += st.nbytes()
+        self.peak = max(self.peak, self.cur)
+        return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("n_tokens", [32, 64, 256])  # under one chunk, one chunk, four chunks
+def test_logits_transient_formula_against_the_live_bytes(dtype, n_tokens):
+    cfg = tiny("a", loss_chunk=64)
+    V, d = cfg.padded_vocab_size, cfg.n_embd
+    x, w = torch.randn(n_tokens, d, requires_grad=True), torch.randn(V, d, requires_grad=True)
+    t = torch.randint(0, cfg.vocab_size, (n_tokens,))
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16" else torch.autocast("cpu", enabled=False)
+    mode = LiveBytes()
+    with ctx, mode:
+        ChunkedCrossEntropy.apply(x, w, t, cfg.vocab_size, cfg.loss_chunk, True)
+    saved = 4 * n_tokens * d + 4 * V * d  # grad_x and grad_w: counted with the saved activations
+    formula = bench.logits_transient_bytes(cfg, n_tokens, 1, dtype, cpu=True)
+    # within 20%: on this tiny model the CPU's small temporaries (index, gather, the last chunk's
+    # slices) weigh as much as a chunk's logits; measured 0-18% over the formula
+    assert mode.peak - saved == pytest.approx(formula, rel=0.2)
+
+
+def test_bench_plan_end_to_end():
+    r = run_script("bench.py", "--plan", "--block_size=32", "--threads=1")
+    assert "memory per GPU at block 32" in r.stdout and "largest micro-batch per V100" in r.stdout
+    for option in ("A", "B", "C"):
+        assert any(line.startswith(f"{option} ") and "bfloat16" in line for line in r.stdout.splitlines())
