@@ -189,6 +189,7 @@ def export(model: GPT, path: str, dtype: str = "float32", chat: bool = False, ch
         die(f"'{path}' already exists: remove it, give another --gguf_file, or pass --replace=True")
     tmp = path + ".tmp"
     try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         arch = write_gguf(model, tmp, dtype, chat)
     except OSError as e:  # a full disk, no permission, a missing folder: no half-written file left
         if os.path.exists(tmp):
