@@ -1,0 +1,278 @@
+"""
+Export a checkpoint as one GGUF file, so llama.cpp (llama-cli, llama-server, llama-cpp-python,
+Ollama, LM Studio...) runs it:
+
+    python export_gguf.py --out_dir=out-option-a                 # -> out-option-a/model-f32.gguf
+    python export_gguf.py --ckpt=path/ckpt.pt --gguf_file=my.gguf --dtype=float16
+
+Options A and B are LLaMA's block and become llama.cpp's "llama" architecture; option C is GPT-2's
+and becomes "gpt2". The file holds the weights (fp32, or fp16 for the matrices with --dtype=float16;
+the norms stay fp32 as llama.cpp's own converter keeps them), the hyperparameters, and GPT-2's BPE
+tokenizer (tokens and merges from the same vocab.json / vocab.bpe tiktoken caches, pre-tokenizer
+"gpt-2", <|endoftext|> = 50256 as bos and eos, no bos added). A chat-tuned checkpoint gets its chat
+template (chat_template.JINJA) as tokenizer.chat_template. Needs `pip install gguf`; with
+llama-cpp-python installed too, the file is loaded back and its logits checked against this
+project's model before it replaces anything.
+
+RoPE: model.py rotates the pairs (x_j, x_{j+d/2}) ("rotate-half", Hugging Face's layout), while
+llama.cpp's "llama" architecture rotates adjacent pairs (x_{2j}, x_{2j+1}) (the LLaMA reference
+code's layout). So the rows of each head of W_q and W_k are permuted, row j -> 2j and row j+d/2 ->
+2j+1, exactly as llama.cpp's convert_hf_to_gguf.py does for a Hugging Face Llama: q·k is unchanged
+(the same permutation on both sides), and each rotated pair lands where llama.cpp rotates it.
+
+    model.py (this project)        llama (options A, B)                 gpt2 (option C)
+    transformer.wte                token_embd (tied: no output.weight)  token_embd (tied)
+    transformer.wpe                -                                    position_embd
+    h.i.ln_1 / ln_2                blk.i.attn_norm / ffn_norm           blk.i.attn_norm / ffn_norm (+bias)
+    h.i.attn.c_attn [q; k; v]      blk.i.attn_q, attn_k (permuted), attn_v   blk.i.attn_qkv
+    h.i.attn.c_proj                blk.i.attn_output                    blk.i.attn_output
+    h.i.mlp.c_fc [gate; up]        blk.i.ffn_gate, ffn_up               blk.i.ffn_up
+    h.i.mlp.c_proj                 blk.i.ffn_down                       blk.i.ffn_down
+    transformer.ln_f               output_norm                          output_norm (+bias)
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+import chat_template
+from common import die, load_checkpoint, model_from_checkpoint
+from export_hf import GPT2_FILES, hf_architecture
+from model import EOT_TOKEN as _EOT_TOKEN  # underscore: not a setting for configure()
+from model import GPT
+
+# -----------------------------------------------------------------------------
+out_dir = "out"  # the checkpoint is out_dir/ckpt.pt ...
+ckpt = ""  # ... unless this names a checkpoint file
+gguf_file = ""  # where the GGUF file goes; "" = <folder of the checkpoint>/model-f32.gguf (or -f16)
+dtype = "float32"  # float32 | float16: the matrices' type in the file (norms and biases stay fp32)
+verify = True  # load the file with llama-cpp-python (if installed) and compare logits with ours
+replace = False  # overwrite an existing --gguf_file
+# -----------------------------------------------------------------------------
+
+# The check's bound on max |logit difference| against llama.cpp (run with an fp32 KV cache), by dtype and
+# architecture; docs/export.md has what was measured: ~3e-5 for llama in fp32; ~3e-3 for gpt2, whose
+# GELU llama.cpp's CPU code reads from a table at fp16-rounded inputs; ~2e-2 with fp16 weights.
+VERIFY_TOLERANCE = {"float32": {"llama": 1e-3, "gpt2": 2e-2}, "float16": {"llama": 0.25, "gpt2": 0.25}}
+
+
+def permute_rope(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Rows of each head from rotate-half order (j, j+d/2) to llama.cpp's adjacent pairs (2j, 2j+1):
+    convert_hf_to_gguf.py's LlamaModel.permute. Works for a weight (out, in) and a bias (out,)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def llama_tensors(model: GPT) -> dict[str, torch.Tensor]:
+    c = model.config
+    sd = model.state_dict()
+    out = {"token_embd.weight": sd["transformer.wte.weight"][:c.vocab_size],  # drop the padding rows
+           "output_norm.weight": sd["transformer.ln_f.weight"]}
+    for i in range(c.n_layer):
+        p, q = f"transformer.h.{i}.", f"blk.{i}."
+        out[q + "attn_norm.weight"] = sd[p + "ln_1.weight"]
+        out[q + "ffn_norm.weight"] = sd[p + "ln_2.weight"]
+        for kind in ["weight", "bias"] if c.bias else ["weight"]:
+            wq, wk, wv = sd[p + f"attn.c_attn.{kind}"].split(c.n_embd, dim=0)
+            gate, up = sd[p + f"mlp.c_fc.{kind}"].split(c.ffn_hidden, dim=0)
+            out.update({q + f"attn_q.{kind}": permute_rope(wq, c.n_head),
+                        q + f"attn_k.{kind}": permute_rope(wk, c.n_head),
+                        q + f"attn_v.{kind}": wv, q + f"attn_output.{kind}": sd[p + f"attn.c_proj.{kind}"],
+                        q + f"ffn_gate.{kind}": gate, q + f"ffn_up.{kind}": up,
+                        q + f"ffn_down.{kind}": sd[p + f"mlp.c_proj.{kind}"]})
+    return out
+
+
+def gpt2_tensors(model: GPT) -> dict[str, torch.Tensor]:
+    c = model.config
+    sd = model.state_dict()
+    out = {"token_embd.weight": sd["transformer.wte.weight"][:c.vocab_size],
+           "position_embd.weight": sd["transformer.wpe.weight"],
+           "output_norm.weight": sd["transformer.ln_f.weight"], "output_norm.bias": sd["transformer.ln_f.bias"]}
+    names = {"attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+    for i in range(c.n_layer):
+        p, q = f"transformer.h.{i}.", f"blk.{i}."
+        for ours, theirs in (("ln_1", "attn_norm"), ("ln_2", "ffn_norm")):
+            out[q + f"{theirs}.weight"], out[q + f"{theirs}.bias"] = sd[p + f"{ours}.weight"], sd[p + f"{ours}.bias"]
+        for ours, theirs in names.items():
+            w = sd[p + f"{ours}.weight"]  # nn.Linear's (out, in) is GGUF's layout: no transpose, unlike HF's Conv1D
+            out[q + f"{theirs}.weight"] = w
+            # llama.cpp's gpt2 requires the biases: a model trained without them gets zeros (the same function)
+            out[q + f"{theirs}.bias"] = sd[p + f"{ours}.bias"] if c.bias else torch.zeros(w.size(0))
+    return out
+
+
+def gpt2_vocab() -> tuple[list[str], list[str]]:
+    """GPT-2's tokens (byte-level strings, by id) and merges, from the files tiktoken builds its
+    ranks from (the same URLs and sha256 as export_hf.py; tiktoken's cache serves them offline)."""
+    from tiktoken.load import read_file_cached
+
+    try:
+        encoder = json.loads(read_file_cached(*GPT2_FILES["vocab.json"]))
+        bpe = read_file_cached(*GPT2_FILES["merges.txt"]).decode("utf-8")
+    except Exception as e:  # offline with no cache: requests' ConnectionError and the like
+        die(f"GPT-2's tokenizer files are not available ({type(e).__name__}), and a GGUF file needs them: set "
+            f"TIKTOKEN_CACHE_DIR to a folder holding them (e.g. ../shared/tiktoken_cache), or go online once")
+    tokens = [t for t, _ in sorted(encoder.items(), key=lambda kv: kv[1])]
+    merges = [line for line in bpe.split("\n")[1:] if line]  # the first line is a '#version' header
+    return tokens, merges
+
+
+def write_gguf(model: GPT, path: str, dtype: str = "float32", chat: bool = False, name: str = "smallgpt") -> str:
+    """Write `model` to path; returns llama.cpp's architecture name. The caller renames into place."""
+    import gguf
+
+    if dtype not in VERIFY_TOLERANCE:
+        die(f"unknown dtype '{dtype}': use float32 or float16")
+    arch = hf_architecture(model.config)
+    c = model.config
+    model = model.float().cpu()
+    tensors = llama_tensors(model) if arch == "llama" else gpt2_tensors(model)
+    tokens, merges = gpt2_vocab()
+    if len(tokens) != c.vocab_size:
+        die(f"the checkpoint has a vocabulary of {c.vocab_size} tokens, GPT-2's BPE {len(tokens)}: "
+            f"only GPT-2-vocabulary checkpoints export to GGUF")
+
+    w = gguf.GGUFWriter(path, arch)
+    w.add_name(name)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "float32" else gguf.LlamaFileType.MOSTLY_F16)
+    w.add_context_length(c.block_size)
+    w.add_embedding_length(c.n_embd)
+    w.add_block_count(c.n_layer)
+    w.add_feed_forward_length(c.ffn_hidden)
+    w.add_head_count(c.n_head)
+    w.add_head_count_kv(c.n_head)  # plain multi-head attention
+    w.add_vocab_size(c.vocab_size)
+    if arch == "llama":
+        w.add_layer_norm_rms_eps(c.norm_eps)
+        w.add_rope_freq_base(c.rope_theta)
+        w.add_rope_dimension_count(c.head_dim)  # rotate the whole head
+        w.add_key_length(c.head_dim)
+        w.add_value_length(c.head_dim)
+    else:
+        w.add_layer_norm_eps(c.norm_eps)
+
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(tokens)
+    w.add_token_types([gguf.TokenType.CONTROL if i == _EOT_TOKEN else gguf.TokenType.NORMAL
+                       for i in range(len(tokens))])
+    w.add_token_merges(merges)
+    w.add_bos_token_id(_EOT_TOKEN)
+    w.add_eos_token_id(_EOT_TOKEN)
+    w.add_add_bos_token(False)  # prompts are as tiktoken encodes them; the chat template writes its own EOT
+    if chat:
+        w.add_chat_template(chat_template.JINJA)
+
+    for key, t in tensors.items():
+        a = t.detach().float().contiguous().numpy()
+        if dtype == "float16" and a.ndim == 2:  # matrices and embeddings; norms and biases stay fp32
+            a = a.astype(np.float16)
+        w.add_tensor(key, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return arch
+
+
+def export(model: GPT, path: str, dtype: str = "float32", chat: bool = False, check=None, replace=False) -> str:
+    """Write the GGUF file to path (written beside as path.tmp, then renamed); returns the architecture.
+    An existing file is refused unless replace. check(tmp_path), if given, runs on the finished file
+    before the rename: when it fails, the file is removed and nothing at path changes."""
+    path = os.path.normpath(path)
+    if os.path.isdir(path):
+        die(f"'{path}' is a folder: give --gguf_file a file name, e.g. {os.path.join(path, 'model.gguf')}")
+    if os.path.exists(path) and not replace:
+        die(f"'{path}' already exists: remove it, give another --gguf_file, or pass --replace=True")
+    tmp = path + ".tmp"
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        arch = write_gguf(model, tmp, dtype, chat)
+    except OSError as e:  # a full disk, no permission, a missing folder: no half-written file left
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        die(f"cannot write '{tmp}' ({e.strerror or e}): free space, or give --gguf_file a writable place")
+    except BaseException:  # Ctrl-C, die()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    if check is not None:
+        try:
+            check(tmp)
+        except BaseException:
+            os.remove(tmp)
+            raise
+    os.replace(tmp, path)
+    return arch
+
+
+def llama_cpp_logits(path: str, tokens: list[int], n_threads: int | None = None) -> np.ndarray:
+    """llama.cpp's logits (len(tokens), vocab) for one sequence, through llama-cpp-python, with an fp32
+    KV cache (llama.cpp's default fp16 cache alone moves the logits by ~1e-2: docs/export.md)."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=path, logits_all=True, n_ctx=len(tokens), n_batch=len(tokens),
+                          n_threads=n_threads, type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32,
+                          verbose=False)
+    try:
+        llm.eval(tokens)
+        return np.array(llm.scores[:len(tokens)], dtype=np.float32)
+    finally:
+        llm.close()
+
+
+def max_logit_difference(model: GPT, path: str, n: int = 128, seed: int = 0) -> float:
+    """Largest |logit difference| between our model (fp32, CPU) and llama.cpp on n random tokens."""
+    model = model.float().cpu().eval()
+    n = min(n, model.config.block_size)
+    x = torch.randint(0, model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        ours = model(x)[0][0].numpy()
+    return float(np.abs(ours - llama_cpp_logits(path, x[0].tolist())).max())
+
+
+def main():
+    from configurator import configure
+
+    configure(globals(), sys.argv[1:])
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        die("export_gguf.py needs the gguf package: pip install gguf (and llama-cpp-python to check the result)")
+    if dtype not in VERIFY_TOLERANCE:
+        die(f"unknown dtype '{dtype}': use float32 or float16")
+    source = ckpt or out_dir
+    checkpoint = load_checkpoint(source)
+    if checkpoint.get("tokenizer", "gpt2") != "gpt2":
+        die(f"checkpoint was trained with tokenizer '{checkpoint['tokenizer']}'; GGUF export carries GPT-2's only")
+    model = model_from_checkpoint(checkpoint)
+    path = gguf_file or os.path.join(os.path.dirname(ckpt) if ckpt else out_dir,
+                                     f"model-{'f32' if dtype == 'float32' else 'f16'}.gguf")
+    chat = checkpoint.get("chat_template") is not None
+    if chat and checkpoint["chat_template"] != chat_template.NAME:
+        die(f"{source} was tuned with chat template '{checkpoint['chat_template']}', not this version's "
+            f"'{chat_template.NAME}': export it with the version that trained it")
+
+    def check(tmp: str) -> None:
+        try:
+            import llama_cpp
+        except ImportError:
+            print("llama-cpp-python is not installed: skipped loading the file back to check it")
+            return
+        diff = max_logit_difference(model, tmp)
+        bound = VERIFY_TOLERANCE[dtype][hf_architecture(model.config)]
+        if not diff <= bound:
+            die(f"llama.cpp's logits differ from this model's by up to {diff:.2e} (> {bound:g}), so '{path}' was "
+                f"not written: please report this with your llama-cpp-python version ({llama_cpp.__version__})")
+        print(f"checked with llama-cpp-python {llama_cpp.__version__}: logits match, max |difference| {diff:.1e}")
+
+    arch = export(model, path, dtype, chat, check if verify else None, replace)
+    kind = ", chat-tuned: with its chat template" if chat else ""
+    print(f"exported {source} ({model.num_params():,} parameters{kind}) to {path} as GGUF '{arch}' ({dtype}), "
+          f"{os.path.getsize(path) / 1e6:.1f} MB")
+
+if __name__ == "__main__":
+    main()
