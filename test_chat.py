@@ -11,6 +11,7 @@ import http.client
 import io
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -441,6 +442,58 @@ def test_web_reports_a_failed_reply_in_the_stream(server, monkeypatch, capsys):
     assert "Traceback" in capsys.readouterr().err and not c.lock.locked()
     monkeypatch.undo()
     assert events(post(port, {"message": "hi"}))[-1][0] == "done"
+
+
+def raw_post(port: int, headers: bytes, body: bytes = b"") -> socket.socket:
+    """A POST /chat written by hand, for requests http.client will not send; the socket, still open."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + headers + b"\r\n" + body)
+    return sock
+
+
+def status_of(sock: socket.socket) -> tuple[int, str]:
+    """The status and the JSON error of the server's answer on sock."""
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return response.status, json.loads(response.read())["error"]
+
+
+@pytest.mark.parametrize("value", [b"-5", b"abc", b"1e3", b"+10", b""])
+def test_web_refuses_a_content_length_that_is_not_a_size_with_400(server, value):
+    """A negative or non-numeric Content-Length is a malformed request (400), not one too large (413)."""
+    _, port = server
+    status, error = status_of(raw_post(port, b"Content-Length: " + value + b"\r\n", b'{"message": "hi"}'))
+    assert status == 400 and "Content-Length" in error
+
+
+def test_web_body_shorter_than_its_content_length(server, monkeypatch):
+    """A body that stops short is answered once REQUEST_TIMEOUT_S has passed (408), or at once when the client
+    closes its side (400): neither holds the connection's thread without end."""
+    _, port = server
+    monkeypatch.setattr(chat, "REQUEST_TIMEOUT_S", 1.0)
+    t0 = time.time()
+    status, error = status_of(raw_post(port, b"Content-Length: 100\r\n", b'{"message":'))
+    assert status == 408 and "did not arrive" in error and time.time() - t0 < 10
+    sock = raw_post(port, b"Content-Length: 100\r\n", b'{"message":')
+    sock.shutdown(socket.SHUT_WR)
+    status, error = status_of(sock)
+    assert status == 400 and "ended before" in error
+
+
+def test_web_body_trickled_in_is_bounded_in_all(server, monkeypatch):
+    """A per-read timeout alone lets a client send a byte just inside each interval for ever: the whole body has
+    REQUEST_TIMEOUT_S."""
+    _, port = server
+    monkeypatch.setattr(chat, "REQUEST_TIMEOUT_S", 1.0)
+    body = json.dumps({"message": "hi"}).encode()
+    sock = raw_post(port, b"Content-Length: %d\r\n" % len(body))
+    t0 = time.time()
+    for b in body:  # each wait far inside the timeout; the body's whole time (3.4 s) past it
+        if select.select([sock], [], [], 0.2)[0]:
+            break  # the server has answered: stop sending, so its close is clean and the answer can be read
+        sock.sendall(bytes([b]))
+    status, error = status_of(sock)
+    assert status == 408 and time.time() - t0 < 5
 
 
 def test_web_stops_generating_when_the_page_goes_away(server, monkeypatch):
