@@ -37,7 +37,7 @@ import numpy as np
 import tiktoken
 
 import chat_template
-from prepare import load_tokenizer, one_line
+from prepare import load_tokenizer, make_out_folder, one_line
 
 # the datasets the issue names; the subset (a config of the dataset) is chosen with --hub_subset
 HUB = {"smoltalk": ("HuggingFaceTB/smoltalk", "everyday-conversations"), "hh-rlhf": ("Anthropic/hh-rlhf", None)}
@@ -123,7 +123,7 @@ def prepare(args: argparse.Namespace) -> dict:
     source = args.input or [f"hf://datasets/{HUB[args.hub][0]}/{args.hub_subset or HUB[args.hub][1] or ''}"]
 
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_folder(out)
     tmp = {p: p.with_name(p.name + ".tmp") for p in final}
     f = Fraction(str(args.val_fraction))
     counts = {s: {"conversations": 0, "tokens": 0, "target_tokens": 0, "cut": 0, "dropped": 0} for s in SPLITS}
