@@ -493,7 +493,12 @@ def serve(chat: Chat):
 
 
 if __name__ == "__main__":
+    defaults = {"host": host, "port": port}
     configure(globals(), ["--web=True" if a == "--web" else a for a in sys.argv[1:]], verbose=False)
+    for key, value in (("host", host), ("port", port)):
+        if not web and value != defaults[key]:  # the terminal REPL serves nothing: a --port there is a mistake
+            die(f"--{key}={value} is where the web page is served, and without --web chat.py runs in the terminal: "
+                f"add --web, or drop --{key}")
     if max_new_tokens < 1 or not 0 <= temperature <= 10 or not 0 < top_p <= 1 or top_k < 0:
         die("--max_new_tokens must be at least 1, --temperature in [0, 10], --top_p in (0, 1] and --top_k at "
             "least 0 (0 = off)")

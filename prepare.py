@@ -414,9 +414,10 @@ def prepare(args: argparse.Namespace) -> dict:
         raise SystemExit("error: --num_docs must be at least 1")
     if args.fraction is not None and not 0 < args.fraction <= 1:
         raise SystemExit("error: --fraction must be in (0, 1]")
-    if args.input and (args.fraction is not None or args.revision != "auto" or args.allow_partial):
-        raise SystemExit("error: --fraction, --revision and --allow_partial are for the hub; "
-                         "use --num_docs with --input")
+    if args.input and (args.fraction is not None or args.revision != "auto" or args.allow_partial
+                       or args.seed != parser.get_default("seed")):  # --input takes the first --num_docs: no seed
+        raise SystemExit("error: --fraction, --revision, --allow_partial and --seed are for the hub, and --input "
+                         "would ignore them; use --num_docs with --input")
     if args.num_proc < 1:
         raise SystemExit("error: --num_proc must be at least 1")
 

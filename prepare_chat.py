@@ -103,6 +103,8 @@ def prepare(args: argparse.Namespace) -> dict:
     t0 = time.time()
     if not (args.input or args.hub):
         sys.exit("error: give --input FILE.jsonl ... (offline) or --hub smoltalk|hh-rlhf")
+    if args.input and args.hub_subset is not None:  # else ignored: the files are read as they are
+        sys.exit("error: --hub_subset chooses a subset of a --hub dataset, and --input would ignore it: drop it")
     if not 0 < args.val_fraction < 1:
         sys.exit("error: --val_fraction must be between 0 and 1")
     if args.block_size < 8:

@@ -300,6 +300,15 @@ def test_chat_py_refuses_bad_settings_in_one_line(tiny_dir, arg, words):
     assert result.stderr.count("\n") == 1 and "serving" not in result.stdout
 
 
+@pytest.mark.parametrize("arg", ["--port=9000", "--host=0.0.0.0"])
+def test_chat_py_refuses_web_settings_without_web(tiny_dir, arg):
+    """--port without --web would be ignored (the terminal REPL serves nothing): refused, before the model loads."""
+    result = subprocess.run([sys.executable, "chat.py", f"--out_dir={tiny_dir}", arg], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "add --web" in result.stderr
+
+
 def test_chat_py_port_in_use_is_one_line_error(tiny_dir):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
