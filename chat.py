@@ -422,13 +422,14 @@ def make_handler(chat: Chat):
             raw = self.headers.get("Content-Length")
             if raw is None:
                 return self.send_error_json(411, "a Content-Length header is required")
-            if not raw.strip().isdigit():  # int() would also take '-5', '+5', '1_0'
+            raw = raw.strip()
+            if not (raw.isascii() and raw.isdigit()):  # int() takes '-5', '+5', '1_0'; '²' is a digit int() refuses
                 return self.send_error_json(400, f"Content-Length must be the body's size in bytes, a whole number "
-                                                 f"from 0 to {MAX_REQUEST_BYTES}, not {raw!r}")
-            length = int(raw)
-            if length > MAX_REQUEST_BYTES:
+                                                 f"from 0 to {MAX_REQUEST_BYTES}, not {raw[:20]!r}")
+            if len(raw) > 12 or int(raw) > MAX_REQUEST_BYTES:  # int() refuses over 4300 digits: never given those
                 return self.send_error_json(413, f"the request is larger than {MAX_REQUEST_BYTES} bytes: "
                                                  f"start a new chat or send a shorter message")
+            length = int(raw)
             try:
                 body = self.read_body(length)
             except TimeoutError:

@@ -467,12 +467,18 @@ def status_of(sock: socket.socket) -> tuple[int, str]:
     return response.status, json.loads(response.read())["error"]
 
 
-@pytest.mark.parametrize("value", [b"-5", b"abc", b"1e3", b"+10", b""])
+@pytest.mark.parametrize("value", [b"-5", b"abc", b"1e3", b"+10", b"", b"\xb2"])
 def test_web_refuses_a_content_length_that_is_not_a_size_with_400(server, value):
     """A negative or non-numeric Content-Length is a malformed request (400), not one too large (413)."""
     _, port = server
     status, error = status_of(raw_post(port, b"Content-Length: " + value + b"\r\n", b'{"message": "hi"}'))
     assert status == 400 and "Content-Length" in error
+
+
+def test_web_content_length_of_thousands_of_digits_is_413(server):
+    _, port = server  # int() refuses strings of over 4300 digits: too large, not a crash
+    status, error = status_of(raw_post(port, b"Content-Length: " + b"9" * 5000 + b"\r\n", b'{"message": "hi"}'))
+    assert status == 413 and "larger than" in error
 
 
 def test_web_body_shorter_than_its_content_length(server, monkeypatch):
