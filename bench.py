@@ -566,6 +566,11 @@ def main(argv: list[str]) -> None:
             die(f"--{key} must be at least {low}, got {config[key]}")
     if not 0 < project_mfu <= 1:
         die(f"--project_mfu is a fraction of the peak, in (0, 1] (0.3 = 30%), got {project_mfu}")
+    # --project prints the projection and stops, and --find_batch searches one variant's batch and stops: what
+    # they would skip is refused, not ignored (a --compare that times nothing reads as if it had)
+    if project and (compare or find_batch):
+        skipped = "compare" if compare else "find_batch"
+        die(f"--project prints the 8×V100 projection alone and would ignore --{skipped}: drop one of them")
     if json:
         check_json_path(json)
     if plan:
@@ -613,6 +618,9 @@ def main(argv: list[str]) -> None:
     if find_batch:
         if device_type() != "cuda":
             die("--find_batch searches GPU memory: it needs a CUDA device (--device=cuda)")
+        if len(variants) > 1:
+            die(f"--find_batch searches one variant's micro-batch, and --compare={compare} gives {len(variants)}: "
+                f"give one (e.g. --compare={variants[0][0]}), or none for the settings as they are")
         name, s = variants[0]
         run = build(name, s)
         print(f"largest micro-batch of {name} at block {s['block_size']}, {s['dtype']}, "

@@ -33,6 +33,7 @@ import contextlib
 import json
 import sys
 import threading
+import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -64,6 +65,10 @@ port = 8000  # 0 = any free port (the one chosen is printed)
 
 STOP_STRINGS = ("\nUser:", "\nAssistant:", "\n\n")
 MAX_REQUEST_BYTES = 64 * 1024  # a web request (message + history) larger than this is refused
+# a client has this long to send a request's body (in all, however it trickles in), and each wait on a slow or
+# stalled connection (its headers, a reply it stops reading) ends after this long: its thread, and the model a
+# stalled reply holds, are not held without end
+REQUEST_TIMEOUT_S = 30.0
 
 
 def transcript(history: list[tuple[str, str]], message: str) -> str:
@@ -371,6 +376,28 @@ def make_handler(chat: Chat):
         # HTTP/1.0: a streamed reply ends when the connection closes, so no length or chunking is needed
         server_version = "chat.py"
 
+        def setup(self):
+            self.timeout = REQUEST_TIMEOUT_S  # read here, per connection, so a test can shorten it
+            super().setup()
+
+        def read_body(self, length: int) -> bytes | None:
+            """The request's body, within REQUEST_TIMEOUT_S in all (a per-read timeout alone lets a client
+            trickle one byte per interval); None when the client closed before sending length bytes."""
+            deadline, body = time.monotonic() + REQUEST_TIMEOUT_S, b""
+            try:
+                while len(body) < length:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError
+                    self.connection.settimeout(left)
+                    chunk = self.rfile.read1(length - len(body))
+                    if not chunk:
+                        return None
+                    body += chunk
+            finally:
+                self.connection.settimeout(self.timeout)
+            return body
+
         def send_body(self, code: int, body: bytes, content_type: str, headers: dict | None = None):
             self.send_response(code)
             self.send_header("Content-Type", content_type)
@@ -392,15 +419,27 @@ def make_handler(chat: Chat):
         def do_POST(self):
             if self.path != "/chat":
                 return self.send_error_json(404, f"nothing to POST at {self.path}: use /chat")
-            try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
+            raw = self.headers.get("Content-Length")
+            if raw is None:
                 return self.send_error_json(411, "a Content-Length header is required")
-            if not 0 <= length <= MAX_REQUEST_BYTES:
+            raw = raw.strip()
+            if not (raw.isascii() and raw.isdigit()):  # int() takes '-5', '+5', '1_0'; '²' is a digit int() refuses
+                return self.send_error_json(400, f"Content-Length must be the body's size in bytes, a whole number "
+                                                 f"from 0 to {MAX_REQUEST_BYTES}, not {raw[:20]!r}")
+            if len(raw) > 12 or int(raw) > MAX_REQUEST_BYTES:  # int() refuses over 4300 digits: never given those
                 return self.send_error_json(413, f"the request is larger than {MAX_REQUEST_BYTES} bytes: "
                                                  f"start a new chat or send a shorter message")
+            length = int(raw)
             try:
-                history, message, t = parse_request(self.rfile.read(length))
+                body = self.read_body(length)
+            except TimeoutError:
+                self.close_connection = True
+                return self.send_error_json(408, f"the request's body did not arrive within {REQUEST_TIMEOUT_S:g} "
+                                                 f"seconds: send it whole, as Content-Length says")
+            if body is None:
+                return self.send_error_json(400, f"the body ended before the {length} bytes Content-Length gives")
+            try:
+                history, message, t = parse_request(body)
             except ValueError as e:
                 return self.send_error_json(400, str(e))
             if not chat.lock.acquire(blocking=False):
@@ -416,8 +455,10 @@ def make_handler(chat: Chat):
                     reply += piece
                     self.wfile.write(f"data: {json.dumps({'text': piece})}\n\n".encode())
                 self.wfile.write(f"event: done\ndata: {json.dumps({'reply': reply.strip()})}\n\n".encode())
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the page went away: stop generating (the generator is closed on the way out)
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                # the page went away, or stopped reading for REQUEST_TIMEOUT_S: stop generating (the generator is
+                # closed on the way out) and free the model for the next request
+                pass
             except Exception as e:  # after the 200 headers: say so in the stream, or the page waits for 'done'
                 traceback.print_exc()
                 error = f"the reply failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
@@ -453,7 +494,12 @@ def serve(chat: Chat):
 
 
 if __name__ == "__main__":
+    defaults = {"host": host, "port": port}
     configure(globals(), ["--web=True" if a == "--web" else a for a in sys.argv[1:]], verbose=False)
+    for key, value in (("host", host), ("port", port)):
+        if not web and value != defaults[key]:  # the terminal REPL serves nothing: a --port there is a mistake
+            die(f"--{key}={value} is where the web page is served, and without --web chat.py runs in the terminal: "
+                f"add --web, or drop --{key}")
     if max_new_tokens < 1 or not 0 <= temperature <= 10 or not 0 < top_p <= 1 or top_k < 0:
         die("--max_new_tokens must be at least 1, --temperature in [0, 10], --top_p in (0, 1] and --top_k at "
             "least 0 (0 = off)")

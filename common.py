@@ -319,6 +319,29 @@ def check_writable(folder: str, what: str) -> None:
         die(f"cannot write to '{folder}' ({e.strerror}): choose another {what}")
 
 
+def file_in_the_way(path: str) -> str | None:
+    """The part of path that exists as a file, so no folder can be made there (--out_dir=notes.txt/run), or None."""
+    path = os.path.abspath(path)
+    while path != os.path.dirname(path):
+        if os.path.lexists(path) and not os.path.isdir(path):
+            return path
+        path = os.path.dirname(path)
+    return None
+
+
+def make_folder(folder: str, what: str) -> None:
+    """Create folder (and its parents) and check it can be written, now, before the work: a path below a file, a
+    read-only disk or no permission is one line naming the setting to change (what), not a traceback."""
+    blocker = file_in_the_way(folder)
+    if blocker:
+        die(f"cannot make the folder '{folder}': '{blocker}' is a file, not a folder; choose another {what}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        die(f"cannot make the folder '{folder}' ({e.strerror or e}): choose another {what}")
+    check_writable(folder, what)
+
+
 def read_metrics(path: str) -> list[dict]:
     """The records of a metrics.jsonl that train.py appends to (none when it does not exist yet); a line
     cut short by a kill, or being written right now, is skipped."""
@@ -336,6 +359,9 @@ def check_json_path(path: str) -> None:
     if os.path.isdir(path):
         die(f"--json={path} is a folder: give a file path, e.g. --json={os.path.join(path, 'results.json')}")
     folder = os.path.dirname(os.path.abspath(path))
+    blocker = file_in_the_way(folder)
+    if blocker:
+        die(f"--json={path}: '{blocker}' is a file, not a folder: give a path in an existing folder")
     if not os.path.isdir(folder):
         die(f"--json={path}: folder '{os.path.dirname(path)}' does not exist: create it, or give a path in "
             f"an existing folder")

@@ -13,6 +13,7 @@ script's globals and returned as a dict, ready for logging and for checkpoints.
 """
 
 import difflib
+import math
 import os
 import traceback
 from ast import literal_eval
@@ -58,6 +59,10 @@ def _check_type(key: str, value, default, where: str):
             return value
     elif isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # NaN passes every range check a script makes (nan <= 0 is False) and then fails a later one
+            # that names another setting; no float setting here means anything at NaN or infinity
+            if not math.isfinite(value):
+                die(f"config key '{key}' {where} must be a finite number (like {default!r}), got {value!r}")
             return float(value)  # an int may set a float
     elif isinstance(value, type(default)) and not isinstance(value, bool):
         return value
@@ -96,7 +101,7 @@ def read_config_file(path: str, config: dict) -> str:
                          + (f", or write {instead}" if instead else ""))
     try:
         with open(path, encoding="utf-8") as f:
-            return f.read()
+            text = f.read()
     except FileNotFoundError:
         die(f"config file '{path}' not found (give a path like config/option_a.py, "
                          f"or --key=value)")
@@ -107,6 +112,11 @@ def read_config_file(path: str, config: dict) -> str:
                          + (f": for a checkpoint write {instead}" if instead else ""))
     except OSError as e:
         die(f"cannot read config file '{path}' ({e.strerror})")
+    if "\0" in text:  # UTF-8, yet not text: compile() refuses it with no line number (a SyntaxError at "line None")
+        line = text.count("\n", 0, text.index("\0")) + 1
+        die(f"config file '{path}' line {line} holds a NUL byte, so it is not a Python text file (a binary file, "
+            f"or one saved as UTF-16?): save it as plain UTF-8 text, like config/option_a.py")
+    return text
 
 
 def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_files: bool = True,
@@ -127,7 +137,8 @@ def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_fil
                 exec(compile(source, arg, "exec"), file_vars)
             except Exception as e:  # a typo in a config file: say where, without a traceback
                 line = e.lineno if isinstance(e, SyntaxError) else traceback.extract_tb(e.__traceback__)[-1].lineno
-                die(f"config file '{arg}' line {line}: {type(e).__name__}: {e}")
+                at = f" line {line}" if line else ""  # compile's own refusals may carry no line
+                die(f"config file '{arg}'{at}: {type(e).__name__}: {e}")
             for key, value in file_vars.items():
                 if key.startswith("_") or not isinstance(value, SETTING_TYPES):
                     continue  # imports, helpers

@@ -70,6 +70,12 @@ dtype = "auto"  # auto | float32 | bfloat16 | float16 (the transformer; log-prob
 json = ""  # also write the results as JSON to this path ('-' = stdout)
 # -----------------------------------------------------------------------------
 
+# the settings only some tasks read: one set for none of the chosen tasks is refused, since a run that ignores what
+# it was told (--files with --tasks=hellaswag) reports results for something else than was asked
+_READ_BY = {"data_dir": ("val", "chat"), "files": ("val", "chat"), "max_new_tokens": ("chat",), "stride": ("val",),
+            "hellaswag_file": ("hellaswag",), "lambada_file": ("lambada",)}
+_DEFAULTS = {k: globals()[k] for k in _READ_BY}
+
 _LOGITS_CHUNK = 1024  # scored positions per lm_head call: 1024 x 50257 fp32 logits are 200 MB
 
 
@@ -330,6 +336,12 @@ def main() -> dict:
             die(f"unknown task '{t}': choose from val, hellaswag, lambada, chat (e.g. --tasks=val,hellaswag)")
     if files and "val" in task_list and "chat" in task_list:
         die("--files holds text for --tasks=val or conversations for --tasks=chat, not both: run the two apart")
+    for key, readers in _READ_BY.items():
+        if config[key] != _DEFAULTS[key] and not set(readers) & set(task_list):
+            die(f"--{key} is read by --tasks={' or '.join(readers)} only, and --tasks={','.join(task_list)} would "
+                f"ignore it: add {' or '.join(readers)} to --tasks, or drop --{key}")
+    if files and data_dir:
+        die("--files and --data_dir both name what to score, and --files wins: give one of them")
     if max_new_tokens < 1:
         die(f"--max_new_tokens={max_new_tokens}: give at least 1")
     if stride < 0 or limit < 0 or batch_size < 1:

@@ -33,7 +33,7 @@ import sys
 import torch
 
 import chat_template
-from common import die, load_checkpoint, model_from_checkpoint
+from common import die, file_in_the_way, load_checkpoint, model_from_checkpoint
 from model import EOT_TOKEN as _EOT_TOKEN  # underscore: not a setting for configure()
 from model import GPT
 
@@ -208,8 +208,10 @@ def export(model: GPT, folder: str, with_tokenizer: bool = True, chat: bool = Fa
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         os.makedirs(tmp)
-    except OSError as e:  # e.g. under /proc, a read-only disk, no permission
-        die(f"cannot create '{tmp}' beside '{folder}' ({e.strerror}): give --hf_dir a path in a writable folder")
+    except OSError as e:  # e.g. below a file (--hf_dir=notes.txt/hf), under /proc, a read-only disk, no permission
+        blocker = file_in_the_way(tmp)
+        why = f"'{blocker}' is a file, not a folder" if blocker else e.strerror
+        die(f"cannot create '{tmp}' beside '{folder}' ({why}): give --hf_dir a path in a writable folder")
     model = model.float().cpu()
     hf_config = llama_config(model.config) if arch == "llama" else gpt2_config(model.config)
     weights = llama_weights(model) if arch == "llama" else gpt2_weights(model)

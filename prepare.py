@@ -99,6 +99,22 @@ def one_line_error(message: str):
 parser.error = one_line_error
 
 
+def make_out_folder(out: Path) -> None:
+    """Create --out (and its parents) and check it can be written, or stop with one line: a part of the path
+    that is a file (--out=notes.txt/sub), a read-only disk, no permission. (common.make_folder does this for the
+    other scripts; this one stays free of torch, which common imports.)"""
+    blocker = next((p for p in (out, *out.absolute().parents) if p.exists() and not p.is_dir()), None)
+    if blocker:
+        raise SystemExit(f"error: cannot make --out {out}: '{blocker}' is a file, not a folder; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise SystemExit(f"error: cannot make or write --out {out} ({e.strerror or e}): choose another --out") from None
+
+
 def load_tokenizer() -> tiktoken.Encoding:
     # tiktoken downloads the GPT-2 BPE files once, then reads them from its cache
     try:
@@ -398,9 +414,10 @@ def prepare(args: argparse.Namespace) -> dict:
         raise SystemExit("error: --num_docs must be at least 1")
     if args.fraction is not None and not 0 < args.fraction <= 1:
         raise SystemExit("error: --fraction must be in (0, 1]")
-    if args.input and (args.fraction is not None or args.revision != "auto" or args.allow_partial):
-        raise SystemExit("error: --fraction, --revision and --allow_partial are for the hub; "
-                         "use --num_docs with --input")
+    if args.input and (args.fraction is not None or args.revision != "auto" or args.allow_partial
+                       or args.seed != parser.get_default("seed")):  # --input takes the first --num_docs: no seed
+        raise SystemExit("error: --fraction, --revision, --allow_partial and --seed are for the hub, and --input "
+                         "would ignore them; use --num_docs with --input")
     if args.num_proc < 1:
         raise SystemExit("error: --num_proc must be at least 1")
 
@@ -429,7 +446,7 @@ def prepare(args: argparse.Namespace) -> dict:
               f"({source['file_bytes'] / 1e9:.2f} GB)", file=sys.stderr)
 
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_folder(out)
     tmp = {name: p.with_name(p.name + ".tmp") for name, p in final.items()}
     f = Fraction(str(args.val_fraction))  # exact, so the rule does not depend on float rounding
     p, q = f.numerator, f.denominator

@@ -37,7 +37,7 @@ import numpy as np
 import tiktoken
 
 import chat_template
-from prepare import load_tokenizer, one_line
+from prepare import load_tokenizer, make_out_folder, one_line
 
 # the datasets the issue names; the subset (a config of the dataset) is chosen with --hub_subset
 HUB = {"smoltalk": ("HuggingFaceTB/smoltalk", "everyday-conversations"), "hh-rlhf": ("Anthropic/hh-rlhf", None)}
@@ -103,6 +103,8 @@ def prepare(args: argparse.Namespace) -> dict:
     t0 = time.time()
     if not (args.input or args.hub):
         sys.exit("error: give --input FILE.jsonl ... (offline) or --hub smoltalk|hh-rlhf")
+    if args.input and args.hub_subset is not None:  # else ignored: the files are read as they are
+        sys.exit("error: --hub_subset chooses a subset of a --hub dataset, and --input would ignore it: drop it")
     if not 0 < args.val_fraction < 1:
         sys.exit("error: --val_fraction must be between 0 and 1")
     if args.block_size < 8:
@@ -123,7 +125,7 @@ def prepare(args: argparse.Namespace) -> dict:
     source = args.input or [f"hf://datasets/{HUB[args.hub][0]}/{args.hub_subset or HUB[args.hub][1] or ''}"]
 
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_folder(out)
     tmp = {p: p.with_name(p.name + ".tmp") for p in final}
     f = Fraction(str(args.val_fraction))
     counts = {s: {"conversations": 0, "tokens": 0, "target_tokens": 0, "cut": 0, "dropped": 0} for s in SPLITS}

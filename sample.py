@@ -96,7 +96,13 @@ def stream_text(model: GPT, enc, ids: list[int], device: str, ctx, stop: set[int
 
 
 def main():
+    defaults = {"top_k": top_k, "top_p": top_p}
     configure(globals(), sys.argv[1:], verbose=False)
+    if temperature == 0:  # greedy decoding takes the most likely token: top-k and top-p never see a draw
+        for key, value in (("top_k", top_k), ("top_p", top_p)):
+            if value != defaults[key]:
+                die(f"--{key}={value} shapes sampling, and --temperature=0 is greedy, so it would be ignored: "
+                    f"drop --{key}, or give a temperature above 0")
     if num_samples < 1 or max_new_tokens < 0:
         die("--num_samples must be at least 1 and --max_new_tokens at least 0")
     if temperature < 0:

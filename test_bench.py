@@ -371,9 +371,11 @@ TINY_RUN = ["--n_layer=1", "--n_embd=32", "--n_head=1", "--block_size=8", "--bat
     ("--compare=base,optimizer=sgd", "optimizer must be 'adamw' or 'muon', got 'sgd' in optimizer=sgd"),
     ("--json={tmp}/missing/bench.json", "folder '{tmp}/missing' does not exist"),
     ("--json=/sys/bench.json", "cannot write to '/sys' (Permission denied): choose another --json path"),
+    ("--project --compare=options", "would ignore --compare"),  # options a bench.py run would skip: refused
+    ("--project --find_batch", "would ignore --find_batch"),
 ])
 def test_bench_refuses_bad_settings(tmp_path, bad, message):
-    r = run_script("bench.py", *TINY_RUN, bad.format(tmp=tmp_path), check=False)
+    r = run_script("bench.py", *TINY_RUN, *bad.format(tmp=tmp_path).split(), check=False)
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: ")
     assert message.format(tmp=tmp_path) in lines[0]

@@ -11,6 +11,7 @@ import http.client
 import io
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -299,6 +300,15 @@ def test_chat_py_refuses_bad_settings_in_one_line(tiny_dir, arg, words):
     assert result.stderr.count("\n") == 1 and "serving" not in result.stdout
 
 
+@pytest.mark.parametrize("arg", ["--port=9000", "--host=0.0.0.0"])
+def test_chat_py_refuses_web_settings_without_web(tiny_dir, arg):
+    """--port without --web would be ignored (the terminal REPL serves nothing): refused, before the model loads."""
+    result = subprocess.run([sys.executable, "chat.py", f"--out_dir={tiny_dir}", arg], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "add --web" in result.stderr
+
+
 def test_chat_py_port_in_use_is_one_line_error(tiny_dir):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -441,6 +451,64 @@ def test_web_reports_a_failed_reply_in_the_stream(server, monkeypatch, capsys):
     assert "Traceback" in capsys.readouterr().err and not c.lock.locked()
     monkeypatch.undo()
     assert events(post(port, {"message": "hi"}))[-1][0] == "done"
+
+
+def raw_post(port: int, headers: bytes, body: bytes = b"") -> socket.socket:
+    """A POST /chat written by hand, for requests http.client will not send; the socket, still open."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + headers + b"\r\n" + body)
+    return sock
+
+
+def status_of(sock: socket.socket) -> tuple[int, str]:
+    """The status and the JSON error of the server's answer on sock."""
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return response.status, json.loads(response.read())["error"]
+
+
+@pytest.mark.parametrize("value", [b"-5", b"abc", b"1e3", b"+10", b"", b"\xb2"])
+def test_web_refuses_a_content_length_that_is_not_a_size_with_400(server, value):
+    """A negative or non-numeric Content-Length is a malformed request (400), not one too large (413)."""
+    _, port = server
+    status, error = status_of(raw_post(port, b"Content-Length: " + value + b"\r\n", b'{"message": "hi"}'))
+    assert status == 400 and "Content-Length" in error
+
+
+def test_web_content_length_of_thousands_of_digits_is_413(server):
+    _, port = server  # int() refuses strings of over 4300 digits: too large, not a crash
+    status, error = status_of(raw_post(port, b"Content-Length: " + b"9" * 5000 + b"\r\n", b'{"message": "hi"}'))
+    assert status == 413 and "larger than" in error
+
+
+def test_web_body_shorter_than_its_content_length(server, monkeypatch):
+    """A body that stops short is answered once REQUEST_TIMEOUT_S has passed (408), or at once when the client
+    closes its side (400): neither holds the connection's thread without end."""
+    _, port = server
+    monkeypatch.setattr(chat, "REQUEST_TIMEOUT_S", 1.0)
+    t0 = time.time()
+    status, error = status_of(raw_post(port, b"Content-Length: 100\r\n", b'{"message":'))
+    assert status == 408 and "did not arrive" in error and time.time() - t0 < 10
+    sock = raw_post(port, b"Content-Length: 100\r\n", b'{"message":')
+    sock.shutdown(socket.SHUT_WR)
+    status, error = status_of(sock)
+    assert status == 400 and "ended before" in error
+
+
+def test_web_body_trickled_in_is_bounded_in_all(server, monkeypatch):
+    """A per-read timeout alone lets a client send a byte just inside each interval for ever: the whole body has
+    REQUEST_TIMEOUT_S."""
+    _, port = server
+    monkeypatch.setattr(chat, "REQUEST_TIMEOUT_S", 1.0)
+    body = json.dumps({"message": "hi"}).encode()
+    sock = raw_post(port, b"Content-Length: %d\r\n" % len(body))
+    t0 = time.time()
+    for b in body:  # each wait far inside the timeout; the body's whole time (3.4 s) past it
+        if select.select([sock], [], [], 0.2)[0]:
+            break  # the server has answered: stop sending, so its close is clean and the answer can be read
+        sock.sendall(bytes([b]))
+    status, error = status_of(sock)
+    assert status == 408 and time.time() - t0 < 5
 
 
 def test_web_stops_generating_when_the_page_goes_away(server, monkeypatch):

@@ -311,3 +311,16 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_files(tmp_
     assert "cannot write" in one_line_error(common.write_json, str(report), {"step": 2})
     assert (path.read_bytes(), report.read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "r.json"]
+
+
+def test_make_folder_and_json_path_below_a_file_or_unmakeable(tmp_path):
+    """An output path below a file (--out_dir=notes.txt/run), or where no folder can be made, is one line naming
+    the file in the way and the setting to change, not a NotADirectoryError traceback."""
+    (tmp_path / "notes.txt").write_text("x")
+    message = one_line_error(common.make_folder, str(tmp_path / "notes.txt" / "run"), "--out_dir")
+    assert f"'{tmp_path / 'notes.txt'}' is a file" in message and "--out_dir" in message
+    assert "--out_dir" in one_line_error(common.make_folder, "/proc/no_such_folder", "--out_dir")
+    common.make_folder(str(tmp_path / "a" / "b"), "--out_dir")  # parents made
+    assert (tmp_path / "a" / "b").is_dir()
+    message = one_line_error(common.check_json_path, str(tmp_path / "notes.txt" / "r.json"))
+    assert f"'{tmp_path / 'notes.txt'}' is a file" in message

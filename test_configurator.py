@@ -139,6 +139,30 @@ def test_wrong_type_in_config_file(tmp_path, line, expected_type):
     assert f"expects {expected_type}" in message
 
 
+@pytest.mark.parametrize("text", ['learning_rate = float("nan")\n', 'learning_rate = float("inf")\n',
+                                  'learning_rate = -float("inf")\n', 'learning_rate = 1e999\n'])
+def test_nan_or_inf_float_in_config_file(tmp_path, text):
+    """NaN slips through a script's range checks (nan <= 0 is False) into one that blames another setting
+    (train.py's min_lr check did): the setting itself is refused."""
+    message = refused(script_globals(), [write(tmp_path, text)])
+    assert "'learning_rate'" in message and "finite" in message
+
+
+@pytest.mark.parametrize("arg", ["--learning_rate=1e999", "--learning_rate=-1e999"])
+def test_inf_float_on_command_line(arg):
+    message = refused(script_globals(), [arg])  # literal_eval("1e999") is inf
+    assert "'learning_rate'" in message and "finite" in message
+
+
+def test_config_file_with_a_nul_byte(tmp_path):
+    """compile() refuses a NUL byte with a SyntaxError that has no line ('line None'): name the file, the line
+    and what is wrong."""
+    path = tmp_path / "cfg.py"
+    path.write_bytes(b"n_layer = 3\nlearning_rate = 1e-3\x00\n")
+    message = refused(script_globals(), [str(path)])
+    assert str(path) in message and "NUL byte" in message and "line 2" in message and "None" not in message
+
+
 def test_missing_config_file():
     message = refused(script_globals(), ["config/no_such_option.py"])
     assert "config/no_such_option.py" in message and "not found" in message

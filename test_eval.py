@@ -331,6 +331,23 @@ def test_script_refuses_bad_settings(smoke_ckpt, tmp_path, args, message):
     assert "Traceback" not in r.stderr and message.format(tmp=tmp_path) in r.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--tasks=hellaswag", "--files=a.txt"], "--files is read by --tasks=val or chat only"),
+    (["--tasks=lambada", "--data_dir=data"], "--data_dir is read by --tasks=val or chat only"),
+    (["--tasks=val,hellaswag", "--max_new_tokens=8"], "--max_new_tokens is read by --tasks=chat only"),
+    (["--tasks=chat", "--stride=16"], "--stride is read by --tasks=val only"),
+    (["--tasks=val", "--hellaswag_file=h.jsonl"], "--hellaswag_file is read by --tasks=hellaswag only"),
+    (["--tasks=hellaswag", "--lambada_file=l.jsonl"], "--lambada_file is read by --tasks=lambada only"),
+    (["--tasks=val", "--files=a.txt", "--data_dir=data"], "--files and --data_dir both name what to score"),
+])
+def test_script_refuses_options_its_tasks_ignore(tmp_path, args, message):
+    """An option none of the chosen tasks reads is refused before the checkpoint is loaded (there is none at
+    --out_dir here), not ignored: results for something else than was asked are worse than an error."""
+    r = run_script("eval.py", f"--out_dir={tmp_path / 'none'}", *args, check=False)
+    assert r.returncode != 0 and r.stderr.strip().splitlines() == [r.stderr.strip()]
+    assert r.stderr.startswith("error: ") and message in r.stderr
+
+
 def test_script_refuses_damaged_val_data(smoke_ckpt, owt_data, tmp_path):
     """val.bin with an id past the embedding was an IndexError mid-scoring: one line, from the same check
     train.py and bench.py make (common.check_data; test_train covers the other kinds of damage)."""

@@ -220,6 +220,8 @@ def test_bad_input(tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
     assert "is a file, not a folder" in one_line_error(export_hf.export, model, str(tmp_path / "a_file"), False)
     assert (tmp_path / "a_file").read_text() == "not a folder"
+    message = one_line_error(export_hf.export, model, str(tmp_path / "a_file" / "hf"), False)  # below a file
+    assert f"'{tmp_path / 'a_file'}' is a file, not a folder" in message and "--hf_dir" in message
 
 
 def test_exported_files_share_one_mode(tmp_path):

@@ -299,6 +299,24 @@ def test_argument_errors_are_one_line(args, words):
     assert_one_line_error(r, *words)
 
 
+@pytest.mark.parametrize("flag", ["--seed=1", "--revision=main", "--allow_partial"])
+def test_hub_options_with_input_are_refused_not_ignored(tmp_path, flag):
+    """--input takes its first --num_docs documents: a hub-only option beside it would be ignored."""
+    a = write_jsonl(tmp_path / "a.jsonl", ["first"])
+    assert_one_line_error(run("--input", a, "--out", tmp_path / "out", flag), "are for the hub", "would ignore")
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_that_cannot_be_made_is_one_line(tmp_path):
+    """--out below a file, or where no folder can be made, is refused in one line (was a NotADirectoryError
+    traceback), before a byte is tokenized."""
+    a = write_jsonl(tmp_path / "a.jsonl", ["first"])
+    (tmp_path / "notes.txt").write_text("x")
+    assert_one_line_error(run("--input", a, "--out", tmp_path / "notes.txt" / "sub"),
+                          f"'{tmp_path / 'notes.txt'}' is a file, not a folder", "--out")
+    assert_one_line_error(run("--input", a, "--out", "/proc/no_such_folder"), "cannot make", "--out")
+
+
 def test_existing_output_needs_overwrite(tmp_path):
     out = tmp_path / "out"
     a = write_jsonl(tmp_path / "a.jsonl", ["first"])

@@ -404,8 +404,11 @@ def test_sample_py_missing_checkpoint_is_one_line_error(tmp_path):
 @pytest.mark.parametrize("arg,words", [("--top_k=-5", "--top_k=-5"), ("--temperature=-1", "--temperature=-1"),
                                        ("--top_p=0", "--top_p=0"), ("--EOT_TOKEN=3", "unknown config key"),
                                        ("--num_samples=0", "--num_samples"),
-                                       ("--device=mps", "unknown device 'mps'")])  # --help used to offer it
+                                       ("--device=mps", "unknown device 'mps'"),  # --help used to offer it
+                                       # greedy decoding would ignore them
+                                       ("--temperature=0 --top_k=5", "--top_k=5 shapes sampling"),
+                                       ("--temperature=0 --top_p=0.5", "--top_p=0.5 shapes sampling")])
 def test_sample_py_refuses_bad_settings_in_one_line(tmp_path, arg, words):
-    result = run_script("sample.py", f"--out_dir={tmp_path}", arg, check=False)
+    result = run_script("sample.py", f"--out_dir={tmp_path}", *arg.split(), check=False)
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: ") and words in result.stderr

@@ -167,6 +167,20 @@ def test_prepare_chat_bad_input_is_a_one_line_error_naming_file_and_line(tmp_pat
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
+def test_prepare_chat_out_below_a_file_is_one_line(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [json.dumps({"messages": [user("Hi"), assistant("Hello")]})])
+    (tmp_path / "notes.txt").write_text("x")
+    message = one_line_error(prepare_chat.main, ["--input", str(path), "--out", str(tmp_path / "notes.txt" / "sub")])
+    assert "is a file, not a folder" in message and "--out" in message
+
+
+def test_prepare_chat_hub_subset_with_input_is_refused(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [json.dumps({"messages": [user("Hi"), assistant("Hello")]})])
+    message = one_line_error(prepare_chat.main, ["--input", str(path), "--hub_subset", "all",
+                                                 "--out", str(tmp_path / "out")])
+    assert "--hub_subset" in message and "would ignore" in message and not (tmp_path / "out").exists()
+
+
 def test_prepare_chat_keeps_earlier_data_when_it_fails(chat_data, tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", ['{"messages": []}'])
     before = {p.name: p.read_bytes() for p in chat_data.iterdir()}

@@ -403,6 +403,7 @@ OUT_OF_RANGE = {
     "--time_budget_hours=-1": "time_budget_hours must be 0 or more, got -1.0",
     "--loss_chunk=-1": "loss_chunk must be 0 or more, got -1",
     "--learning_rate=-1": "learning_rate must be positive, got -1.0",
+    "--learning_rate=1e999": "config key 'learning_rate' on the command line must be a finite number",  # not min_lr
     "--decay_fraction=2": "decay_fraction (the final share of training spent decaying, wsd) must be in (0, 1], got 2.0",
     "--optimizer=sgd": "optimizer must be 'adamw' or 'muon', got 'sgd'",
     "--muon_lr=0": "muon_lr must be positive and muon_weight_decay 0 or more, got 0.0 and 0.0",
@@ -502,7 +503,7 @@ def failures(owt_data, small_data, tmp_path_factory) -> dict:
     ("vocab", "vocab_size=50257: set vocab_size >= 60000"),
     ("short data", "fewer than block_size+1=33"),
     ("no checkpoint", "no checkpoint at"),
-    ("unwritable", "cannot write to out_dir"),
+    ("unwritable", "a_file' is a file, not a folder; choose another --out_dir"),
     ("batch", "batch_tokens=100 is not a multiple of batch_size*block_size*world_size"),
     ("no end", "set max_iters or time_budget_hours"),
     ("v100", "no kernels for Tesla V100-SXM2-32GB (sm_70; it has sm_75"),

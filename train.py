@@ -196,11 +196,7 @@ common.check_data(data_dir, ("train", "val"), 0 if chat else block_size, vocab_s
 get_batch = common.get_chat_batch if chat else partial(common.get_batch, vocab_size=meta["vocab_size"])
 train_tokens = os.path.getsize(os.path.join(data_dir, "train.bin")) // 2  # uint16
 
-try:  # every rank checks, so none is left waiting for one that stopped
-    os.makedirs(out_dir, exist_ok=True)
-except OSError as e:
-    die(f"cannot write to out_dir '{out_dir}' ({e.strerror}): choose another --out_dir")
-common.check_writable(out_dir, "--out_dir")
+common.make_folder(out_dir, "--out_dir")  # every rank checks, so none is left waiting for one that stopped
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 metrics_path = os.path.join(out_dir, "metrics.jsonl")
 
