@@ -314,7 +314,9 @@ def test_out_that_cannot_be_made_is_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     assert_one_line_error(run("--input", a, "--out", tmp_path / "notes.txt" / "sub"),
                           f"'{tmp_path / 'notes.txt'}' is a file, not a folder", "--out")
+    assert (tmp_path / "notes.txt").read_text() == "x"  # the file in the way is left as it was
     assert_one_line_error(run("--input", a, "--out", "/proc/no_such_folder"), "cannot make", "--out")
+    assert not os.path.exists("/proc/no_such_folder")
 
 
 def test_existing_output_needs_overwrite(tmp_path):
