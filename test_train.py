@@ -10,6 +10,7 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -107,14 +108,29 @@ def test_lr_schedule_warms_up_then_ends_exactly_at_min_lr(schedule):
 
 # ---------------------------------------------------------------- runs
 
+# 2 ranks x 2 sequences x 32 tokens = 128 per micro-step: 2 micro-steps make the 256-token batch
+DDP = [*TINY, "--batch_size=2", "--batch_tokens=256", "--eval_interval=3", "--lr_decay_iters=100",  # near the peak LR
+       "--muon_lr=0.1"]  # Muon's step on 16-wide matrices is small
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(owt_data, tmp_path_factory):
+    """two_rank_run(optimizer): (out_dir, result) of a 6-step --standalone run on 2 gloo ranks, made once a module."""
+    runs = {}
+
+    def run(optimizer: str) -> tuple[Path, subprocess.CompletedProcess]:
+        if optimizer not in runs:
+            out = tmp_path_factory.mktemp(f"ddp-{optimizer}")
+            runs[optimizer] = out, run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                              "train.py", *DDP, f"--data_dir={owt_data}", f"--out_dir={out}",
+                                              "--max_iters=6", f"--optimizer={optimizer}")
+        return runs[optimizer]
+    return run
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_ddp_two_ranks_on_gloo(owt_data, tmp_path, optimizer):
-    out = tmp_path / "ddp"
-    # 2 ranks x 2 sequences x 32 tokens = 128 per micro-step: 2 micro-steps make the 256-token batch
-    result = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
-                        f"--data_dir={owt_data}", f"--out_dir={out}", "--batch_size=2", "--batch_tokens=256",
-                        "--max_iters=6", "--eval_interval=3", "--lr_decay_iters=100",  # near the peak LR throughout
-                        f"--optimizer={optimizer}", "--muon_lr=0.1")  # Muon's step on 16-wide matrices is small
+def test_ddp_two_ranks_on_gloo(owt_data, two_rank_run, optimizer):
+    out, result = two_rank_run(optimizer)
     assert "2 x cpu" in result.stdout and "2 micro-steps of 2x32" in result.stdout
     assert "stopped (max_iters) at step 6" in result.stdout
     checkpoint = common.load_checkpoint(str(out))
@@ -164,6 +180,54 @@ def test_sigterm_to_one_rank_stops_every_rank_at_one_step_and_resumes_on_another
     train_rows, _ = metrics(out)
     assert [r["iter"] for r in train_rows] == list(range(12))
     assert common.load_checkpoint(str(out))["tokens_seen"] == 12 * 256
+
+
+def test_two_nodes_meeting_at_a_c10d_rendezvous_train_and_resume_as_one_node_does(owt_data, two_rank_run,
+                                                                                   tmp_path):
+    """docs/training.md's multi-node recipe, as two nodes of one process each on this machine: two torchrun
+    launchers meet at a c10d rendezvous, each node reading its own copy of the data (data must be on every node, not
+    shared) and both the same out_dir (shared: rank 0 writes the checkpoint, every rank reads it on resume). Stopped
+    halfway and resumed the same way, the run is an uninterrupted --standalone 2-process run, record for record."""
+    nodes = [tmp_path / f"node{k}" for k in (0, 1)]
+    for node in nodes:
+        node.mkdir()
+        for f in owt_data.iterdir():  # train.bin, val.bin, meta.json
+            (node / f.name).write_bytes(f.read_bytes())
+    shared_out = tmp_path / "shared-out"
+
+    def two_nodes(*extra: str) -> list[str]:
+        with socket.socket() as s:  # a free port for the rendezvous (node 0's address in a real cluster)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        launchers = [subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
+             f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id={port}", "train.py", *DDP, f"--data_dir={node}",
+             f"--out_dir={shared_out}", *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for node in nodes]
+        try:
+            outputs = [launcher.communicate(timeout=240)[0] for launcher in launchers]
+        finally:
+            for launcher in launchers:
+                launcher.kill()
+        assert [launcher.returncode for launcher in launchers] == [0, 0], outputs
+        return outputs
+
+    first = two_nodes("--max_iters=3")
+    assert sum(out.count("stopped (max_iters) at step 3") for out in first) == 1  # one rank 0, on one node
+    assert "2 x cpu" in "".join(first) and "2 micro-steps of 2x32" in "".join(first)
+    resumed = two_nodes("--max_iters=6", "--init_from=resume")
+    assert sum(out.count("stopped (max_iters) at step 6") for out in resumed) == 1
+    assert "reseeded" not in "".join(resumed)  # the same world size: each rank's own stream carries on
+    one_node_out, _ = two_rank_run("adamw")
+
+    def strip(rows: list[dict]) -> list[dict]:  # the clock's figures differ
+        return [{k: v for k, v in r.items() if k not in ("elapsed", "time_left", "tokens_per_s", "mfu")} for r in rows]
+
+    multi_node, one_node = metrics(shared_out), metrics(one_node_out)
+    assert [r["iter"] for r in multi_node[1]] == [0, 3, 6]
+    assert strip(multi_node[0]) == strip(one_node[0]) and strip(multi_node[1]) == strip(one_node[1])
+    weights = [common.load_checkpoint(str(out))["model"] for out in (shared_out, one_node_out)]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_the_rehearsal_config_changes_only_what_a_cpu_cannot_afford():
