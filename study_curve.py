@@ -1,0 +1,177 @@
+"""
+The Muon-against-AdamW curve (issue 18; BENCHMARKS.md, "Recipe"), from what study_curve.sh leaves in out-curve/:
+every run as a table row, each optimizer's best LR at each ratio, Muon's gain in nats, its token efficiency read
+off AdamW's own curve, a fit of that efficiency against tokens per parameter, and the fit's prediction at
+option A's 23-hour ratio. One PNG of the curve.
+
+    bash study_curve.sh && python study_curve.py          # -> curve.png and the markdown on stdout
+    python study_curve.py --runs=out-curve --png=docs/curve.png
+
+Token efficiency at a ratio: Muon reached loss L with T tokens; AdamW's curve (its best LR at each ratio, each
+a full run with its schedule ended there, never an intermediate checkpoint: Wen et al. 2025 show rankings flip
+mid-schedule) reaches L at T' tokens, read by interpolating AdamW's loss linearly in log tokens. T'/T > 1 means
+Muon needs fewer tokens. Beyond AdamW's largest run T' is extrapolated from its last segment, and marked so.
+"""
+
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from common import die, load_checkpoint, read_metrics
+
+VOCAB = 50257  # GPT-2's: parameters are counted at the real vocabulary, the embedding once (tied)
+# option A's 23-hour run, BENCHMARKS.md's projection at 30% MFU: 89.5B tokens over 35,763,840 parameters,
+# 19,679,616 of them outside the embedding
+OPTION_A_TOKENS, OPTION_A_PARAMS, OPTION_A_NON_EMBEDDING = 89.5e9, 35_763_840, 35_763_840 - VOCAB * 320
+NAME = re.compile(r"(adamw|muon)-(\d+)-([0-9.e-]+?)(?:-seed(\d+))?$")
+
+parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+parser.add_argument("--runs", default="out-curve", help="study_curve.sh's output folder")
+parser.add_argument("--png", default="curve.png", help="where to draw the curve")
+args = parser.parse_args()
+if not Path(args.runs).is_dir():
+    die(f"no runs in '{args.runs}': run `bash study_curve.sh` first, or pass --runs=FOLDER")
+
+# ---- every finished run: its final held-out losses
+runs = []
+for folder in sorted(Path(args.runs).iterdir()):
+    match = NAME.match(folder.name)
+    if not (match and (folder / "done").exists()):
+        continue  # unfinished, or not one of the study's
+    optimizer, steps, lr, seed = match.groups()
+    evals = [r for r in read_metrics(str(folder / "metrics.jsonl")) if "val_loss" in r]
+    webtext = json.loads((folder / "webtext.json").read_text())
+    n_embd = load_checkpoint(str(folder))["model_args"]["n_embd"]
+    params = webtext["params"]
+    runs.append(dict(name=folder.name, optimizer=optimizer, steps=int(steps), lr=float(lr), lr_text=lr,
+                     seed=int(seed or 1337), tokens=evals[-1]["tokens"], wiki=evals[-1]["val_loss"],
+                     webtext=webtext["results"]["val"]["loss"], params=params, n_embd=n_embd))
+if not runs:
+    die(f"no finished runs in '{args.runs}': run `bash study_curve.sh`")
+
+
+def ratio(run: dict) -> tuple[float, float]:
+    """(tokens per parameter, tokens per non-embedding parameter)."""
+    non_embedding = run["params"] - VOCAB * run["n_embd"]
+    return run["tokens"] / run["params"], run["tokens"] / non_embedding
+
+
+# ---- the table of every run, losers included
+print("| run | optimizer | peak LR | seed | steps | tokens | tokens/param (non-emb.) | wiki val loss | WebText loss |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in sorted(runs, key=lambda r: (r["steps"], r["optimizer"], r["lr"], r["seed"])):
+    per_param, per_non_embedding = ratio(r)
+    print(f"| {r['name']} | {'AdamW' if r['optimizer'] == 'adamw' else 'Muon'} | {r['lr_text']} | {r['seed']} | "
+          f"{r['steps']:,} | {r['tokens']:,} | {per_param:.3g} ({per_non_embedding:.3g}) | {r['wiki']:.4f} | "
+          f"{r['webtext']:.4f} |")
+
+# ---- the best LR of each optimizer at each ratio (first seed), and whether the sweep brackets it
+best = {}
+for optimizer in ("adamw", "muon"):
+    for steps in sorted({r["steps"] for r in runs}):
+        sweep = sorted((r for r in runs if r["optimizer"] == optimizer and r["steps"] == steps and r["seed"] == 1337),
+                       key=lambda r: r["lr"])
+        if sweep:
+            i = min(range(len(sweep)), key=lambda i: sweep[i]["wiki"])
+            best[optimizer, steps] = dict(sweep[i], bracketed=0 < i < len(sweep) - 1)
+both = sorted(steps for (optimizer, steps) in best if optimizer == "muon" and ("adamw", steps) in best)
+adamw_curve = sorted((b["tokens"], b["wiki"]) for (o, _), b in best.items() if o == "adamw")
+
+
+def adamw_tokens_for(loss: float) -> tuple[float, bool]:
+    """Tokens AdamW's curve needs to reach `loss` (log-linear between its points), and whether extrapolated."""
+    logs = [(math.log(t), v) for t, v in adamw_curve]
+    for (t0, v0), (t1, v1) in zip(logs, logs[1:], strict=False):
+        if min(v0, v1) <= loss <= max(v0, v1) and v0 != v1:
+            return math.exp(t0 + (loss - v0) * (t1 - t0) / (v1 - v0)), False
+    (t0, v0), (t1, v1) = logs[-2:] if loss < logs[-1][1] else logs[:2]  # past an end: that end's segment
+    return math.exp(t0 + (loss - v0) * (t1 - t0) / (v1 - v0)), True
+
+
+print("\n| steps | tokens/param (non-emb.) | AdamW best LR | Muon best LR | AdamW wiki | Muon wiki "
+      "| Muon's gain (nats) | token efficiency |")
+print("|---|---|---|---|---|---|---|---|")
+points = []  # (tokens per parameter, tokens per non-embedding parameter, efficiency) for the fit
+for steps in both:
+    a, m = best["adamw", steps], best["muon", steps]
+    per_param, per_non_embedding = ratio(a)
+    gain = a["wiki"] - m["wiki"]
+    if len(adamw_curve) >= 2:
+        matched, extrapolated = adamw_tokens_for(m["wiki"])
+        efficiency = matched / m["tokens"]
+        efficiency_text = f"{efficiency:.2f}x" + (" (extrapolated)" if extrapolated else "")
+        points.append((per_param, per_non_embedding, efficiency))
+    else:
+        efficiency_text = "(needs two AdamW ratios)"
+    mark = lambda r: r["lr_text"] + ("" if r["bracketed"] else " (edge)")  # noqa: E731
+    print(f"| {steps:,} | {per_param:.3g} ({per_non_embedding:.3g}) | {mark(a)} | {mark(m)} | {a['wiki']:.4f} | "
+          f"{m['wiki']:.4f} | {gain:+.4f} | {efficiency_text} |")
+
+# ---- the seed spread: the second seed against the first at the same LR
+print()
+for r in runs:
+    if r["seed"] != 1337:
+        first = [f for f in runs if (f["optimizer"], f["steps"], f["lr"], f["seed"]) ==
+                 (r["optimizer"], r["steps"], r["lr"], 1337)]
+        if first:
+            print(f"seed {r['seed']} against 1337, {r['optimizer']} at {r['steps']:,} steps, LR {r['lr_text']}: "
+                  f"wiki {r['wiki'] - first[0]['wiki']:+.4f}, WebText {r['webtext'] - first[0]['webtext']:+.4f} nats")
+
+# ---- the fit: log efficiency linear in log tokens-per-parameter, and its prediction at option A's ratio
+fit = None
+if len(points) >= 3:
+    x = np.log10([p[0] for p in points])
+    y = np.log10([p[2] for p in points])
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = y - (slope * x + intercept)
+    dof = len(x) - 2
+    s = math.sqrt((residual ** 2).sum() / dof) if dof > 0 else float("nan")
+    x0 = math.log10(OPTION_A_TOKENS / OPTION_A_PARAMS)
+    # the standard error of the fitted line at x0 (not of a new point): how well the trend itself is pinned down
+    se = s * math.sqrt(1 / len(x) + (x0 - x.mean()) ** 2 / ((x - x.mean()) ** 2).sum())
+    predicted = 10 ** (slope * x0 + intercept)
+    fit = slope, intercept
+    print(f"\nfit over {len(points)} ratios: efficiency = {10 ** intercept:.3g} x (tokens/param)^{slope:+.3f}; "
+          f"at option A's {10 ** x0:,.0f} tokens/param ({OPTION_A_TOKENS / OPTION_A_NON_EMBEDDING:,.0f} per "
+          f"non-embedding parameter): {predicted:.2f}x, 1-sigma {10 ** (math.log10(predicted) - se):.2f}x to "
+          f"{10 ** (math.log10(predicted) + se):.2f}x (an extrapolation of {x0 - x.max():.1f} decades)")
+else:
+    print(f"\nno fit yet: {len(points)} ratios with both optimizers and an AdamW curve (3 needed)")
+
+# ---- the plot: loss against tokens for every run and each best; efficiency against the ratio, with the fit
+fig = Figure(figsize=(12, 4.8))
+left, right = fig.subplots(1, 2)
+for optimizer, color in (("adamw", "tab:blue"), ("muon", "tab:orange")):
+    mine = [r for r in runs if r["optimizer"] == optimizer]
+    left.scatter([r["tokens"] for r in mine], [r["wiki"] for r in mine], s=12, alpha=0.35, color=color)
+    curve = sorted((b["tokens"], b["wiki"]) for (o, _), b in best.items() if o == optimizer)
+    left.plot([t for t, _ in curve], [v for _, v in curve], "o-", color=color,
+              label=f"{'AdamW' if optimizer == 'adamw' else 'Muon'}, best LR")
+left.set(xscale="log", xlabel="tokens (each point a full run)", ylabel="held-out Wikipedia loss (nats)",
+         title="every run (dots) and the best LR at each ratio")
+left.legend()
+if points:
+    right.plot([p[0] for p in points], [p[2] for p in points], "o", color="tab:orange", label="this curve")
+    if fit:
+        xs = np.logspace(math.log10(min(p[0] for p in points)), math.log10(OPTION_A_TOKENS / OPTION_A_PARAMS), 50)
+        right.plot(xs, 10 ** (fit[0] * np.log10(xs) + fit[1]), "--", color="tab:orange", label="fit, extended")
+    right.axvline(OPTION_A_TOKENS / OPTION_A_PARAMS, color="gray", lw=1, label="option A, 23 h")
+    # the literature's figures, where their tokens per parameter are known: Wen et al. 2025 at 1-8x Chinchilla
+    # (20-160), 1.4x at 0.1B and 1.1x at 1.2B; modded-nanogpt's Muon record, 5B -> 3.7B tokens at 124M (30)
+    right.plot([20, 160], [1.4, 1.4], "-", color="tab:green", lw=3, alpha=0.5, label="Wen et al., 0.1B")
+    right.plot([20, 160], [1.1, 1.1], "-", color="tab:red", lw=3, alpha=0.5, label="Wen et al., 1.2B")
+    right.plot([3.7e9 / 124e6], [5 / 3.7], "s", color="tab:purple", label="modded-nanogpt, 124M")
+    right.axhline(1.0, color="black", lw=0.5)
+    right.set(xscale="log", yscale="log", xlabel="tokens per parameter", ylabel="token efficiency (AdamW / Muon)",
+              title="Muon's token efficiency over AdamW")
+    right.legend(fontsize=8)
+fig.tight_layout()
+tmp = args.png + ".tmp"
+fig.savefig(tmp, format="png", dpi=110)
+Path(tmp).rename(args.png)
+print(f"\nwrote {args.png}")
