@@ -300,12 +300,17 @@ def save_checkpoint(checkpoint: dict, path: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:  # a full disk, a quota: hours into a run, say so, and leave no half-written file
+    except (OSError, RuntimeError) as e:  # a full disk, a quota: hours into a run, say so, leave no half a file
+        # torch.save's zip writer reports a failed write as RuntimeError("unexpected pos ..."), the OSError
+        # (ENOSPC, EDQUOT, EFBIG) as its context: name that; a RuntimeError of any other kind is a bug, raised
+        cause = e if isinstance(e, OSError) else e.__context__
+        if not isinstance(cause, OSError):
+            raise
         with contextlib.suppress(OSError):
             os.remove(tmp)
         kept = (f"{path} keeps the previous checkpoint: free space, then resume from it" if os.path.exists(path) else
                 "no checkpoint was written: free space or choose another out_dir")
-        die(f"cannot write the checkpoint {path} ({e.strerror or e}); {kept}")
+        die(f"cannot write the checkpoint {path} ({cause.strerror or cause}); {kept}")
 
 
 def check_writable(folder: str, what: str) -> None:

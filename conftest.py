@@ -1,6 +1,9 @@
 """Shared test fixtures. Tests read real data from ../shared beside the checkout (never copied in)."""
 
+import contextlib
 import os
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +39,25 @@ def one_line_error(fn, *args) -> str:
     message = str(e.value)
     assert message.startswith("error: ") and "\n" not in message
     return message
+
+
+def limit_file_size(nbytes: int) -> None:
+    """From now on in this process (and its children), a write past nbytes fails with EFBIG, as on a full disk or
+    a quota; SIGXFSZ is ignored so the write returns the error rather than killing the process. Also a preexec_fn."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+@contextlib.contextmanager
+def file_size_limit(nbytes: int):
+    """limit_file_size for the block's duration, in this process."""
+    soft, handler = resource.getrlimit(resource.RLIMIT_FSIZE)[0], signal.getsignal(signal.SIGXFSZ)
+    limit_file_size(nbytes)
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        signal.signal(signal.SIGXFSZ, handler)
 
 
 @pytest.fixture(scope="session")

@@ -528,6 +528,9 @@ def prepare(args: argparse.Namespace) -> dict:
         raise SystemExit(f"error: {e}; nothing was written") from None
     except KeyboardInterrupt:
         raise SystemExit(f"error: interrupted; {out} holds no new data") from None
+    except OSError as e:  # a full disk or a quota, hours into OpenWebText: one line, and the .tmp files go
+        raise SystemExit(f"error: cannot write {out} ({e.strerror or e}): free space or give another --out; "
+                         f"{out} holds no new data") from None
     finally:
         for path in tmp.values():
             path.unlink(missing_ok=True)

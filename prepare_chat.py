@@ -170,6 +170,9 @@ def prepare(args: argparse.Namespace) -> dict:
             os.replace(tmp[p], p)
     except KeyboardInterrupt:
         sys.exit(f"error: interrupted; {out} holds no new data")
+    except OSError as e:  # a full disk or a quota: one line, and the .tmp files go
+        sys.exit(f"error: cannot write {out} ({e.strerror or e}): free space or give another --out; "
+                 f"{out} holds no new data")
     finally:
         for p in tmp.values():
             p.unlink(missing_ok=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import common
-from conftest import one_line_error
+from conftest import file_size_limit, one_line_error
 from model import GPT, GPTConfig
 
 
@@ -311,6 +311,27 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_files(tmp_
     assert "cannot write" in one_line_error(common.write_json, str(report), {"step": 2})
     assert (path.read_bytes(), report.read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "r.json"]
+
+
+def test_torch_saves_own_failed_write_is_one_line_too(tmp_path, monkeypatch):
+    """Not a mock: torch.save itself stopped by a file-size limit (a full disk or quota in miniature). Its zip writer
+    raises RuntimeError('unexpected pos ...') with the OSError only as context, which used to escape as a traceback
+    with the .tmp left behind."""
+    path = tmp_path / "ckpt.pt"
+    common.save_checkpoint({"w": torch.zeros(10)}, str(path))
+    before = path.read_bytes()
+    with file_size_limit(64 * 1024):
+        message = one_line_error(common.save_checkpoint, {"w": torch.zeros(100_000)}, str(path))
+    assert "(File too large)" in message and "keeps the previous checkpoint" in message
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("not a disk's doing")
+
+    monkeypatch.setattr(common.torch, "save", bug)
+    with pytest.raises(RuntimeError, match="not a disk's doing"):  # no OSError behind it: a bug, and stays one
+        common.save_checkpoint({"w": torch.zeros(10)}, str(path))
+    assert path.read_bytes() == before
 
 
 def test_make_folder_and_json_path_below_a_file_or_unmakeable(tmp_path):

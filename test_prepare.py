@@ -15,7 +15,7 @@ import pytest
 import tiktoken
 
 import prepare
-from conftest import ROOT, SHARED, one_line_error  # conftest points TIKTOKEN_CACHE_DIR at ../shared
+from conftest import ROOT, SHARED, file_size_limit, one_line_error  # conftest points TIKTOKEN_CACHE_DIR at ../shared
 
 enc = tiktoken.get_encoding("gpt2")
 EOT = 50256
@@ -382,9 +382,27 @@ def test_crash_between_renames_leaves_no_meta(tmp_path, monkeypatch):
         real_replace(src, dst)
 
     monkeypatch.setattr(prepare.os, "replace", crash_on_val)
-    with pytest.raises(OSError):
-        prepare.main(["--input", str(write_jsonl(tmp_path / "b.jsonl", ["new"])), "--out", str(out), "--overwrite"])
+    message = one_line_error(prepare.main, ["--input", str(write_jsonl(tmp_path / "b.jsonl", ["new"])), "--out",
+                                            str(out), "--overwrite"])
+    assert "(disk gone)" in message and "holds no new data" in message
     assert not (out / "meta.json").exists() and not list(out.glob("*.tmp"))
+
+
+def test_a_full_disk_midway_is_one_line_and_keeps_the_previous_data(tmp_path):
+    """The disk fills (here a file-size limit: writes fail with EFBIG as they would with ENOSPC) while train.bin is
+    written: one line (it was an OSError traceback), no .tmp left, the old complete folder as it was, and a new
+    folder that never got its data is not left behind either."""
+    small, large = write_jsonl(tmp_path / "a.jsonl", ["old"]), write_jsonl(tmp_path / "b.jsonl", webtext_rows(400))
+    out = tmp_path / "out"
+    prepare.main(["--input", str(small), "--out", str(out), "--num_proc", "1"])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with file_size_limit(32 * 1024):
+        message = one_line_error(prepare.main, ["--input", str(large), "--out", str(out), "--num_proc", "1",
+                                                "--overwrite"])
+        assert "(File too large)" in message and "free space or give another --out" in message
+        one_line_error(prepare.main, ["--input", str(large), "--out", str(tmp_path / "new"), "--num_proc", "1"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not (tmp_path / "new").exists()
 
 
 def test_val_fraction_must_leave_train_data(tmp_path):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import chat_template
 import common
 import prepare_chat
-from conftest import SHARED, one_line_error, run_script
+from conftest import SHARED, file_size_limit, one_line_error, run_script
 from model import GPT, GPTConfig
 
 CHAT = SHARED / "data" / "chat"
@@ -172,6 +172,15 @@ def test_prepare_chat_out_below_a_file_is_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     message = one_line_error(prepare_chat.main, ["--input", str(path), "--out", str(tmp_path / "notes.txt" / "sub")])
     assert "is a file, not a folder" in message and "--out" in message
+
+
+def test_prepare_chat_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    """Writes failing midway (a file-size limit standing in for a full disk): one line, no .tmp, no folder."""
+    with file_size_limit(16 * 1024):
+        message = one_line_error(prepare_chat.main, ["--input", *map(str, TRAIN_FILES), "--out", str(tmp_path / "out"),
+                                                     "--block_size", "128"])
+    assert "(File too large)" in message and "free space or give another --out" in message
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_prepare_chat_hub_subset_with_input_is_refused(tmp_path):

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import common
-from conftest import ROOT, run_script
+from conftest import ROOT, limit_file_size, run_script
 from model import GPT, GPTConfig
 
 # a 1-layer, 16-wide model on 32-token windows: ~0.1-0.5 s a step on 2 busy cores
@@ -380,6 +380,26 @@ def test_val_loss_is_the_eval_mode_mean_over_fixed_windows_and_each_step_follows
                 for s in range(steps)]
     assert [r["iter"] for r in train_rows] == list(range(steps))
     assert [r["lr"] for r in train_rows] == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_disk_that_fills_mid_run_stops_in_one_line_with_the_last_checkpoint_intact(owt_data, tmp_path):
+    """A file-size limit stands in for a full disk or quota (writes fail with EFBIG as with ENOSPC). Hours into a
+    run the checkpoint no longer fits: one line naming the file kept and --init_from=resume, no .tmp, the previous
+    checkpoint byte for byte; metrics.jsonl or loss.png failing first is one line too (they were tracebacks)."""
+    out = tmp_path / "run"
+    train(owt_data, out, "--max_iters=2", "--eval_interval=2")
+    before = (out / "ckpt.pt").read_bytes()
+    resumed = train(owt_data, out, "--max_iters=4", "--eval_interval=2", "--init_from=resume", check=False,
+                    preexec_fn=lambda: limit_file_size(len(before) // 2))
+    assert resumed.returncode == 1 and resumed.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write the checkpoint {out / 'ckpt.pt'} (File too large); {out / 'ckpt.pt'} keeps the previous "
+        "checkpoint: free space, then resume from it")
+    assert (out / "ckpt.pt").read_bytes() == before and not list(out.glob("*.tmp"))
+    fresh = train(owt_data, tmp_path / "fresh", "--max_iters=2", check=False, preexec_fn=lambda: limit_file_size(4096))
+    assert fresh.returncode == 1 and fresh.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write {tmp_path / 'fresh' / 'loss.png'} (File too large); no checkpoint was written yet: "
+        "free space or choose another out_dir")
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["metrics.jsonl"]
 
 
 def test_sigterm_finishes_the_step_saves_and_exits_cleanly(owt_data, tmp_path):

@@ -13,6 +13,7 @@ while the loss is healthy; SIGTERM, SIGINT or SIGUSR1 finish the step, write one
 nanoGPT's train.py is the shape of this file: https://github.com/karpathy/nanoGPT/blob/master/train.py
 """
 
+import contextlib
 import json
 import math
 import os
@@ -291,8 +292,11 @@ if master:  # metrics.jsonl: keep what led up to the checkpoint, drop what a cra
 
 
 def log(record: dict) -> None:
-    with open(metrics_path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    try:
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:  # a full disk: the checkpoint save would be next to fail; stop with the last one intact
+        die_of_disk(metrics_path, e)
     if wandb_log:
         wandb.log(record, step=record["iter"])
 
@@ -307,8 +311,19 @@ def plot_losses() -> None:
         ax.plot([t for t, _ in points], [v for _, v in points], style, label=label)
     ax.set(xlabel="tokens", ylabel="loss", title=out_dir)
     ax.legend()
-    fig.savefig(f"{out_dir}/loss.png.tmp", format="png", dpi=100)
-    os.replace(f"{out_dir}/loss.png.tmp", f"{out_dir}/loss.png")
+    try:
+        fig.savefig(f"{out_dir}/loss.png.tmp", format="png", dpi=100)
+        os.replace(f"{out_dir}/loss.png.tmp", f"{out_dir}/loss.png")
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(f"{out_dir}/loss.png.tmp")
+        die_of_disk(f"{out_dir}/loss.png", e)
+
+
+def die_of_disk(path: str, e: OSError) -> None:
+    kept = f"{ckpt_path} keeps the last checkpoint: free space, then --init_from=resume" if os.path.exists(
+        ckpt_path) else "no checkpoint was written yet: free space or choose another out_dir"
+    die(f"cannot write {path} ({e.strerror or e}); {kept}")
 
 
 def get_lr(step: int, progress: float) -> float:
