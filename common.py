@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 from dataclasses import fields
 from typing import NoReturn
 
@@ -28,6 +29,19 @@ def die(message: str) -> NoReturn:
     if os.environ.get("LOCAL_RANK", "0") != "0" and not torch.distributed.is_initialized():
         raise SystemExit(1)
     raise SystemExit(f"error: {message}")
+
+
+def _one_line_on_ctrl_c(kind, value, traceback) -> None:
+    """Ctrl-C in any script that imports this one is a line, not a KeyboardInterrupt traceback. Every output is
+    written under a .tmp name and renamed when whole, so an interrupt leaves the old file or none, never half.
+    Python still exits by SIGINT (status 130 in a shell). train.py, sample.py and chat.py catch it themselves."""
+    if issubclass(kind, KeyboardInterrupt):
+        print("error: interrupted (Ctrl-C); nothing half-written is left", file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, value, traceback)
+
+
+sys.excepthook = _one_line_on_ctrl_c
 
 
 # ---------------------------------------------------------------- device and precision

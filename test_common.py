@@ -2,13 +2,16 @@
 accumulation, GradScaler unscaling before clipping, one DDP all-reduce per step, non-finite updates skipped)."""
 
 import gc
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 import common
-from conftest import file_size_limit, one_line_error
+from conftest import ROOT, file_size_limit, one_line_error
 from model import GPT, GPTConfig
 
 
@@ -345,3 +348,17 @@ def test_make_folder_and_json_path_below_a_file_or_unmakeable(tmp_path):
     assert (tmp_path / "a" / "b").is_dir()
     message = one_line_error(common.check_json_path, str(tmp_path / "notes.txt" / "r.json"))
     assert f"'{tmp_path / 'notes.txt'}' is a file" in message
+
+
+def test_ctrl_c_in_any_script_is_one_line_and_other_errors_keep_their_traceback():
+    """common installs a sys.excepthook: SIGINT (a real Ctrl-C, not a raised exception) ends a script importing
+    common with one line and Python's own SIGINT exit status; any other uncaught error still prints its traceback."""
+    script = "import common, time; print('ready', flush=True); time.sleep(60)"
+    p = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    assert p.stdout.readline() == "ready\n"
+    p.send_signal(signal.SIGINT)
+    _, stderr = p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGINT and stderr == "error: interrupted (Ctrl-C); nothing half-written is left\n"
+    other = subprocess.run([sys.executable, "-c", "import common; 1 / 0"], cwd=ROOT, capture_output=True, text=True)
+    assert other.returncode == 1 and "Traceback" in other.stderr and "ZeroDivisionError" in other.stderr
