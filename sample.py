@@ -61,9 +61,13 @@ def read_prompt(start: str) -> str:
         path = start[len("FILE:"):]
         try:
             with open(path, encoding="utf-8") as f:
-                return f.read()
+                text = f.read()
         except (OSError, UnicodeDecodeError) as e:
             die(f"cannot read the prompt file '{path}' ({type(e).__name__}): give --start=FILE:path of a UTF-8 text")
+        if not text:  # surely a mistake; a fresh document is asked for by --start=""
+            die(f"the prompt file '{path}' is empty: write the prompt in it, or give --start=\"\" to start a fresh "
+                f"document")
+        return text
     return start
 
 

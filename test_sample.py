@@ -284,7 +284,7 @@ def test_prompt_encoding(capsys):
 
 
 def test_prompt_file_errors_are_one_line(tmp_path):
-    """--start=FILE:path reads the file as UTF-8; a missing or non-UTF-8 file is a one-line error."""
+    """--start=FILE:path reads the file as UTF-8; a missing, non-UTF-8 or empty file is a one-line error."""
     (tmp_path / "p.txt").write_text("Grüße\n", encoding="utf-8")
     assert read_prompt(f"FILE:{tmp_path / 'p.txt'}") == "Grüße\n"
     assert read_prompt("plain text") == "plain text"
@@ -292,6 +292,9 @@ def test_prompt_file_errors_are_one_line(tmp_path):
     for name in ("latin1.txt", "missing.txt"):
         message = one_line_error(read_prompt, f"FILE:{tmp_path / name}")
         assert message.startswith("error: cannot read the prompt file") and name in message
+    (tmp_path / "empty.txt").write_text("")
+    message = one_line_error(read_prompt, f"FILE:{tmp_path / 'empty.txt'}")
+    assert "empty.txt' is empty" in message and '--start=""' in message
 
 
 def _utf8_complete(b: bytes) -> bool:
