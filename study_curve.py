@@ -33,6 +33,9 @@ NAME = re.compile(r"(adamw|muon)-(\d+)-([0-9.e-]+?)(?:-seed(\d+))?$")
 parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
 parser.add_argument("--runs", default="out-curve", help="study_curve.sh's output folder")
 parser.add_argument("--png", default="curve.png", help="where to draw the curve")
+parser.add_argument("--best", default="", metavar="OPT-STEPS",
+                    help="only print the best LR of OPT (adamw, muon) at STEPS among the finished first-seed runs, and "
+                         "where it lies in what was tried: low, high or inside (study_curve.sh's sweeps ask this)")
 args = parser.parse_args()
 if not Path(args.runs).is_dir():
     die(f"no runs in '{args.runs}': run `bash study_curve.sh` first, or pass --runs=FOLDER")
@@ -51,6 +54,14 @@ for folder in sorted(Path(args.runs).iterdir()):
     runs.append(dict(name=folder.name, optimizer=optimizer, steps=int(steps), lr=float(lr), lr_text=lr,
                      seed=int(seed or 1337), tokens=evals[-1]["tokens"], wiki=evals[-1]["val_loss"],
                      webtext=webtext["results"]["val"]["loss"], params=params, n_embd=n_embd))
+if args.best:
+    optimizer, _, steps = args.best.partition("-")
+    tried = sorted((r for r in runs if (r["optimizer"], str(r["steps"]), r["seed"]) == (optimizer, steps, 1337)),
+                   key=lambda r: r["lr"])
+    if tried:  # nothing printed: nothing finished yet
+        b = min(tried, key=lambda r: r["wiki"])
+        print(b["lr_text"], "low" if b is tried[0] else "high" if b is tried[-1] else "inside")
+    raise SystemExit(0)
 if not runs:
     die(f"no finished runs in '{args.runs}': run `bash study_curve.sh`")
 

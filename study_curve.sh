@@ -26,28 +26,51 @@ run() {  # run NAME STEPS ARGS...: train out-curve/NAME for STEPS steps (10% war
         --files=../shared/data/webtext_docs/webtext.train.first1408.jsonl --json="out-curve/$name/webtext.json" \
         > "out-curve/$name.eval.log" 2>&1 && touch "out-curve/$name/done"
 }
-adamw() { run "adamw-$1-$2${3:+-seed$3}" "$1" --learning_rate="$2" --min_lr="$(python -c "print($2 / 10)")" \
-    ${3:+--seed=$3}; }
-muon() {  # Muon for the blocks' matrices; AdamW keeps the embedding at 3e-3, the first study's best
-    run "muon-$1-$2${3:+-seed$3}" "$1" --optimizer=muon --muon_lr="$2" --learning_rate=3e-3 --min_lr=3e-4 \
-        ${3:+--seed=$3}
+adamw() {  # adamw STEPS LR [SEED]
+    run "adamw-$1-$2${3:+-seed$3}" "$1" --learning_rate="$2" --min_lr="$(python -c "print($2 / 10)")" ${3:+--seed=$3}
 }
+muon() {  # muon STEPS LR [SEED]: Muon for the blocks' matrices; AdamW, at its own best LR for these steps, the rest
+    local rest
+    rest=$(best adamw "$1" | cut -d' ' -f1)
+    [ -n "$rest" ] || { echo "muon $*: no finished AdamW run at $1 steps to take the rest's LR from" >&2; return 1; }
+    run "muon-$1-$2${3:+-seed$3}" "$1" --optimizer=muon --muon_lr="$2" --learning_rate="$rest" \
+        --min_lr="$(python -c "print($rest / 10)")" ${3:+--seed=$3}
+}
+best() { python study_curve.py --best="$1-$2"; }  # best OPT STEPS: "LR WHERE", WHERE = low, high or inside
 parallel() {  # run each line of stdin as a command, JOBS (default 2) at a time
-    export -f run adamw muon
+    export -f run adamw muon best
     xargs -P "${JOBS:-2}" -I{} bash -c "{}"
 }
+# half-decade grids; a sweep is three neighbours on one, widened while the best is at its edge
+ADAMW_GRID=(1e-4 3e-4 1e-3 3e-3 1e-2 3e-2 1e-1 3e-1)
+MUON_GRID=(0.001 0.003 0.01 0.03 0.1 0.3 1 3)
+sweep() {  # sweep OPT STEPS CENTER: CENTER and its grid neighbours, then one further out until the best is inside
+    local opt=$1 steps=$2 center=$3 grid i
+    if [ "$opt" = adamw ]; then grid=("${ADAMW_GRID[@]}"); else grid=("${MUON_GRID[@]}"); fi
+    at() { for i in "${!grid[@]}"; do [ "${grid[$i]}" = "$1" ] && echo "$i"; done; }
+    i=$(at "$center")
+    [ -n "$i" ] || { echo "sweep $opt $steps: centre '$center' is not on the grid (a sweep before it failed?)" >&2; exit 1; }
+    printf "$opt $steps %s\n" "${grid[@]:$((i > 0 ? i - 1 : 0)):$((i > 0 ? 3 : 2))}" | parallel
+    while read -r lr where < <(best "$opt" "$steps"); [ "$where" != inside ]; do
+        i=$(at "$lr")
+        if [ "$where" = low ]; then i=$((i - 1)); else i=$((i + 1)); fi
+        [ "$i" -lt 0 ] || [ "$i" -ge "${#grid[@]}" ] && break  # off the grid: left at the edge, and marked so
+        echo "$opt $steps ${grid[$i]}" | parallel
+    done
+}
 
-# The LRs run at each ratio, in steps of 1,024 tokens. Each sweep brackets the best of the ratio before on both
-# sides (the issue asks for brackets at the two ends; between them they are cheap and show how the best LR
-# drifts); a list grows when its best lands on an edge. The first sweep brackets the first study's bests
-# (AdamW 3e-3, Muon 0.01).
-declare -A ADAMW=([52]="1e-3 3e-3 1e-2 3e-2" [208]="3e-3 1e-2 3e-2" [830]="3e-3 1e-2 3e-2")
-declare -A MUON=([52]="0.003 0.01 0.03 0.1" [208]="0.01 0.03 0.1" [830]="0.01 0.03 0.1")
-# the second seeds, at the two ends' best LRs
-SEEDS=("adamw 52 1e-2 2")
-
+# Ratios in steps of 1,024 tokens. Each LR sweep is centred on the best of the ratio before (the first on the
+# first study's AdamW best, 1e-2 here after its own sweep, and Muon's 0.1), so every ratio is bracketed on both
+# sides (the issue asks it at the two ends; between them it is cheap and shows how the best LR drifts). Muon's
+# AdamW part (embedding, norms) runs at AdamW's best LR for the same steps: in a model that is 98.5% embedding,
+# anything else compares embedding LRs, not optimizers. Second seeds at both ends, at each end's best LRs.
+adamw_center=1e-2 muon_center=0.1
 for steps in 52 208 830 3320 13200; do
-    for lr in ${ADAMW[$steps]:-}; do echo "adamw $steps $lr"; done
-    for lr in ${MUON[$steps]:-}; do echo "muon $steps $lr"; done
-done | parallel
-printf '%s\n' "${SEEDS[@]}" | parallel
+    sweep adamw "$steps" "$adamw_center"
+    adamw_center=$(best adamw "$steps" | cut -d' ' -f1)
+    sweep muon "$steps" "$muon_center"
+    muon_center=$(best muon "$steps" | cut -d' ' -f1)
+    if [ "$steps" = 52 ] || [ "$steps" = 13200 ]; then
+        printf '%s\n' "adamw $steps $adamw_center 2" "muon $steps $muon_center 2" | parallel
+    fi
+done
