@@ -49,7 +49,7 @@ for folder in sorted(Path(args.runs).iterdir()):
     optimizer, steps, lr, seed = match.groups()
     evals = [r for r in read_metrics(str(folder / "metrics.jsonl")) if "val_loss" in r]
     webtext = json.loads((folder / "webtext.json").read_text())
-    n_embd = load_checkpoint(str(folder))["model_args"]["n_embd"]
+    n_embd = None if args.best else load_checkpoint(str(folder))["model_args"]["n_embd"]  # --best: LRs only
     params = webtext["params"]
     runs.append(dict(name=folder.name, optimizer=optimizer, steps=int(steps), lr=float(lr), lr_text=lr,
                      seed=int(seed or 1337), tokens=evals[-1]["tokens"], wiki=evals[-1]["val_loss"],

@@ -1,0 +1,76 @@
+"""Tests for study_curve.py on hand-made runs whose answer is known: Muon's token efficiency read off AdamW's own
+curve, the edge marks, the fit, and the --best answers study_curve.sh's sweeps are steered by."""
+
+import contextlib
+import json
+import math
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+# Muon reaches the loss AdamW reaches with EFFICIENCY times its tokens; AdamW's best loss falls 0.5 nats per
+# e-fold of tokens, so Muon's best is 0.5 * log(EFFICIENCY) below AdamW's at the same steps
+EFFICIENCY = {52: 1.5, 208: 1.3, 830: 1.1}
+LRS = {"adamw": ("3e-3", "1e-2", "3e-2"), "muon": ("0.03", "0.1", "0.3")}
+
+
+def adamw_loss(tokens: float) -> float:
+    return 9.0 - 0.5 * math.log(tokens / (52 * 1024))
+
+
+@pytest.fixture(scope="module")
+def runs(smoke_ckpt, tmp_path_factory) -> Path:
+    """out-curve/ with 18 finished runs: three LRs of each optimizer at three ratios; the middle LR is the best,
+    except Muon's at 830 steps, whose best is its highest LR (an edge)."""
+    root = tmp_path_factory.mktemp("out-curve")
+    for steps, efficiency in EFFICIENCY.items():
+        for optimizer, lrs in LRS.items():
+            for k, lr in enumerate(lrs):
+                best = adamw_loss(steps * 1024 * (efficiency if optimizer == "muon" else 1))
+                edge = optimizer == "muon" and steps == 830
+                loss = best + (0.1 * (2 - k) if edge else 0.1 * abs(k - 1))
+                folder = root / f"{optimizer}-{steps}-{lr}"
+                folder.mkdir()
+                (folder / "ckpt.pt").symlink_to(smoke_ckpt / "ckpt.pt")
+                (folder / "metrics.jsonl").write_text(
+                    json.dumps({"iter": 0, "val_loss": 10.9, "tokens": 0}) + "\n" +
+                    json.dumps({"iter": steps, "val_loss": loss, "tokens": steps * 1024}) + "\n")
+                (folder / "webtext.json").write_text(json.dumps({"params": 1000, "results": {"val": {"loss": loss}}}))
+                (folder / "done").touch()
+    (root / "muon-52-1").mkdir()  # unfinished (no done): left out
+    return root
+
+
+def study(capsys, monkeypatch, *args: str) -> str:
+    monkeypatch.setattr(sys, "argv", ["study_curve.py", *args])
+    with pytest.raises(SystemExit) if any(a.startswith("--best") for a in args) else contextlib.nullcontext():
+        runpy.run_path(str(ROOT / "study_curve.py"), run_name="__main__")
+    return capsys.readouterr().out
+
+
+def test_efficiency_gain_edges_and_fit_from_known_runs(runs, tmp_path, capsys, monkeypatch):
+    out = study(capsys, monkeypatch, f"--runs={runs}", f"--png={tmp_path / 'curve.png'}")
+    rows = {int(line.split("|")[1].replace(",", "")): [c.strip() for c in line.split("|")[1:-1]]
+            for line in out.splitlines() if line.startswith("| ") and line.split("|")[1].strip().replace(
+                ",", "").isdigit()}
+    assert sorted(rows) == [52, 208, 830]
+    for steps, efficiency in EFFICIENCY.items():
+        row = rows[steps]
+        assert row[2] == "1e-2" and row[3] == ("0.3 (edge)" if steps == 830 else "0.1")
+        assert float(row[6]) == pytest.approx(0.5 * math.log(efficiency), abs=1e-4)  # the gain, in nats
+        # read off AdamW's curve between its points; past its largest run, extrapolated and marked
+        assert row[7] == f"{efficiency:.2f}x" + (" (extrapolated)" if steps == 830 else "")
+    assert out.count("| muon-") == 9  # every finished run in the table, the unfinished one left out
+    fit = next(line for line in out.splitlines() if line.startswith("fit over 3 ratios"))
+    assert "at option A's 2,503 tokens/param" in fit
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
+
+
+def test_best_says_where_the_best_lr_lies(runs, capsys, monkeypatch):
+    assert study(capsys, monkeypatch, f"--runs={runs}", "--best=adamw-52") == "1e-2 inside\n"
+    assert study(capsys, monkeypatch, f"--runs={runs}", "--best=muon-830") == "0.3 high\n"
+    assert study(capsys, monkeypatch, f"--runs={runs}", "--best=muon-13200") == ""  # nothing finished
