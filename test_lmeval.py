@@ -158,6 +158,8 @@ def test_task_data_errors_are_one_line(tmp_path):
     assert len(utils.hellaswag(version=1.0)["validation"]) == 10042  # lm-eval passes the task's metadata too
     assert len(utils.lambada()["test"]) == 5153
     missing = str(tmp_path / "nope.jsonl")
-    assert "not found" in one_line_error(utils.hellaswag, missing)
+    assert one_line_error(utils.hellaswag, missing).endswith(
+        "not found: see docs/eval.md for where it comes from, or point --hellaswag_file at a copy "
+        "(lm_eval: --metadata '{\"hellaswag_file\": \"PATH\"}')")
     (tmp_path / "bad.jsonl").write_text('{"text": "one"}\n')
     assert "a context, a space and a last word" in one_line_error(utils.lambada, str(tmp_path / "bad.jsonl"))

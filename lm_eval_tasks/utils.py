@@ -20,12 +20,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import eval as ev  # noqa: E402
 
 
+def load(loader, path: str, what: str) -> datasets.Dataset:
+    """loader(path) as a Dataset; its one-line error also says how lm-eval names another file (eval.py's says
+    --{what}_file, a flag lm-eval does not have)."""
+    try:
+        return datasets.Dataset.from_list(loader(path))
+    except SystemExit as e:
+        raise SystemExit(f"{e} (lm_eval: --metadata '{{\"{what}_file\": \"PATH\"}}')") from None
+
+
 def hellaswag(hellaswag_file: str = ev.hellaswag_file, **metadata) -> dict:
     """{"validation": the HellaSwag examples}, each with eval.py's fields (ctx, endings, label); the other
-    keyword arguments are lm-eval's metadata (the task's version and the like), not ours."""
-    return {"validation": datasets.Dataset.from_list(ev.load_hellaswag(hellaswag_file))}
+    keyword arguments are lm-eval's metadata (the task's version, the model's arguments), not ours."""
+    return {"validation": load(ev.load_hellaswag, hellaswag_file, "hellaswag")}
 
 
 def lambada(lambada_file: str = ev.lambada_file, **metadata) -> dict:
     """{"test": the LAMBADA passages} ({"text"}), as lm-eval's lambada_openai reads them from the hub."""
-    return {"test": datasets.Dataset.from_list(ev.load_lambada(lambada_file))}
+    return {"test": load(ev.load_lambada, lambada_file, "lambada")}
