@@ -226,8 +226,10 @@ def hellaswag_accuracy(model, enc, examples: list[dict], device: str, ctx, limit
 
     Completion style, as build-nanogpt does it: the context, then each ending with a leading space;
     the prediction is the ending with the highest summed log-probability (acc) or the highest mean
-    per token (acc_norm, which does not penalise long endings). `model` is the bare GPT (not the
-    DDP or torch.compile wrapper); its train/eval mode is restored on return. Chance is 0.25.
+    per token (acc_norm, which does not penalise long endings). acc_norm_chars divides by the
+    ending's length in characters instead, as lm-evaluation-harness's acc_norm does, so the two tools
+    can be compared figure for figure (docs/eval.md). `model` is the bare GPT (not the DDP or
+    torch.compile wrapper); its train/eval mode is restored on return. Chance is 0.25.
     """
     examples = examples[:limit] if limit else examples
     block_size = model.config.block_size
@@ -236,15 +238,17 @@ def hellaswag_accuracy(model, enc, examples: list[dict], device: str, ctx, limit
         context = enc.encode_ordinary(ex["ctx"])
         requests += [truncate(context, enc.encode_ordinary(" " + e), block_size) for e in ex["endings"]]
     scores = loglikelihoods(model, requests, batch_size, device, ctx, "hellaswag" if progress else None)
-    acc = acc_norm = 0
+    acc = acc_norm = acc_norm_chars = 0
     for k, ex in enumerate(examples):
         four = scores[4 * k:4 * k + 4]
         sums = [lp for lp, _, _ in four]
         means = [lp / n for lp, n, _ in four]
+        per_char = [lp / max(len(e), 1) for (lp, _, _), e in zip(four, ex["endings"], strict=True)]  # "" is no ending
         acc += max(range(4), key=sums.__getitem__) == ex["label"]  # first of equals wins: deterministic
         acc_norm += max(range(4), key=means.__getitem__) == ex["label"]
+        acc_norm_chars += max(range(4), key=per_char.__getitem__) == ex["label"]
     n = max(len(examples), 1)
-    return {"acc": acc / n, "acc_norm": acc_norm / n, "n": len(examples)}
+    return {"acc": acc / n, "acc_norm": acc_norm / n, "acc_norm_chars": acc_norm_chars / n, "n": len(examples)}
 
 
 # ---------------------------------------------------------------- LAMBADA
@@ -428,13 +432,13 @@ def main() -> dict:
     seconds = time.time() - t0
 
     # the table
-    print(f"\n{'task':<10} {'metric':<9} {'value':>10}  {'n':>9}", file=log)
+    print(f"\n{'task':<10} {'metric':<14} {'value':>10}  {'n':>9}", file=log)
     for task, r in results.items():
-        for metric in [k for k in r if k in ("loss", "ppl", "acc", "acc_norm", "ended")]:
+        for metric in [k for k in r if k in ("loss", "ppl", "acc", "acc_norm", "acc_norm_chars", "ended")]:
             n, unit = (r["n"], "replies") if metric == "ended" else (r.get("tokens", r.get("n")),
                                                                       "tokens" if "tokens" in r else "examples")
             value = f"{r[metric]:.2f}" if metric == "ppl" else f"{r[metric]:.4f}"
-            print(f"{task:<10} {metric:<9} {value:>10}  {n:>9,} {unit}", file=log)
+            print(f"{task:<10} {metric:<14} {value:>10}  {n:>9,} {unit}", file=log)
         for path, fr in r.get("files", {}).items():
             print(f"  {path}: loss {fr['loss']:.4f}, ppl {fr['ppl']:.2f}, {fr['tokens']:,} tokens", file=log)
     print(f"({seconds:.1f}s)", file=log)
