@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import common
 import eval as ev
-from conftest import one_line_error, run_script
+from conftest import one_line_error, run_in_process, run_script
 from model import GPT, OPTIONS, GPTConfig
 
 NO_AUTOCAST = common.autocast("cpu", "float32")
@@ -296,10 +296,10 @@ def test_bad_input(tmp_path, shared):
     # a folder where a file goes is a folder, not "not found"
     assert f"file '{tmp_path}' is a folder" in one_line_error(ev.load_lambada, str(tmp_path))
     assert f"file '{tmp_path}' is a folder" in one_line_error(ev.read_documents, str(tmp_path))
-    r = run_script("eval.py", "--tasks=val,winogrande", check=False)
+    r = run_in_process("eval.py", "--tasks=val,winogrande")
     assert r.returncode != 0 and r.stderr.strip().splitlines() == [
         "error: unknown task 'winogrande': choose from val, hellaswag, lambada, chat (e.g. --tasks=val,hellaswag)"]
-    r = run_script("eval.py", "--tasks=", check=False)  # evaluated nothing and exited 0
+    r = run_in_process("eval.py", "--tasks=")  # evaluated nothing and exited 0
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --tasks is empty")
 
 
@@ -326,7 +326,7 @@ def test_script_refuses_bad_settings(smoke_ckpt, tmp_path, args, message):
     nothing, or a results file that cannot be written once the run is over."""
     (tmp_path / "a.txt").write_text("The cat sat on the mat. " * 60)  # ~420 tokens: several windows
     (tmp_path / "empty.txt").write_text("")
-    r = run_script("eval.py", f"--out_dir={smoke_ckpt}", *[a.format(tmp=tmp_path) for a in args], check=False)
+    r = run_in_process("eval.py", f"--out_dir={smoke_ckpt}", *[a.format(tmp=tmp_path) for a in args])
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in r.stderr and message.format(tmp=tmp_path) in r.stderr
 
@@ -343,7 +343,7 @@ def test_script_refuses_bad_settings(smoke_ckpt, tmp_path, args, message):
 def test_script_refuses_options_its_tasks_ignore(tmp_path, args, message):
     """An option none of the chosen tasks reads is refused before the checkpoint is loaded (there is none at
     --out_dir here), not ignored: results for something else than was asked are worse than an error."""
-    r = run_script("eval.py", f"--out_dir={tmp_path / 'none'}", *args, check=False)
+    r = run_in_process("eval.py", f"--out_dir={tmp_path / 'none'}", *args)
     assert r.returncode != 0 and r.stderr.strip().splitlines() == [r.stderr.strip()]
     assert r.stderr.startswith("error: ") and message in r.stderr
 
@@ -353,7 +353,7 @@ def test_script_refuses_damaged_val_data(smoke_ckpt, owt_data, tmp_path):
     train.py and bench.py make (common.check_data; test_train covers the other kinds of damage)."""
     (tmp_path / "val.bin").write_bytes(b"\x60\xea" * 300)  # id 60000
     (tmp_path / "meta.json").write_text((owt_data / "meta.json").read_text())
-    r = run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={tmp_path}", check=False)
+    r = run_in_process("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={tmp_path}")
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in r.stderr and "val.bin holds token id 60000 at token 0" in r.stderr
 

@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from common import die, get_tokenizer, load_checkpoint, load_model, model_args, model_from_checkpoint, save_checkpoint
-from conftest import one_line_error, run_script
+from conftest import one_line_error, run_in_process, run_script
 from model import EOT_TOKEN, GPT, OPTIONS, GPTConfig, sample_logits, top_k_top_p_filter
 from sample import StreamDecoder, encode_prompt, read_prompt
 
@@ -409,6 +409,8 @@ def test_sample_py_missing_checkpoint_is_one_line_error(tmp_path):
                                        ("--temperature=0 --top_k=5", "--top_k=5 shapes sampling"),
                                        ("--temperature=0 --top_p=0.5", "--top_p=0.5 shapes sampling")])
 def test_sample_py_refuses_bad_settings_in_one_line(tmp_path, arg, words):
-    result = run_script("sample.py", f"--out_dir={tmp_path}", *arg.split(), check=False)
+    """Refused before the checkpoint is looked for: in this process (the missing checkpoint above runs the script in
+    one of its own, for what a real process prints)."""
+    result = run_in_process("sample.py", f"--out_dir={tmp_path}", *arg.split())
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: ") and words in result.stderr

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import chat_template
 import common
 import prepare_chat
-from conftest import SHARED, one_line_error, run_script
+from conftest import SHARED, one_line_error, run_in_one_process, run_script
 from model import GPT, GPTConfig
 
 CHAT = SHARED / "data" / "chat"
@@ -352,22 +352,35 @@ def test_fine_tuning_under_ddp_and_a_time_budget(tiny_base, tiny_chat, tmp_path)
     assert last["iter_num"] > 4 and checkpoint["elapsed"] < last["elapsed"] <= budget
 
 
-@pytest.mark.parametrize("case, expected", [
+BAD_INIT_FROM = [
     ("missing", "is not 'scratch', 'resume' or an existing checkpoint"),
     ("not a checkpoint", "is corrupt or not a checkpoint"),
     ("another architecture", "is another architecture (n_embd=16"),
     ("conversations too long", "holds conversations of up to 129 tokens, longer than block_size=32 allows"),
-])
-def test_init_from_must_be_a_checkpoint_of_this_project_and_shape(tiny_base, tiny_chat, chat_data, tmp_path, case,
-                                                                  expected):
-    path = {"missing": tmp_path / "nothing", "not a checkpoint": write_jsonl(tmp_path / "x.pt", ["hello"])}.get(
-        case, tiny_base)
-    args = ["--n_embd=32"] if case == "another architecture" else []
-    data = chat_data if case == "conversations too long" else tiny_chat  # prepared for a 128-token context
-    result = sft(path, data, tmp_path / "out", *args, check=False)
+]
+
+
+@pytest.fixture(scope="module")
+def bad_init_from(tiny_base, tiny_chat, chat_data, tmp_path_factory) -> dict:
+    """sft() on each case below, one run after another in one new process (torch imported once, not once a case):
+    {case: (what the run gave, its out_dir)}."""
+    tmp, runs = tmp_path_factory.mktemp("bad-init-from"), {}
+    for case, _ in BAD_INIT_FROM:
+        path = {"missing": tmp / "nothing", "not a checkpoint": write_jsonl(tmp / "x.pt", ["hello"])}.get(
+            case, tiny_base)
+        args = ["--n_embd=32"] if case == "another architecture" else []
+        data = chat_data if case == "conversations too long" else tiny_chat  # prepared for a 128-token context
+        runs[case] = ["train.py", "config/sft_smoke.py", *TINY, f"--init_from={path}", f"--data_dir={data}",
+                      f"--out_dir={tmp / case.replace(' ', '_')}", *args]
+    return {case: (result, tmp / case.replace(" ", "_")) for case, result in run_in_one_process(runs).items()}
+
+
+@pytest.mark.parametrize("case, expected", BAD_INIT_FROM)
+def test_init_from_must_be_a_checkpoint_of_this_project_and_shape(bad_init_from, case, expected):
+    result, out = bad_init_from[case]
     assert result.returncode != 0 and result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("error: ") and expected in result.stderr
-    assert not (tmp_path / "out" / "ckpt.pt").exists()
+    assert not (out / "ckpt.pt").exists()
 
 
 # ---------------------------------------------------------------- the chat-tuned model: eval, chat.py, the export
