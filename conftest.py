@@ -37,11 +37,15 @@ def run_script(*args: str, check: bool = True, timeout: float = 300, **kwargs) -
 def run_in_process(*argv: str, stdin: str = "") -> subprocess.CompletedProcess:
     """`python SCRIPT ARGS...` as run_script runs it, but in this process: the script runs afresh (runpy, as
     __main__, from the repository root) with its own sys.argv, stdin, stdout and stderr, and its SystemExit or
-    exception becomes the exit status and stderr the interpreter would give. A new process spends 2-4 s importing
-    torch; for a script that stops at a bad setting that is all its time. Not for runs that train, serve or
-    install signal handlers: those get a process of their own (run_script, run_in_one_process)."""
+    exception becomes the exit status and stderr the interpreter would give; what it set of torch's (the number of
+    threads, the global random state) is put back. A new process spends 2-4 s importing torch, for a script that
+    stops at a bad setting or samples a few tokens most of its time. Not for runs that train, serve or install
+    signal handlers: those get a process of their own (run_script, run_in_one_process)."""
+    import torch
+
     out, err, returncode = io.StringIO(), io.StringIO(), 0
     saved, cwd = (sys.argv, sys.stdin), os.getcwd()
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
     sys.argv, sys.stdin = list(argv), io.StringIO(stdin)
     os.chdir(ROOT)
     try:
@@ -58,6 +62,8 @@ def run_in_process(*argv: str, stdin: str = "") -> subprocess.CompletedProcess:
     finally:
         sys.argv, sys.stdin = saved
         os.chdir(cwd)
+        torch.set_num_threads(threads)
+        torch.set_rng_state(rng)
     return subprocess.CompletedProcess([sys.executable, *argv], returncode, out.getvalue(), err.getvalue())
 
 

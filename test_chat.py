@@ -24,7 +24,7 @@ import torch
 
 import chat
 from common import get_tokenizer, load_checkpoint, model_from_checkpoint, save_checkpoint
-from conftest import ROOT, run_in_one_process
+from conftest import ROOT, run_in_one_process, run_in_process
 from model import EOT_TOKEN, GPTConfig
 from test_sample import make_checkpoint
 
@@ -252,8 +252,8 @@ def test_greedy_replies_of_a_model_that_only_writes_newlines_are_not_empty(tmp_p
     model = load(tmp_path)
     ids = torch.tensor([enc.encode(ref_transcript([], "Hello!"))])
     assert model.generate(ids, 5, temperature=0, stop=())[0, -5:].tolist() == [198] * 5  # the trap is set
-    result = subprocess.run([sys.executable, "chat.py", f"--out_dir={tmp_path}", "--temperature=0"], cwd=ROOT,
-                            input="Hello!\nWhat is a GPT?\n", capture_output=True, text=True, timeout=120)
+    # in this process, piped stdin and all (test_repl_through_piped_stdin runs chat.py in a process of its own)
+    result = run_in_process("chat.py", f"--out_dir={tmp_path}", "--temperature=0", stdin="Hello!\nWhat is a GPT?\n")
     assert result.returncode == 0, result.stderr
     replies = [line.removeprefix("Assistant: ") for line in result.stdout.splitlines() if line.startswith("Assistant")]
     assert len(replies) == 2 and all(r.strip() for r in replies)
@@ -262,8 +262,7 @@ def test_greedy_replies_of_a_model_that_only_writes_newlines_are_not_empty(tmp_p
 
 def test_repl_refuses_temperatures_it_cannot_use(tiny_dir):
     lines = ["/temp inf", "/temp nan", "/temp -1", "/temp 11", "/temp 2", "/quit"]
-    result = subprocess.run([sys.executable, "chat.py", f"--out_dir={tiny_dir}"], cwd=ROOT,
-                            input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
+    result = run_in_process("chat.py", f"--out_dir={tiny_dir}", stdin="\n".join(lines) + "\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("(not a temperature") == 4 and result.stdout.endswith("(temperature 2.0)\nUser: /quit\n")
 

@@ -263,8 +263,8 @@ def test_script_scores_every_token_of_val_bin(smoke_ckpt, tmp_path):
     np.array(val, dtype=np.uint16).tofile(data / "val.bin")
     (data / "meta.json").write_text('{"vocab_size": 50257}')  # what check_data needs of prepare.py's meta.json
     out = tmp_path / "r.json"
-    run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={data}", f"--stride={T}",
-               f"--json={out}")
+    assert run_in_process("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={data}", f"--stride={T}",
+                          f"--json={out}").returncode == 0
     res = json.loads(out.read_text())["results"]["val"]
     x = torch.tensor([50256] + val)
     with torch.no_grad():
@@ -278,7 +278,8 @@ def test_script_limit_counts_documents_of_files(smoke_ckpt, tmp_path):
     docs = ["Hello world.", "A second document, about the weather.", "A third one."]
     jsonl = tmp_path / "d.jsonl"
     jsonl.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    r = run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--files={jsonl}", "--limit=2", "--json=-")
+    r = run_in_process("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--files={jsonl}", "--limit=2", "--json=-")
+    assert r.returncode == 0, r.stderr
     enc = common.get_tokenizer()
     assert json.loads(r.stdout)["results"]["val"]["tokens"] == sum(len(enc.encode_ordinary(d)) for d in docs[:2])
 

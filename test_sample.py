@@ -361,7 +361,8 @@ def test_sample_py_greedy_from_file_prompt(smoke_ckpt, tmp_path):
 def test_sample_py_seeded_samples(smoke_ckpt):
     args = ["sample.py", f"--ckpt={smoke_ckpt / 'ckpt.pt'}", "--start=Once upon a time", "--num_samples=2",
             "--max_new_tokens=30", "--temperature=1.0", "--top_k=50", "--top_p=0.9", "--seed=7"]
-    result = run_script(*args)
+    result = run_in_process(*args)  # a process of its own: test_sample_py_greedy_from_file_prompt
+    assert result.returncode == 0, result.stderr
     model = model_from_checkpoint(load_checkpoint(str(smoke_ckpt))).eval()
     g = torch.Generator().manual_seed(7)  # one generator for all samples, as sample.py does
     samples = [expected_text(model, get_tokenizer(), "Once upon a time", 30, temperature=1.0, top_k=50, top_p=0.9,
@@ -390,8 +391,8 @@ def test_sample_py_ends_a_sample_at_eot(tmp_path):
                          val_loss=None), str(path))
     args = ["sample.py", f"--ckpt={path}", f"--start={prompt}", "--temperature=0", "--max_new_tokens=3",
             "--device=cpu"]
-    assert run_script(*args).stdout == prompt + "\n"
-    assert run_script(*args, "--stop_at_eot=False").stdout == prompt + "<|endoftext|>" * 3 + "\n"
+    assert run_in_process(*args).stdout == prompt + "\n"
+    assert run_in_process(*args, "--stop_at_eot=False").stdout == prompt + "<|endoftext|>" * 3 + "\n"
 
 
 def test_sample_py_missing_checkpoint_is_one_line_error(tmp_path):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import chat_template
 import common
 import prepare_chat
-from conftest import SHARED, one_line_error, run_in_one_process, run_script
+from conftest import SHARED, one_line_error, run_in_one_process, run_in_process, run_script
 from model import GPT, GPTConfig
 
 CHAT = SHARED / "data" / "chat"
@@ -427,19 +427,24 @@ def test_the_checkpoint_is_chat_tuned_and_eval_py_scores_its_val_split_as_traini
     _, evals = records(tuned)
     assert [r["iter"] for r in evals] == [0, 50, 100] and evals[-1]["val_loss"] < evals[0]["val_loss"]
     # eval.py on the first 2 x 4 val conversations (the fine-tuning data's val split by default) logs the same loss
-    report = json.loads(run_script("eval.py", f"--out_dir={tuned}", "--tasks=chat", "--limit=8", "--batch_size=3",
-                                   "--max_new_tokens=4", "--json=-").stdout)
+    # (eval.py runs in this process: test_eval runs it in one of its own)
+    result = run_in_process("eval.py", f"--out_dir={tuned}", "--tasks=chat", "--limit=8", "--batch_size=3",
+                            "--max_new_tokens=4", "--json=-")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
     assert report["results"]["chat"]["n"] == 8
     assert report["results"]["chat"]["loss"] == pytest.approx(evals[-1]["val_loss"], rel=1e-5)
     # --files: held-out messages JSON Lines, cut to the context as prepare_chat.py cuts them
-    report = json.loads(run_script("eval.py", f"--out_dir={tuned}", "--tasks=chat", f"--files={HELD_OUT}",
-                                   "--limit=4", "--max_new_tokens=4", "--json=-").stdout)["results"]["chat"]
+    result = run_in_process("eval.py", f"--out_dir={tuned}", "--tasks=chat", f"--files={HELD_OUT}", "--limit=4",
+                            "--max_new_tokens=4", "--json=-")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)["results"]["chat"]
     from eval import chat_scores
     want = chat_scores(common.load_model(str(tuned))[0], held_out(4), "cpu", common.autocast("cpu", "float32"),
                        max_new_tokens=4)
     assert report["n"] == 4 and report["dropped"] > 0 and report["loss"] == pytest.approx(want["loss"], rel=1e-5)
     # on a base model there is no fine-tuning data to default to: say so, and what to give instead
-    result = run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=chat", check=False)
+    result = run_in_process("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=chat")
     assert result.returncode != 0 and result.stderr.startswith("error: --tasks=chat scores conversations")
     assert "--files" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
