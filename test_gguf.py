@@ -159,7 +159,8 @@ def test_script_end_to_end(tmp_path):
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
     assert "corrupt" in error(f"--ckpt={tmp_path / 'corrupt.pt'}")
     assert "unknown dtype" in error(f"--out_dir={tmp_path / 'out'}", "--dtype=int4")
-    r = run_script("export_gguf.py", f"--out_dir={tmp_path / 'out'}", "--replace=True", "--verify=False")
+    r = run_in_process("export_gguf.py", f"--out_dir={tmp_path / 'out'}", "--replace=True", "--verify=False")
+    assert r.returncode == 0, r.stderr
     assert "exported" in r.stdout
 
 

@@ -451,8 +451,10 @@ def test_the_checkpoint_is_chat_tuned_and_eval_py_scores_its_val_split_as_traini
 
 def test_chat_py_uses_the_template_on_a_tuned_checkpoint_and_stops_at_the_end_of_turn(tuned):
     messages = ["Hello! Who are you?", "What do you do for fun?"]
-    result = run_script("chat.py", f"--out_dir={tuned}", "--temperature=0", "--max_new_tokens=24",
-                        input="\n".join(messages) + "\n")
+    # in this process, piped stdin and all (test_chat runs chat.py's REPL in a process of its own)
+    result = run_in_process("chat.py", f"--out_dir={tuned}", "--temperature=0", "--max_new_tokens=24",
+                            stdin="\n".join(messages) + "\n")
+    assert result.returncode == 0, result.stderr
     assert "a chat-tuned model (template smallgpt-chat-v1)" in result.stderr
     # the reference, by hand: the template's prompt, greedy decoding to EOT, the text before it
     model = common.load_model(str(tuned))[0]
@@ -494,7 +496,8 @@ def test_the_export_gives_transformers_the_same_prompt_ids_and_greedy_reply(tune
     transformers = pytest.importorskip("transformers")
     import chat
     hf_dir = tmp_path / "hf"
-    result = run_script("export_hf.py", f"--out_dir={tuned}", f"--hf_dir={hf_dir}")
+    result = run_in_process("export_hf.py", f"--out_dir={tuned}", f"--hf_dir={hf_dir}")  # test_export: its own process
+    assert result.returncode == 0, result.stderr
     assert "chat-tuned" in result.stdout
     assert json.loads((hf_dir / "tokenizer_config.json").read_text())["chat_template"] == chat_template.JINJA
     tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
