@@ -39,8 +39,10 @@ def run_in_process(*argv: str, stdin: str = "") -> subprocess.CompletedProcess:
     __main__, from the repository root) with its own sys.argv, stdin, stdout and stderr, and its SystemExit or
     exception becomes the exit status and stderr the interpreter would give; what it set of torch's (the number of
     threads, the global random state) is put back. A new process spends 2-4 s importing torch, for a script that
-    stops at a bad setting or samples a few tokens most of its time. Not for runs that train, serve or install
-    signal handlers: those get a process of their own (run_script, run_in_one_process)."""
+    stops at a bad setting or samples a few tokens most of its time. What this cannot see: output written to the
+    file descriptors below Python (a C++ warning), and what a fresh interpreter does at start-up and exit; so each
+    script keeps tests that run it in a process of its own. Not for runs that train, serve or install signal
+    handlers: those get a process of their own (run_script, run_in_one_process)."""
     import torch
 
     out, err, returncode = io.StringIO(), io.StringIO(), 0
