@@ -15,7 +15,7 @@ from torch.utils._pytree import tree_leaves
 
 import bench
 from configurator import expand_flags
-from conftest import run_script
+from conftest import run_in_process, run_script
 from model import GPT, OPTIONS, ChunkedCrossEntropy, GPTConfig, flops_per_token, peak_flops
 
 
@@ -375,18 +375,19 @@ TINY_RUN = ["--n_layer=1", "--n_embd=32", "--n_head=1", "--block_size=8", "--bat
     ("--project --find_batch", "would ignore --find_batch"),
 ])
 def test_bench_refuses_bad_settings(tmp_path, bad, message):
-    r = run_script("bench.py", *TINY_RUN, *bad.format(tmp=tmp_path).split(), check=False)
+    r = run_in_process("bench.py", *TINY_RUN, *bad.format(tmp=tmp_path).split())
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: ")
     assert message.format(tmp=tmp_path) in lines[0]
 
 
 def test_bench_errors_are_one_line(tmp_path):
-    r = run_script("bench.py", "--find_batch", "--device=cpu", check=False)
+    r = run_in_process("bench.py", "--find_batch", "--device=cpu")
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --find_batch")
-    r = run_script("bench.py", f"--data={tmp_path}", "--device=cpu", check=False)
+    r = run_in_process("bench.py", f"--data={tmp_path}", "--device=cpu")
     assert r.returncode != 0 and "no prepared data" in r.stderr.strip().splitlines()[-1]
-    r = run_script("bench.py", "--project", "--project_mfu=0.4")
+    r = run_in_process("bench.py", "--project", "--project_mfu=0.4")
+    assert r.returncode == 0, r.stderr
     assert "ASSUMED MFU 40%" in r.stdout and "tokens in 23 h" in r.stdout
 
 
@@ -412,7 +413,7 @@ def test_bench_refuses_damaged_data_before_timing(owt_data, tmp_path):
     common.check_data, the check train.py makes (test_train covers the other kinds of damage)."""
     (tmp_path / "train.bin").write_bytes(b"\x60\xea" * 64)  # id 60000
     (tmp_path / "meta.json").write_text((owt_data / "meta.json").read_text())
-    r = run_script("bench.py", *TINY_RUN, f"--data={tmp_path}", check=False)
+    r = run_in_process("bench.py", *TINY_RUN, f"--data={tmp_path}")
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: ")
     assert "train.bin holds token id 60000 at token 0, outside the vocabulary of 50257" in lines[0]

@@ -24,7 +24,7 @@ import torch
 
 import chat
 from common import get_tokenizer, load_checkpoint, model_from_checkpoint, save_checkpoint
-from conftest import ROOT
+from conftest import ROOT, run_in_one_process, run_in_process
 from model import EOT_TOKEN, GPTConfig
 from test_sample import make_checkpoint
 
@@ -252,8 +252,8 @@ def test_greedy_replies_of_a_model_that_only_writes_newlines_are_not_empty(tmp_p
     model = load(tmp_path)
     ids = torch.tensor([enc.encode(ref_transcript([], "Hello!"))])
     assert model.generate(ids, 5, temperature=0, stop=())[0, -5:].tolist() == [198] * 5  # the trap is set
-    result = subprocess.run([sys.executable, "chat.py", f"--out_dir={tmp_path}", "--temperature=0"], cwd=ROOT,
-                            input="Hello!\nWhat is a GPT?\n", capture_output=True, text=True, timeout=120)
+    # in this process, piped stdin and all (test_repl_through_piped_stdin runs chat.py in a process of its own)
+    result = run_in_process("chat.py", f"--out_dir={tmp_path}", "--temperature=0", stdin="Hello!\nWhat is a GPT?\n")
     assert result.returncode == 0, result.stderr
     replies = [line.removeprefix("Assistant: ") for line in result.stdout.splitlines() if line.startswith("Assistant")]
     assert len(replies) == 2 and all(r.strip() for r in replies)
@@ -262,8 +262,7 @@ def test_greedy_replies_of_a_model_that_only_writes_newlines_are_not_empty(tmp_p
 
 def test_repl_refuses_temperatures_it_cannot_use(tiny_dir):
     lines = ["/temp inf", "/temp nan", "/temp -1", "/temp 11", "/temp 2", "/quit"]
-    result = subprocess.run([sys.executable, "chat.py", f"--out_dir={tiny_dir}"], cwd=ROOT,
-                            input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
+    result = run_in_process("chat.py", f"--out_dir={tiny_dir}", stdin="\n".join(lines) + "\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("(not a temperature") == 4 and result.stdout.endswith("(temperature 2.0)\nUser: /quit\n")
 
@@ -290,21 +289,32 @@ def test_repl_keeps_history_until_reset(monkeypatch, capsys):
     assert "(new conversation)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("arg,words", [("--port=-5", "--port=-5"), ("--port=99999", "--port=99999"),
-                                       ("--top_k=-1", "--top_k"), ("--temperature=11", "--temperature"),
-                                       ("--PAGE=x", "unknown config key 'PAGE'")])
-def test_chat_py_refuses_bad_settings_in_one_line(tiny_dir, arg, words):
-    result = subprocess.run([sys.executable, "chat.py", f"--out_dir={tiny_dir}", "--web", arg], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+BAD_WEB_SETTINGS = [("--port=-5", "--port=-5"), ("--port=99999", "--port=99999"), ("--top_k=-1", "--top_k"),
+                    ("--temperature=11", "--temperature"), ("--PAGE=x", "unknown config key 'PAGE'")]
+WEB_ONLY_SETTINGS = ["--port=9000", "--host=0.0.0.0"]
+
+
+@pytest.fixture(scope="module")
+def refusals(tiny_dir) -> dict:
+    """chat.py on each bad setting below, one run after another in one new process (torch imported once, not once a
+    setting): each must stop before the model loads. A setting let through would serve or chat instead, and the
+    process would time out: a failure, not a hang."""
+    runs = {f"--web {arg}": ["chat.py", f"--out_dir={tiny_dir}", "--web", arg] for arg, _ in BAD_WEB_SETTINGS}
+    runs.update({arg: ["chat.py", f"--out_dir={tiny_dir}", arg] for arg in WEB_ONLY_SETTINGS})
+    return run_in_one_process(runs, timeout=120)
+
+
+@pytest.mark.parametrize("arg,words", BAD_WEB_SETTINGS)
+def test_chat_py_refuses_bad_settings_in_one_line(refusals, arg, words):
+    result = refusals[f"--web {arg}"]
     assert result.returncode == 1 and result.stderr.startswith("error: ") and words in result.stderr
     assert result.stderr.count("\n") == 1 and "serving" not in result.stdout
 
 
-@pytest.mark.parametrize("arg", ["--port=9000", "--host=0.0.0.0"])
-def test_chat_py_refuses_web_settings_without_web(tiny_dir, arg):
+@pytest.mark.parametrize("arg", WEB_ONLY_SETTINGS)
+def test_chat_py_refuses_web_settings_without_web(refusals, arg):
     """--port without --web would be ignored (the terminal REPL serves nothing): refused, before the model loads."""
-    result = subprocess.run([sys.executable, "chat.py", f"--out_dir={tiny_dir}", arg], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    result = refusals[arg]
     assert result.returncode == 1 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     assert "add --web" in result.stderr
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import compare
-from conftest import one_line_error, run_script
+from conftest import one_line_error, run_in_process, run_script
 
 
 def write_run(folder: Path, rows: list[dict], tail: str = "") -> Path:
@@ -61,8 +61,11 @@ def test_a_run_without_evals_and_an_empty_file(tmp_path):
     """A run that has logged steps but no eval yet says so in its row; an empty metrics.jsonl is skipped."""
     write_run(tmp_path / "young", [train_row(0, 9.0, 10.0, 1.0)])
     write_run(tmp_path / "blank", [])
-    out = run_script("compare.py", str(tmp_path / "young"), str(tmp_path / "blank"),
-                     f"--png={tmp_path / 'p.png'}").stdout
+    # in this process (the test above runs compare.py in one of its own)
+    result = run_in_process("compare.py", str(tmp_path / "young"), str(tmp_path / "blank"),
+                            f"--png={tmp_path / 'p.png'}")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
     assert "no eval" in next(line for line in out.splitlines() if line.startswith("young"))
     assert "an empty metrics.jsonl" in out and (tmp_path / "p.png").exists()
 

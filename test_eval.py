@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import common
 import eval as ev
-from conftest import one_line_error, run_script
+from conftest import one_line_error, run_in_process, run_script
 from model import GPT, OPTIONS, GPTConfig
 
 NO_AUTOCAST = common.autocast("cpu", "float32")
@@ -235,8 +235,9 @@ def test_script_end_to_end(smoke_ckpt, owt_data, tmp_path):
     txt, jsonl = tmp_path / "a.txt", tmp_path / "b.jsonl"
     txt.write_text("The cat sat on the mat. " * 30)
     jsonl.write_text('{"text": "Hello world."}\n\n{"text": "A second, longer document about the weather."}\n')
-    r = run_script("eval.py", f"--ckpt={smoke_ckpt / 'ckpt.pt'}", "--tasks=val", f"--files={txt},{jsonl}",
-                   "--json=-")
+    r = run_in_process("eval.py", f"--ckpt={smoke_ckpt / 'ckpt.pt'}", "--tasks=val", f"--files={txt},{jsonl}",
+                       "--json=-")  # the run above had a process of its own
+    assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)  # stdout is the JSON alone; the config line and the table went to stderr
     assert "val        loss" in r.stderr and "config: " in r.stderr
     files = report["results"]["val"]["files"]
@@ -263,8 +264,8 @@ def test_script_scores_every_token_of_val_bin(smoke_ckpt, tmp_path):
     np.array(val, dtype=np.uint16).tofile(data / "val.bin")
     (data / "meta.json").write_text('{"vocab_size": 50257}')  # what check_data needs of prepare.py's meta.json
     out = tmp_path / "r.json"
-    run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={data}", f"--stride={T}",
-               f"--json={out}")
+    assert run_in_process("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={data}", f"--stride={T}",
+                          f"--json={out}").returncode == 0
     res = json.loads(out.read_text())["results"]["val"]
     x = torch.tensor([50256] + val)
     with torch.no_grad():
@@ -278,7 +279,8 @@ def test_script_limit_counts_documents_of_files(smoke_ckpt, tmp_path):
     docs = ["Hello world.", "A second document, about the weather.", "A third one."]
     jsonl = tmp_path / "d.jsonl"
     jsonl.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    r = run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--files={jsonl}", "--limit=2", "--json=-")
+    r = run_in_process("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--files={jsonl}", "--limit=2", "--json=-")
+    assert r.returncode == 0, r.stderr
     enc = common.get_tokenizer()
     assert json.loads(r.stdout)["results"]["val"]["tokens"] == sum(len(enc.encode_ordinary(d)) for d in docs[:2])
 
@@ -296,10 +298,10 @@ def test_bad_input(tmp_path, shared):
     # a folder where a file goes is a folder, not "not found"
     assert f"file '{tmp_path}' is a folder" in one_line_error(ev.load_lambada, str(tmp_path))
     assert f"file '{tmp_path}' is a folder" in one_line_error(ev.read_documents, str(tmp_path))
-    r = run_script("eval.py", "--tasks=val,winogrande", check=False)
+    r = run_in_process("eval.py", "--tasks=val,winogrande")
     assert r.returncode != 0 and r.stderr.strip().splitlines() == [
         "error: unknown task 'winogrande': choose from val, hellaswag, lambada, chat (e.g. --tasks=val,hellaswag)"]
-    r = run_script("eval.py", "--tasks=", check=False)  # evaluated nothing and exited 0
+    r = run_in_process("eval.py", "--tasks=")  # evaluated nothing and exited 0
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --tasks is empty")
 
 
@@ -326,7 +328,7 @@ def test_script_refuses_bad_settings(smoke_ckpt, tmp_path, args, message):
     nothing, or a results file that cannot be written once the run is over."""
     (tmp_path / "a.txt").write_text("The cat sat on the mat. " * 60)  # ~420 tokens: several windows
     (tmp_path / "empty.txt").write_text("")
-    r = run_script("eval.py", f"--out_dir={smoke_ckpt}", *[a.format(tmp=tmp_path) for a in args], check=False)
+    r = run_in_process("eval.py", f"--out_dir={smoke_ckpt}", *[a.format(tmp=tmp_path) for a in args])
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in r.stderr and message.format(tmp=tmp_path) in r.stderr
 
@@ -343,7 +345,7 @@ def test_script_refuses_bad_settings(smoke_ckpt, tmp_path, args, message):
 def test_script_refuses_options_its_tasks_ignore(tmp_path, args, message):
     """An option none of the chosen tasks reads is refused before the checkpoint is loaded (there is none at
     --out_dir here), not ignored: results for something else than was asked are worse than an error."""
-    r = run_script("eval.py", f"--out_dir={tmp_path / 'none'}", *args, check=False)
+    r = run_in_process("eval.py", f"--out_dir={tmp_path / 'none'}", *args)
     assert r.returncode != 0 and r.stderr.strip().splitlines() == [r.stderr.strip()]
     assert r.stderr.startswith("error: ") and message in r.stderr
 
@@ -353,7 +355,7 @@ def test_script_refuses_damaged_val_data(smoke_ckpt, owt_data, tmp_path):
     train.py and bench.py make (common.check_data; test_train covers the other kinds of damage)."""
     (tmp_path / "val.bin").write_bytes(b"\x60\xea" * 300)  # id 60000
     (tmp_path / "meta.json").write_text((owt_data / "meta.json").read_text())
-    r = run_script("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={tmp_path}", check=False)
+    r = run_in_process("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={tmp_path}")
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in r.stderr and "val.bin holds token id 60000 at token 0" in r.stderr
 
@@ -372,16 +374,14 @@ def test_autocast_path(model_a):
             assert lp != ref
 
 
-def test_train_logs_hellaswag(owt_data, tmp_path):
+def test_train_logs_hellaswag(smoke_ckpt):
     """train.py's opt-in hook: HellaSwag on the first N examples at each eval, in metrics.jsonl, equal
-    to scoring the saved checkpoint here (fp32 on the CPU: deterministic)."""
-    out = tmp_path / "out"
-    run_script("train.py", "config/smoke.py", f"--data_dir={owt_data}", f"--out_dir={out}", "--max_iters=1",
-               "--eval_interval=1", "--eval_iters=2", "--hellaswag_every_eval=8")
-    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    to scoring the saved checkpoint here (fp32 on the CPU: deterministic). conftest's smoke run has it on
+    (--hellaswag_every_eval=8)."""
+    evals = [json.loads(line) for line in (smoke_ckpt / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in evals if "val_loss" in r]
-    assert [r["iter"] for r in evals] == [0, 1]
-    model = common.model_from_checkpoint(common.load_checkpoint(str(out)))
+    assert [r["iter"] for r in evals] == [0, 20, 40] and all("hellaswag_acc_norm" in r for r in evals)
+    model = common.model_from_checkpoint(common.load_checkpoint(str(smoke_ckpt)))
     r = ev.hellaswag_accuracy(model, common.get_tokenizer(), ev.load_hellaswag(), "cpu", NO_AUTOCAST, limit=8,
                               batch_size=8)
     assert (evals[-1]["hellaswag_acc"], evals[-1]["hellaswag_acc_norm"]) == (r["acc"], r["acc_norm"])

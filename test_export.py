@@ -15,7 +15,7 @@ pytest.importorskip("safetensors")
 
 import common  # noqa: E402
 import export_hf  # noqa: E402
-from conftest import one_line_error, run_script  # noqa: E402
+from conftest import one_line_error, run_in_process, run_script  # noqa: E402
 from model import GPT, OPTIONS, GPTConfig  # noqa: E402
 
 # Tiny versions of the three options that keep what the export must get right: B's heads of 32,
@@ -190,7 +190,7 @@ def test_script_end_to_end(tmp_path):
 
     unknown = tmp_path / "unknown.pt"  # model_args no GPTConfig accepts
     common.save_checkpoint({"model": {}, "model_args": {"n_layer": 2, "attention": "linear"}}, str(unknown))
-    r = run_script("export_hf.py", f"--ckpt={unknown}", check=False)
+    r = run_in_process("export_hf.py", f"--ckpt={unknown}")  # refused before any work: in this process
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().startswith("error: checkpoint holds an unknown architecture")
     assert len(r.stderr.strip().splitlines()) == 1

@@ -20,7 +20,7 @@ import torch
 import chat_template  # noqa: E402
 import common  # noqa: E402
 import export_gguf  # noqa: E402
-from conftest import one_line_error, run_script  # noqa: E402
+from conftest import one_line_error, run_in_process, run_script  # noqa: E402
 from model import apply_rotary_emb, precompute_rope  # noqa: E402
 from test_export import save_tiny_checkpoint, tiny_model  # noqa: E402
 
@@ -148,8 +148,8 @@ def test_script_end_to_end(tmp_path):
     assert "logits match" in r.stdout and "'gpt2'" in r.stdout
     assert sorted(os.listdir(tmp_path / "out")) == ["ckpt.pt", "model-f32.gguf"]
 
-    def error(*args):
-        r = run_script("export_gguf.py", *args, check=False)
+    def error(*args):  # refused before a file is written: in this process (the runs above and below have their own)
+        r = run_in_process("export_gguf.py", *args)
         assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: ")
         return r.stderr
@@ -159,7 +159,8 @@ def test_script_end_to_end(tmp_path):
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
     assert "corrupt" in error(f"--ckpt={tmp_path / 'corrupt.pt'}")
     assert "unknown dtype" in error(f"--out_dir={tmp_path / 'out'}", "--dtype=int4")
-    r = run_script("export_gguf.py", f"--out_dir={tmp_path / 'out'}", "--replace=True", "--verify=False")
+    r = run_in_process("export_gguf.py", f"--out_dir={tmp_path / 'out'}", "--replace=True", "--verify=False")
+    assert r.returncode == 0, r.stderr
     assert "exported" in r.stdout
 
 

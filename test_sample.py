@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from common import die, get_tokenizer, load_checkpoint, load_model, model_args, model_from_checkpoint, save_checkpoint
-from conftest import one_line_error, run_script
+from conftest import one_line_error, run_in_process, run_script
 from model import EOT_TOKEN, GPT, OPTIONS, GPTConfig, sample_logits, top_k_top_p_filter
 from sample import StreamDecoder, encode_prompt, read_prompt
 
@@ -364,7 +364,8 @@ def test_sample_py_greedy_from_file_prompt(smoke_ckpt, tmp_path):
 def test_sample_py_seeded_samples(smoke_ckpt):
     args = ["sample.py", f"--ckpt={smoke_ckpt / 'ckpt.pt'}", "--start=Once upon a time", "--num_samples=2",
             "--max_new_tokens=30", "--temperature=1.0", "--top_k=50", "--top_p=0.9", "--seed=7"]
-    result = run_script(*args)
+    result = run_in_process(*args)  # a process of its own: test_sample_py_greedy_from_file_prompt
+    assert result.returncode == 0, result.stderr
     model = model_from_checkpoint(load_checkpoint(str(smoke_ckpt))).eval()
     g = torch.Generator().manual_seed(7)  # one generator for all samples, as sample.py does
     samples = [expected_text(model, get_tokenizer(), "Once upon a time", 30, temperature=1.0, top_k=50, top_p=0.9,
@@ -393,8 +394,8 @@ def test_sample_py_ends_a_sample_at_eot(tmp_path):
                          val_loss=None), str(path))
     args = ["sample.py", f"--ckpt={path}", f"--start={prompt}", "--temperature=0", "--max_new_tokens=3",
             "--device=cpu"]
-    assert run_script(*args).stdout == prompt + "\n"
-    assert run_script(*args, "--stop_at_eot=False").stdout == prompt + "<|endoftext|>" * 3 + "\n"
+    assert run_in_process(*args).stdout == prompt + "\n"
+    assert run_in_process(*args, "--stop_at_eot=False").stdout == prompt + "<|endoftext|>" * 3 + "\n"
 
 
 def test_sample_py_missing_checkpoint_is_one_line_error(tmp_path):
@@ -412,6 +413,8 @@ def test_sample_py_missing_checkpoint_is_one_line_error(tmp_path):
                                        ("--temperature=0 --top_k=5", "--top_k=5 shapes sampling"),
                                        ("--temperature=0 --top_p=0.5", "--top_p=0.5 shapes sampling")])
 def test_sample_py_refuses_bad_settings_in_one_line(tmp_path, arg, words):
-    result = run_script("sample.py", f"--out_dir={tmp_path}", *arg.split(), check=False)
+    """Refused before the checkpoint is looked for: in this process (the missing checkpoint above runs the script in
+    one of its own, for what a real process prints)."""
+    result = run_in_process("sample.py", f"--out_dir={tmp_path}", *arg.split())
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: ") and words in result.stderr
