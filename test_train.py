@@ -202,7 +202,10 @@ def test_two_nodes_meeting_at_a_c10d_rendezvous_train_and_resume_as_one_node_doe
         launchers = [subprocess.Popen(
             [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
              f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id={port}", "train.py", *DDP, f"--data_dir={node}",
-             f"--out_dir={shared_out}", *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             f"--out_dir={shared_out}", *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            # torchrun sets OMP_NUM_THREADS=1 for 2 processes a node, not for 1; another thread count sums the
+            # same floats in another order (the grad norm differed in the 8th digit)
+            env={**os.environ, "OMP_NUM_THREADS": "1"})
             for node in nodes]
         try:
             outputs = [launcher.communicate(timeout=240)[0] for launcher in launchers]
