@@ -322,9 +322,14 @@ def save_checkpoint(checkpoint: dict, path: str) -> None:
             raise
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        kept = (f"{path} keeps the previous checkpoint: free space, then resume from it" if os.path.exists(path) else
-                "no checkpoint was written: free space or choose another out_dir")
-        die(f"cannot write the checkpoint {path} ({cause.strerror or cause}); {kept}")
+        die_of_disk(f"the checkpoint {path}", cause, path)
+
+
+def die_of_disk(what: str, error: OSError, checkpoint: str) -> NoReturn:
+    """A write of train.py's failed (a full disk, a quota): one line saying whether `checkpoint` is still there."""
+    kept = (f"{checkpoint} keeps the previous checkpoint: free space, then resume from it" if os.path.exists(checkpoint)
+            else "no checkpoint was written: free space or choose another out_dir")
+    die(f"cannot write {what} ({error.strerror or error}); {kept}")
 
 
 def check_writable(folder: str, what: str) -> None:

@@ -222,7 +222,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             logits = (xc @ w.t()).float()
             logits[:, vocab_size:] = float("-inf")  # padded ids: zero probability, zero gradient
             # log-sum-exp by hand, in place: torch.logsumexp allocates a shifted copy and its exp is
-            # thrown away, while the softmax below needs exactly that exp (1.5x the whole step on a CPU)
+            # thrown away, while the softmax below needs exactly that exp (a CPU step 1.1-1.2x faster: BENCHMARKS.md)
             target_logit = logits.gather(1, tgt[:, None]).squeeze(1)
             m = logits.amax(dim=-1, keepdim=True)
             g = logits.sub_(m).exp_()  # unnormalised softmax: one fp32 chunk alive, not three

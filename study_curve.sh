@@ -4,10 +4,9 @@
 # each run's figures are in out-curve/NAME/ (metrics.jsonl, webtext.json) the moment it ends.
 #   python prepare.py --input ../shared/data/wikipedia --out data/wikipedia --val_fraction 0.05
 #   JOBS=2 bash study_curve.sh      # two single-thread runs at a time: equal-token comparisons, timing unused
-
+#   python study_curve.py           # the tables, the fit and curve.png from out-curve/
 # Ratios: 52, 208, 830, 3,320 and 13,200 steps of 1,024 tokens (53K to 13.5M tokens: 256x, 0.033 to 8.3 tokens
-# per parameter). LRs are bracketed on both sides at the smallest and the largest ratio, carried between;
-# two seeds at both ends.
+# per parameter); at each, both LR sweeps, bracketed (below); two seeds at both ends.
 set -uo pipefail
 cd "$(dirname "$0")"
 export OMP_NUM_THREADS=1

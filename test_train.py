@@ -400,7 +400,7 @@ def test_a_disk_that_fills_mid_run_stops_in_one_line_with_the_last_checkpoint_in
     assert (out / "ckpt.pt").read_bytes() == before and not list(out.glob("*.tmp"))
     fresh = train(owt_data, tmp_path / "fresh", "--max_iters=2", check=False, preexec_fn=lambda: limit_file_size(4096))
     assert fresh.returncode == 1 and fresh.stderr.strip().splitlines()[-1] == (
-        f"error: cannot write {tmp_path / 'fresh' / 'loss.png'} (File too large); no checkpoint was written yet: "
+        f"error: cannot write {tmp_path / 'fresh' / 'loss.png'} (File too large); no checkpoint was written: "
         "free space or choose another out_dir")
     assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["metrics.jsonl"]
 

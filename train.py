@@ -296,7 +296,7 @@ def log(record: dict) -> None:
         with open(metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
     except OSError as e:  # a full disk: the checkpoint save would be next to fail; stop with the last one intact
-        die_of_disk(metrics_path, e)
+        common.die_of_disk(metrics_path, e, ckpt_path)
     if wandb_log:
         wandb.log(record, step=record["iter"])
 
@@ -317,13 +317,7 @@ def plot_losses() -> None:
     except OSError as e:
         with contextlib.suppress(OSError):
             os.remove(f"{out_dir}/loss.png.tmp")
-        die_of_disk(f"{out_dir}/loss.png", e)
-
-
-def die_of_disk(path: str, e: OSError) -> None:
-    kept = f"{ckpt_path} keeps the last checkpoint: free space, then --init_from=resume" if os.path.exists(
-        ckpt_path) else "no checkpoint was written yet: free space or choose another out_dir"
-    die(f"cannot write {path} ({e.strerror or e}); {kept}")
+        common.die_of_disk(f"{out_dir}/loss.png", e, ckpt_path)
 
 
 def get_lr(step: int, progress: float) -> float:
