@@ -18,9 +18,11 @@ mkdir -p out-curve
 run() {  # run NAME STEPS ARGS...: train out-curve/NAME for STEPS steps (10% warmup, 4 evals), then score it on WebText
     local name=$1 steps=$2; shift 2
     [ -f "out-curve/$name/done" ] && return
-    rm -rf "out-curve/$name"
+    # a run stopped part way (a session's end: SIGTERM saves at the step, or a kill leaves the last eval's save)
+    # goes on from its checkpoint; train.py resumes exactly, so the figures are those of one uninterrupted run
+    if [ -f "out-curve/$name/ckpt.pt" ]; then set -- "$@" --init_from=resume; else rm -rf "out-curve/$name" "out-curve/$name.log"; fi
     python train.py config/curve_study.py --out_dir="out-curve/$name" --max_iters="$steps" \
-        --warmup_iters=$((steps / 10)) --eval_interval=$((steps / 4)) "$@" > "out-curve/$name.log" 2>&1 &&
+        --warmup_iters=$((steps / 10)) --eval_interval=$((steps / 4)) "$@" >> "out-curve/$name.log" 2>&1 &&
     python eval.py --out_dir="out-curve/$name" --tasks=val --limit=200 --dtype=float32 --device=cpu \
         --files=../shared/data/webtext_docs/webtext.train.first1408.jsonl --json="out-curve/$name/webtext.json" \
         > "out-curve/$name.eval.log" 2>&1 && touch "out-curve/$name/done"
