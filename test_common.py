@@ -354,8 +354,10 @@ def test_ctrl_c_in_any_script_is_one_line_and_other_errors_keep_their_traceback(
     """common installs a sys.excepthook: SIGINT (a real Ctrl-C, not a raised exception) ends a script importing
     common with one line and Python's own SIGINT exit status; any other uncaught error still prints its traceback."""
     script = "import common, time; print('ready', flush=True); time.sleep(60)"
+    # Ctrl-C's default disposition, as a terminal gives it: a shell's background job (pytest run with &) inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler at all
     p = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert p.stdout.readline() == "ready\n"
     p.send_signal(signal.SIGINT)
     _, stderr = p.communicate(timeout=60)
