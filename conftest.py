@@ -1,14 +1,17 @@
 """Shared test fixtures. Tests read real data from ../shared beside the checkout (never copied in)."""
 
+import atexit
 import contextlib
 import io
 import json
 import os
 import resource
 import runpy
+import select
 import signal
 import subprocess
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -27,10 +30,103 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", r"ignore:`torch\.jit\.script_method` is deprecated:DeprecationWarning")
 
 
-def run_script(*args: str, check: bool = True, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """Run one of the project's scripts the way a user does, from the repository root."""
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                            **kwargs)
+# A new Python process spends 4-5 s importing torch (and the torch._dynamo that an optimizer imports when it is
+# first made), numpy, tiktoken and matplotlib: for a train.py that trains a few steps of a tiny model, most of its
+# time, over 40 runs a suite. So run_script
+# asks one process that has imported them (the zygote, started at the first run) to fork: the child is a process of
+# its own (its own pid, file descriptors, environment, signal handlers, exit status and interpreter exit), set up
+# as `python ARGS...` would be, that runs the script as __main__; only those modules are already imported.
+# torchrun, and runs that set their own environment or preexec_fn, start a new interpreter as a user's would, and
+# so does every run under FRESH_INTERPRETERS=1 (to check that the zygote hides nothing).
+ZYGOTE = r"""
+import json, os, sys
+devnull = os.open(os.devnull, os.O_RDWR)
+requests, replies = os.fdopen(os.dup(0)), os.fdopen(os.dup(1), "w")
+os.dup2(devnull, 0), os.dup2(devnull, 1)  # sys.stdin is never read here: a child's starts empty of buffered bytes
+# the 4-5 s: torch._dynamo is what an optimizer's first construction imports (2.4 s of a tiny train.py run)
+import matplotlib.figure, numpy, tiktoken, torch, torch._dynamo, torch.distributed, torch.nn.parallel
+for line in requests:
+    r = json.loads(line)
+    sys.stdout.flush(), sys.stderr.flush()
+    pid = os.fork()  # torch has run nothing here, so no thread pool is forked half-way
+    if pid == 0:
+        break
+    with open(r["pid"], "w") as f:
+        f.write(str(pid))
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), file=replies, flush=True)
+else:
+    sys.exit(0)
+requests.close(), replies.close()
+os.chdir(r["cwd"])
+os.environ.clear(), os.environ.update(r["env"])
+for fd, path in enumerate((r["stdin"], r["stdout"], r["stderr"])):
+    os.dup2(os.open(path, os.O_RDONLY if fd == 0 else os.O_WRONLY), fd)
+if r["file_size_limit"] is not None:  # as limit_file_size below
+    import resource, signal
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (r["file_size_limit"], resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+import runpy
+if r["argv"][0] == "-c":
+    sys.argv, sys.path[0] = ["-c", *r["argv"][2:]], ""
+    exec(compile(r["argv"][1], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+else:
+    sys.argv, sys.path[0] = r["argv"], os.path.dirname(os.path.abspath(r["argv"][0]))
+    runpy.run_path(r["argv"][0], run_name="__main__")
+"""
+_zygote: subprocess.Popen | None = None
+# what torch, OpenMP and CUDA read at import (the zygote's): a run with other values needs a new interpreter
+_IMPORT_TIME_ENV = ("TORCH", "PYTORCH", "OMP_", "MKL_", "KMP_", "CUDA", "PYTHON")
+
+
+def _import_time_env(env: dict) -> dict:
+    return {k: v for k, v in env.items() if k.startswith(_IMPORT_TIME_ENV)}
+
+
+def _run_forked(args: tuple[str, ...], timeout: float, input: str | None,
+                file_size_limit: int | None) -> subprocess.CompletedProcess:
+    global _zygote
+    if _zygote is None or _zygote.poll() is not None:
+        _zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], cwd=ROOT, stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True)
+        _zygote.env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {name: Path(tmp) / name for name in ("stdin", "stdout", "stderr", "pid")}
+        files["stdin"].write_text(input or "")
+        files["stdout"].touch(), files["stderr"].touch()
+        request = {"argv": list(args), "cwd": str(ROOT), "env": dict(os.environ), "file_size_limit": file_size_limit,
+                   **{k: str(v) for k, v in files.items()}}
+        _zygote.stdin.write(json.dumps(request) + "\n")
+        _zygote.stdin.flush()
+        timed_out = not select.select([_zygote.stdout], [], [], timeout)[0]  # its one line: the exit status
+        if timed_out:
+            os.kill(int(files["pid"].read_text()), signal.SIGKILL)
+        returncode = int(_zygote.stdout.readline())
+        stdout, stderr = files["stdout"].read_text(), files["stderr"].read_text()
+    if timed_out:
+        raise subprocess.TimeoutExpired([sys.executable, *args], timeout, stdout, stderr)
+    return subprocess.CompletedProcess([sys.executable, *args], returncode, stdout, stderr)
+
+
+@atexit.register
+def _stop_zygote() -> None:
+    if _zygote is not None:
+        _zygote.stdin.close()
+        _zygote.wait(timeout=30)
+
+
+def run_script(*args: str, check: bool = True, timeout: float = 300, input: str | None = None,
+               file_size_limit: int | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """Run one of the project's scripts the way a user does, from the repository root: `python ARGS...`, forked
+    from the zygote above where nothing in kwargs (env, preexec_fn) needs a new interpreter. file_size_limit:
+    writes past it fail as on a full disk (limit_file_size)."""
+    if (kwargs or args[0] == "-m" or os.environ.get("FRESH_INTERPRETERS") == "1"
+            or (_zygote is not None and _import_time_env(_zygote.env) != _import_time_env(os.environ))):
+        if file_size_limit is not None:
+            kwargs["preexec_fn"] = lambda: limit_file_size(file_size_limit)
+        result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                                input=input, **kwargs)
+    else:
+        result = _run_forked(args, timeout, input, file_size_limit)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

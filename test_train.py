@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import common
-from conftest import ROOT, limit_file_size, run_script
+from conftest import ROOT, run_script
 from model import GPT, GPTConfig
 
 # a 1-layer, 16-wide model on 32-token windows: ~0.1-0.5 s a step on 2 busy cores
@@ -393,12 +393,12 @@ def test_a_disk_that_fills_mid_run_stops_in_one_line_with_the_last_checkpoint_in
     train(owt_data, out, "--max_iters=2", "--eval_interval=2")
     before = (out / "ckpt.pt").read_bytes()
     resumed = train(owt_data, out, "--max_iters=4", "--eval_interval=2", "--init_from=resume", check=False,
-                    preexec_fn=lambda: limit_file_size(len(before) // 2))
+                    file_size_limit=len(before) // 2)
     assert resumed.returncode == 1 and resumed.stderr.strip().splitlines()[-1] == (
         f"error: cannot write the checkpoint {out / 'ckpt.pt'} (File too large); {out / 'ckpt.pt'} keeps the previous "
         "checkpoint: free space, then resume from it")
     assert (out / "ckpt.pt").read_bytes() == before and not list(out.glob("*.tmp"))
-    fresh = train(owt_data, tmp_path / "fresh", "--max_iters=2", check=False, preexec_fn=lambda: limit_file_size(4096))
+    fresh = train(owt_data, tmp_path / "fresh", "--max_iters=2", check=False, file_size_limit=4096)
     assert fresh.returncode == 1 and fresh.stderr.strip().splitlines()[-1] == (
         f"error: cannot write {tmp_path / 'fresh' / 'loss.png'} (File too large); no checkpoint was written: "
         "free space or choose another out_dir")
