@@ -36,8 +36,9 @@ def pytest_configure(config: pytest.Config) -> None:
 # asks one process that has imported them (the zygote, started at the first run) to fork: the child is a process of
 # its own (its own pid, file descriptors, environment, signal handlers, exit status and interpreter exit), set up
 # as `python ARGS...` would be, that runs the script as __main__; only those modules are already imported.
-# torchrun, and runs that set their own environment or preexec_fn, start a new interpreter as a user's would, and
-# so does every run under FRESH_INTERPRETERS=1 (to check that the zygote hides nothing).
+# Runs whose environment differs in what torch reads at import (but TORCH_LOGS), or that need a preexec_fn, start
+# a new interpreter as a user's would, and so does every run under FRESH_INTERPRETERS=1 (to check that the zygote
+# hides nothing). torchrun's launcher is forked too; the workers it starts are new interpreters.
 ZYGOTE = r"""
 import json, os, sys
 devnull = os.open(os.devnull, os.O_RDWR)
@@ -58,7 +59,10 @@ else:
     sys.exit(0)
 requests.close(), replies.close()
 os.chdir(r["cwd"])
+logs = os.environ.get("TORCH_LOGS")
 os.environ.clear(), os.environ.update(r["env"])
+if os.environ.get("TORCH_LOGS") != logs:  # the one setting torch reads at import that it can read again
+    torch._logging._internal._init_logs()
 for fd, path in enumerate((r["stdin"], r["stdout"], r["stderr"])):
     os.dup2(os.open(path, os.O_RDONLY if fd == 0 else os.O_WRONLY), fd)
 if r["file_size_limit"] is not None:  # as limit_file_size below
@@ -69,6 +73,9 @@ import runpy
 if r["argv"][0] == "-c":
     sys.argv, sys.path[0] = ["-c", *r["argv"][2:]], ""
     exec(compile(r["argv"][1], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+elif r["argv"][0] == "-m":  # torchrun: the launcher is forked; its workers are new interpreters, as for a user
+    sys.argv, sys.path[0] = ["-m", *r["argv"][2:]], os.getcwd()
+    runpy.run_module(r["argv"][1], run_name="__main__", alter_sys=True)
 else:
     sys.argv, sys.path[0] = r["argv"], os.path.dirname(os.path.abspath(r["argv"][0]))
     runpy.run_path(r["argv"][0], run_name="__main__")
@@ -79,11 +86,11 @@ _IMPORT_TIME_ENV = ("TORCH", "PYTORCH", "OMP_", "MKL_", "KMP_", "CUDA", "PYTHON"
 
 
 def _import_time_env(env: dict) -> dict:
-    return {k: v for k, v in env.items() if k.startswith(_IMPORT_TIME_ENV)}
+    return {k: v for k, v in env.items() if k.startswith(_IMPORT_TIME_ENV) and k != "TORCH_LOGS"}
 
 
-def _run_forked(args: tuple[str, ...], timeout: float, input: str | None,
-                file_size_limit: int | None) -> subprocess.CompletedProcess:
+def _run_forked(args: tuple[str, ...], timeout: float, input: str | None, file_size_limit: int | None,
+                env: dict) -> subprocess.CompletedProcess:
     global _zygote
     if _zygote is None or _zygote.poll() is not None:
         _zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], cwd=ROOT, stdin=subprocess.PIPE,
@@ -93,7 +100,7 @@ def _run_forked(args: tuple[str, ...], timeout: float, input: str | None,
         files = {name: Path(tmp) / name for name in ("stdin", "stdout", "stderr", "pid")}
         files["stdin"].write_text(input or "")
         files["stdout"].touch(), files["stderr"].touch()
-        request = {"argv": list(args), "cwd": str(ROOT), "env": dict(os.environ), "file_size_limit": file_size_limit,
+        request = {"argv": list(args), "cwd": str(ROOT), "env": env, "file_size_limit": file_size_limit,
                    **{k: str(v) for k, v in files.items()}}
         _zygote.stdin.write(json.dumps(request) + "\n")
         _zygote.stdin.flush()
@@ -117,16 +124,17 @@ def _stop_zygote() -> None:
 def run_script(*args: str, check: bool = True, timeout: float = 300, input: str | None = None,
                file_size_limit: int | None = None, **kwargs) -> subprocess.CompletedProcess:
     """Run one of the project's scripts the way a user does, from the repository root: `python ARGS...`, forked
-    from the zygote above where nothing in kwargs (env, preexec_fn) needs a new interpreter. file_size_limit:
+    from the zygote above unless env or preexec_fn needs a new interpreter. file_size_limit:
     writes past it fail as on a full disk (limit_file_size)."""
-    if (kwargs or args[0] == "-m" or os.environ.get("FRESH_INTERPRETERS") == "1"
-            or (_zygote is not None and _import_time_env(_zygote.env) != _import_time_env(os.environ))):
+    env = kwargs.pop("env", None) or dict(os.environ)
+    zygote_env = _zygote.env if _zygote is not None and _zygote.poll() is None else os.environ  # its imports saw
+    if kwargs or os.environ.get("FRESH_INTERPRETERS") == "1" or _import_time_env(zygote_env) != _import_time_env(env):
         if file_size_limit is not None:
             kwargs["preexec_fn"] = lambda: limit_file_size(file_size_limit)
         result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                                input=input, **kwargs)
+                                input=input, env=env, **kwargs)
     else:
-        result = _run_forked(args, timeout, input, file_size_limit)
+        result = _run_forked(args, timeout, input, file_size_limit, env)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
