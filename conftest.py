@@ -46,6 +46,7 @@ requests, replies = os.fdopen(os.dup(0)), os.fdopen(os.dup(1), "w")
 os.dup2(devnull, 0), os.dup2(devnull, 1)  # sys.stdin is never read here: a child's starts empty of buffered bytes
 # the 4-5 s: torch._dynamo is what an optimizer's first construction imports (2.4 s of a tiny train.py run)
 import matplotlib.figure, numpy, tiktoken, torch, torch._dynamo, torch.distributed, torch.nn.parallel
+import torch._inductor.compile_fx  # 1.3 s more, for the runs that compile
 for line in requests:
     r = json.loads(line)
     sys.stdout.flush(), sys.stderr.flush()

@@ -24,7 +24,7 @@ import torch
 
 import chat
 from common import get_tokenizer, load_checkpoint, model_from_checkpoint, save_checkpoint
-from conftest import ROOT, run_in_one_process, run_in_process
+from conftest import ROOT, run_in_one_process, run_in_process, run_script
 from model import EOT_TOKEN, GPTConfig
 from test_sample import make_checkpoint
 
@@ -211,10 +211,8 @@ def test_repl_through_piped_stdin(smoke_ckpt, compile):
     # starts greedy; /temp switches to sampling, from one generator seeded once per session. Compiled,
     # the warm-up at startup must not draw from that generator, and the replies must not change.
     lines = ["/temp 0.9", "Hello!", "What is your name?", "/reset", "What is your name?", "/quit", "never read"]
-    result = subprocess.run([sys.executable, "chat.py", f"--out_dir={smoke_ckpt}", *SAMPLING_ARGS, "--temperature=0",
-                             f"--compile={compile}"],
-                            cwd=ROOT, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    result = run_script("chat.py", f"--out_dir={smoke_ckpt}", *SAMPLING_ARGS, "--temperature=0", f"--compile={compile}",
+                        input="\n".join(lines) + "\n", timeout=120)
     model, g = load(smoke_ckpt), torch.Generator().manual_seed(1234)
     r1 = ref_reply(model, [], "Hello!", g, **SAMPLING)
     r2 = ref_reply(model, [("Hello!", r1.strip())], "What is your name?", g, **SAMPLING)  # the first turn is in it

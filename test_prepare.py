@@ -15,7 +15,7 @@ import pytest
 import tiktoken
 
 import prepare
-from conftest import ROOT, SHARED, file_size_limit, one_line_error  # conftest points TIKTOKEN_CACHE_DIR at ../shared
+from conftest import SHARED, file_size_limit, one_line_error, run_script  # it points TIKTOKEN_CACHE_DIR at ../shared
 
 enc = tiktoken.get_encoding("gpt2")
 EOT = 50256
@@ -25,8 +25,7 @@ WEBTEXT = SHARED / "data" / "webtext_snippets" / "webtext.valid.jsonl"
 
 def run(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs prepare.py the way a user does."""
-    return subprocess.run([sys.executable, str(ROOT / "prepare.py"), *map(str, args)],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
+    return run_script("prepare.py", *map(str, args), env={**os.environ, **(env or {})}, check=False, timeout=120)
 
 
 def load(out: Path) -> tuple[np.ndarray, np.ndarray, dict]:
