@@ -332,6 +332,18 @@ def die_of_disk(what: str, error: OSError, checkpoint: str) -> NoReturn:
     die(f"cannot write {what} ({error.strerror or error}); {kept}")
 
 
+@contextlib.contextmanager
+def out_of_memory_is_one_line(what: str, fix: str):
+    """torch's out-of-memory error inside the block (CUDA's torch.OutOfMemoryError, with its page of allocator
+    statistics; the CPU allocator's RuntimeError) as one line: what ran out, and fix, how to make it fit."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not (isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e)):
+            raise
+        die(f"out of memory in {what}: {fix}")
+
+
 def check_writable(folder: str, what: str) -> None:
     """Write and remove a file in folder now, so a place that cannot be written is refused before the
     work, not after it (a read-only or full disk, no permission). what names the setting to change."""

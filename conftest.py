@@ -66,10 +66,12 @@ if os.environ.get("TORCH_LOGS") != logs:  # the one setting torch reads at impor
     torch._logging._internal._init_logs()
 for fd, path in enumerate((r["stdin"], r["stdout"], r["stderr"])):
     os.dup2(os.open(path, os.O_RDONLY if fd == 0 else os.O_WRONLY), fd)
+import resource, signal
 if r["file_size_limit"] is not None:  # as limit_file_size below
-    import resource, signal
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (r["file_size_limit"], resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+if r["memory_limit"] is not None:
+    resource.setrlimit(resource.RLIMIT_AS, (r["memory_limit"], resource.getrlimit(resource.RLIMIT_AS)[1]))
 import runpy
 if r["argv"][0] == "-c":
     sys.argv, sys.path[0] = ["-c", *r["argv"][2:]], ""
@@ -91,7 +93,7 @@ def _import_time_env(env: dict) -> dict:
 
 
 def _run_forked(args: tuple[str, ...], timeout: float, input: str | None, file_size_limit: int | None,
-                env: dict) -> subprocess.CompletedProcess:
+                memory_limit: int | None, env: dict) -> subprocess.CompletedProcess:
     global _zygote
     if _zygote is None or _zygote.poll() is not None:
         _zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], cwd=ROOT, stdin=subprocess.PIPE,
@@ -102,7 +104,7 @@ def _run_forked(args: tuple[str, ...], timeout: float, input: str | None, file_s
         files["stdin"].write_text(input or "")
         files["stdout"].touch(), files["stderr"].touch()
         request = {"argv": list(args), "cwd": str(ROOT), "env": env, "file_size_limit": file_size_limit,
-                   **{k: str(v) for k, v in files.items()}}
+                   "memory_limit": memory_limit, **{k: str(v) for k, v in files.items()}}
         _zygote.stdin.write(json.dumps(request) + "\n")
         _zygote.stdin.flush()
         timed_out = not select.select([_zygote.stdout], [], [], timeout)[0]  # its one line: the exit status
@@ -123,19 +125,26 @@ def _stop_zygote() -> None:
 
 
 def run_script(*args: str, check: bool = True, timeout: float = 300, input: str | None = None,
-               file_size_limit: int | None = None, **kwargs) -> subprocess.CompletedProcess:
+               file_size_limit: int | None = None, memory_limit: int | None = None,
+               **kwargs) -> subprocess.CompletedProcess:
     """Run one of the project's scripts the way a user does, from the repository root: `python ARGS...`, forked
     from the zygote above unless env or preexec_fn needs a new interpreter. file_size_limit:
-    writes past it fail as on a full disk (limit_file_size)."""
+    writes past it fail as on a full disk (limit_file_size); memory_limit: the bytes of address space the process
+    may map (RLIMIT_AS), past which an allocation fails as a GPU's does when it is full."""
     env = kwargs.pop("env", None) or dict(os.environ)
     zygote_env = _zygote.env if _zygote is not None and _zygote.poll() is None else os.environ  # its imports saw
     if kwargs or os.environ.get("FRESH_INTERPRETERS") == "1" or _import_time_env(zygote_env) != _import_time_env(env):
-        if file_size_limit is not None:
-            kwargs["preexec_fn"] = lambda: limit_file_size(file_size_limit)
+        def limits() -> None:  # as the zygote's child sets them
+            if file_size_limit is not None:
+                limit_file_size(file_size_limit)
+            if memory_limit is not None:
+                resource.setrlimit(resource.RLIMIT_AS, (memory_limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        if file_size_limit is not None or memory_limit is not None:
+            kwargs["preexec_fn"] = limits
         result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                                 input=input, env=env, **kwargs)
     else:
-        result = _run_forked(args, timeout, input, file_size_limit, env)
+        result = _run_forked(args, timeout, input, file_size_limit, memory_limit, env)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

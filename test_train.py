@@ -405,6 +405,19 @@ def test_a_disk_that_fills_mid_run_stops_in_one_line_with_the_last_checkpoint_in
     assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["metrics.jsonl"]
 
 
+def test_a_micro_batch_too_big_for_memory_is_one_line_that_says_to_lower_batch_size(owt_data, tmp_path):
+    """An oversized --batch_size on a GPU was torch's OutOfMemoryError and a page of allocator statistics. Here a
+    3 GB address-space limit stands in for a full GPU: the CPU allocator fails the same way (the first activation
+    of 65,536 x 32 tokens of width 512 is 4.3 GB), and the run stops in one line, before any checkpoint."""
+    out = tmp_path / "oom"
+    result = train(owt_data, out, "--n_embd=512", "--batch_size=65536", f"--batch_tokens={65536 * 32}", "--max_iters=1",
+                   check=False, memory_limit=3 * 2**30)
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        "error: out of memory in an eval (micro-batches of 65536 x 32 tokens on cpu): lower --batch_size; batch_tokens "
+        "stays, as more accumulation steps make up the batch (`python bench.py --plan` shows what fits a GPU)"]
+    assert not (out / "ckpt.pt").exists()
+
+
 def test_sigterm_finishes_the_step_saves_and_exits_cleanly(owt_data, tmp_path):
     out = tmp_path / "sigterm"
     cmd = [sys.executable, "train.py", *TINY, f"--data_dir={owt_data}", f"--out_dir={out}", "--max_iters=100000",

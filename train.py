@@ -387,6 +387,14 @@ def hms(seconds: float) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m{int(seconds % 60):02d}s"
 
 
+def out_of_memory(what: str):
+    """A micro-batch too big for the GPU: one line saying so, not torch's page of allocator statistics."""
+    return common.out_of_memory_is_one_line(
+        f"{what} (micro-batches of {batch_size} x {block_size} tokens on {device})",
+        "lower --batch_size; batch_tokens stays, as more accumulation steps make up the batch "
+        "(`python bench.py --plan` shows what fits a GPU)")
+
+
 # HellaSwag at each eval (opt-in): eval.py's scorer, on rank 0, over the same first examples every time
 if hellaswag_every_eval > 0 and master:
     from eval import hellaswag_accuracy, load_hellaswag
@@ -425,7 +433,8 @@ while True:
     # the eval: preemption leaves seconds, not minutes)
     if (due or stop) and stop != "signal" and iter_num != last_eval:
         t0 = time.monotonic()
-        val_loss = evaluate()
+        with out_of_memory("an eval"):
+            val_loss = evaluate()
         best_val_loss = min(best_val_loss, val_loss)
         last_eval = val_iter = iter_num
         if master:
@@ -462,9 +471,10 @@ while True:
     if 0 <= inject_nan_at_iter <= iter_num:  # testing only: a NaN weight makes every later loss NaN
         with torch.no_grad():
             raw_model.transformer.ln_f.weight[0] = float("nan")
-    loss_sum, grad_norm, applied = common.train_step(
-        model, optimizers, scaler, lambda: get_batch(data_dir, "train", batch_size, block_size, data_gen, device),
-        grad_accum, grad_clip, autocast)
+    with out_of_memory("a training step"):
+        loss_sum, grad_norm, applied = common.train_step(
+            model, optimizers, scaler, lambda: get_batch(data_dir, "train", batch_size, block_size, data_gen, device),
+            grad_accum, grad_clip, autocast)
     if applied:
         iter_num += 1
         tokens_seen += batch_tokens
