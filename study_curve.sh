@@ -21,14 +21,8 @@ run() {  # run NAME STEPS ARGS...: train out-curve/NAME for STEPS steps (10% war
     # a run stopped part way (a session's end: SIGTERM saves at the step, or a kill leaves the last eval's save)
     # goes on from its checkpoint; train.py resumes exactly, so the figures are those of one uninterrupted run
     if [ -f "out-curve/$name/ckpt.pt" ]; then set -- "$@" --init_from=resume; else rm -rf "out-curve/$name" "out-curve/$name.log"; fi
-    # loss_chunk 32: a chunk's logits (32 x 50,304 floats, 6 MB) stay in cache through the loss's passes over
-    # them, 1.6x the tokens/s of 4,096 (which streams 200 MB through memory each pass). The same sums in another
-    # order; the first three ratios ran at 4,096, before it was found, and keep it so they rerun exactly.
-    local chunk=32
-    [ "$steps" -lt 3320 ] && chunk=4096
     python train.py config/curve_study.py --out_dir="out-curve/$name" --max_iters="$steps" \
-        --warmup_iters=$((steps / 10)) --eval_interval=$((steps / 4)) --loss_chunk=$chunk "$@" \
-        >> "out-curve/$name.log" 2>&1 &&
+        --warmup_iters=$((steps / 10)) --eval_interval=$((steps / 4)) "$@" >> "out-curve/$name.log" 2>&1 &&
     python eval.py --out_dir="out-curve/$name" --tasks=val --limit=200 --dtype=float32 --device=cpu \
         --files=../shared/data/webtext_docs/webtext.train.first1408.jsonl --json="out-curve/$name/webtext.json" \
         > "out-curve/$name.eval.log" 2>&1 && touch "out-curve/$name/done"
