@@ -352,7 +352,7 @@ def test_fine_tuning_under_ddp_and_a_time_budget(tiny_base, tiny_chat, tmp_path)
     want = chat_scores(model, chat_conversations(str(tiny_chat))[:3 * 2], "cpu", common.autocast("cpu", "float32"),
                        max_new_tokens=1)["loss"]
     assert evals[-1]["iter"] == 4 and evals[-1]["val_loss"] == pytest.approx(want, rel=1e-5)
-    budget = checkpoint["elapsed"] + 12.0  # room for a few steps on busy cores
+    budget = checkpoint["elapsed"] + 5.0  # room for a few steps (of ~0.1 s) on busy cores
     result = sft(tiny_base, tiny_chat, out, "--init_from=resume", "--batch_size=2", "--eval_iters=3", "--max_iters=0",
                  f"--time_budget_hours={budget / 3600}", "--eval_interval=1000",
                  launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"))
