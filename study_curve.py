@@ -1,11 +1,13 @@
 """
-The Muon-against-AdamW curve (issue 18; BENCHMARKS.md, "Recipe"), from what study_curve.sh leaves in out-curve/:
-every run as a table row, each optimizer's best LR at each ratio, Muon's gain in nats, its token efficiency read
-off AdamW's own curve, a fit of that efficiency against tokens per parameter, and the fit's prediction at
-option A's 23-hour ratio. One PNG of the curve.
+The Muon-against-AdamW curve (issue 18; BENCHMARKS.md, "Recipe"): every run as a table row, each optimizer's
+best LR at each ratio, Muon's gain in nats, its token efficiency read off AdamW's own curve, a fit of that
+efficiency against tokens per parameter, and the fit's prediction at option A's 23-hour ratio. One PNG.
+
+The runs' figures live in curve_runs.jsonl, which is committed: study_curve.sh adds a run's line the moment the
+run ends (--record), so the curve outlives out-curve/, whose checkpoints a fresh clone does not have.
 
     bash study_curve.sh && python study_curve.py          # -> curve.png and the markdown on stdout
-    python study_curve.py --runs=out-curve --png=docs/curve.png
+    python study_curve.py --record=out-curve/adamw-52-1e-2  # add (or replace) one finished run's line
 
 Token efficiency at a ratio: Muon reached loss L with T tokens; AdamW's curve (its best LR at each ratio, each
 a full run with its schedule ended there, never an intermediate checkpoint: Wen et al. 2025 show rankings flip
@@ -17,6 +19,7 @@ import argparse
 import json
 import math
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,29 +34,52 @@ OPTION_A_TOKENS, OPTION_A_PARAMS, OPTION_A_NON_EMBEDDING = 89.5e9, 35_763_840, 3
 NAME = re.compile(r"(adamw|muon)-(\d+)-([0-9.e-]+?)(?:-seed(\d+))?$")
 
 parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-parser.add_argument("--runs", default="out-curve", help="study_curve.sh's output folder")
+parser.add_argument("--log", default="curve_runs.jsonl", help="the runs' figures, one JSON line a run")
 parser.add_argument("--png", default="curve.png", help="where to draw the curve")
+parser.add_argument("--record", default="", metavar="FOLDER",
+                    help="only add the finished run in FOLDER (out-curve/NAME, trained and scored by study_curve.sh) "
+                         "to --log, replacing its line if it has one")
 parser.add_argument("--best", default="", metavar="OPT-STEPS",
-                    help="only print the best LR of OPT (adamw, muon) at STEPS among the finished first-seed runs, and "
+                    help="only print the best LR of OPT (adamw, muon) at STEPS among the recorded first-seed runs, and "
                          "where it lies in what was tried: low, high or inside (study_curve.sh's sweeps ask this)")
 args = parser.parse_args()
-if not Path(args.runs).is_dir():
-    die(f"no runs in '{args.runs}': run `bash study_curve.sh` first, or pass --runs=FOLDER")
+log = Path(args.log)
 
-# ---- every finished run: its final held-out losses
-runs = []
-for folder in sorted(Path(args.runs).iterdir()):
+if args.record:  # ---- one finished run's figures, from its folder into the log
+    folder = Path(args.record)
     match = NAME.match(folder.name)
-    if not (match and (folder / "done").exists()):
-        continue  # unfinished, or not one of the study's
+    if not match:
+        die(f"--record: '{folder.name}' is not a study run's name (like adamw-830-3e-2 or muon-52-0.03-seed2)")
+    for needed in ("metrics.jsonl", "webtext.json", "ckpt.pt"):
+        if not (folder / needed).exists():
+            die(f"--record: {folder / needed} is missing: the run has not finished (study_curve.sh trains, then "
+                f"scores it with eval.py)")
     optimizer, steps, lr, seed = match.groups()
     evals = [r for r in read_metrics(str(folder / "metrics.jsonl")) if "val_loss" in r]
+    if not evals or evals[-1].get("iter") != int(steps):
+        die(f"--record: {folder}/metrics.jsonl has no eval at step {steps}: the run stopped early; resume it")
     webtext = json.loads((folder / "webtext.json").read_text())
-    n_embd = None if args.best else load_checkpoint(str(folder))["model_args"]["n_embd"]  # --best: LRs only
-    params = webtext["params"]
-    runs.append(dict(name=folder.name, optimizer=optimizer, steps=int(steps), lr=float(lr), lr_text=lr,
-                     seed=int(seed or 1337), tokens=evals[-1]["tokens"], wiki=evals[-1]["val_loss"],
-                     webtext=webtext["results"]["val"]["loss"], params=params, n_embd=n_embd))
+    line = dict(name=folder.name, optimizer=optimizer, steps=int(steps), lr=lr, seed=int(seed or 1337),
+                tokens=evals[-1]["tokens"], params=webtext["params"],
+                n_embd=load_checkpoint(str(folder))["model_args"]["n_embd"], wiki=evals[-1]["val_loss"],
+                webtext=webtext["results"]["val"]["loss"], date=time.strftime("%Y-%m-%d"))
+    kept = [t for t in (log.read_text().splitlines() if log.exists() else []) if json.loads(t)["name"] != line["name"]]
+    tmp = log.with_name(log.name + ".tmp")  # written whole, then renamed: a stop mid-write loses nothing
+    tmp.write_text("".join(t + "\n" for t in [*kept, json.dumps(line)]))
+    tmp.rename(log)
+    print(f"{log}: {line['name']} wiki {line['wiki']:.4f}, WebText {line['webtext']:.4f}")
+    raise SystemExit(0)
+
+# ---- every recorded run: its final held-out losses
+if not log.exists():
+    die(f"no runs recorded in '{log}': run `bash study_curve.sh` first, or pass --log=FILE")
+runs = []
+for n, text in enumerate(log.read_text().splitlines(), 1):
+    try:
+        r = json.loads(text)
+        runs.append(dict(r, lr_text=r["lr"], lr=float(r["lr"])))
+    except (ValueError, KeyError, TypeError) as e:
+        die(f"{log}, line {n}: not a run's record ({e}); mend or delete the line")
 if args.best:
     optimizer, _, steps = args.best.partition("-")
     tried = sorted((r for r in runs if (r["optimizer"], str(r["steps"]), r["seed"]) == (optimizer, steps, 1337)),
@@ -63,7 +89,7 @@ if args.best:
         print(b["lr_text"], "low" if b is tried[0] else "high" if b is tried[-1] else "inside")
     raise SystemExit(0)
 if not runs:
-    die(f"no finished runs in '{args.runs}': run `bash study_curve.sh`")
+    die(f"no runs recorded in '{log}': run `bash study_curve.sh`")
 
 
 def ratio(run: dict) -> tuple[float, float]:

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The Muon-against-AdamW curve (issue 18; BENCHMARKS.md, "Recipe"): every run, in order, each through train.py with
-# config/curve_study.py and scored by eval.py. A finished run is skipped, so the script continues after a stop;
-# each run's figures are in out-curve/NAME/ (metrics.jsonl, webtext.json) the moment it ends.
+# config/curve_study.py and scored by eval.py. Each run's figures go into curve_runs.jsonl (committed) the moment
+# it ends, and a run recorded there is skipped, so the script continues after a stop, in this clone or a fresh one.
 #   python prepare.py --input ../shared/data/wikipedia --out data/wikipedia --val_fraction 0.05
 #   JOBS=2 bash study_curve.sh      # two single-thread runs at a time: equal-token comparisons, timing unused
-#   python study_curve.py           # the tables, the fit and curve.png from out-curve/
+#   python study_curve.py           # the tables, the fit and curve.png from curve_runs.jsonl
 # Ratios: 52, 208, 830, 3,320 and 13,200 steps of 1,024 tokens (53K to 13.5M tokens: 256x, 0.033 to 8.3 tokens
 # per parameter); at each, both LR sweeps, bracketed (below); two seeds at both ends.
 set -uo pipefail
@@ -17,7 +17,7 @@ mkdir -p out-curve
 
 run() {  # run NAME STEPS ARGS...: train out-curve/NAME for STEPS steps (10% warmup, 4 evals), then score it on WebText
     local name=$1 steps=$2; shift 2
-    [ -f "out-curve/$name/done" ] && return
+    grep -q "\"name\": \"$name\"" curve_runs.jsonl 2>/dev/null && return
     # a run stopped part way (a session's end: SIGTERM saves at the step, or a kill leaves the last eval's save)
     # goes on from its checkpoint; train.py resumes exactly, so the figures are those of one uninterrupted run
     if [ -f "out-curve/$name/ckpt.pt" ]; then set -- "$@" --init_from=resume; else rm -rf "out-curve/$name" "out-curve/$name.log"; fi
@@ -25,7 +25,7 @@ run() {  # run NAME STEPS ARGS...: train out-curve/NAME for STEPS steps (10% war
         --warmup_iters=$((steps / 10)) --eval_interval=$((steps / 4)) "$@" >> "out-curve/$name.log" 2>&1 &&
     python eval.py --out_dir="out-curve/$name" --tasks=val --limit=200 --dtype=float32 --device=cpu \
         --files=../shared/data/webtext_docs/webtext.train.first1408.jsonl --json="out-curve/$name/webtext.json" \
-        > "out-curve/$name.eval.log" 2>&1 && touch "out-curve/$name/done"
+        > "out-curve/$name.eval.log" 2>&1 && python study_curve.py --record="out-curve/$name"
 }
 adamw() {  # adamw STEPS LR [SEED]
     run "adamw-$1-$2${3:+-seed$3}" "$1" --learning_rate="$2" --min_lr="$(python -c "print($2 / 10)")" ${3:+--seed=$3}

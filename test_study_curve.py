@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from common import load_checkpoint
 from conftest import ROOT
 
 # Muon reaches the loss AdamW reaches with EFFICIENCY times its tokens; AdamW's best loss falls 0.5 nats per
@@ -23,26 +24,22 @@ def adamw_loss(tokens: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def runs(smoke_ckpt, tmp_path_factory) -> Path:
-    """out-curve/ with 18 finished runs: three LRs of each optimizer at three ratios; the middle LR is the best,
+def runs(tmp_path_factory) -> Path:
+    """curve_runs.jsonl with 18 runs: three LRs of each optimizer at three ratios; the middle LR is the best,
     except Muon's at 830 steps, whose best is its highest LR (an edge)."""
-    root = tmp_path_factory.mktemp("out-curve")
+    lines = []
     for steps, efficiency in EFFICIENCY.items():
         for optimizer, lrs in LRS.items():
             for k, lr in enumerate(lrs):
                 best = adamw_loss(steps * 1024 * (efficiency if optimizer == "muon" else 1))
                 edge = optimizer == "muon" and steps == 830
                 loss = best + (0.1 * (2 - k) if edge else 0.1 * abs(k - 1))
-                folder = root / f"{optimizer}-{steps}-{lr}"
-                folder.mkdir()
-                (folder / "ckpt.pt").symlink_to(smoke_ckpt / "ckpt.pt")
-                (folder / "metrics.jsonl").write_text(
-                    json.dumps({"iter": 0, "val_loss": 10.9, "tokens": 0}) + "\n" +
-                    json.dumps({"iter": steps, "val_loss": loss, "tokens": steps * 1024}) + "\n")
-                (folder / "webtext.json").write_text(json.dumps({"params": 1000, "results": {"val": {"loss": loss}}}))
-                (folder / "done").touch()
-    (root / "muon-52-1").mkdir()  # unfinished (no done): left out
-    return root
+                lines.append(json.dumps(dict(name=f"{optimizer}-{steps}-{lr}", optimizer=optimizer, steps=steps, lr=lr,
+                                             seed=1337, tokens=steps * 1024, params=1000, n_embd=4, wiki=loss,
+                                             webtext=loss + 0.3)))
+    log = tmp_path_factory.mktemp("curve") / "curve_runs.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    return log
 
 
 def study(capsys, monkeypatch, *args: str) -> str:
@@ -53,7 +50,7 @@ def study(capsys, monkeypatch, *args: str) -> str:
 
 
 def test_efficiency_gain_edges_and_fit_from_known_runs(runs, tmp_path, capsys, monkeypatch):
-    out = study(capsys, monkeypatch, f"--runs={runs}", f"--png={tmp_path / 'curve.png'}")
+    out = study(capsys, monkeypatch, f"--log={runs}", f"--png={tmp_path / 'curve.png'}")
     rows = {int(line.split("|")[1].replace(",", "")): [c.strip() for c in line.split("|")[1:-1]]
             for line in out.splitlines() if line.startswith("| ") and line.split("|")[1].strip().replace(
                 ",", "").isdigit()}
@@ -64,13 +61,41 @@ def test_efficiency_gain_edges_and_fit_from_known_runs(runs, tmp_path, capsys, m
         assert float(row[6]) == pytest.approx(0.5 * math.log(efficiency), abs=1e-4)  # the gain, in nats
         # read off AdamW's curve between its points; past its largest run, extrapolated and marked
         assert row[7] == f"{efficiency:.2f}x" + (" (extrapolated)" if steps == 830 else "")
-    assert out.count("| muon-") == 9  # every finished run in the table, the unfinished one left out
+    assert out.count("| muon-") == 9  # every recorded run in the table
     fit = next(line for line in out.splitlines() if line.startswith("fit over 3 ratios"))
     assert "at option A's 2,503 tokens/param" in fit
     assert (tmp_path / "curve.png").stat().st_size > 10_000
 
 
 def test_best_says_where_the_best_lr_lies(runs, capsys, monkeypatch):
-    assert study(capsys, monkeypatch, f"--runs={runs}", "--best=adamw-52") == "1e-2 inside\n"
-    assert study(capsys, monkeypatch, f"--runs={runs}", "--best=muon-830") == "0.3 high\n"
-    assert study(capsys, monkeypatch, f"--runs={runs}", "--best=muon-13200") == ""  # nothing finished
+    assert study(capsys, monkeypatch, f"--log={runs}", "--best=adamw-52") == "1e-2 inside\n"
+    assert study(capsys, monkeypatch, f"--log={runs}", "--best=muon-830") == "0.3 high\n"
+    assert study(capsys, monkeypatch, f"--log={runs}", "--best=muon-13200") == ""  # nothing recorded
+
+
+def test_record_adds_a_finished_run_once_and_refuses_an_unfinished_one(runs, smoke_ckpt, tmp_path, capsys,
+                                                                        monkeypatch):
+    """study_curve.sh's --record: a run's final eval and WebText score become one line of the log, which a
+    rerun of the same run replaces rather than repeats; a run stopped before its last step is refused."""
+    log = tmp_path / "curve_runs.jsonl"
+    log.write_text(runs.read_text())
+    folder = tmp_path / "out-curve" / "adamw-3320-3e-2"
+    folder.mkdir(parents=True)
+    (folder / "ckpt.pt").symlink_to(smoke_ckpt / "ckpt.pt")
+    (folder / "webtext.json").write_text(json.dumps({"params": 1000, "results": {"val": {"loss": 6.5}}}))
+    evals = [{"iter": 0, "val_loss": 10.9, "tokens": 0}, {"iter": 1660, "val_loss": 7.0, "tokens": 1660 * 1024}]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evals))
+    with pytest.raises(SystemExit, match="no eval at step 3320"):
+        study(capsys, monkeypatch, f"--log={log}", f"--record={folder}")
+    assert log.read_text() == runs.read_text()  # the log untouched
+    for loss in (6.2, 6.1):  # recorded, then recorded again (a rerun): one line, the last figures
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in [
+            *evals, {"iter": 3320, "val_loss": loss, "tokens": 3320 * 1024}]))
+        with pytest.raises(SystemExit) as stop:
+            study(capsys, monkeypatch, f"--log={log}", f"--record={folder}")
+        assert stop.value.code == 0 and f"adamw-3320-3e-2 wiki {loss:.4f}" in capsys.readouterr().out
+    recorded = [json.loads(t) for t in log.read_text().splitlines() if "3320" in t]
+    assert len(recorded) == 1 and recorded[0]["wiki"] == 6.1 and recorded[0]["webtext"] == 6.5
+    assert recorded[0]["n_embd"] == load_checkpoint(str(smoke_ckpt))["model_args"]["n_embd"]
+    # the sweeps see it: the only LR tried at 3,320 steps is the lowest tried
+    assert study(capsys, monkeypatch, f"--log={log}", "--best=adamw-3320") == "3e-2 low\n"
