@@ -16,6 +16,7 @@ Muon needs fewer tokens. Beyond AdamW's largest run T' is extrapolated from its 
 """
 
 import argparse
+import fcntl
 import json
 import math
 import re
@@ -63,10 +64,14 @@ if args.record:  # ---- one finished run's figures, from its folder into the log
                 tokens=evals[-1]["tokens"], params=webtext["params"],
                 n_embd=load_checkpoint(str(folder))["model_args"]["n_embd"], wiki=evals[-1]["val_loss"],
                 webtext=webtext["results"]["val"]["loss"], date=time.strftime("%Y-%m-%d"))
-    kept = [t for t in (log.read_text().splitlines() if log.exists() else []) if json.loads(t)["name"] != line["name"]]
-    tmp = log.with_name(log.name + ".tmp")  # written whole, then renamed: a stop mid-write loses nothing
-    tmp.write_text("".join(t + "\n" for t in [*kept, json.dumps(line)]))
-    tmp.rename(log)
+    # study_curve.sh's parallel runs end together: one --record at a time, or one could drop the other's line
+    with open(log.with_name(log.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = log.read_text().splitlines() if log.exists() else []
+        kept = [t for t in old if json.loads(t)["name"] != line["name"]]
+        tmp = log.with_name(log.name + ".tmp")  # written whole, then renamed: a stop mid-write loses nothing
+        tmp.write_text("".join(t + "\n" for t in [*kept, json.dumps(line)]))
+        tmp.rename(log)
     print(f"{log}: {line['name']} wiki {line['wiki']:.4f}, WebText {line['webtext']:.4f}")
     raise SystemExit(0)
 

@@ -4,6 +4,7 @@
 # it ends, and a run recorded there is skipped, so the script continues after a stop, in this clone or a fresh one.
 #   python prepare.py --input ../shared/data/wikipedia --out data/wikipedia --val_fraction 0.05
 #   JOBS=2 bash study_curve.sh      # two single-thread runs at a time: equal-token comparisons, timing unused
+#   LAST=3320 JOBS=3 bash study_curve.sh   # stop after that ratio (a session too short for the next one)
 #   python study_curve.py           # the tables, the fit and curve.png from curve_runs.jsonl
 # Ratios: 52, 208, 830, 3,320 and 13,200 steps of 1,024 tokens (53K to 13.5M tokens: 256x, 0.033 to 8.3 tokens
 # per parameter); at each, both LR sweeps, bracketed (below); two seeds at both ends.
@@ -74,4 +75,5 @@ for steps in 52 208 830 3320 13200; do
     if [ "$steps" = 52 ] || [ "$steps" = 13200 ]; then
         printf '%s\n' "adamw $steps $adamw_center 2" "muon $steps $muon_center 2" | parallel
     fi
+    [ "$steps" = "${LAST:-}" ] && break
 done
