@@ -92,6 +92,7 @@ def test_train_step_accumulates_to_the_full_batch_and_skips_non_finite_updates(o
     for grad_accum, batches in ((1, [(x, y)]), (2, [(x[:2], y[:2]), (x[2:], y[2:])])):
         torch.manual_seed(0)
         model = GPT(config)
+        start = {k: v.clone() for k, v in model.state_dict().items()}
         optimizers = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu", optimizer)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         feed = iter(batches)
@@ -101,8 +102,17 @@ def test_train_step_accumulates_to_the_full_batch_and_skips_non_finite_updates(o
         results.append((loss_sum.item() / grad_accum, norm.item(), model.state_dict()))
     (loss1, norm1, state1), (loss2, norm2, state2) = results
     assert abs(loss1 - loss2) < 1e-5 and abs(norm1 - norm2) < 1e-5
+    orthogonalised = {name for name, p in model.named_parameters()
+                      if optimizer == "muon" and any(p is q for q in optimizers[0].param_groups[0]["params"])}
     for k in state1:
-        torch.testing.assert_close(state1[k], state2[k], atol=1e-5, rtol=1e-4)  # Adam magnifies fp32 noise
+        if k in orthogonalised:
+            # torch's Muon runs Newton-Schulz in bf16, so an fp32-noise difference between the two gradients can
+            # round one element of the step differently: allow bf16's precision of the step, nothing more (a
+            # micro-batch lost or counted twice turns the orthogonalised step by far more than that)
+            step = (state1[k] - start[k]).abs().max().item()
+            torch.testing.assert_close(state1[k], state2[k], atol=step * 2**-7, rtol=0)
+        else:
+            torch.testing.assert_close(state1[k], state2[k], atol=1e-5, rtol=1e-4)  # Adam magnifies fp32 noise
 
     model = GPT(config)
     optimizers = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu", optimizer)
