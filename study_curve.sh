@@ -6,11 +6,12 @@
 #   JOBS=2 bash study_curve.sh      # two single-thread runs at a time: equal-token comparisons, timing unused
 #   LAST=3320 JOBS=3 bash study_curve.sh   # stop after that ratio (a session too short for the next one)
 #   python study_curve.py           # the tables, the fit and curve.png from curve_runs.jsonl
+#   THREADS=2 source study_curve.sh && adamw 13200 1e-2   # one run by hand: sourced, it defines, never runs, the study
 # Ratios: 52, 208, 830, 3,320 and 13,200 steps of 1,024 tokens (53K to 13.5M tokens: 256x, 0.033 to 8.3 tokens
 # per parameter); at each, both LR sweeps, bracketed (below); two seeds at both ends.
 set -uo pipefail
-cd "$(dirname "$0")"
-export OMP_NUM_THREADS=1
+cd "$(dirname "${BASH_SOURCE[0]}")"
+export OMP_NUM_THREADS=${THREADS:-1}  # one run alone on both cores: THREADS=2 JOBS=1
 if [ -z "${TIKTOKEN_CACHE_DIR:-}" ] && [ -d ../shared/tiktoken_cache ]; then  # offline: eval.py's tokenizer
     export TIKTOKEN_CACHE_DIR="$(cd ../shared/tiktoken_cache && pwd)"
 fi
@@ -60,6 +61,8 @@ sweep() {  # sweep OPT STEPS CENTER: CENTER and its grid neighbours, then one fu
         echo "$opt $steps ${grid[$i]}" | parallel
     done
 }
+
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0  # sourced: the functions only
 
 # Ratios in steps of 1,024 tokens. Each LR sweep is centred on the best of the ratio before (the first on the
 # first study's AdamW best, 1e-2 here after its own sweep, and Muon's 0.1), so every ratio is bracketed on both
