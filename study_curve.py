@@ -136,13 +136,15 @@ def adamw_tokens_for(loss: float) -> tuple[float, bool]:
 
 
 print("\n| steps | tokens/param (non-emb.) | AdamW best LR | Muon best LR | AdamW wiki | Muon wiki "
-      "| Muon's gain (nats) | token efficiency |")
-print("|---|---|---|---|---|---|---|---|")
+      "| Muon's gain (nats) | token efficiency | WebText gain |")
+print("|---|---|---|---|---|---|---|---|---|")
 points = []  # (tokens per parameter, tokens per non-embedding parameter, efficiency) for the fit
+gains = []  # (tokens per parameter, Muon's gain in nats) for the second fit
 for steps in both:
     a, m = best["adamw", steps], best["muon", steps]
     per_param, per_non_embedding = ratio(a)
     gain = a["wiki"] - m["wiki"]
+    gains.append((per_param, gain))
     if len(adamw_curve) >= 2:
         matched, extrapolated = adamw_tokens_for(m["wiki"])
         efficiency = matched / m["tokens"]
@@ -152,7 +154,7 @@ for steps in both:
         efficiency_text = "(needs two AdamW ratios)"
     mark = lambda r: r["lr_text"] + ("" if r["bracketed"] else " (edge)")  # noqa: E731
     print(f"| {steps:,} | {per_param:.3g} ({per_non_embedding:.3g}) | {mark(a)} | {mark(m)} | {a['wiki']:.4f} | "
-          f"{m['wiki']:.4f} | {gain:+.4f} | {efficiency_text} |")
+          f"{m['wiki']:.4f} | {gain:+.4f} | {efficiency_text} | {a['webtext'] - m['webtext']:+.4f} |")
 
 # ---- the seed spread: the second seed against the first at the same LR
 print()
@@ -184,10 +186,22 @@ if len(points) >= 3:
           f"{10 ** (math.log10(predicted) + se):.2f}x (an extrapolation of {x0 - x.max():.1f} decades)")
 else:
     print(f"\nno fit yet: {len(points)} ratios with both optimizers and an AdamW curve (3 needed)")
+# the gain in nats, linear in log tokens-per-parameter. Near a small model's loss floor AdamW's curve flattens, so a
+# small gain in nats reads as a large, ill-determined token ratio; the gain itself does not depend on that slope
+gain_fit = None
+if len(gains) >= 3:
+    x = np.log10([g[0] for g in gains])
+    y = np.array([g[1] for g in gains])
+    gain_fit = np.polyfit(x, y, 1)
+    x0 = math.log10(OPTION_A_TOKENS / OPTION_A_PARAMS)
+    zero = f"zero at {10 ** (-gain_fit[1] / gain_fit[0]):,.3g} tokens/param" if gain_fit[0] < 0 else "never zero"
+    print(f"gain fit over {len(gains)} ratios: {gain_fit[0]:+.4f} nats per decade of tokens/param "
+          f"({gain_fit[1]:+.4f} at 1); {zero}; at option A's {10 ** x0:,.0f}: {np.polyval(gain_fit, x0):+.3f} "
+          f"nats (a trend, {x0 - x.max():.1f} decades out)")
 
 # ---- the plot: loss against tokens for every run and each best; efficiency against the ratio, with the fit
-fig = Figure(figsize=(12, 4.8))
-left, right = fig.subplots(1, 2)
+fig = Figure(figsize=(17, 4.8))
+left, middle, right = fig.subplots(1, 3)
 for optimizer, color in (("adamw", "tab:blue"), ("muon", "tab:orange")):
     mine = [r for r in runs if r["optimizer"] == optimizer]
     left.scatter([r["tokens"] for r in mine], [r["wiki"] for r in mine], s=12, alpha=0.35, color=color)
@@ -212,6 +226,16 @@ if points:
     right.set(xscale="log", yscale="log", xlabel="tokens per parameter", ylabel="token efficiency (AdamW / Muon)",
               title="Muon's token efficiency over AdamW")
     right.legend(fontsize=8)
+if gains:
+    middle.plot([g[0] for g in gains], [g[1] for g in gains], "o", color="tab:orange", label="held-out Wikipedia")
+    if gain_fit is not None:
+        xs = np.logspace(math.log10(min(g[0] for g in gains)), math.log10(OPTION_A_TOKENS / OPTION_A_PARAMS), 50)
+        middle.plot(xs, np.polyval(gain_fit, np.log10(xs)), "--", color="tab:orange", label="linear in log, extended")
+    middle.axvline(OPTION_A_TOKENS / OPTION_A_PARAMS, color="gray", lw=1, label="option A, 23 h")
+    middle.axhline(0.0, color="black", lw=0.5)
+    middle.set(xscale="log", xlabel="tokens per parameter", ylabel="AdamW loss - Muon loss (nats)",
+               title="Muon's gain at each optimizer's best LR")
+    middle.legend(fontsize=8)
 fig.tight_layout()
 tmp = args.png + ".tmp"
 fig.savefig(tmp, format="png", dpi=110)

@@ -5,6 +5,7 @@ import contextlib
 import json
 import math
 import runpy
+import statistics
 import sys
 from pathlib import Path
 
@@ -61,9 +62,18 @@ def test_efficiency_gain_edges_and_fit_from_known_runs(runs, tmp_path, capsys, m
         assert float(row[6]) == pytest.approx(0.5 * math.log(efficiency), abs=1e-4)  # the gain, in nats
         # read off AdamW's curve between its points; past its largest run, extrapolated and marked
         assert row[7] == f"{efficiency:.2f}x" + (" (extrapolated)" if steps == 830 else "")
+        assert float(row[8]) == pytest.approx(0.5 * math.log(efficiency), abs=1e-4)  # WebText: the same + 0.3
     assert out.count("| muon-") == 9  # every recorded run in the table
     fit = next(line for line in out.splitlines() if line.startswith("fit over 3 ratios"))
     assert "at option A's 2,503 tokens/param" in fit
+    # the gain, 0.5 log(efficiency), falls linearly in log ratio here only approximately: fitted over the three
+    # points it is negative per decade, and crosses zero beyond 830 steps' ratio, where the efficiency reaches 1
+    gain_fit = next(line for line in out.splitlines() if line.startswith("gain fit over 3 ratios"))
+    per_decade = float(gain_fit.split("nats per decade")[0].split()[-1])
+    expected = statistics.linear_regression([math.log10(s * 1024 / 1000) for s in EFFICIENCY],
+                                            [0.5 * math.log(e) for e in EFFICIENCY.values()]).slope
+    assert per_decade == pytest.approx(expected, abs=1e-4) and expected < 0
+    assert float(gain_fit.split("zero at ")[1].split()[0].replace(",", "")) > 830 * 1024 / 1000
     assert (tmp_path / "curve.png").stat().st_size > 10_000
 
 
