@@ -32,7 +32,7 @@ VOCAB = 50257  # GPT-2's: parameters are counted at the real vocabulary, the emb
 # option A's 23-hour run, BENCHMARKS.md's projection at 30% MFU: 89.5B tokens over 35,763,840 parameters,
 # 19,679,616 of them outside the embedding
 OPTION_A_TOKENS, OPTION_A_PARAMS, OPTION_A_NON_EMBEDDING = 89.5e9, 35_763_840, 35_763_840 - VOCAB * 320
-NAME = re.compile(r"(adamw|muon)-(\d+)-([0-9.e-]+?)(?:-seed(\d+))?$")
+NAME = re.compile(r"(adamw|muon)-(\d+)-([0-9.e-]+?)(?:-seed(\d+))?(?:-rest([0-9.e-]+))?$")
 
 parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
 parser.add_argument("--log", default="curve_runs.jsonl", help="the runs' figures, one JSON line a run")
@@ -50,19 +50,25 @@ if args.record:  # ---- one finished run's figures, from its folder into the log
     folder = Path(args.record)
     match = NAME.match(folder.name)
     if not match:
-        die(f"--record: '{folder.name}' is not a study run's name (like adamw-830-3e-2 or muon-52-0.03-seed2)")
+        die(f"--record: '{folder.name}' is not a study run's name (like adamw-830-3e-2 or muon-52-0.03-seed2-rest1e-2)")
     for needed in ("metrics.jsonl", "webtext.json", "ckpt.pt"):
         if not (folder / needed).exists():
             die(f"--record: {folder / needed} is missing: the run has not finished (study_curve.sh trains, then "
                 f"scores it with eval.py)")
-    optimizer, steps, lr, seed = match.groups()
+    optimizer, steps, lr, seed, rest = match.groups()
+    checkpoint = load_checkpoint(str(folder))
+    if optimizer == "muon":  # the AdamW LR of the rest (embedding, norms), as trained, whatever the name says
+        rest_lr = checkpoint["config"]["learning_rate"]
+        if rest is not None and not math.isclose(float(rest), rest_lr):
+            die(f"--record: {folder.name} says rest LR {rest}, but its checkpoint trained the rest at {rest_lr:g}")
     evals = [r for r in read_metrics(str(folder / "metrics.jsonl")) if "val_loss" in r]
     if not evals or evals[-1].get("iter") != int(steps):
         die(f"--record: {folder}/metrics.jsonl has no eval at step {steps}: the run stopped early; resume it")
     webtext = json.loads((folder / "webtext.json").read_text())
-    line = dict(name=folder.name, optimizer=optimizer, steps=int(steps), lr=lr, seed=int(seed or 1337),
+    line = dict(name=folder.name, optimizer=optimizer, steps=int(steps), lr=lr,
+                **(dict(rest_lr=rest_lr) if optimizer == "muon" else {}), seed=int(seed or 1337),
                 tokens=evals[-1]["tokens"], params=webtext["params"],
-                n_embd=load_checkpoint(str(folder))["model_args"]["n_embd"], wiki=evals[-1]["val_loss"],
+                n_embd=checkpoint["model_args"]["n_embd"], wiki=evals[-1]["val_loss"],
                 webtext=webtext["results"]["val"]["loss"], date=time.strftime("%Y-%m-%d"))
     # study_curve.sh's parallel runs end together: one --record at a time, or one could drop the other's line
     with open(log.with_name(log.name + ".lock"), "w") as lock:
@@ -83,12 +89,30 @@ for n, text in enumerate(log.read_text().splitlines(), 1):
     try:
         r = json.loads(text)
         runs.append(dict(r, lr_text=r["lr"], lr=float(r["lr"])))
+        if r["optimizer"] == "muon":
+            float(r["rest_lr"])
     except (ValueError, KeyError, TypeError) as e:
         die(f"{log}, line {n}: not a run's record ({e}); mend or delete the line")
+
+
+def sweep(optimizer: str, steps: int) -> list[dict]:
+    """The first-seed runs of `optimizer` at `steps` that count, by LR. Muon's count only with the rest (embedding,
+    norms: 98.5% of this model) at AdamW's best LR for the same steps; a Muon run made before AdamW's sweep there
+    moved would compare embedding LRs, not optimizers. It stays in the table, marked."""
+    mine = sorted((r for r in runs if (r["optimizer"], r["steps"], r["seed"]) == (optimizer, steps, 1337)),
+                  key=lambda r: r["lr"])
+    if optimizer == "muon":
+        adamw = sweep("adamw", steps)
+        rest = min(adamw, key=lambda r: r["wiki"])["lr"] if adamw else None
+        mine = [r for r in mine if rest is not None and math.isclose(r["rest_lr"], rest)]
+    return mine
+
+
 if args.best:
     optimizer, _, steps = args.best.partition("-")
-    tried = sorted((r for r in runs if (r["optimizer"], str(r["steps"]), r["seed"]) == (optimizer, steps, 1337)),
-                   key=lambda r: r["lr"])
+    if optimizer not in ("adamw", "muon") or not steps.isdigit():
+        die(f"--best: '{args.best}' is not OPT-STEPS (like adamw-830 or muon-13200)")
+    tried = sweep(optimizer, int(steps))
     if tried:  # nothing printed: nothing finished yet
         b = min(tried, key=lambda r: r["wiki"])
         print(b["lr_text"], "low" if b is tried[0] else "high" if b is tried[-1] else "inside")
@@ -104,23 +128,26 @@ def ratio(run: dict) -> tuple[float, float]:
 
 
 # ---- the table of every run, losers included
-print("| run | optimizer | peak LR | seed | steps | tokens | tokens/param (non-emb.) | wiki val loss | WebText loss |")
-print("|---|---|---|---|---|---|---|---|---|")
-for r in sorted(runs, key=lambda r: (r["steps"], r["optimizer"], r["lr"], r["seed"])):
+counted = {r["name"] for o in ("adamw", "muon") for steps in {r["steps"] for r in runs} for r in sweep(o, steps)}
+print("| run | optimizer | peak LR | rest's AdamW LR | seed | steps | tokens | tokens/param (non-emb.) | wiki val loss "
+      "| WebText loss |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for r in sorted(runs, key=lambda r: (r["steps"], r["optimizer"], r["lr"], r["seed"], r.get("rest_lr", 0))):
     per_param, per_non_embedding = ratio(r)
-    print(f"| {r['name']} | {'AdamW' if r['optimizer'] == 'adamw' else 'Muon'} | {r['lr_text']} | {r['seed']} | "
-          f"{r['steps']:,} | {r['tokens']:,} | {per_param:.3g} ({per_non_embedding:.3g}) | {r['wiki']:.4f} | "
-          f"{r['webtext']:.4f} |")
+    rest = "" if r["optimizer"] == "adamw" else f"{r['rest_lr']:g}" + (
+        "" if r["name"] in counted or r["seed"] != 1337 else " (not AdamW's best: left out)")
+    print(f"| {r['name']} | {'AdamW' if r['optimizer'] == 'adamw' else 'Muon'} | {r['lr_text']} | {rest} | "
+          f"{r['seed']} | {r['steps']:,} | {r['tokens']:,} | {per_param:.3g} ({per_non_embedding:.3g}) | "
+          f"{r['wiki']:.4f} | {r['webtext']:.4f} |")
 
 # ---- the best LR of each optimizer at each ratio (first seed), and whether the sweep brackets it
 best = {}
 for optimizer in ("adamw", "muon"):
     for steps in sorted({r["steps"] for r in runs}):
-        sweep = sorted((r for r in runs if r["optimizer"] == optimizer and r["steps"] == steps and r["seed"] == 1337),
-                       key=lambda r: r["lr"])
-        if sweep:
-            i = min(range(len(sweep)), key=lambda i: sweep[i]["wiki"])
-            best[optimizer, steps] = dict(sweep[i], bracketed=0 < i < len(sweep) - 1)
+        tried = sweep(optimizer, steps)
+        if tried:
+            i = min(range(len(tried)), key=lambda i: tried[i]["wiki"])
+            best[optimizer, steps] = dict(tried[i], bracketed=0 < i < len(tried) - 1)
 both = sorted(steps for (optimizer, steps) in best if optimizer == "muon" and ("adamw", steps) in best)
 adamw_curve = sorted((b["tokens"], b["wiki"]) for (o, _), b in best.items() if o == "adamw")
 
@@ -160,8 +187,8 @@ for steps in both:
 print()
 for r in runs:
     if r["seed"] != 1337:
-        first = [f for f in runs if (f["optimizer"], f["steps"], f["lr"], f["seed"]) ==
-                 (r["optimizer"], r["steps"], r["lr"], 1337)]
+        first = [f for f in runs if (f["optimizer"], f["steps"], f["lr"], f.get("rest_lr"), f["seed"]) ==
+                 (r["optimizer"], r["steps"], r["lr"], r.get("rest_lr"), 1337)]
         if first:
             print(f"seed {r['seed']} against 1337, {r['optimizer']} at {r['steps']:,} steps, LR {r['lr_text']}: "
                   f"wiki {r['wiki'] - first[0]['wiki']:+.4f}, WebText {r['webtext'] - first[0]['webtext']:+.4f} nats")

@@ -36,7 +36,9 @@ muon() {  # muon STEPS LR [SEED]: Muon for the blocks' matrices; AdamW, at its o
     local rest
     rest=$(best adamw "$1" | cut -d' ' -f1)
     [ -n "$rest" ] || { echo "muon $*: no finished AdamW run at $1 steps to take the rest's LR from" >&2; return 1; }
-    run "muon-$1-$2${3:+-seed$3}" "$1" --optimizer=muon --muon_lr="$2" --learning_rate="$rest" \
+    # the rest's LR is in the name: if AdamW's sweep moves after a Muon run (widened, or run by hand beside it),
+    # that run keeps its record, the curve leaves it out, and this one runs with the new LR
+    run "muon-$1-$2${3:+-seed$3}-rest$rest" "$1" --optimizer=muon --muon_lr="$2" --learning_rate="$rest" \
         --min_lr="$(python -c "print($rest / 10)")" ${3:+--seed=$3}
 }
 best() { python study_curve.py --best="$1-$2"; }  # best OPT STEPS: "LR WHERE", WHERE = low, high or inside

@@ -26,8 +26,9 @@ def adamw_loss(tokens: float) -> float:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    """curve_runs.jsonl with 18 runs: three LRs of each optimizer at three ratios; the middle LR is the best,
-    except Muon's at 830 steps, whose best is its highest LR (an edge)."""
+    """curve_runs.jsonl with 19 runs: three LRs of each optimizer at three ratios; the middle LR is the best,
+    except Muon's at 830 steps, whose best is its highest LR (an edge). Muon's rest runs at AdamW's best, 1e-2, but
+    for one more run at 52 steps, better than all, whose rest ran at 3e-3: it must be listed and left out."""
     lines = []
     for steps, efficiency in EFFICIENCY.items():
         for optimizer, lrs in LRS.items():
@@ -35,9 +36,13 @@ def runs(tmp_path_factory) -> Path:
                 best = adamw_loss(steps * 1024 * (efficiency if optimizer == "muon" else 1))
                 edge = optimizer == "muon" and steps == 830
                 loss = best + (0.1 * (2 - k) if edge else 0.1 * abs(k - 1))
-                lines.append(json.dumps(dict(name=f"{optimizer}-{steps}-{lr}", optimizer=optimizer, steps=steps, lr=lr,
-                                             seed=1337, tokens=steps * 1024, params=1000, n_embd=4, wiki=loss,
+                rest = dict(rest_lr=0.01) if optimizer == "muon" else {}
+                lines.append(json.dumps(dict(name=f"{optimizer}-{steps}-{lr}" + ("-rest1e-2" if rest else ""),
+                                             optimizer=optimizer, steps=steps, lr=lr, **rest, seed=1337,
+                                             tokens=steps * 1024, params=1000, n_embd=4, wiki=loss,
                                              webtext=loss + 0.3)))
+    lines.append(json.dumps(dict(name="muon-52-0.1-rest3e-3", optimizer="muon", steps=52, lr="0.1", rest_lr=0.003,
+                                 seed=1337, tokens=52 * 1024, params=1000, n_embd=4, wiki=5.0, webtext=5.3)))
     log = tmp_path_factory.mktemp("curve") / "curve_runs.jsonl"
     log.write_text("\n".join(lines) + "\n")
     return log
@@ -63,7 +68,9 @@ def test_efficiency_gain_edges_and_fit_from_known_runs(runs, tmp_path, capsys, m
         # read off AdamW's curve between its points; past its largest run, extrapolated and marked
         assert row[7] == f"{efficiency:.2f}x" + (" (extrapolated)" if steps == 830 else "")
         assert float(row[8]) == pytest.approx(0.5 * math.log(efficiency), abs=1e-4)  # WebText: the same + 0.3
-    assert out.count("| muon-") == 9  # every recorded run in the table
+    assert out.count("| muon-") == 10  # every recorded run in the table, the one left out marked so
+    assert [line for line in out.splitlines() if "left out" in line] == [
+        next(line for line in out.splitlines() if line.startswith("| muon-52-0.1-rest3e-3 |"))]
     fit = next(line for line in out.splitlines() if line.startswith("fit over 3 ratios"))
     assert "at option A's 2,503 tokens/param" in fit
     # the gain, 0.5 log(efficiency), falls linearly in log ratio here only approximately: fitted over the three
@@ -80,6 +87,7 @@ def test_efficiency_gain_edges_and_fit_from_known_runs(runs, tmp_path, capsys, m
 def test_best_says_where_the_best_lr_lies(runs, capsys, monkeypatch):
     assert study(capsys, monkeypatch, f"--log={runs}", "--best=adamw-52") == "1e-2 inside\n"
     assert study(capsys, monkeypatch, f"--log={runs}", "--best=muon-830") == "0.3 high\n"
+    assert study(capsys, monkeypatch, f"--log={runs}", "--best=muon-52") == "0.1 inside\n"  # not the rest-3e-3 run
     assert study(capsys, monkeypatch, f"--log={runs}", "--best=muon-13200") == ""  # nothing recorded
 
 
@@ -109,3 +117,18 @@ def test_record_adds_a_finished_run_once_and_refuses_an_unfinished_one(runs, smo
     assert recorded[0]["n_embd"] == load_checkpoint(str(smoke_ckpt))["model_args"]["n_embd"]
     # the sweeps see it: the only LR tried at 3,320 steps is the lowest tried
     assert study(capsys, monkeypatch, f"--log={log}", "--best=adamw-3320") == "3e-2 low\n"
+    # a Muon run records the AdamW LR its rest trained at, from the checkpoint, and refuses a name that says other
+    trained = load_checkpoint(str(smoke_ckpt))["config"]["learning_rate"]
+    for name in (f"muon-3320-0.01-rest{trained * 7:g}", "muon-3320-0.01"):
+        muon = folder.with_name(name)
+        muon.mkdir()
+        for f in ("ckpt.pt", "webtext.json", "metrics.jsonl"):
+            (muon / f).symlink_to(folder / f)
+        if "rest" in name:
+            with pytest.raises(SystemExit, match=f"trained the rest at {trained:g}"):
+                study(capsys, monkeypatch, f"--log={log}", f"--record={muon}")
+        else:
+            with pytest.raises(SystemExit):
+                study(capsys, monkeypatch, f"--log={log}", f"--record={muon}")
+    recorded = [json.loads(t) for t in log.read_text().splitlines() if t.startswith('{"name": "muon-3320')]
+    assert [(r["name"], r["rest_lr"]) for r in recorded] == [("muon-3320-0.01", trained)]
