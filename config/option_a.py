@@ -26,10 +26,12 @@ batch_size = 16
 batch_tokens = 524288
 
 # optimizer and schedule, chosen from the recipe study (BENCHMARKS.md, "Recipe") and the papers.
-# AdamW, not Muon: at 7M parameters and 0.04 tokens/parameter Muon beat AdamW by 0.18 nats at equal
-# tokens (and at equal time), but at our ~2,500 tokens/parameter the literature expects ~1.1x (Wen et al.
-# 2025), and torch's bf16 Newton-Schulz on a V100 is unmeasured (docs/recipe.md). Try --optimizer=muon
-# (muon_lr ~0.01-0.02) after `bench.py --compare=optimizers` on the V100.
+# AdamW, not Muon (BENCHMARKS.md, "Recipe", the curve): on a 1.6M-parameter model, each at its best LR,
+# Muon's gain fell from 0.10-0.12 nats at 0.03-0.5 tokens/parameter to 0.050 at 2.1 and 0.027 at 8.3,
+# where AdamW's second seed alone moves 0.025 and WebText favours AdamW by 0.09; the gain's trend crosses
+# zero near 100 tokens/parameter, far below our ~2,500 (Wen et al. 2025 expect ~1.1x there). torch's bf16
+# Newton-Schulz on a V100 is unmeasured (docs/recipe.md). To try it: --optimizer=muon (muon_lr ~0.003-0.01
+# for long runs, the curve's best fell with steps) after `bench.py --compare=optimizers` on the V100.
 optimizer = "adamw"
 # small models take a higher peak LR than GPT-3's 6e-4 for 125M (Pythia-70M used 1e-3); the study's best
 # (3e-3) was at d 128 and a 1K-token batch, which does not transfer to d 320 at 0.5M tokens, so 1e-3 stays
