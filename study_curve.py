@@ -88,9 +88,8 @@ runs = []
 for n, text in enumerate(log.read_text().splitlines(), 1):
     try:
         r = json.loads(text)
-        runs.append(dict(r, lr_text=r["lr"], lr=float(r["lr"])))
-        if r["optimizer"] == "muon":
-            float(r["rest_lr"])
+        runs.append(dict(r, lr_text=r["lr"], lr=float(r["lr"]),
+                         rest_lr=float(r["rest_lr"]) if r["optimizer"] == "muon" else None))
     except (ValueError, KeyError, TypeError) as e:
         die(f"{log}, line {n}: not a run's record ({e}); mend or delete the line")
 
@@ -132,7 +131,7 @@ counted = {r["name"] for o in ("adamw", "muon") for steps in {r["steps"] for r i
 print("| run | optimizer | peak LR | rest's AdamW LR | seed | steps | tokens | tokens/param (non-emb.) | wiki val loss "
       "| WebText loss |")
 print("|---|---|---|---|---|---|---|---|---|---|")
-for r in sorted(runs, key=lambda r: (r["steps"], r["optimizer"], r["lr"], r["seed"], r.get("rest_lr", 0))):
+for r in sorted(runs, key=lambda r: (r["steps"], r["optimizer"], r["lr"], r["seed"], r["rest_lr"] or 0)):
     per_param, per_non_embedding = ratio(r)
     rest = "" if r["optimizer"] == "adamw" else f"{r['rest_lr']:g}" + (
         "" if r["name"] in counted or r["seed"] != 1337 else " (not AdamW's best: left out)")
@@ -187,8 +186,8 @@ for steps in both:
 print()
 for r in runs:
     if r["seed"] != 1337:
-        first = [f for f in runs if (f["optimizer"], f["steps"], f["lr"], f.get("rest_lr"), f["seed"]) ==
-                 (r["optimizer"], r["steps"], r["lr"], r.get("rest_lr"), 1337)]
+        first = [f for f in runs if (f["optimizer"], f["steps"], f["lr"], f["rest_lr"], f["seed"]) ==
+                 (r["optimizer"], r["steps"], r["lr"], r["rest_lr"], 1337)]
         if first:
             print(f"seed {r['seed']} against 1337, {r['optimizer']} at {r['steps']:,} steps, LR {r['lr_text']}: "
                   f"wiki {r['wiki'] - first[0]['wiki']:+.4f}, WebText {r['webtext'] - first[0]['webtext']:+.4f} nats")

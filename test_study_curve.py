@@ -119,16 +119,15 @@ def test_record_adds_a_finished_run_once_and_refuses_an_unfinished_one(runs, smo
     assert study(capsys, monkeypatch, f"--log={log}", "--best=adamw-3320") == "3e-2 low\n"
     # a Muon run records the AdamW LR its rest trained at, from the checkpoint, and refuses a name that says other
     trained = load_checkpoint(str(smoke_ckpt))["config"]["learning_rate"]
-    for name in (f"muon-3320-0.01-rest{trained * 7:g}", "muon-3320-0.01"):
-        muon = folder.with_name(name)
+    wrong, right = (folder.with_name(n) for n in (f"muon-3320-0.01-rest{trained * 7:g}", "muon-3320-0.01"))
+    for muon in (wrong, right):
         muon.mkdir()
         for f in ("ckpt.pt", "webtext.json", "metrics.jsonl"):
             (muon / f).symlink_to(folder / f)
-        if "rest" in name:
-            with pytest.raises(SystemExit, match=f"trained the rest at {trained:g}"):
-                study(capsys, monkeypatch, f"--log={log}", f"--record={muon}")
-        else:
-            with pytest.raises(SystemExit):
-                study(capsys, monkeypatch, f"--log={log}", f"--record={muon}")
+    with pytest.raises(SystemExit, match=f"trained the rest at {trained:g}"):
+        study(capsys, monkeypatch, f"--log={log}", f"--record={wrong}")
+    with pytest.raises(SystemExit) as stop:
+        study(capsys, monkeypatch, f"--log={log}", f"--record={right}")
+    assert stop.value.code == 0
     recorded = [json.loads(t) for t in log.read_text().splitlines() if t.startswith('{"name": "muon-3320')]
     assert [(r["name"], r["rest_lr"]) for r in recorded] == [("muon-3320-0.01", trained)]
