@@ -192,24 +192,30 @@ for r in runs:
             print(f"seed {r['seed']} against 1337, {r['optimizer']} at {r['steps']:,} steps, LR {r['lr_text']}: "
                   f"wiki {r['wiki'] - first[0]['wiki']:+.4f}, WebText {r['webtext'] - first[0]['webtext']:+.4f} nats")
 
-# ---- the fit: log efficiency linear in log tokens-per-parameter, and its prediction at option A's ratio
+# ---- the fits, each a straight line through the ratios and its value at option A's ratio with the standard error
+# of the fitted line there (not of a new point): how well the trend itself is pinned down, 2.5 decades out
+X0 = math.log10(OPTION_A_TOKENS / OPTION_A_PARAMS)
+
+
+def line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    """Least squares y = slope * x + intercept: (slope, intercept, the line at X0, its 1-sigma standard error)."""
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = y - (slope * x + intercept)
+    s = math.sqrt((residual ** 2).sum() / (len(x) - 2)) if len(x) > 2 else float("nan")
+    se = s * math.sqrt(1 / len(x) + (X0 - x.mean()) ** 2 / ((x - x.mean()) ** 2).sum())
+    return slope, intercept, slope * X0 + intercept, se
+
+
+# log efficiency linear in log tokens-per-parameter
 fit = None
 if len(points) >= 3:
     x = np.log10([p[0] for p in points])
-    y = np.log10([p[2] for p in points])
-    slope, intercept = np.polyfit(x, y, 1)
-    residual = y - (slope * x + intercept)
-    dof = len(x) - 2
-    s = math.sqrt((residual ** 2).sum() / dof) if dof > 0 else float("nan")
-    x0 = math.log10(OPTION_A_TOKENS / OPTION_A_PARAMS)
-    # the standard error of the fitted line at x0 (not of a new point): how well the trend itself is pinned down
-    se = s * math.sqrt(1 / len(x) + (x0 - x.mean()) ** 2 / ((x - x.mean()) ** 2).sum())
-    predicted = 10 ** (slope * x0 + intercept)
+    slope, intercept, at_a, se = line_fit(x, np.log10([p[2] for p in points]))
     fit = slope, intercept
     print(f"\nfit over {len(points)} ratios: efficiency = {10 ** intercept:.3g} x (tokens/param)^{slope:+.3f}; "
-          f"at option A's {10 ** x0:,.0f} tokens/param ({OPTION_A_TOKENS / OPTION_A_NON_EMBEDDING:,.0f} per "
-          f"non-embedding parameter): {predicted:.2f}x, 1-sigma {10 ** (math.log10(predicted) - se):.2f}x to "
-          f"{10 ** (math.log10(predicted) + se):.2f}x (an extrapolation of {x0 - x.max():.1f} decades)")
+          f"at option A's {10 ** X0:,.0f} tokens/param ({OPTION_A_TOKENS / OPTION_A_NON_EMBEDDING:,.0f} per "
+          f"non-embedding parameter): {10 ** at_a:.2f}x, 1-sigma {10 ** (at_a - se):.2f}x to "
+          f"{10 ** (at_a + se):.2f}x (an extrapolation of {X0 - x.max():.1f} decades)")
 else:
     print(f"\nno fit yet: {len(points)} ratios with both optimizers and an AdamW curve (3 needed)")
 # the gain in nats, linear in log tokens-per-parameter. Near a small model's loss floor AdamW's curve flattens, so a
@@ -217,13 +223,12 @@ else:
 gain_fit = None
 if len(gains) >= 3:
     x = np.log10([g[0] for g in gains])
-    y = np.array([g[1] for g in gains])
-    gain_fit = np.polyfit(x, y, 1)
-    x0 = math.log10(OPTION_A_TOKENS / OPTION_A_PARAMS)
-    zero = f"zero at {10 ** (-gain_fit[1] / gain_fit[0]):,.3g} tokens/param" if gain_fit[0] < 0 else "never zero"
-    print(f"gain fit over {len(gains)} ratios: {gain_fit[0]:+.4f} nats per decade of tokens/param "
-          f"({gain_fit[1]:+.4f} at 1); {zero}; at option A's {10 ** x0:,.0f}: {np.polyval(gain_fit, x0):+.3f} "
-          f"nats (a trend, {x0 - x.max():.1f} decades out)")
+    slope, intercept, at_a, se = line_fit(x, np.array([g[1] for g in gains]))
+    gain_fit = slope, intercept
+    zero = f"zero at {10 ** (-intercept / slope):,.3g} tokens/param" if slope < 0 else "never zero"
+    print(f"gain fit over {len(gains)} ratios: {slope:+.4f} nats per decade of tokens/param "
+          f"({intercept:+.4f} at 1); {zero}; at option A's {10 ** X0:,.0f}: {at_a:+.3f} nats, 1-sigma "
+          f"{at_a - se:+.3f} to {at_a + se:+.3f} (a trend, {X0 - x.max():.1f} decades out)")
 
 # ---- the plot: loss against tokens for every run and each best; efficiency against the ratio, with the fit
 fig = Figure(figsize=(17, 4.8))

@@ -78,9 +78,19 @@ def test_efficiency_gain_edges_and_fit_from_known_runs(runs, tmp_path, capsys, m
     gain_fit = next(line for line in out.splitlines() if line.startswith("gain fit over 3 ratios"))
     per_decade = float(gain_fit.split("nats per decade")[0].split()[-1])
     expected = statistics.linear_regression([math.log10(s * 1024 / 1000) for s in EFFICIENCY],
-                                            [0.5 * math.log(e) for e in EFFICIENCY.values()]).slope
-    assert per_decade == pytest.approx(expected, abs=1e-4) and expected < 0
+                                            [0.5 * math.log(e) for e in EFFICIENCY.values()])
+    assert per_decade == pytest.approx(expected.slope, abs=1e-4) and expected.slope < 0
     assert float(gain_fit.split("zero at ")[1].split()[0].replace(",", "")) > 830 * 1024 / 1000
+    # at option A's ratio, the line and its standard error there (one degree of freedom left by three points)
+    x = [math.log10(s * 1024 / 1000) for s in EFFICIENCY]
+    x0 = math.log10(89.5e9 / 35_763_840)
+    residual = [0.5 * math.log(e) - (expected.slope * xi + expected.intercept)
+                for xi, e in zip(x, EFFICIENCY.values(), strict=True)]
+    se = math.sqrt(sum(r * r for r in residual) / 1) * math.sqrt(
+        1 / 3 + (x0 - statistics.mean(x)) ** 2 / sum((xi - statistics.mean(x)) ** 2 for xi in x))
+    at_a = expected.slope * x0 + expected.intercept
+    printed = gain_fit.split("at option A's 2,503: ")[1].replace(" nats, 1-sigma", "").replace(" to", "").split()[:3]
+    assert [float(v) for v in printed] == pytest.approx([at_a, at_a - se, at_a + se], abs=1e-3) and se > 1e-3
     assert (tmp_path / "curve.png").stat().st_size > 10_000
 
 
