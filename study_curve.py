@@ -191,6 +191,16 @@ for r in runs:
         if first:
             print(f"seed {r['seed']} against 1337, {r['optimizer']} at {r['steps']:,} steps, LR {r['lr_text']}: "
                   f"wiki {r['wiki'] - first[0]['wiki']:+.4f}, WebText {r['webtext'] - first[0]['webtext']:+.4f} nats")
+# where both bests ran with every seed, the gain of the seeds' means: one seed's luck is the noise a gain must beat
+for steps in both:
+    seeds = {o: [r for r in runs if (r["optimizer"], r["steps"], r["lr"], r["rest_lr"]) ==
+                 (o, steps, best[o, steps]["lr"], best[o, steps]["rest_lr"])] for o in ("adamw", "muon")}
+    if min(len(seeds["adamw"]), len(seeds["muon"])) >= 2:
+        mean = {(o, k): float(np.mean([r[k] for r in seeds[o]])) for o in seeds for k in ("wiki", "webtext")}
+        print(f"{steps:,} steps, mean of {len(seeds['adamw'])} AdamW and {len(seeds['muon'])} Muon seeds: wiki "
+              f"{mean['adamw', 'wiki']:.4f} against {mean['muon', 'wiki']:.4f}, Muon's gain "
+              f"{mean['adamw', 'wiki'] - mean['muon', 'wiki']:+.4f}; WebText gain "
+              f"{mean['adamw', 'webtext'] - mean['muon', 'webtext']:+.4f} nats")
 
 # ---- the fits, each a straight line through the ratios and its value at option A's ratio with the standard error
 # of the fitted line there (not of a new point): how well the trend itself is pinned down, 2.5 decades out

@@ -94,6 +94,26 @@ def test_efficiency_gain_edges_and_fit_from_known_runs(runs, tmp_path, capsys, m
     assert (tmp_path / "curve.png").stat().st_size > 10_000
 
 
+def test_gain_of_the_seeds_means_where_both_bests_have_a_second_seed(runs, tmp_path, capsys, monkeypatch):
+    """A second seed of each best at 52 steps (AdamW's 0.04 lower, Muon's 0.02 higher) moves the two-seed gain by
+    -0.03 from the first seed's; 208 steps, with one seed each, gets no such line."""
+    lines = runs.read_text().splitlines()
+    first = {json.loads(t)["name"]: json.loads(t) for t in lines}
+    for name, second, delta in (("adamw-52-1e-2", "adamw-52-1e-2-seed2", -0.04),
+                                ("muon-52-0.1-rest1e-2", "muon-52-0.1-seed2-rest1e-2", +0.02)):
+        lines.append(json.dumps(dict(first[name], name=second, seed=2, wiki=first[name]["wiki"] + delta,
+                                     webtext=first[name]["webtext"] + 2 * delta)))
+    log = tmp_path / "curve_runs.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    out = study(capsys, monkeypatch, f"--log={log}", f"--png={tmp_path / 'curve.png'}")
+    means = [line for line in out.splitlines() if "mean of" in line]
+    assert len(means) == 1 and means[0].startswith("52 steps, mean of 2 AdamW and 2 Muon seeds")
+    gain = float(means[0].split("Muon's gain ")[1].split(";")[0])
+    webtext = float(means[0].split("WebText gain ")[1].split()[0])
+    assert gain == pytest.approx(0.5 * math.log(EFFICIENCY[52]) - 0.03, abs=1e-4)
+    assert webtext == pytest.approx(0.5 * math.log(EFFICIENCY[52]) - 0.06, abs=1e-4)
+
+
 def test_best_says_where_the_best_lr_lies(runs, capsys, monkeypatch):
     assert study(capsys, monkeypatch, f"--log={runs}", "--best=adamw-52") == "1e-2 inside\n"
     assert study(capsys, monkeypatch, f"--log={runs}", "--best=muon-830") == "0.3 high\n"
