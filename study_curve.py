@@ -192,11 +192,13 @@ for r in runs:
             print(f"seed {r['seed']} against 1337, {r['optimizer']} at {r['steps']:,} steps, LR {r['lr_text']}: "
                   f"wiki {r['wiki'] - first[0]['wiki']:+.4f}, WebText {r['webtext'] - first[0]['webtext']:+.4f} nats")
 # where both bests ran with every seed, the gain of the seeds' means: one seed's luck is the noise a gain must beat
+seed_gains = []  # (tokens per parameter, Muon's gain of the seeds' means), drawn beside the first-seed gains
 for steps in both:
     seeds = {o: [r for r in runs if (r["optimizer"], r["steps"], r["lr"], r["rest_lr"]) ==
                  (o, steps, best[o, steps]["lr"], best[o, steps]["rest_lr"])] for o in ("adamw", "muon")}
     if min(len(seeds["adamw"]), len(seeds["muon"])) >= 2:
         mean = {(o, k): float(np.mean([r[k] for r in seeds[o]])) for o in seeds for k in ("wiki", "webtext")}
+        seed_gains.append((ratio(best["adamw", steps])[0], mean["adamw", "wiki"] - mean["muon", "wiki"]))
         print(f"{steps:,} steps, mean of {len(seeds['adamw'])} AdamW and {len(seeds['muon'])} Muon seeds: wiki "
               f"{mean['adamw', 'wiki']:.4f} against {mean['muon', 'wiki']:.4f}, Muon's gain "
               f"{mean['adamw', 'wiki'] - mean['muon', 'wiki']:+.4f}; WebText gain "
@@ -269,6 +271,9 @@ if points:
     right.legend(fontsize=8)
 if gains:
     middle.plot([g[0] for g in gains], [g[1] for g in gains], "o", color="tab:orange", label="held-out Wikipedia")
+    if seed_gains:
+        middle.plot([g[0] for g in seed_gains], [g[1] for g in seed_gains], "D", mfc="none", color="tab:orange",
+                    label="the same, mean of two seeds")
     if gain_fit is not None:
         xs = np.logspace(math.log10(min(g[0] for g in gains)), math.log10(OPTION_A_TOKENS / OPTION_A_PARAMS), 50)
         middle.plot(xs, np.polyval(gain_fit, np.log10(xs)), "--", color="tab:orange", label="linear in log, extended")

@@ -27,9 +27,9 @@ batch_tokens = 524288
 
 # optimizer and schedule, chosen from the recipe study (BENCHMARKS.md, "Recipe") and the papers.
 # AdamW, not Muon (BENCHMARKS.md, "Recipe", the curve): on a 1.6M-parameter model, each at its best LR,
-# Muon's gain fell from 0.10-0.12 nats at 0.03-0.5 tokens/parameter to 0.050 at 2.1 and 0.027 at 8.3,
-# where AdamW's second seed alone moves 0.025 and WebText favours AdamW by 0.09; the gain's trend crosses
-# zero near 100 tokens/parameter, far below our ~2,500 (Wen et al. 2025 expect ~1.1x there). torch's bf16
+# Muon's gain fell from 0.10-0.12 nats at 0.03-0.5 tokens/parameter to 0.050 at 2.1 and, two seeds each,
+# 0.011 at 8.3, where one seed alone moves up to 0.025 and WebText favours AdamW by 0.08; the gain's trend
+# crosses zero near 100 tokens/parameter, far below our ~2,500 (Wen et al. 2025 expect ~1.1x there). torch's bf16
 # Newton-Schulz on a V100 is unmeasured (docs/recipe.md). To try it: --optimizer=muon (muon_lr ~0.003-0.01
 # for long runs, the curve's best fell with steps) after `bench.py --compare=optimizers` on the V100.
 optimizer = "adamw"
