@@ -80,5 +80,5 @@ for steps in 52 208 830 3320 13200; do
     if [ "$steps" = 52 ] || [ "$steps" = 13200 ]; then
         printf '%s\n' "adamw $steps $adamw_center 2" "muon $steps $muon_center 2" | parallel
     fi
-    [ "$steps" = "${LAST:-}" ] && break
+    if [ "$steps" = "${LAST:-}" ]; then break; fi
 done
