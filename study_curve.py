@@ -257,9 +257,9 @@ left.legend()
 if points:
     right.plot([p[0] for p in points], [p[2] for p in points], "o", color="tab:orange", label="this curve")
     if fit:
-        xs = np.logspace(math.log10(min(p[0] for p in points)), math.log10(OPTION_A_TOKENS / OPTION_A_PARAMS), 50)
+        xs = np.logspace(math.log10(min(p[0] for p in points)), X0, 50)
         right.plot(xs, 10 ** (fit[0] * np.log10(xs) + fit[1]), "--", color="tab:orange", label="fit, extended")
-    right.axvline(OPTION_A_TOKENS / OPTION_A_PARAMS, color="gray", lw=1, label="option A, 23 h")
+    right.axvline(10 ** X0, color="gray", lw=1, label="option A, 23 h")
     # the literature's figures, where their tokens per parameter are known: Wen et al. 2025 at 1-8x Chinchilla
     # (20-160), 1.4x at 0.1B and 1.1x at 1.2B; modded-nanogpt's Muon record, 5B -> 3.7B tokens at 124M (30)
     right.plot([20, 160], [1.4, 1.4], "-", color="tab:green", lw=3, alpha=0.5, label="Wen et al., 0.1B")
@@ -275,9 +275,9 @@ if gains:
         middle.plot([g[0] for g in seed_gains], [g[1] for g in seed_gains], "D", mfc="none", color="tab:orange",
                     label="the same, mean of two seeds")
     if gain_fit is not None:
-        xs = np.logspace(math.log10(min(g[0] for g in gains)), math.log10(OPTION_A_TOKENS / OPTION_A_PARAMS), 50)
+        xs = np.logspace(math.log10(min(g[0] for g in gains)), X0, 50)
         middle.plot(xs, np.polyval(gain_fit, np.log10(xs)), "--", color="tab:orange", label="linear in log, extended")
-    middle.axvline(OPTION_A_TOKENS / OPTION_A_PARAMS, color="gray", lw=1, label="option A, 23 h")
+    middle.axvline(10 ** X0, color="gray", lw=1, label="option A, 23 h")
     middle.axhline(0.0, color="black", lw=0.5)
     middle.set(xscale="log", xlabel="tokens per parameter", ylabel="AdamW loss - Muon loss (nats)",
                title="Muon's gain at each optimizer's best LR")

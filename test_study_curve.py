@@ -86,7 +86,7 @@ def test_efficiency_gain_edges_and_fit_from_known_runs(runs, tmp_path, capsys, m
     x0 = math.log10(89.5e9 / 35_763_840)
     residual = [0.5 * math.log(e) - (expected.slope * xi + expected.intercept)
                 for xi, e in zip(x, EFFICIENCY.values(), strict=True)]
-    se = math.sqrt(sum(r * r for r in residual) / 1) * math.sqrt(
+    se = math.sqrt(sum(r * r for r in residual) / (3 - 2)) * math.sqrt(
         1 / 3 + (x0 - statistics.mean(x)) ** 2 / sum((xi - statistics.mean(x)) ** 2 for xi in x))
     at_a = expected.slope * x0 + expected.intercept
     printed = gain_fit.split("at option A's 2,503: ")[1].replace(" nats, 1-sigma", "").replace(" to", "").split()[:3]
