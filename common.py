@@ -17,18 +17,15 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from configurator import die
 from model import EOT_TOKEN, GPT, GPTConfig
-
-
-def die(message: str) -> NoReturn:
-    """Stop with a one-line error (no traceback): what is wrong and how to fix it.
-
-    Under torchrun, until the ranks have a process group, every rank runs the same checks on the same
-    settings and fails alike: only each node's first rank (LOCAL_RANK 0) prints the line, so it is read
-    once, not once per GPU; the others exit with status 1 in silence."""
-    if os.environ.get("LOCAL_RANK", "0") != "0" and not torch.distributed.is_initialized():
-        raise SystemExit(1)
-    raise SystemExit(f"error: {message}")
+from outputs import (  # noqa: F401 (re-exported: the scripts take them from here)
+    check_json_path,
+    check_writable,
+    file_in_the_way,
+    make_folder,
+    write_json,
+)
 
 
 def _one_line_on_ctrl_c(kind, value, traceback) -> None:
@@ -149,8 +146,9 @@ def load_meta(data_dir: str) -> dict:
     path = os.path.join(data_dir, "meta.json")
     if not os.path.exists(path):
         die(f"no prepared data in '{data_dir}' (missing meta.json): run `python prepare.py` for OpenWebText, "
-            f"or `python prepare.py --input ../shared/data/openwebtext_sample --out {data_dir}` offline")
-    again = f"prepare the data again (python prepare.py ... --out {data_dir} --overwrite)"
+            f"or `python prepare.py --input ../shared/data/openwebtext_sample "
+            f"--data_dir={data_dir}` offline")
+    again = f"prepare the data again (python prepare.py ... --data_dir={data_dir} --overwrite)"
     try:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)
@@ -190,7 +188,7 @@ def check_data(data_dir: str, splits: tuple[str, ...], block_size: int, vocab_si
     present, of whole uint16 tokens, longer than one window, and with no id outside that vocabulary.
     Returns meta.json's contents."""
     meta = load_meta(data_dir)
-    again = f"prepare the data again (python prepare.py ... --out {data_dir} --overwrite)"
+    again = f"prepare the data again (python prepare.py ... --data_dir={data_dir} --overwrite)"
     if meta["vocab_size"] > vocab_size:
         die(f"{data_dir} holds token ids up to {meta['vocab_size'] - 1} ({meta.get('tokenizer')}), more than the "
             f"model's vocab_size={vocab_size}: set vocab_size >= {meta['vocab_size']}")
@@ -344,40 +342,6 @@ def out_of_memory_is_one_line(what: str, fix: str):
         die(f"out of memory in {what}: {fix}")
 
 
-def check_writable(folder: str, what: str) -> None:
-    """Write and remove a file in folder now, so a place that cannot be written is refused before the
-    work, not after it (a read-only or full disk, no permission). what names the setting to change."""
-    try:
-        probe = os.path.join(folder, f".write-test-{os.getpid()}")  # per process: ranks probe side by side
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        die(f"cannot write to '{folder}' ({e.strerror}): choose another {what}")
-
-
-def file_in_the_way(path: str) -> str | None:
-    """The part of path that exists as a file, so no folder can be made there (--out_dir=notes.txt/run), or None."""
-    path = os.path.abspath(path)
-    while path != os.path.dirname(path):
-        if os.path.lexists(path) and not os.path.isdir(path):
-            return path
-        path = os.path.dirname(path)
-    return None
-
-
-def make_folder(folder: str, what: str) -> None:
-    """Create folder (and its parents) and check it can be written, now, before the work: a path below a file, a
-    read-only disk or no permission is one line naming the setting to change (what), not a traceback."""
-    blocker = file_in_the_way(folder)
-    if blocker:
-        die(f"cannot make the folder '{folder}': '{blocker}' is a file, not a folder; choose another {what}")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        die(f"cannot make the folder '{folder}' ({e.strerror or e}): choose another {what}")
-    check_writable(folder, what)
-
-
 def read_metrics(path: str) -> list[dict]:
     """The records of a metrics.jsonl that train.py appends to (none when it does not exist yet); a line
     cut short by a kill, or being written right now, is skipped."""
@@ -388,32 +352,6 @@ def read_metrics(path: str) -> list[dict]:
                 with contextlib.suppress(ValueError):
                     rows.append(json.loads(line))
     return rows
-
-
-def check_json_path(path: str) -> None:
-    """Refuse a --json path that cannot be written now, before the work, not after it."""
-    if os.path.isdir(path):
-        die(f"--json={path} is a folder: give a file path, e.g. --json={os.path.join(path, 'results.json')}")
-    folder = os.path.dirname(os.path.abspath(path))
-    blocker = file_in_the_way(folder)
-    if blocker:
-        die(f"--json={path}: '{blocker}' is a file, not a folder: give a path in an existing folder")
-    if not os.path.isdir(folder):
-        die(f"--json={path}: folder '{os.path.dirname(path)}' does not exist: create it, or give a path in "
-            f"an existing folder")
-    check_writable(folder, f"--json path (--json={path})")
-
-
-def write_json(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp"  # written whole, then renamed: never a half-written file
-    try:
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
-    except OSError as e:  # the folder was checked up front (check_json_path); the disk can still fill
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        die(f"cannot write {path} ({e.strerror or e}): free space, or give --json another path")
 
 
 def load_checkpoint(path: str, device: str = "cpu") -> dict:

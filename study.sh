@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The recipe study (BENCHMARKS.md, "Recipe"): every run of it, in order, each through train.py with
 # config/recipe_study.py. A run that finished is skipped, so the script can be rerun after a stop.
-#   python prepare.py --input ../shared/data/wikipedia --out data/wikipedia --val_fraction 0.05
-#   bash study.sh            # then: python compare.py out-recipe/*; step 7 runs the curve (study_curve.sh)
+#   python prepare.py --input ../shared/data/wikipedia --data_dir=data/wikipedia --val_fraction 0.05
+#   bash study.sh            # then: python compare.py --runs out-recipe/*; step 7 runs the curve (study_curve.sh)
 set -uo pipefail
 cd "$(dirname "$0")"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

@@ -2,7 +2,7 @@
 # The Muon-against-AdamW curve (issue 18; BENCHMARKS.md, "Recipe"): every run, in order, each through train.py with
 # config/curve_study.py and scored by eval.py. Each run's figures go into curve_runs.jsonl (committed) the moment
 # it ends, and a run recorded there is skipped, so the script continues after a stop, in this clone or a fresh one.
-#   python prepare.py --input ../shared/data/wikipedia --out data/wikipedia --val_fraction 0.05
+#   python prepare.py --input ../shared/data/wikipedia --data_dir=data/wikipedia --val_fraction 0.05
 #   JOBS=2 bash study_curve.sh      # two single-thread runs at a time: equal-token comparisons, timing unused
 #   LAST=3320 JOBS=3 bash study_curve.sh   # stop after that ratio (a session too short for the next one)
 #   python study_curve.py           # the tables, the fit and curve.png from curve_runs.jsonl

@@ -1,5 +1,5 @@
 # Supervised fine-tuning (SFT) of option A's 23-hour checkpoint on conversations, so that it answers in turns:
-#   python prepare_chat.py --hub smoltalk --hub_subset all --out data/smoltalk   # HuggingFaceTB/smoltalk
+#   python prepare_chat.py --hub=smoltalk --hub_subset=all --data_dir=data/smoltalk
 #   torchrun --standalone --nproc_per_node=8 train.py config/sft_option_a.py     # or: python train.py ... (1 GPU)
 #   python chat.py --out_dir=out-sft-option-a
 # smoltalk's everyday-conversations subset alone (--hub_subset everyday-conversations, ~2K conversations) suits a

@@ -2,7 +2,7 @@
 #   export TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache  # offline only
 #   python train.py config/smoke.py                     # the base model, out-smoke
 #   python prepare_chat.py --input ../shared/data/chat/hh_helpful_base_test.jsonl \
-#       ../shared/data/chat/chitchat.jsonl --out data/chat_smoke --block_size 128
+#       ../shared/data/chat/chitchat.jsonl --data_dir=data/chat_smoke --block_size 128
 #   python train.py config/sft_smoke.py                 # the chat-tuned model, out-sft-smoke
 #   python chat.py --out_dir=out-sft-smoke
 # The loop, resume, DDP and time budget are train.py's own; only the data (conversations, with the loss on the
