@@ -40,7 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import torch
 
 import chat_template
-from common import autocast, die, load_model, resolve_device, resolve_dtype, use_idle_cores
+from common import autocast, check_sampling, die, load_model, setup
 from configurator import configure
 from model import EOT_TOKEN
 from sample import stream_text
@@ -160,10 +160,7 @@ class Chat:
     """The model of a chat and its settings (the globals above); lock: held while a reply is made."""
 
     def __init__(self, path: str):
-        self.dev = resolve_device(device)
-        threads = use_idle_cores(self.dev)
-        self.device_type = "cuda" if self.dev.startswith("cuda") else self.dev
-        self.dtype = resolve_dtype(dtype, self.device_type)
+        self.dev, self.device_type, self.dtype, _, threads = setup(device, dtype, threads="idle")
         self.model, self.enc, checkpoint = load_model(path, self.dev)
         template = checkpoint.get("chat_template")
         if template not in (None, chat_template.NAME):
@@ -500,9 +497,9 @@ if __name__ == "__main__":
         if not web and value != defaults[key]:  # the terminal REPL serves nothing: a --port there is a mistake
             die(f"--{key}={value} is where the web page is served, and without --web chat.py runs in the terminal: "
                 f"add --web, or drop --{key}")
-    if max_new_tokens < 1 or not 0 <= temperature <= 10 or not 0 < top_p <= 1 or top_k < 0:
-        die("--max_new_tokens must be at least 1, --temperature in [0, 10], --top_p in (0, 1] and --top_k at "
-            "least 0 (0 = off)")
+    if max_new_tokens < 1:
+        die(f"--max_new_tokens={max_new_tokens}: give at least 1")
+    check_sampling(temperature, top_k, top_p, max_temperature=10)  # the web page's bound too
     if not 0 <= port <= 65535:
         die(f"--port={port}: use a port number from 1 to 65535, or 0 for any free one")
     torch.manual_seed(seed)

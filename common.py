@@ -11,7 +11,7 @@ import math
 import os
 import sys
 from dataclasses import fields
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 import numpy as np
 import torch
@@ -97,6 +97,77 @@ def autocast(device_type: str, dtype: str):
     if dtype == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device_type, dtype=PT_DTYPES[dtype])
+
+
+class Setup(NamedTuple):
+    device: str  # cpu, cuda or cuda:N
+    device_type: str  # cpu or cuda
+    dtype: str  # float32, bfloat16 or float16
+    autocast: contextlib.AbstractContextManager  # enter it around each forward pass
+    threads: str  # for the log: " (N threads)" on the CPU when chosen here, else ""
+
+
+def setup(device: str, dtype: str = "auto", threads: int | str = 0) -> Setup:
+    """Device, precision and CPU threads, chosen the one way every script chooses them. threads: 0
+    leaves torch's default (training, scoring), N > 0 takes N, "idle" the cores the load average
+    leaves idle (decoding, use_idle_cores)."""
+    device = resolve_device(device)
+    device_type = device.split(":")[0]  # cpu or cuda: resolve_device refuses the rest
+    note = ""
+    if threads == "idle":
+        note = use_idle_cores(device)
+    elif threads:
+        torch.set_num_threads(threads)
+    dtype = resolve_dtype(dtype, device_type)
+    return Setup(device, device_type, dtype, autocast(device_type, dtype), note)
+
+
+def runs_on(major: int, minor: int, archs: list[str]) -> bool:
+    """Whether a torch build for archs (torch.cuda.get_arch_list(), e.g. ['sm_75', 'sm_80', 'compute_90']) runs on
+    a GPU of compute capability major.minor: machine code (sm_XY) runs on the same major version at an equal or later
+    minor; PTX (compute_XY) is compiled by the driver for any later GPU."""
+    for arch in archs:
+        kind, _, version = arch.partition("_")
+        v = int(version.rstrip("af"))  # sm_90a, sm_100f: architecture- and family-specific variants
+        if v <= 10 * major + minor and (kind == "compute" or v // 10 == major):
+            return True
+    return False
+
+
+# ---------------------------------------------------------------- settings' ranges
+
+def check_ranges(config: dict, lowest: dict[str, float]) -> None:
+    """Each setting in lowest at or above its lowest value, before anything runs: a 0 that would divide
+    by zero or stop at once, or a negative that would silently mean something else, is one line."""
+    for name, low in lowest.items():
+        if config[name] < low:
+            at_least = "0 or more" if low == 0 else f"at least {low}"
+            die(f"--{name} must be {at_least}, got {config[name]} (--help explains each setting)")
+
+
+def check_sampling(temperature: float, top_k: int, top_p: float, max_temperature: float = math.inf) -> None:
+    """The sampling settings sample.py and chat.py share, each refused in one line naming it."""
+    if not 0 <= temperature <= max_temperature:
+        up_to = f" up to {max_temperature:g}" if max_temperature < math.inf else ""
+        die(f"--temperature={temperature}: use 0 (greedy) or a positive number{up_to}")
+    if top_k < 0:
+        die(f"--top_k={top_k}: use a positive number of tokens to keep, or 0 to turn top-k off")
+    if not 0 < top_p <= 1:
+        die(f"--top_p={top_p}: use a number in (0, 1]; 1.0 turns nucleus sampling off")
+
+
+# ---------------------------------------------------------------- the learning rate
+
+def get_lr(step: int, progress: float, learning_rate: float, min_lr: float, warmup_iters: int,
+           lr_schedule: str = "cosine", decay_fraction: float = 0.2) -> float:
+    """Linear warmup over warmup_iters steps, times a decay that reaches min_lr at progress 1 (the end of training)."""
+    warmup = min(1.0, (step + 1) / (warmup_iters + 1))
+    progress = min(1.0, progress)
+    if lr_schedule == "cosine":  # Loshchilov & Hutter 2017
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:  # wsd: the peak until the last decay_fraction, then linear to min_lr
+        decay = min(1.0, (1.0 - progress) / decay_fraction)
+    return warmup * (min_lr + decay * (learning_rate - min_lr))
 
 
 # ---------------------------------------------------------------- one optimizer step
@@ -210,6 +281,11 @@ def check_data(data_dir: str, splits: tuple[str, ...], block_size: int, vocab_si
             die(f"{path} holds token id {bad[1]} at token {bad[0]:,}, outside the vocabulary of "
                 f"{meta['vocab_size']} that meta.json states: the file is damaged or from another tokenizer; {again}")
     return meta
+
+
+def seeded_generator(*key: int) -> torch.Generator:
+    """A torch.Generator whose stream is fixed by key, e.g. (seed, rank, step): distinct keys, independent streams."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
 
 
 def get_batch(data_dir: str, split: str, batch_size: int, block_size: int, generator: torch.Generator,

@@ -38,14 +38,12 @@ from tqdm import tqdm
 import chat_template
 import common
 from common import (
-    autocast,
     check_data,
     check_json_path,
     die,
     load_meta,
     load_model,
-    resolve_device,
-    resolve_dtype,
+    setup,
     write_json,
 )
 
@@ -352,10 +350,7 @@ def main() -> dict:
         die("stride and limit must be >= 0 and batch_size >= 1")
     if json and json != "-":
         check_json_path(json)
-    dev = resolve_device(device)
-    device_type = dev.split(":")[0]
-    precision = resolve_dtype(dtype, device_type)
-    ctx = autocast(device_type, precision)
+    dev, _, precision, ctx, _ = setup(device, dtype)
 
     model, enc, checkpoint = load_model(ckpt or out_dir, dev)
     block_size = model.config.block_size
