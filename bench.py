@@ -573,8 +573,8 @@ def check_settings(config: dict) -> None:
 
 
 def plan_mode(config: dict) -> None:
-    """--plan: the memory plan of every option, always on the CPU: its bytes saved for backward are a
-    GPU's (the same tensors, the same dtypes)."""
+    """--plan: the memory plan of every option, always on the CPU: its bytes saved for backward
+    are a GPU's (the same tensors, the same dtypes)."""
     rows = memory_plan(list(OPTIONS), config["block_size"])
     print(f"\nbench.py --plan {time.strftime('%Y-%m-%d %H:%M')}: torch {torch.__version__}, CPU")
     print_plan(rows)
@@ -616,17 +616,19 @@ def find_batch_mode(variants: list[tuple[str, dict]], env: dict, config: dict) -
     if device_type() != "cuda":
         die("--find_batch searches GPU memory: it needs a CUDA device (--device=cuda)")
     if len(variants) > 1:
-        die(f"--find_batch searches one variant's micro-batch, and --compare={compare} gives {len(variants)}: "
-            f"give one (e.g. --compare={variants[0][0]}), or none for the settings as they are")
+        die(f"--find_batch searches one variant's micro-batch, and --compare={compare} gives "
+            f"{len(variants)}: give one (e.g. --compare={variants[0][0]}), or none for the "
+            f"settings as they are")
     name, s = variants[0]
     run = build(name, s)
     print(f"largest micro-batch of {name} at block {s['block_size']}, {s['dtype']}, "
           f"compile {'on' if s['compile'] else 'off'}:")
     best = largest_fitting(lambda b: step_fits(run, b), s["batch_size"], find_batch_max)
-    print(f"largest micro-batch that fits: {best} (time it, and powers of two below it, with --compare="
-          f"batch_size=N,... to find the fastest)")
+    print(f"largest micro-batch that fits: {best} (time it, and powers of two below it, with "
+          f"--compare=batch_size=N,... to find the fastest)")
     if json:
-        write_json(json, dict(env=env, settings=config, find_batch=dict(variant=name, largest=best)))
+        found = dict(variant=name, largest=best)
+        write_json(json, dict(env=env, settings=config, find_batch=found))
 
 
 def time_variants(variants: list[tuple[str, dict]]) -> list:
@@ -733,8 +735,8 @@ def main(argv: list[str]) -> None:
     device = setup(device, threads=threads).device
     variants = checked_variants(config)
     env = describe_env()
-    where = (f"{env['gpu']} ({env['capability']}, CUDA {env['cuda']}, {env['gpu_memory_gib']:.0f} GiB)"
-             if device_type() == "cuda" else
+    where = (f"{env['gpu']} ({env['capability']}, CUDA {env['cuda']}, "
+             f"{env['gpu_memory_gib']:.0f} GiB)" if device_type() == "cuda" else
              f"CPU {env['cpu']} ({env['cores']} cores, load {env['load_avg_1min']:.1f})")
     print(f"\nbench.py {env['date']}: {where}, torch {env['torch']}, {env['threads']} threads")
     if find_batch:

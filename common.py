@@ -65,8 +65,8 @@ def resolve_device(device: str) -> str:
 def use_idle_cores(device: str) -> str:
     """On the CPU, unless OMP_NUM_THREADS says otherwise, run torch on the cores the load average leaves
     idle (at least one). Decoding is one token at a time, many tiny matrix-vector products, and a thread
-    waiting for a busy core stalls every one of them: on a 2-core VM running other jobs, sample.py made
-    9.0 tokens/s with torch's default 2 threads and 121 with 1 (docs/sample.md). Returns a note for the log."""
+    waiting for a busy core stalls every one of them: on a busy machine one thread can be many times
+    faster than torch's default (docs/sample.md has the measurement). Returns a note for the log."""
     if device != "cpu":
         return ""
     if "OMP_NUM_THREADS" not in os.environ:
@@ -82,7 +82,7 @@ PT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": to
 def resolve_dtype(dtype: str, device_type: str) -> str:
     """'auto' picks bf16 where the GPU has it (Ampere and later), fp16 on older GPUs such as the
     V100 (with a GradScaler), and fp32 on the CPU: exact, and what the tests compare against
-    (--dtype=bfloat16 runs ~1.5x faster on CPUs with AMX; BENCHMARKS.md)."""
+    (--dtype=bfloat16 is faster on CPUs with AMX; BENCHMARKS.md, "CPU records")."""
     if dtype == "auto":
         if device_type == "cuda":
             return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
@@ -123,9 +123,10 @@ def setup(device: str, dtype: str = "auto", threads: int | str = 0) -> Setup:
 
 
 def runs_on(major: int, minor: int, archs: list[str]) -> bool:
-    """Whether a torch build for archs (torch.cuda.get_arch_list(), e.g. ['sm_75', 'sm_80', 'compute_90']) runs on
-    a GPU of compute capability major.minor: machine code (sm_XY) runs on the same major version at an equal or later
-    minor; PTX (compute_XY) is compiled by the driver for any later GPU."""
+    """Whether a torch build for archs (torch.cuda.get_arch_list(), e.g. ['sm_75', 'sm_80',
+    'compute_90']) runs on a GPU of compute capability major.minor: machine code (sm_XY) runs on the
+    same major version at an equal or later minor; PTX (compute_XY) is compiled by the driver for
+    any later GPU."""
     for arch in archs:
         kind, _, version = arch.partition("_")
         v = int(version.rstrip("af"))  # sm_90a, sm_100f: architecture- and family-specific variants
@@ -137,15 +138,17 @@ def runs_on(major: int, minor: int, archs: list[str]) -> bool:
 # ---------------------------------------------------------------- settings' ranges
 
 def check_ranges(config: dict, lowest: dict[str, float]) -> None:
-    """Each setting in lowest at or above its lowest value, before anything runs: a 0 that would divide
-    by zero or stop at once, or a negative that would silently mean something else, is one line."""
+    """Each setting in lowest at or above its lowest value, before anything runs: a 0 that would
+    divide by zero or stop at once, or a negative that would silently mean something else, is one
+    line."""
     for name, low in lowest.items():
         if config[name] < low:
             at_least = "0 or more" if low == 0 else f"at least {low}"
             die(f"--{name} must be {at_least}, got {config[name]} (--help explains each setting)")
 
 
-def check_sampling(temperature: float, top_k: int, top_p: float, max_temperature: float = math.inf) -> None:
+def check_sampling(temperature: float, top_k: int, top_p: float,
+                   max_temperature: float = math.inf) -> None:
     """The sampling settings sample.py and chat.py share, each refused in one line naming it."""
     if not 0 <= temperature <= max_temperature:
         up_to = f" up to {max_temperature:g}" if max_temperature < math.inf else ""
@@ -160,7 +163,8 @@ def check_sampling(temperature: float, top_k: int, top_p: float, max_temperature
 
 def get_lr(step: int, progress: float, learning_rate: float, min_lr: float, warmup_iters: int,
            lr_schedule: str = "cosine", decay_fraction: float = 0.2) -> float:
-    """Linear warmup over warmup_iters steps, times a decay that reaches min_lr at progress 1 (the end of training)."""
+    """Linear warmup over warmup_iters steps, times a decay that reaches min_lr at progress 1 (the
+    end of training)."""
     warmup = min(1.0, (step + 1) / (warmup_iters + 1))
     progress = min(1.0, progress)
     if lr_schedule == "cosine":  # Loshchilov & Hutter 2017
@@ -233,10 +237,11 @@ def load_meta(data_dir: str) -> dict:
     return meta
 
 
-# Token files up to this many tokens are scanned whole at start-up (128 MB: 0.04 s from the page cache on a 2-core
-# VM); a longer one, such as OpenWebText's 9B-token train.bin (18 GB: 36 s at a disk's 500 MB/s, on every rank
-# and every resume), in SCAN_CHUNKS evenly spaced pieces of the same total. get_batch then checks every
-# window it draws, so an id missed by the sample is still caught, before it reaches the model.
+# Token files up to this many tokens (128 MB, read at once from the page cache) are scanned whole at
+# start-up; a longer one, such as OpenWebText's 9B-token train.bin (18 GB: 36 s at a disk's
+# 500 MB/s, on every rank and every resume), in SCAN_CHUNKS evenly spaced pieces of the same total.
+# get_batch then checks every window it draws, so an id missed by the sample is still caught,
+# before it reaches the model.
 SCAN_TOKENS = 1 << 26
 SCAN_CHUNKS = 64
 
@@ -284,7 +289,8 @@ def check_data(data_dir: str, splits: tuple[str, ...], block_size: int, vocab_si
 
 
 def seeded_generator(*key: int) -> torch.Generator:
-    """A torch.Generator whose stream is fixed by key, e.g. (seed, rank, step): distinct keys, independent streams."""
+    """A torch.Generator whose stream is fixed by key, e.g. (seed, rank, step): distinct keys,
+    independent streams."""
     return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
 
 

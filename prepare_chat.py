@@ -41,7 +41,7 @@ from configurator import configure
 from outputs import make_folder
 from prepare import load_tokenizer, one_line
 
-# the datasets the issue names; the subset (a config of the dataset) is chosen with --hub_subset
+# the hub datasets it reads; the subset (a config of the dataset) is chosen with --hub_subset
 HUB = {"smoltalk": ("HuggingFaceTB/smoltalk", "everyday-conversations"), "hh-rlhf": ("Anthropic/hh-rlhf", None)}
 OFFLINE_HINT = "to work offline, pass local .jsonl files with --input (e.g. ../shared/data/chat/*.jsonl)"
 SPLITS = ("train", "val")

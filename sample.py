@@ -32,7 +32,7 @@ stop_at_eot = True  # end a sample at <|endoftext|>, the document boundary prepa
 seed = 1337
 device = "auto"  # auto: cuda if available, else cpu; or cpu, cuda, cuda:1
 dtype = "auto"  # auto: bf16 on GPUs that have it, fp16 on older ones, fp32 on the CPU
-compile = False  # torch.compile the one-token decoding step: 1.35x the tokens/s on a 2-core CPU, after ~20 s
+compile = False  # torch.compile the one-token decoding step: faster after a wait (docs/sample.md)
 # -----------------------------------------------------------------------------
 
 

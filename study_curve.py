@@ -1,5 +1,5 @@
 """
-The Muon-against-AdamW curve (issue 18; BENCHMARKS.md, "Recipe"): every run as a table row, each optimizer's
+The Muon-against-AdamW curve (BENCHMARKS.md, "Recipe"): every run as a table row, each optimizer's
 best LR at each ratio, Muon's gain in nats, its token efficiency read off AdamW's own curve, a fit of that
 efficiency against tokens per parameter, and the fit's prediction at option A's 23-hour ratio. One PNG.
 

@@ -118,12 +118,12 @@ for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):  # kill / Ctrl-C / a
 # Every setting's range, checked before anything runs: a 0 in the first list would divide by zero or stop the run
 # at once, and a negative value would silently mean something else (negative warmup_iters make the learning rate
 # negative, a negative time budget is no budget). `python train.py --help` shows each setting with its comment.
-common.check_ranges(config, dict.fromkeys(("batch_size", "batch_tokens", "block_size", "eval_interval",
-                                           "eval_iters", "log_interval", "divergence_steps",
-                                           "vocab_multiple_of", "ffn_multiple_of"), 1))
-common.check_ranges(config, dict.fromkeys(("max_iters", "lr_decay_iters", "time_budget_hours",
-                                           "warmup_iters", "weight_decay", "grad_clip", "loss_chunk",
-                                           "hellaswag_every_eval", "seed"), 0))
+common.check_ranges(config, dict.fromkeys(
+    ("batch_size", "batch_tokens", "block_size", "eval_interval", "eval_iters", "log_interval",
+     "divergence_steps", "vocab_multiple_of", "ffn_multiple_of"), 1))
+common.check_ranges(config, dict.fromkeys(
+    ("max_iters", "lr_decay_iters", "time_budget_hours", "warmup_iters", "weight_decay",
+     "grad_clip", "loss_chunk", "hellaswag_every_eval", "seed"), 0))
 if learning_rate <= 0:
     die(f"learning_rate must be positive, got {learning_rate}")
 if not 0 <= min_lr <= learning_rate:
@@ -157,7 +157,8 @@ if device.startswith("cuda"):
             f"pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126")
     torch.cuda.set_device(device)
     torch.set_float32_matmul_precision("high")  # TF32 for any fp32 matmul on Ampere and later
-device, device_type, dtype, autocast, _ = common.setup(device, dtype)  # after set_device: this rank's GPU
+# after set_device, so that dtype=auto asks this rank's GPU
+device, device_type, dtype, autocast, _ = common.setup(device, dtype)
 compile = device_type == "cuda" if compile is None else compile
 
 # global batch -> gradient accumulation: the same tokens per optimizer step whatever the world size
@@ -222,7 +223,8 @@ optimizers = model.configure_optimizers(weight_decay, learning_rate, (beta1, bet
                                         muon_momentum, muon_weight_decay)  # [AdamW] or [Muon, AdamW]
 # fp16 has 5 exponent bits: small gradients underflow unless the loss is scaled up first (Micikevicius et al. 2018)
 scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
-data_gen = common.seeded_generator(seed, rank, 0)  # training windows: different per rank, reproducible from the seed
+# training windows: different per rank, reproducible from the seed
+data_gen = common.seeded_generator(seed, rank, 0)
 torch.manual_seed(seed + rank)  # dropout: different per rank
 iter_num, tokens_seen, skipped, elapsed_before, best_val_loss, val_loss = 0, 0, 0, 0.0, float("inf"), float("nan")
 val_iter = None  # the step val_loss was measured at: a signal stops a run without an eval, so it may lag iter_num
@@ -313,7 +315,8 @@ def evaluate() -> float:
                 continue
             x, y = batch
         else:
-            x, y = get_batch(data_dir, "val", batch_size, block_size, common.seeded_generator(k), device)
+            gen = common.seeded_generator(k)
+            x, y = get_batch(data_dir, "val", batch_size, block_size, gen, device)
         weight = (y != -1).sum() if chat else torch.ones((), device=device)
         with autocast:
             total += torch.stack([fast_model(x, y)[1].float() * weight, weight.float()])
@@ -431,7 +434,8 @@ while True:
     # ---- one optimizer step: grad_accum micro-steps, gradients synchronised only on the last one
     t0, step = time.monotonic(), iter_num
     progress = max((iter_num + 1) / decay_iters if decay_iters else 0.0, time_progress)  # at the end of this step
-    lr = common.get_lr(iter_num, progress, learning_rate, min_lr, warmup_iters, lr_schedule, decay_fraction)
+    lr = common.get_lr(iter_num, progress, learning_rate, min_lr, warmup_iters, lr_schedule,
+                       decay_fraction)
     for opt in optimizers:  # the schedule scales Muon's own peak alike
         for group in opt.param_groups:
             group["lr"] = lr * muon_lr / learning_rate if isinstance(opt, torch.optim.Muon) else lr

@@ -1,4 +1,4 @@
-# The Muon-against-AdamW curve (issue 18; BENCHMARKS.md, "Recipe"): one model small enough that the shared
+# The Muon-against-AdamW curve (BENCHMARKS.md, "Recipe"): one model small enough that the shared
 # Wikipedia's 13.5M train tokens, never repeated, reach the largest data-to-model ratio a 2-core CPU allows.
 #   python prepare.py --input ../shared/data/wikipedia --data_dir=data/wikipedia --val_fraction 0.05
 #   bash study_curve.sh
@@ -27,5 +27,5 @@ eval_iters = 40  # 40 x 4 x 256 = 41K held-out tokens, the same windows at every
 log_interval = 50
 
 device = "cpu"
-dtype = "float32"  # the CPU has no fast bf16 path here: fp32 is 1.25x faster than bf16 autocast, and exact
+dtype = "float32"  # exact, and faster than bf16 autocast on the study's CPU (BENCHMARKS.md)
 compile = False

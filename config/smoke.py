@@ -1,5 +1,4 @@
-# A tiny model that trains on a CPU in minutes (5 m 21 s on a 2-core VM at load average 5), on the offline
-# OpenWebText sample:
+# A tiny model that trains on a CPU in minutes, on the offline OpenWebText sample:
 #   export TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache  # offline only
 #   python prepare.py --input ../shared/data/openwebtext_sample --data_dir=data/owt_sample
 #   python train.py config/smoke.py
