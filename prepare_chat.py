@@ -112,6 +112,36 @@ def check_settings(args: SimpleNamespace) -> None:
         sys.exit("error: --num_conversations must be at least 1 (or 0: all)")
 
 
+def tokenize_into(paths: dict[str, list[Path]], conversations, enc, args: SimpleNamespace) -> dict:
+    """Each conversation through the chat template into its split's token, mask and start files
+    (paths[split], in FILES' order), on disk when this returns. Conversation i goes to val when
+    floor((i+1)f) > floor(i f). Returns each split's counts."""
+    f = Fraction(str(args.val_fraction))
+    counts = {s: dict.fromkeys(("conversations", "tokens", "target_tokens", "cut", "dropped"), 0)
+              for s in SPLITS}
+    with ExitStack() as files:
+        handles = {s: [files.enter_context(open(p, "wb")) for p in paths[s]] for s in SPLITS}
+        for i, messages in enumerate(conversations):
+            split = "val" if math.floor((i + 1) * f) > math.floor(i * f) else "train"
+            c = counts[split]
+            ids, mask, left_out = chat_template.encode_fit(enc, messages, args.block_size + 1)
+            if not ids:
+                c["dropped"] += 1
+                continue
+            c["cut"] += left_out > 0
+            tokens, target, starts = handles[split]
+            starts.write(np.array([c["tokens"]], dtype=np.int64).tobytes())
+            tokens.write(np.array(ids, dtype=np.uint16).tobytes())
+            target.write(np.array(mask, dtype=np.uint8).tobytes())
+            c["conversations"] += 1
+            c["tokens"] += len(ids)
+            c["target_tokens"] += sum(mask)
+        for fh in (h for hs in handles.values() for h in hs):  # on disk before the renames
+            fh.flush()
+            os.fsync(fh.fileno())
+    return counts
+
+
 def prepare(args: SimpleNamespace) -> dict:
     t0 = time.time()
     check_settings(args)
@@ -131,30 +161,9 @@ def prepare(args: SimpleNamespace) -> dict:
     created = not out.exists()
     make_folder(str(out), "--data_dir")
     tmp = {p: p.with_name(p.name + ".tmp") for p in final}
-    f = Fraction(str(args.val_fraction))
-    counts = {s: {"conversations": 0, "tokens": 0, "target_tokens": 0, "cut": 0, "dropped": 0} for s in SPLITS}
     try:
-        with ExitStack() as files:
-            handles = {s: [files.enter_context(open(tmp[out / name.format(s)], "wb")) for name in FILES]
-                       for s in SPLITS}
-            for i, messages in enumerate(conversations):
-                split = "val" if math.floor((i + 1) * f) > math.floor(i * f) else "train"
-                c = counts[split]
-                ids, mask, left_out = chat_template.encode_fit(enc, messages, args.block_size + 1)
-                if not ids:
-                    c["dropped"] += 1
-                    continue
-                c["cut"] += left_out > 0
-                tokens, target, starts = handles[split]
-                starts.write(np.array([c["tokens"]], dtype=np.int64).tobytes())
-                tokens.write(np.array(ids, dtype=np.uint16).tobytes())
-                target.write(np.array(mask, dtype=np.uint8).tobytes())
-                c["conversations"] += 1
-                c["tokens"] += len(ids)
-                c["target_tokens"] += sum(mask)
-            for fh in (h for hs in handles.values() for h in hs):  # on disk before the renames
-                fh.flush()
-                os.fsync(fh.fileno())
+        counts = tokenize_into({s: [tmp[out / name.format(s)] for name in FILES] for s in SPLITS},
+                               conversations, enc, args)
         for s in SPLITS:
             if counts[s]["conversations"] == 0:
                 sys.exit(f"error: the {s} split holds no conversation ({counts[s]['dropped']} too long for "

@@ -266,19 +266,24 @@ def test_errors_are_printed_by_the_first_rank_of_a_node_only(monkeypatch):
 # ---------------------------------------------------------------- lists, and what a user may type
 
 def test_list_setting_takes_the_values_that_follow(tmp_path):
-    """A list setting (prepare.py's input, compare.py's runs) takes every value up to the next --key or
-    config file, as a shell glob gives them; --key=A, a config file's list and --key= (none) too."""
+    """A list setting (prepare.py's input, compare.py's runs) takes every value up to the next
+    --key or config file, as a shell glob gives them; --key=A, a config file's list and --key=
+    (none) too."""
     path = write(tmp_path, "n_layer = 4\n")
     ns = {**script_globals(), "input": []}
-    config = configure(dict(ns), ["--input", "a.txt", "b c.jsonl", "--n_layer=3", "--input=d", "e", path],
+    config = configure(dict(ns), ["--input", "a.txt", "b c.jsonl", "--n_layer=3", "--input=d", "e",
+                                  path],
                        verbose=False)
-    assert config["input"] == ["d", "e"] and config["n_layer"] == 4  # later ones win; the file is a file
+    assert config["input"] == ["d",
+                               "e"] and config["n_layer"] == 4  # later ones win; the file is a file
     assert configure(dict(ns), ["--input=a.txt"], verbose=False)["input"] == ["a.txt"]
-    assert configure(dict(ns), ["--input=123"], verbose=False)["input"] == ["123"]  # a path, not a number
+    assert configure(dict(ns), ["--input=123"],
+                     verbose=False)["input"] == ["123"]  # a path, not a number
     assert configure(dict(ns), ["--input="], verbose=False)["input"] == []
     listed = write(tmp_path, "input = ['x.txt', 'y.txt']\n", "list.py")
     assert configure(dict(ns), [listed], verbose=False)["input"] == ["x.txt", "y.txt"]
-    assert "expects a list of strings" in refused(dict(ns), [write(tmp_path, "input = 'x.txt'\n", "s.py")])
+    assert "expects a list of strings" in refused(dict(ns), [write(tmp_path, "input = 'x.txt'\n",
+                                                                   "s.py")])
     assert "--input=VALUE" in refused(dict(ns), ["--input"])
 
 
@@ -289,7 +294,8 @@ LONG = "Once upon a time, " * 500  # a prompt pasted where a number goes
     ("--n_layer=", ["'n_layer'", "expects int", "got str ''"]),
     ("--n_layer=twelve", ["'n_layer'", "expects int", "'twelve'"]),
     ("--n_layer=" + LONG, ["'n_layer'", "expects int", f"({len(repr(LONG))} characters)"]),
-    ("--n_layer=" + "[" * 100_000, ["'n_layer'", "expects int"]),  # too deep for the parser: a string
+    ("--n_layer=" + "[" * 100_000, ["'n_layer'",
+                                    "expects int"]),  # too deep for the parser: a string
     ("--n_layer=3\n4", ["'n_layer'", "'3\\n4'"]),  # a newline stays on the one line
     ("--learning_rate=\u00e9\"'", ["'learning_rate'", "expects float"]),  # unicode and quotes
     ("--learning_rate=1e999", ["'learning_rate'", "finite"]),
@@ -306,11 +312,13 @@ def test_what_a_user_may_type_is_one_line_naming_the_setting(arg, words):
 def test_odd_characters_and_long_values_are_kept_as_typed():
     """A string setting takes what was typed, whatever the characters; nothing is cut."""
     for value in (LONG, "caf\u00e9 \u2603 \U0001f600", "a 'quoted' \"word\"", "two\nlines", ""):
-        assert configure(script_globals(), [f"--seed_text={value}"], verbose=False)["seed_text"] == value
+        assert configure(script_globals(), [f"--seed_text={value}"],
+                         verbose=False)["seed_text"] == value
 
 
 def test_die_needs_no_torch():
-    """configurator.py (and die) import nothing outside the standard library: prepare.py runs without torch."""
+    """configurator.py (and die) import nothing outside the standard library: prepare.py runs
+    without torch."""
     import subprocess
     code = (f"import sys; sys.modules['torch'] = None; sys.path.insert(0, {str(ROOT)!r}); "
             "import configurator, outputs, prepare; print('ok')")

@@ -83,7 +83,8 @@ def test_gpu_check_knows_which_builds_run_on_which_gpus():
 @pytest.mark.parametrize("schedule", ["cosine", "wsd"])
 def test_lr_schedule_warms_up_then_ends_exactly_at_min_lr(schedule):
     peak, low, warmup, frac = 1e-3, 1e-4, 10, 0.2
-    get_lr = partial(common.get_lr, learning_rate=peak, min_lr=low, warmup_iters=warmup, lr_schedule=schedule,
+    get_lr = partial(common.get_lr, learning_rate=peak, min_lr=low, warmup_iters=warmup,
+                     lr_schedule=schedule,
                      decay_fraction=frac)
     ramp = [get_lr(s, 0.0) for s in range(warmup + 1)]
     assert ramp == sorted(ramp) and ramp[0] == pytest.approx(peak / (warmup + 1)) and ramp[-1] == pytest.approx(peak)
@@ -307,7 +308,8 @@ def test_compiled_training_resumes_saves_plain_weights_and_recompiles_once(small
     model.eval()
     with torch.no_grad():  # train.py's val loss: eval_iters=2 batches, batch k from its own seed
         get_batch, seeded_generator = common.get_batch, common.seeded_generator
-        losses = [model(*get_batch(str(small_data), "val", 4, 32, seeded_generator(k)))[1] for k in (0, 1)]
+        losses = [model(*get_batch(str(small_data), "val", 4, 32,
+                                   seeded_generator(k)))[1] for k in (0, 1)]
     assert checkpoint["iter_num"] == 4 and float(torch.stack(losses).mean()) == pytest.approx(b_eval[-1]["val_loss"],
                                                                                           abs=1e-4)
 
@@ -346,7 +348,8 @@ def test_time_budget_ends_in_time_and_a_resume_continues_it(owt_data, tmp_path):
     # the clock and the schedule went on from the checkpoint's, rather than from elapsed 0 and the peak LR: the
     # first resumed step is at least as far along as the checkpoint's elapsed time over the budget
     peak, low = 3e-2, 3e-4  # the smoke config's learning_rate (overridden in TINY) and min_lr
-    get_lr = partial(common.get_lr, learning_rate=peak, min_lr=low, warmup_iters=2, lr_schedule="cosine")
+    get_lr = partial(common.get_lr, learning_rate=peak, min_lr=low, warmup_iters=2,
+                     lr_schedule="cosine")
     assert resumed[0]["elapsed"] > first["elapsed"] and resumed[0]["lr"] < get_lr(2, first["elapsed"] / budget)
     # the schedule ran on the clock (lr_decay_iters is far away) and reached min_lr at the deadline
     assert resumed[-1]["lr"] - low < 0.1 * (peak - low)
