@@ -1,8 +1,9 @@
 """
 The pieces train.py, bench.py, sample.py, chat.py and eval.py share, each in one place:
-one-line errors, device and precision setup, one optimizer step, batch sampling from the token
-files, the tokenizer, and checkpoints that are written atomically and loaded without running code
-from the file.
+device and precision setup (setup), settings' range checks, the learning-rate schedule, one
+optimizer step, batch sampling from the token files, the tokenizer, and checkpoints that are
+written atomically and loaded without running code from the file. One-line errors (die) live in
+configurator.py and output folders in outputs.py, both torch-free; they are imported here too.
 """
 
 import contextlib

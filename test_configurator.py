@@ -324,3 +324,36 @@ def test_die_needs_no_torch():
             "import configurator, outputs, prepare; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.stdout.strip() == "ok", r.stderr
+
+
+# ---------------------------------------------------------------- every script, as a user types it
+
+SCRIPTS = {  # script: an int setting it takes (None: it has none)
+    "prepare.py": "num_proc", "prepare_chat.py": "block_size", "compare.py": None,
+    "study_curve.py": None, "train.py": "n_layer", "sample.py": "num_samples",
+    "chat.py": "max_new_tokens", "eval.py": "batch_size", "bench.py": "iters", "export_hf.py": None,
+    "export_gguf.py": None,
+}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_every_script_takes_the_same_command_line(script):
+    """One command-line system: --help lists each script's settings with their comments, and an
+    unknown key, a wrong type or a pasted paragraph is one line naming the setting."""
+    from conftest import run_in_process
+
+    helped = run_in_process(script, "--help")
+    out = helped.stdout
+    assert helped.returncode == 0 and "settings (change with a config file or --key=value):" in out
+    assert any(line.startswith("  ") and " = " in line and "#" in line for line in out.splitlines())
+    cases = [("--no_such_setting=1", "unknown config key 'no_such_setting'")]
+    if SCRIPTS[script]:
+        key = SCRIPTS[script]
+        cases += [(f"--{key}=", f"'{key}'"), (f"--{key}=three", f"'{key}'"), (f"--{key}={LONG}",
+                                                                              "characters)")]
+    for arg, words in cases:
+        r = run_in_process(script, arg)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode != 0 and len(lines) == 1, (arg[:80], r.stderr[-500:])
+        assert lines[0].startswith("error: ") and words in lines[0], lines[0]
+        assert len(lines[0]) < 400 or arg == cases[0][0]  # values cut short; keys may all be listed
