@@ -48,6 +48,13 @@ def shown(value, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+def named(path) -> str:
+    """A path as a message names it, in quotes: as typed, unless it is long or holds a control
+    character (a paragraph or a newline pasted where a path goes), then cut short as shown does."""
+    path = str(path)
+    return f"'{path}'" if path.isprintable() and len(path) <= 200 else shown(path, 200)
+
+
 def settings_of(namespace: dict) -> dict:
     """The settings a script declares: its public lowercase globals of plain types. UPPER_CASE names
     are constants (EOT_TOKEN, a page template), never settings."""

@@ -8,7 +8,7 @@ import contextlib
 import json
 import os
 
-from configurator import die
+from configurator import die, named
 
 
 def check_writable(folder: str, what: str) -> None:
@@ -21,7 +21,7 @@ def check_writable(folder: str, what: str) -> None:
         open(probe, "w").close()
         os.remove(probe)
     except OSError as e:
-        die(f"cannot write to '{folder}' ({e.strerror}): choose another {what}")
+        die(f"cannot write to {named(folder)} ({e.strerror}): choose another {what}")
 
 
 def file_in_the_way(path: str) -> str | None:
@@ -41,12 +41,12 @@ def make_folder(folder: str, what: str) -> None:
     (what), not a traceback."""
     blocker = file_in_the_way(folder)
     if blocker:
-        die(f"cannot make the folder '{folder}': '{blocker}' is a file, not a folder; "
+        die(f"cannot make the folder {named(folder)}: {named(blocker)} is a file, not a folder; "
             f"choose another {what}")
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
-        die(f"cannot make the folder '{folder}' ({e.strerror or e}): choose another {what}")
+        die(f"cannot make the folder {named(folder)} ({e.strerror or e}): choose another {what}")
     check_writable(folder, what)
 
 

@@ -41,7 +41,7 @@ import numpy as np
 import tiktoken
 from tqdm import tqdm
 
-from configurator import configure
+from configurator import configure, named, shown
 from outputs import make_folder
 
 HUB_DATASET = "Skylion007/openwebtext"
@@ -97,6 +97,12 @@ def one_line(e: BaseException) -> str:
 def find_files(paths: list[str]) -> list[Path]:
     files = []
     for p in map(Path, paths):
+        try:
+            p.stat()
+        except FileNotFoundError:
+            raise SystemExit(f"error: input path not found: {named(p)}") from None
+        except OSError as e:  # a name too long, a permission
+            raise SystemExit(f"error: cannot read the input {named(p)} ({e.strerror})") from None
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in SUFFIXES)
             if not found:
@@ -107,7 +113,7 @@ def find_files(paths: list[str]) -> list[Path]:
                 raise SystemExit(f"error: {p}: unsupported file type (want .txt, .jsonl or .parquet)")
             files.append(p)
         else:
-            raise SystemExit(f"error: input path not found: {p}")
+            raise SystemExit(f"error: input path not found: {named(p)}")
     return files
 
 
@@ -371,6 +377,10 @@ def in_order(pool, fn: Callable, args: Iterable, ahead: int) -> Iterator:
 # -----------------------------------------------------------------------------
 
 def check_settings(args: SimpleNamespace) -> None:
+    for key, path in [("data_dir", args.data_dir)] + [("input", p) for p in args.input]:
+        if not path.isprintable():  # a newline or a tab pasted with it
+            raise SystemExit(f"error: --{key} {shown(path)} holds a control character (a pasted "
+                             f"newline?): give the path alone")
     if not 0 < args.val_fraction < 1:
         raise SystemExit("error: --val_fraction must be between 0 and 1")
     if args.num_docs < 0:
@@ -393,9 +403,10 @@ def plan_work(args: SimpleNamespace, out: Path) -> tuple[dict, int | None, Itera
     hub's counts): the source for meta.json, the documents to read (None: not known ahead) and the
     workers' work."""
     files = find_files(args.input) if args.input else []
-    if out.exists() and not out.is_dir():
+    # os.path's checks, not Path's: a name too long is make_folder's one line below, not a traceback
+    if os.path.exists(out) and not os.path.isdir(out):
         raise SystemExit(f"error: --data_dir {out} is a file, not a folder")
-    if not args.overwrite and any((out / n).exists() for n in FINAL):
+    if not args.overwrite and any(os.path.exists(out / n) for n in FINAL):
         raise SystemExit(f"error: {out} already holds prepared data; pass --overwrite to replace it")
     load_tokenizer()
     if args.input:
@@ -482,7 +493,7 @@ def prepare(args: SimpleNamespace) -> dict:
     out = Path(args.data_dir)
     source, total, todo = plan_work(args, out)
     final = {name: out / name for name in FINAL}
-    created = not out.exists()
+    created = not os.path.exists(out)
     make_folder(str(out), "--data_dir")
     tmp = {name: p.with_name(p.name + ".tmp") for name, p in final.items()}
     try:

@@ -37,7 +37,7 @@ import numpy as np
 import tiktoken
 
 import chat_template
-from configurator import configure
+from configurator import configure, shown
 from outputs import make_folder
 from prepare import load_tokenizer, one_line
 
@@ -96,6 +96,10 @@ def hub_conversations(name: str, subset: str | None, skipped: list[int]) -> Iter
 
 
 def check_settings(args: SimpleNamespace) -> None:
+    for key, path in [("data_dir", args.data_dir)] + [("input", p) for p in args.input]:
+        if not path.isprintable():  # a newline or a tab pasted with it
+            sys.exit(f"error: --{key} {shown(path)} holds a control character (a pasted newline?): "
+                     f"give the path alone")
     if not (args.input or args.hub):
         sys.exit("error: give --input FILE.jsonl ... (offline) or --hub=smoltalk|hh-rlhf")
     if args.input and args.hub:
@@ -147,9 +151,9 @@ def prepare(args: SimpleNamespace) -> dict:
     check_settings(args)
     out = Path(args.data_dir or Path("data") / (args.hub or "chat"))
     final = [out / f.format(s) for s in SPLITS for f in FILES] + [out / "meta.json"]
-    if out.exists() and not out.is_dir():
+    if os.path.exists(out) and not os.path.isdir(out):  # os.path's: a long name is no traceback
         sys.exit(f"error: --data_dir {out} is a file, not a folder")
-    if not args.overwrite and any(p.exists() for p in final):
+    if not args.overwrite and any(os.path.exists(p) for p in final):
         sys.exit(f"error: {out} already holds prepared data; pass --overwrite to replace it")
     enc = load_tokenizer()
     skipped = [0]
@@ -158,7 +162,7 @@ def prepare(args: SimpleNamespace) -> dict:
     conversations = islice(conversations, args.num_conversations or None)
     source = args.input or [f"hf://datasets/{HUB[args.hub][0]}/{args.hub_subset or HUB[args.hub][1] or ''}"]
 
-    created = not out.exists()
+    created = not os.path.exists(out)
     make_folder(str(out), "--data_dir")
     tmp = {p: p.with_name(p.name + ".tmp") for p in final}
     try:

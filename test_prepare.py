@@ -304,6 +304,11 @@ def test_input_errors(tmp_path, case):
     (["--num_proc=\u00e9\"'"], ["'num_proc'", "expects int"]),  # unicode and quotes
     (["--input"], ["--input=VALUE"]),  # a list setting with no value
     (["-n", "3"], ["'-n' is not a setting", "--key=value"]),
+    (["--input", "a\nb.txt"], ["--input 'a\\nb.txt'", "control character"]),  # a pasted newline
+    (["--input=a.txt", "--data_dir=out\tx"], ["--data_dir", "control character"]),
+    (["--input=" + "a pasted paragraph " * 300], ["cannot read the input", "characters)"]),
+    ([f"--input={OWT_SAMPLE}", "--data_dir=" + "a pasted paragraph " * 300],
+     ["cannot make the folder", "characters)"]),
 ])
 def test_argument_errors_are_one_line(args, words):
     r = run(*args)
