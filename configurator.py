@@ -38,7 +38,9 @@ def die(message: str) -> NoReturn:
     grouped = dist is not None and dist.is_available() and dist.is_initialized()
     if os.environ.get("LOCAL_RANK", "0") != "0" and not grouped:
         raise SystemExit(1)
-    raise SystemExit(f"error: {message}")
+    # one line whatever a path or value in it holds: a newline pasted into --out_dir reads as \n
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    raise SystemExit(f"error: {line}")
 
 
 def shown(value, limit: int = 60) -> str:

@@ -357,3 +357,13 @@ def test_every_script_takes_the_same_command_line(script):
         assert r.returncode != 0 and len(lines) == 1, (arg[:80], r.stderr[-500:])
         assert lines[0].startswith("error: ") and words in lines[0], lines[0]
         assert len(lines[0]) < 400 or arg == cases[0][0]  # values cut short; keys may all be listed
+
+
+def test_die_keeps_any_message_on_one_line():
+    """A newline or tab in a path a script names (--out_dir=$'out\\nx') is written \\n, not a second
+    line."""
+    from configurator import die
+    with pytest.raises(SystemExit) as info:
+        die("no checkpoint at 'out\nx\t'")
+    assert info.value.code == "error: no checkpoint at 'out\\nx\\t'"
+
