@@ -10,8 +10,9 @@ setting to True); later ones win. A list setting (default []) takes every value 
 up to the next --key or config file: --input a.txt b.txt, or --runs out-recipe/* from a shell glob.
 An unknown key is refused with a did-you-mean suggestion, and a value of the wrong type with a
 message that says the type expected (an int may set a float; a setting whose default is None takes
-any value). The resolved settings are written back into the
-script's globals and returned as a dict, ready for logging and for checkpoints.
+any value). The resolved settings are written back into the script's globals and returned as a
+dict, ready for logging and for checkpoints. It imports nothing outside the standard library, so
+the scripts that never import torch (prepare.py, prepare_chat.py) use it too.
 """
 
 import difflib
