@@ -50,7 +50,7 @@ FILES = ("{}.bin", "{}_mask.bin", "{}_starts.bin")
 # -----------------------------------------------------------------------------
 input = []  # local .jsonl files of {"messages": [...]}, read in the order given
 hub = ""  # or download from the Hugging Face hub instead (needs datasets): smoltalk or hh-rlhf
-hub_subset = ""  # "": smoltalk's everyday-conversations (suits a small model); all: the whole set
+hub_subset = ""  # "": the default (smoltalk: everyday-conversations); all; hh-rlhf: helpful-base
 data_dir = ""  # the folder to write; "": data/<hub name> or data/chat
 overwrite = False  # replace the data already in data_dir
 block_size = 1024  # the model's context: a conversation must fit in block_size + 1 tokens
