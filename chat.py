@@ -789,6 +789,8 @@ if __name__ == "__main__":
     if max_new_tokens < 1 or not 0 <= temperature <= 10 or not 0 < top_p <= 1 or top_k < 0:
         die("--max_new_tokens must be at least 1, --temperature in [0, 10], --top_p in (0, 1] and --top_k at "
             "least 0 (0 = off)")
+    if queue_size < 0 or max_tokens_limit < 1 or not time_limit > 0:
+        die("--queue_size must be at least 0, --max_tokens_limit at least 1 and --time_limit above 0 seconds")
     if not 0 <= port <= 65535:
         die(f"--port={port}: use a port number from 1 to 65535, or 0 for any free one")
     torch.manual_seed(seed)
