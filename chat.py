@@ -26,8 +26,9 @@ and ends each reply: it gets that template, and its reply ends at <|endoftext|> 
 alone. --mode forces one or the other; the terminal and the page say which kind of model is loaded.
 
 --web serves OpenAI's protocol from the standard library's http.server (GET /v1/models, POST
-/v1/chat/completions, POST /v1/completions; docs/chat.md), and a page that chats through it. One reply
-is generated at a time: a request made meanwhile waits in a short queue, or gets 429 when it is full.
+/v1/chat/completions, POST /v1/completions; docs/chat.md), and a page that chats through it. One
+reply is generated at a time: a request made meanwhile waits in a short queue, or gets 429 when it
+is full.
 """
 
 import contextlib
@@ -88,7 +89,8 @@ def transcript(history: list[tuple[str, str]], message: str, head: str | None = 
     return f"{header if head is None else head}\n\n{turns}User: {message}\nAssistant:"
 
 
-def messages_of(history: list[tuple[str, str]], message: str, head: str | None = None) -> list[dict]:
+def messages_of(history: list[tuple[str, str]], message: str,
+                head: str | None = None) -> list[dict]:
     """The conversation in the messages format, the header as its system message (chat_template.py)."""
     turns = [{"role": r, "content": c} for u, a in history for r, c in (("user", u), ("assistant", a))]
     system = header if head is None else head
@@ -147,18 +149,19 @@ BLANK_IDS: dict[str, list[int]] = {}  # per tokenizer: computed once (30 ms)
 
 
 def reply_stream(model, enc, ids: list[int], dev: str, ctx, stops: tuple[str, ...] = STOP_STRINGS,
-                 opening: bool = True, stats: dict | None = None, deadline: float | None = None, **kwargs):
+                 opening: bool = True, stats: dict | None = None, deadline: float | None = None,
+                 **kwargs):
     """Yield the reply's text as it is generated, cut before the first stop string. Text that might
     be the start of a stop string is held until it is clearly not; kwargs go to generate_stream.
-    opening: a turn of a conversation, whose first token is never blank (blank_ids) and whose leading
-    whitespace is dropped; a plain completion keeps what the model writes. stats, if given, gets the
-    number of tokens generated ('tokens') and why the text ended ('finish_reason': 'stop' at EOT or a
-    stop string, 'length' at max_new_tokens or at deadline, a time.monotonic() time)."""
+    opening: a turn of a conversation, whose first token is never blank (blank_ids) and whose
+    leading whitespace is dropped; a plain completion keeps what the model writes. stats, if given,
+    gets the number of tokens generated ('tokens') and why the text ended ('finish_reason': 'stop'
+    at EOT or a stop string, 'length' at max_new_tokens or at deadline, a time.monotonic() time)."""
     stats = {} if stats is None else stats
     stats.update(tokens=0, finish_reason="stop")
     pending, started = "", not opening
-    steps = stream_text(model, enc, ids, dev, ctx, {EOT_TOKEN}, suppress_first=blank_ids(enc) if opening else (),
-                        **kwargs)
+    suppress = blank_ids(enc) if opening else ()
+    steps = stream_text(model, enc, ids, dev, ctx, {EOT_TOKEN}, suppress_first=suppress, **kwargs)
     with contextlib.closing(steps):
         for token, text in steps:
             stats["tokens"] += token is not None
@@ -226,22 +229,26 @@ class Chat:
 
     @property
     def stops(self) -> tuple[str, ...]:
-        # a chat-tuned model ends its turn with <|endoftext|> itself; a base one is stopped at the next turn's start
+        # a chat-tuned model ends its turn with <|endoftext|> itself; a base one is stopped at the
+        # next turn's start
         return () if self.tuned else STOP_STRINGS
 
     def settings(self, seed: int | None = None, **given) -> dict:
         """generate_stream's sampling settings: chat.py's own, where given ones are None."""
-        s = dict(max_new_tokens=max_new_tokens, temperature=self.temperature, top_k=top_k, top_p=top_p)
+        s = dict(max_new_tokens=max_new_tokens, temperature=self.temperature, top_k=top_k,
+                 top_p=top_p)
         s.update({k: v for k, v in given.items() if v is not None})
         s["top_k"] = s["top_k"] or None
-        s["generator"] = self.generator if seed is None else torch.Generator(device=self.dev).manual_seed(seed)
+        s["generator"] = (self.generator if seed is None else
+                          torch.Generator(device=self.dev).manual_seed(seed))
         return s
 
-    def generate(self, ids: list[int], stops: tuple[str, ...], opening: bool = True, stats: dict | None = None,
-                 deadline: float | None = None, **settings):
+    def generate(self, ids: list[int], stops: tuple[str, ...], opening: bool = True,
+                 stats: dict | None = None, deadline: float | None = None, **settings):
         """Yield the text generated after ids (reply_stream); settings from self.settings()."""
-        yield from reply_stream(self.model, self.enc, ids, self.dev, autocast(self.device_type, self.dtype),
-                                stops, opening, stats, deadline, **settings)
+        ctx = autocast(self.device_type, self.dtype)
+        yield from reply_stream(self.model, self.enc, ids, self.dev, ctx, stops, opening, stats,
+                                deadline, **settings)
 
     def reply(self, history: list[tuple[str, str]], message: str, temperature: float | None = None):
         """Yield the reply to message, after history, as text pieces."""
@@ -250,14 +257,14 @@ class Chat:
 
     @contextlib.contextmanager
     def turn(self, gone):
-        """Hold the model for one web reply: wait for it in a queue of queue_size (ApiError 429 when that
-        is full). Yields False when gone() (the client left) while waiting: nothing to generate then."""
+        """Hold the model for one web reply: wait for it in a queue of queue_size (ApiError 429
+        when that is full). Yields False when gone() (the client left) while waiting."""
         with self.admitting:
             if self.admitted > queue_size:
                 wait = math.ceil(self.last_seconds * self.admitted)
-                raise ApiError(429, f"busy: one reply is being generated and {queue_size} more are waiting; "
-                                    f"try again in {wait} s", code="rate_limit_exceeded",
-                               headers={"Retry-After": str(wait)})
+                raise ApiError(429, f"busy: one reply is being generated and {queue_size} more "
+                                    f"are waiting; try again in {wait} s",
+                               code="rate_limit_exceeded", headers={"Retry-After": str(wait)})
             self.admitted += 1
         got, start = False, time.monotonic()
         try:
@@ -375,7 +382,8 @@ async function send(message) {
     const messages = [...history.slice(-40), {role: 'user', content: message}];
     const response = await fetch('/v1/chat/completions', {method: 'POST',
       headers: {'Content-Type': 'application/json'},
-      body: JSON.stringify({messages, stream: true, temperature: parseFloat($('temperature').value)})});
+      body: JSON.stringify({messages, stream: true,
+                            temperature: parseFloat($('temperature').value)})});
     if (!response.ok) {
       const err = await response.json().catch(() => ({error: {message: response.statusText}}));
       bot.classList.add('error'); out.textContent = err.error.message; user.remove();
@@ -398,9 +406,15 @@ async function send(message) {
           continue;
         }
         const chunk = JSON.parse(data);
-        if (chunk.error) { bot.classList.add('error'); out.textContent += ' [' + chunk.error.message + ']'; continue; }
+        if (chunk.error) {
+          bot.classList.add('error'); out.textContent += ' [' + chunk.error.message + ']';
+          continue;
+        }
         const text = chunk.choices[0].delta.content;
-        if (text) { out.textContent += text; bot.dataset.chunks = +bot.dataset.chunks + 1; bot.scrollIntoView(false); }
+        if (text) {
+          out.textContent += text; bot.dataset.chunks = +bot.dataset.chunks + 1;
+          bot.scrollIntoView(false);
+        }
       }
     }
   } catch (e) {
@@ -440,34 +454,39 @@ class ApiError(Exception):
         self.status, self.param, self.code, self.headers = status, param, code, headers or {}
 
     def body(self) -> dict:
-        return {"error": {"message": str(self), "type": self.TYPES.get(self.status, "invalid_request_error"),
-                          "param": self.param, "code": self.code}}
+        kind = self.TYPES.get(self.status, "invalid_request_error")
+        return {"error": {"message": str(self), "type": kind, "param": self.param,
+                          "code": self.code}}
 
 
-# The request fields each endpoint honours; those front ends send that change nothing here (accepted);
-# and those that would change the reply in a way chat.py cannot, with the values that change nothing:
-# any other value is refused by name, never ignored. A field in none of these is refused as OpenAI does.
-SAMPLING_FIELDS = ("model", "stream", "stream_options", "temperature", "top_p", "top_k", "max_tokens", "stop",
-                   "seed")
+# The request fields each endpoint honours; those front ends send that change nothing here
+# (accepted); and those that would change the reply in a way chat.py cannot, with the values that
+# change nothing: any other value is refused by name, never ignored. Other fields are refused, as
+# OpenAI's API refuses them.
+SAMPLING_FIELDS = ("model", "stream", "stream_options", "temperature", "top_p", "top_k",
+                   "max_tokens", "stop", "seed")
 FIELDS = {"chat.completion": (*SAMPLING_FIELDS, "messages", "max_completion_tokens"),
           "text_completion": (*SAMPLING_FIELDS, "prompt")}
-INFORMATIONAL = ("user", "metadata", "store", "service_tier", "prompt_cache_key", "prompt_cache_retention",
-                 "prompt_cache_options", "safety_identifier", "parallel_tool_calls")
+INFORMATIONAL = ("user", "metadata", "store", "service_tier", "prompt_cache_key",
+                 "prompt_cache_retention", "prompt_cache_options", "safety_identifier",
+                 "parallel_tool_calls")
 UNSUPPORTED = {"n": [1], "best_of": [1], "presence_penalty": [0], "frequency_penalty": [0],
-               "repetition_penalty": [1], "logprobs": [False], "top_logprobs": [0], "logit_bias": [{}],
-               "tools": [[]], "tool_choice": ["none"], "functions": [[]], "function_call": ["none"],
-               "response_format": [{"type": "text"}], "modalities": [["text"]], "audio": [],
-               "prediction": [], "reasoning_effort": [], "web_search_options": [], "echo": [False],
-               "suffix": [""], "min_p": [0], "verbosity": []}
+               "repetition_penalty": [1], "logprobs": [False], "top_logprobs": [0],
+               "logit_bias": [{}], "tools": [[]], "tool_choice": ["none"], "functions": [[]],
+               "function_call": ["none"], "response_format": [{"type": "text"}],
+               "modalities": [["text"]], "audio": [], "prediction": [], "reasoning_effort": [],
+               "web_search_options": [], "echo": [False], "suffix": [""], "min_p": [0],
+               "verbosity": []}
 
 
 def harmless(value, accepted: list) -> bool:
     """value changes nothing: null, or one of accepted (JSON's true is not 1, nor false 0)."""
-    return value is None or any(value == a and isinstance(value, bool) == isinstance(a, bool) for a in accepted)
+    return value is None or any(value == a and isinstance(value, bool) == isinstance(a, bool)
+                                for a in accepted)
 
 
 def request_of(body: bytes, kind: str) -> dict:
-    """The JSON object of a request to endpoint kind, every field known and honoured (ApiError if not)."""
+    """The JSON object of a request to endpoint kind, each field known and honoured, or ApiError."""
     try:
         request = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -480,63 +499,72 @@ def request_of(body: bytes, kind: str) -> dict:
         if key not in UNSUPPORTED:
             raise ApiError(400, f"unrecognized request argument supplied: {key}", key)
         if not harmless(value, UNSUPPORTED[key]):
-            raise ApiError(400, f"'{key}' is not supported by this server (it would change the reply, and "
-                                f"chat.py cannot do it): leave it out", key, "unsupported_parameter")
+            raise ApiError(400, f"'{key}' is not supported by this server (it would change the "
+                                f"reply, and chat.py cannot do it): leave it out", key,
+                           "unsupported_parameter")
     return request
 
 
-def number(request: dict, key: str, lo: float, hi: float, integer: bool = False, low_open: bool = False):
-    """request[key] if it is a number in [lo, hi] ((lo, hi] with low_open), None if absent; else ApiError."""
+def number(request: dict, key: str, lo: float, hi: float, integer: bool = False,
+           low_open: bool = False):
+    """request[key] if a number in [lo, hi] ((lo, hi] if low_open), None if absent; or ApiError."""
     value = request.get(key)
     if value is None:
         return None
-    kinds = int if integer else (int, float)
-    if not isinstance(value, kinds) or isinstance(value, bool) or not (lo < value if low_open else lo <= value) \
-            or not value <= hi:
+    above = lo < value if low_open else lo <= value
+    if not isinstance(value, int if integer else (int, float)) or isinstance(value, bool) or \
+            not (above and value <= hi):
         what = "a whole number" if integer else "a number"
-        raise ApiError(400, f"'{key}' must be {what} in {'(' if low_open else '['}{lo:g}, {hi:g}]", key)
+        raise ApiError(400, f"'{key}' must be {what} in {'(' if low_open else '['}{lo:g}, {hi:g}]",
+                       key)
     return value
 
 
 def sampling_of(request: dict) -> dict:
-    """How the request asks for its reply: Chat.settings' keys, and stop, stream, usage (ApiError if wrong)."""
-    length_key = "max_completion_tokens" if request.get("max_completion_tokens") is not None else "max_tokens"
+    """How the request asks for its reply: Chat.settings' keys, and stop, stream and usage."""
+    length = "max_completion_tokens" if request.get("max_completion_tokens") is not None else \
+        "max_tokens"
     stop = request.get("stop")
     stop = [stop] if isinstance(stop, str) else [] if stop is None else stop
-    if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
-        raise ApiError(400, "'stop' must be a non-empty string or a list of up to 4 of them", "stop")
+    if not (isinstance(stop, list) and len(stop) <= 4 and
+            all(isinstance(s, str) and s for s in stop)):
+        raise ApiError(400, "'stop' must be a non-empty string or a list of up to 4", "stop")
     options = request.get("stream_options") or {}
     if not isinstance(request.get("stream", False), bool) or not isinstance(options, dict):
-        raise ApiError(400, "'stream' must be true or false, and 'stream_options' an object", "stream")
-    return dict(temperature=number(request, "temperature", 0, 10), top_p=number(request, "top_p", 0, 1, low_open=True),
+        raise ApiError(400, "'stream' must be true or false, 'stream_options' an object", "stream")
+    return dict(temperature=number(request, "temperature", 0, 10),
+                top_p=number(request, "top_p", 0, 1, low_open=True),
                 top_k=number(request, "top_k", 0, 1 << 31, integer=True),
-                max_new_tokens=number(request, length_key, 1, max_tokens_limit, integer=True),
-                seed=number(request, "seed", -(1 << 63), (1 << 64) - 1, integer=True), stop=tuple(stop),
-                stream=bool(request.get("stream")), usage=bool(options.get("include_usage")))
+                max_new_tokens=number(request, length, 1, max_tokens_limit, integer=True),
+                seed=number(request, "seed", -(1 << 63), (1 << 64) - 1, integer=True),
+                stop=tuple(stop), stream=bool(request.get("stream")),
+                usage=bool(options.get("include_usage")))
 
 
 def text_of(i: int, content) -> str:
     """A message's content: a string, or a list of text parts (OpenAI's content parts) joined."""
     if isinstance(content, list) and all(isinstance(p, dict) for p in content):
-        kinds = {p.get("type") for p in content} - {"text"}
-        if kinds:
-            raise ApiError(400, f"message {i + 1} has a content part of type {kinds.pop()!r}: this model reads "
-                                f"text only", "messages")
+        if kinds := {p.get("type") for p in content} - {"text"}:
+            raise ApiError(400, f"message {i + 1} has a content part of type {kinds.pop()!r}: "
+                                f"this model reads text only", "messages")
         return "".join(str(p.get("text", "")) for p in content)
     return content
 
 
 def conversation_of(messages) -> tuple[str | None, list[tuple[str, str]], str]:
-    """(system message or None, [(user, assistant), ...], the last user message) of a chat request's
-    messages; ApiError says what is wrong. OpenAI's newer "developer" role is the system message."""
+    """(system message or None, [(user, assistant), ...], the last user message) of a chat
+    request's messages; ApiError says what is wrong. OpenAI's newer "developer" role is the
+    system message."""
     if not isinstance(messages, list):
         raise ApiError(400, "'messages' must be a list of {role, content} objects", "messages")
     plain = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
-            raise ApiError(400, f"message {i + 1} must be an object with 'role' and 'content'", "messages")
+            raise ApiError(400, f"message {i + 1} must be an object with 'role' and 'content'",
+                           "messages")
         if m.get("tool_calls") or m.get("function_call"):
-            raise ApiError(400, f"message {i + 1} has tool calls: this model has no tools", "messages")
+            raise ApiError(400, f"message {i + 1} has tool calls: this model has no tools",
+                           "messages")
         role = "system" if m.get("role") == "developer" else m.get("role")
         plain.append({"role": role, "content": text_of(i, m.get("content"))})
     if problem := chat_template.check(plain, partial=True):
@@ -547,13 +575,13 @@ def conversation_of(messages) -> tuple[str | None, list[tuple[str, str]], str]:
 
 
 def prompt_of(enc, prompt, budget: int) -> list[int]:
-    """Token ids of a completion request's prompt (a string, or a list of one), its end when longer than
-    budget; an empty prompt starts a new document (<|endoftext|>), as each starts in training."""
+    """Token ids of a completion request's prompt (a string, or a list of one), its end when
+    longer than budget; an empty prompt starts a new document (<|endoftext|>), as in training."""
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
     if not isinstance(prompt, str):
-        raise ApiError(400, "'prompt' must be a string (one prompt: this server makes one reply at a time)",
-                       "prompt")
+        raise ApiError(400, "'prompt' must be a string (one prompt: this server makes one reply "
+                            "at a time)", "prompt")
     return (enc.encode_ordinary(prompt) or [EOT_TOKEN])[-budget:]
 
 
@@ -561,18 +589,28 @@ def chunk_of(kind: str, meta: dict, text: str | None = None, finish: str | None 
              role: bool = False) -> dict:
     """One server-sent event of a streamed reply (OpenAI's chunk objects)."""
     if kind == "chat.completion":
-        delta = ({"role": "assistant"} if role else {}) | ({} if text is None else {"content": text})
+        delta = {"role": "assistant"} if role else {}
+        if text is not None:
+            delta["content"] = text
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return {**meta, "object": "chat.completion.chunk", "choices": [choice]}
-    return {**meta, "object": "text_completion",
-            "choices": [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]}
+    choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+    return {**meta, "object": "text_completion", "choices": [choice]}
 
 
 def whole_of(kind: str, meta: dict, text: str, finish: str, usage: dict) -> dict:
     """A reply sent whole (stream false)."""
     choice = {"index": 0, "logprobs": None, "finish_reason": finish}
-    choice |= {"message": {"role": "assistant", "content": text}} if kind == "chat.completion" else {"text": text}
+    if kind == "chat.completion":
+        choice["message"] = {"role": "assistant", "content": text}
+    else:
+        choice["text"] = text
     return {**meta, "object": kind, "choices": [choice], "usage": usage}
+
+
+def usage_of(stats: dict, n_prompt: int) -> dict:
+    return {"prompt_tokens": n_prompt, "completion_tokens": stats["tokens"],
+            "total_tokens": n_prompt + stats["tokens"]}
 
 
 # ---------------------------------------------------------------- the web server
@@ -596,22 +634,22 @@ class Handler(BaseHTTPRequestHandler):
             super().log_request(code, size)
 
     def do_GET(self):
-        path = self.path.split("?")[0]
-        if path == "/":
+        if self.path.split("?")[0] == "/":
             return self.send_body(200, self.page, "text/html; charset=utf-8")
-        self.route({"/v1/models": self.get_models, f"/v1/models/{self.chat.name}": self.get_model}, "GET")
+        self.route({"/v1/models": self.get_models, f"/v1/models/{self.chat.name}": self.get_model},
+                   "GET")
 
     def do_POST(self):
         self.route({"/v1/chat/completions": lambda: self.post("chat.completion"),
                     "/v1/completions": lambda: self.post("text_completion")}, "POST")
 
     def route(self, routes: dict, method: str):
-        """Run the route's function; its ApiError, or any failure before a reply began, is answered."""
+        """Run the path's function; its ApiError, or a failure before a reply began, is answered."""
         path = self.path.split("?")[0].rstrip("/")
         try:
             if path not in routes:
-                raise ApiError(404, f"nothing to {method} at {path or '/'}: the chat is at /, the API at "
-                                    f"/v1/models, /v1/chat/completions and /v1/completions")
+                raise ApiError(404, f"nothing to {method} at {path or '/'}: the chat is at /, the "
+                                    f"API at /v1/models, /v1/chat/completions and /v1/completions")
             routes[path]()
         except ApiError as e:
             self.send_json(e.status, e.body(), e.headers, error=str(e))
@@ -641,45 +679,49 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(200, self.model_card())
 
     def model_card(self) -> dict:
-        return {"id": self.chat.name, "object": "model", "created": self.chat.created, "owned_by": "smallgpt"}
+        return {"id": self.chat.name, "object": "model", "created": self.chat.created,
+                "owned_by": "smallgpt"}
 
     def read_body(self) -> bytes:
-        """The request's body, within REQUEST_TIMEOUT_S in all (a per-read timeout alone lets a client
-        trickle one byte per interval) and at most MAX_REQUEST_BYTES; ApiError otherwise."""
+        """The request's body, at most MAX_REQUEST_BYTES, within REQUEST_TIMEOUT_S in all (a
+        per-read timeout alone lets a client trickle one byte per interval); else ApiError."""
         raw = self.headers.get("Content-Length")
         if raw is None:
             raise ApiError(411, "a Content-Length header is required")
         raw = raw.strip()
-        if not (raw.isascii() and raw.isdigit()):  # int() takes '-5', '+5', '1_0'; '²' is a digit int() refuses
-            raise ApiError(400, f"Content-Length must be the body's size in bytes, a whole number from 0 to "
-                                f"{MAX_REQUEST_BYTES}, not {raw[:20]!r}")
-        if len(raw) > 12 or int(raw) > MAX_REQUEST_BYTES:  # int() refuses over 4300 digits: never given those
-            raise ApiError(413, f"the request is larger than {MAX_REQUEST_BYTES} bytes: start a new chat or send "
-                                f"a shorter message", code="request_too_large")
+        if not (raw.isascii() and raw.isdigit()):  # int() takes '-5', '+5', '1_0'; '²' it refuses
+            raise ApiError(400, f"Content-Length must be the body's size in bytes, a whole number "
+                                f"from 0 to {MAX_REQUEST_BYTES}, not {raw[:20]!r}")
+        if len(raw) > 12 or int(raw) > MAX_REQUEST_BYTES:  # int() refuses over 4300 digits
+            raise ApiError(413, f"the request is larger than {MAX_REQUEST_BYTES} bytes: start a "
+                                f"new chat or send a shorter message", code="request_too_large")
         length, deadline, body = int(raw), time.monotonic() + REQUEST_TIMEOUT_S, b""
         try:
             while len(body) < length:
                 if (left := deadline - time.monotonic()) <= 0:
                     self.close_connection = True
-                    raise ApiError(408, f"the request's body did not arrive within {REQUEST_TIMEOUT_S:g} seconds: "
-                                        f"send it whole, as Content-Length says")
+                    raise ApiError(408, f"the request's body did not arrive within "
+                                        f"{REQUEST_TIMEOUT_S:g} seconds: send it whole, as "
+                                        f"Content-Length says")
                 self.connection.settimeout(left)
                 with contextlib.suppress(TimeoutError):
                     if not (chunk := self.rfile.read1(length - len(body))):
-                        raise ApiError(400, f"the body ended before the {length} bytes Content-Length gives")
+                        raise ApiError(400, f"the body ended before the {length} bytes "
+                                            f"Content-Length gives")
                     body += chunk
         finally:
             self.connection.settimeout(self.timeout)
         return body
 
     def post(self, kind: str):
-        """A chat completion (messages through the chat template) or a completion (a prompt continued)."""
+        """A chat completion (messages through the template), or a completion (a prompt)."""
         request = request_of(self.read_body(), kind)
         s = sampling_of(request)
         stop, stream, usage = s.pop("stop"), s.pop("stream"), s.pop("usage")
         block_size = self.chat.model.config.block_size
         budget = block_size - min(s["max_new_tokens"] or max_new_tokens, block_size // 2)
-        if kind == "chat.completion":
+        chat = kind == "chat.completion"
+        if chat:
             system, history, message = conversation_of(request.get("messages"))
             ids = prompt_ids(self.chat.enc, history, message, budget, self.chat.tuned, system)
             stop = self.chat.stops + stop
@@ -688,12 +730,13 @@ class Handler(BaseHTTPRequestHandler):
         with self.chat.turn(self.client_gone) as ours:
             if not ours:
                 return self.log_message('"%s" client left while queued', self.requestline)
-            stats, meta = {}, {"id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex}",
-                               "created": int(time.time()), "model": self.chat.name}
-            pieces = self.chat.generate(ids, stop, kind == "chat.completion", stats, time.monotonic() + time_limit,
-                                        **self.chat.settings(**s))
+            meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+                    "created": int(time.time()), "model": self.chat.name}
+            stats, deadline = {}, time.monotonic() + time_limit
+            pieces = self.chat.generate(ids, stop, chat, stats, deadline, **self.chat.settings(**s))
             with contextlib.closing(pieces):  # stops generating on the way out, however it ends
-                (self.send_stream if stream else self.send_whole)(kind, meta, pieces, stats, len(ids), usage)
+                send = self.send_stream if stream else self.send_whole
+                send(kind, meta, pieces, stats, len(ids), usage)
 
     def client_gone(self) -> bool:
         """Whether the client has closed its connection: readable, with nothing to read (the test
@@ -711,10 +754,12 @@ class Handler(BaseHTTPRequestHandler):
             text += piece
             if self.client_gone():
                 return self.log_message('"%s" client left: generation stopped', self.requestline)
-        self.send_json(200, whole_of(kind, meta, text, stats["finish_reason"], usage_of(stats, n_prompt)))
+        usage = usage_of(stats, n_prompt)
+        self.send_json(200, whole_of(kind, meta, text, stats["finish_reason"], usage))
 
     def send_stream(self, kind: str, meta: dict, pieces, stats: dict, n_prompt: int, usage: bool):
-        """Server-sent events: a chunk per piece, one with the finish reason, usage if asked, then [DONE]."""
+        """Server-sent events: a chunk a piece, one with the finish reason, usage if asked, then
+        [DONE]."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
@@ -728,14 +773,16 @@ class Handler(BaseHTTPRequestHandler):
                     raise BrokenPipeError
             self.send_event(chunk_of(kind, meta, finish=stats["finish_reason"]))
             if usage:
-                self.send_event({**chunk_of(kind, meta), "choices": [], "usage": usage_of(stats, n_prompt)})
+                self.send_event({**meta, "object": chunk_of(kind, meta)["object"], "choices": [],
+                                 "usage": usage_of(stats, n_prompt)})
             self.wfile.write(b"data: [DONE]\n\n")
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            # the client went away, or stopped reading for REQUEST_TIMEOUT_S: generation stops as the stream closes
+            # the client went away, or stopped reading for REQUEST_TIMEOUT_S
             self.log_message('"%s" client left: generation stopped', self.requestline)
-        except Exception as e:  # after the 200 headers: say so in the stream, as OpenAI's servers do
+        except Exception as e:  # after the 200 headers: say so in the stream, as OpenAI's does
             traceback.print_exc()
-            error = ApiError(500, f"the reply failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})")
+            first = (str(e).splitlines() or [""])[0]
+            error = ApiError(500, f"the reply failed ({type(e).__name__}: {first})")
             self.log_message('"%s" %s', self.requestline, error)
             with contextlib.suppress(OSError):
                 self.send_event(error.body())
@@ -744,17 +791,14 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
 
 
-def usage_of(stats: dict, n_prompt: int) -> dict:
-    return {"prompt_tokens": n_prompt, "completion_tokens": stats["tokens"],
-            "total_tokens": n_prompt + stats["tokens"]}
-
-
 def make_handler(chat: Chat) -> type[Handler]:
-    about = ("It was fine-tuned on conversations: it answers in turns and ends its reply itself." if chat.tuned else
+    about = ("It was fine-tuned on conversations: it answers in turns and ends its reply itself."
+             if chat.tuned else
              "It was trained on web text, not on conversations: it continues a transcript.")
     page = (PAGE.replace("__TEMPERATURE__", str(chat.temperature)).replace("__KIND__", chat.kind)
             .replace("__ABOUT__", about).encode())
     return type("ChatHandler", (Handler,), {"chat": chat, "page": page})
+
 
 def make_server(chat: Chat, host: str, port: int) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer((host, port), make_handler(chat))
@@ -790,7 +834,8 @@ if __name__ == "__main__":
         die("--max_new_tokens must be at least 1, --temperature in [0, 10], --top_p in (0, 1] and --top_k at "
             "least 0 (0 = off)")
     if queue_size < 0 or max_tokens_limit < 1 or not time_limit > 0:
-        die("--queue_size must be at least 0, --max_tokens_limit at least 1 and --time_limit above 0 seconds")
+        die("--queue_size must be at least 0, --max_tokens_limit at least 1 and --time_limit "
+            "above 0 seconds")
     if not 0 <= port <= 65535:
         die(f"--port={port}: use a port number from 1 to 65535, or 0 for any free one")
     torch.manual_seed(seed)

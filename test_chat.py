@@ -48,15 +48,15 @@ def ref_transcript(history: list[tuple[str, str]], message: str, head: str = HEA
     return text + "User: " + message + "\nAssistant:"
 
 
-def ref_reply(model, history: list[tuple[str, str]], message: str, generator=None, max_new: int = MAX_NEW,
-              head: str = HEADER, **kwargs) -> str:
+def ref_reply(model, history: list[tuple[str, str]], message: str, generator=None,
+              max_new: int = MAX_NEW, head: str = HEADER, **kwargs) -> str:
     """The reply as displayed: generated until EOT or until the decoded text, leading whitespace
     dropped, holds a stop string; then cut there. kwargs: sampling settings (default greedy)."""
     ids = enc.encode(ref_transcript(history, message, head))
     assert len(ids) <= model.config.block_size // 2, "keep test chats short enough that no turn is trimmed"
     new: list[int] = []
-    for token in model.generate_stream(torch.tensor([ids]), max_new, generator=generator, suppress_first=BLANK,
-                                       **{"temperature": 0, **kwargs}):
+    for token in model.generate_stream(torch.tensor([ids]), max_new, generator=generator,
+                                       suppress_first=BLANK, **{"temperature": 0, **kwargs}):
         if token.item() == EOT_TOKEN:
             break
         new.append(token.item())
@@ -144,7 +144,8 @@ def test_the_largest_request_the_server_accepts_costs_little_work():
     ids = chat.prompt_ids(counting, history, message, 64)
     transcript_chars = len(chat.transcript(history, message))
     assert counting.calls <= pairs.bit_length() + 2 and counting.chars <= (pairs.bit_length() + 2) * transcript_chars
-    assert len(ids) <= 64 and enc.decode(ids).endswith("User: x\nAssistant: y\nUser: hi\nAssistant:")
+    assert len(ids) <= 64
+    assert enc.decode(ids).endswith("User: x\nAssistant: y\nUser: hi\nAssistant:")
     assert len(enc.encode(ref_transcript(history[-len(history) // 2:], message))) > 64  # most turns were dropped
 
 
@@ -339,7 +340,7 @@ def test_chat_py_port_in_use_is_one_line_error(tiny_dir):
 
 @contextmanager
 def serving(out_dir):
-    """chat.py's server on a free port, in this process (replies of MAX_NEW tokens); yields (chat, port)."""
+    """chat.py's server on a free port, in this process, replies of MAX_NEW tokens: (chat, port)."""
     saved = chat.max_new_tokens
     chat.max_new_tokens = MAX_NEW
     c = chat.Chat(str(out_dir))
@@ -362,7 +363,7 @@ def server(tiny_dir):
 
 @pytest.fixture(scope="module")
 def tuned_dir(tmp_path_factory):
-    """A chat-tuned checkpoint (random weights, the chat template recorded): the template, no stop strings."""
+    """A chat-tuned checkpoint (random weights, the template recorded): no stop strings."""
     out = tmp_path_factory.mktemp("out-chat-tuned")
     make_checkpoint(out / "ckpt.pt", GPTConfig(n_layer=2, n_embd=64, n_head=2, block_size=128),
                     chat_template=chat_template.NAME)
@@ -376,11 +377,12 @@ def tuned_server(tuned_dir):
 
 
 def client(port: int, **kwargs) -> openai.OpenAI:
-    """The official client, as a user points it at chat.py; no retries unless asked, so a 429 is seen."""
-    return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="any", **{"max_retries": 0, **kwargs})
+    """The official client, as a user points it at chat.py; no retries unless asked."""
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="any",
+                         **{"max_retries": 0, **kwargs})
 
 
-def post(port: int, body: bytes | dict, path: str = "/v1/chat/completions") -> http.client.HTTPResponse:
+def post(port: int, body: bytes | dict, path: str = "/v1/chat/completions"):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request("POST", path, body if isinstance(body, bytes) else json.dumps(body).encode(),
                  {"Content-Type": "application/json"})
@@ -388,13 +390,14 @@ def post(port: int, body: bytes | dict, path: str = "/v1/chat/completions") -> h
 
 
 def messages(history: list[tuple[str, str]], message: str, system: str | None = None) -> list[dict]:
-    turns = [{"role": r, "content": c} for u, a in history for r, c in (("user", u), ("assistant", a))]
-    return [{"role": "system", "content": system}] * (system is not None) + turns + [
-        {"role": "user", "content": message}]
+    turns = [{"role": r, "content": c}
+             for u, a in history for r, c in (("user", u), ("assistant", a))]
+    head = [{"role": "system", "content": system}] if system is not None else []
+    return head + turns + [{"role": "user", "content": message}]
 
 
 def greedy_continuation(model, ids: list[int], n: int) -> tuple[str, int]:
-    """The reference for a completion: model.generate's greedy tokens, to EOT, decoded; and their number."""
+    """A completion's reference: model.generate's greedy tokens, to EOT, decoded; and how many."""
     out = model.generate(torch.tensor([ids]), n, temperature=0)[0, len(ids):].tolist()
     new = out[:out.index(EOT_TOKEN)] if EOT_TOKEN in out else out
     return enc.decode(new), len(new)
@@ -410,8 +413,9 @@ def test_models_lists_the_checkpoint(server, tiny_dir):
 def test_chat_completion_through_the_openai_client(server):
     c, port = server
     history = [("Hi", "Hello there.")]
-    response = client(port).chat.completions.create(model="anything", messages=messages(history, "How are you?"),
-                                                    temperature=0, max_tokens=12, user="u1", metadata={"a": "b"})
+    response = client(port).chat.completions.create(
+        model="anything", messages=messages(history, "How are you?"), temperature=0, max_tokens=12,
+        user="u1", metadata={"a": "b"})
     expected = ref_reply(c.model, history, "How are you?", max_new=12)
     choice = response.choices[0]
     assert choice.message.role == "assistant" and choice.message.content == expected and expected
@@ -424,36 +428,44 @@ def test_chat_completion_through_the_openai_client(server):
 
 def test_streamed_chat_completion_through_the_openai_client(server):
     c, port = server
-    stream = client(port).chat.completions.create(model=c.name, messages=messages([], "Tell me a story"),
-                                                  temperature=0, stream=True, stream_options={"include_usage": True})
+    stream = client(port).chat.completions.create(
+        model=c.name, messages=messages([], "Tell me a story"), temperature=0, stream=True,
+        stream_options={"include_usage": True})
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
-    pieces = [ch.choices[0].delta.content for ch in chunks[1:] if ch.choices and ch.choices[0].delta.content]
-    assert "".join(pieces) == ref_reply(c.model, [], "Tell me a story") and len(pieces) > 2  # streamed in pieces
+    pieces = [ch.choices[0].delta.content for ch in chunks[1:]
+              if ch.choices and ch.choices[0].delta.content]
+    assert "".join(pieces) == ref_reply(c.model, [], "Tell me a story")
+    assert len(pieces) > 2  # streamed in pieces
     finishes = [ch.choices[0].finish_reason for ch in chunks if ch.choices]
-    assert chunks[-1].choices == [] and finishes[:-1] == [None] * (len(finishes) - 1)  # usage comes last
+    assert finishes[:-1] == [None] * (len(finishes) - 1) and chunks[-1].choices == []  # usage last
     assert finishes[-1] == ("length" if chunks[-1].usage.completion_tokens == MAX_NEW else "stop")
-    raw = post(port, {"messages": messages([], "Hi"), "stream": True, "max_tokens": 3}).read().decode()
+    body = {"messages": messages([], "Hi"), "stream": True, "max_tokens": 3}
+    raw = post(port, body).read().decode()
     assert raw.endswith("\n\ndata: [DONE]\n\n") and raw.startswith("data: {")
 
 
 def test_system_message_replaces_the_header(server):
     c, port = server
-    reply = client(port).chat.completions.create(model=c.name, messages=messages([], "Hi", system="Be brief."),
-                                                 temperature=0).choices[0].message.content
+    reply = client(port).chat.completions.create(
+        model=c.name, messages=messages([], "Hi", system="Be brief."), temperature=0)
+    reply = reply.choices[0].message.content
     assert reply == ref_reply(c.model, [], "Hi", head="Be brief.")
 
 
 def test_tuned_model_is_served_through_its_chat_template(tuned_server):
     c, port = tuned_server
     history = [("Hi", "Hello!")]
-    reply = client(port).chat.completions.create(model=c.name, messages=messages(history, "And now?"),
-                                                 temperature=0).choices[0].message.content
+    reply = client(port).chat.completions.create(
+        model=c.name, messages=messages(history, "And now?"), temperature=0)
+    reply = reply.choices[0].message.content
     text = f"{EOT_TEXT}{HEADER}\n\nUser: Hi\nAssistant: Hello!{EOT_TEXT}User: And now?\nAssistant:"
     ids = enc.encode(text, allowed_special={EOT_TEXT})
-    new = [t.item() for t in c.model.generate_stream(torch.tensor([ids]), MAX_NEW, temperature=0, suppress_first=BLANK)]
+    steps = c.model.generate_stream(torch.tensor([ids]), MAX_NEW, temperature=0,
+                                    suppress_first=BLANK)
+    new = [t.item() for t in steps]
     new = new[:new.index(EOT_TOKEN)] if EOT_TOKEN in new else new
-    assert reply == enc.decode(new).lstrip()  # no stop strings: "\n\n" and "User:" may be in the reply
+    assert reply == enc.decode(new).lstrip()  # no stop strings: "\n\n" and "User:" may be in it
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -461,50 +473,60 @@ def test_completion_through_the_openai_client(server, stream):
     c, port = server
     prompt = "The meaning of life is"
     expected, n = greedy_continuation(c.model, enc.encode(prompt), 10)
-    response = client(port).completions.create(model=c.name, prompt=prompt, max_tokens=10, temperature=0,
-                                               stream=stream)
+    ask = dict(model=c.name, prompt=prompt, max_tokens=10, temperature=0)
+    response = client(port).completions.create(**ask, stream=stream)
     if stream:
         chunks = list(response)
-        text, finish = "".join(ch.choices[0].text for ch in chunks), chunks[-1].choices[0].finish_reason
+        text = "".join(ch.choices[0].text for ch in chunks)
+        finish = chunks[-1].choices[0].finish_reason
     else:
         text, finish = response.choices[0].text, response.choices[0].finish_reason
-        assert response.usage.prompt_tokens == len(enc.encode(prompt)) and response.usage.completion_tokens == n
+        assert response.usage.prompt_tokens == len(enc.encode(prompt))
+        assert response.usage.completion_tokens == n
     assert text == expected and finish == ("length" if n == 10 else "stop")
     # a stop string: the text ends before it, finish_reason "stop"
     cut = expected[len(expected) // 2:][:4]
-    stopped = client(port).completions.create(model=c.name, prompt=prompt, max_tokens=10, temperature=0, stop=[cut])
-    assert stopped.choices[0].text == expected[:expected.index(cut)] and stopped.choices[0].finish_reason == "stop"
+    stopped = client(port).completions.create(**ask, stop=[cut]).choices[0]
+    assert stopped.text == expected[:expected.index(cut)] and stopped.finish_reason == "stop"
 
 
 def test_a_seed_gives_the_same_sampled_reply(server):
     c, port = server
     ask = dict(model=c.name, prompt="Once upon a time", max_tokens=8, temperature=1.0, top_p=0.9)
-    texts = [client(port).completions.create(**ask, seed=seed).choices[0].text for seed in (1, 1, 2)]
+    texts = [client(port).completions.create(**ask, seed=seed).choices[0].text
+             for seed in (1, 1, 2)]
     assert texts[0] == texts[1] != texts[2]
 
 
 @pytest.mark.parametrize("out_dir", ["tiny_dir", "tuned_dir"])
 def test_greedy_replies_equal_the_terminals(out_dir, request):
-    """The same conversation, greedy, through chat.py's terminal (a process of its own) and through the
-    endpoint: the same replies (the terminal's history keeps each reply stripped, as the page does)."""
+    """The same conversation, greedy, through chat.py's terminal (a process of its own) and through
+    the endpoint: the same replies (the terminal's history keeps each reply stripped)."""
     path = request.getfixturevalue(out_dir)
-    result = run_in_process("chat.py", f"--out_dir={path}", "--temperature=0", f"--max_new_tokens={MAX_NEW}",
-                            stdin="Hello!\nWhat is a GPT?\n")
+    result = run_in_process("chat.py", f"--out_dir={path}", "--temperature=0",
+                            f"--max_new_tokens={MAX_NEW}", stdin="Hello!\nWhat is a GPT?\n")
     assert result.returncode == 0, result.stderr
-    terminal = [line.removeprefix("Assistant: ") for line in result.stdout.splitlines() if line.startswith("Assist")]
+    terminal = [line.removeprefix("Assistant: ") for line in result.stdout.splitlines()
+                if line.startswith("Assistant:")]
     with serving(path) as (c, port):
-        first = client(port).chat.completions.create(model=c.name, messages=messages([], "Hello!"), temperature=0)
-        history = [("Hello!", first.choices[0].message.content.strip())]
-        second = client(port).chat.completions.create(model=c.name, messages=messages(history, "What is a GPT?"),
-                                                      temperature=0)
-    assert len(terminal) == 2 and terminal == [first.choices[0].message.content, second.choices[0].message.content]
+        replies, history = [], []
+        for message in ("Hello!", "What is a GPT?"):
+            response = client(port).chat.completions.create(
+                model=c.name, messages=messages(history, message), temperature=0)
+            replies.append(response.choices[0].message.content)
+            history.append((message, replies[-1].strip()))
+    assert len(terminal) == 2 and terminal == replies
 
 
-REFUSED = [(dict(n=2), "n"), (dict(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
-           (dict(logprobs=True), "logprobs"), (dict(response_format={"type": "json_object"}), "response_format"),
-           (dict(presence_penalty=0.5), "presence_penalty"), (dict(logit_bias={"50256": -100}), "logit_bias"),
-           (dict(extra_body={"mirostat": 2}), "mirostat"), (dict(max_tokens=100_000), "max_tokens"),
-           (dict(temperature=-1), "temperature"), (dict(top_p=0), "top_p"), (dict(stop=["a"] * 5), "stop")]
+REFUSED = [(dict(n=2), "n"),
+           (dict(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
+           (dict(logprobs=True), "logprobs"),
+           (dict(response_format={"type": "json_object"}), "response_format"),
+           (dict(presence_penalty=0.5), "presence_penalty"),
+           (dict(logit_bias={"50256": -100}), "logit_bias"),
+           (dict(extra_body={"mirostat": 2}), "mirostat"),
+           (dict(max_tokens=100_000), "max_tokens"), (dict(temperature=-1), "temperature"),
+           (dict(top_p=0), "top_p"), (dict(stop=["a"] * 5), "stop")]
 
 
 @pytest.mark.parametrize("args,param", REFUSED, ids=[p for _, p in REFUSED])
@@ -513,23 +535,26 @@ def test_what_cannot_be_honoured_is_refused_by_name(server, capsys, args, param)
     with pytest.raises(openai.BadRequestError) as e:
         client(port).chat.completions.create(model=c.name, messages=messages([], "Hi"), **args)
     assert e.value.status_code == 400 and e.value.param == param and param in e.value.message
-    log = [line for line in capsys.readouterr().err.splitlines() if "POST /v1/chat/completions" in line]
+    log = [line for line in capsys.readouterr().err.splitlines()
+           if "POST /v1/chat/completions" in line]
     assert len(log) == 1 and " 400 " in log[0] and e.value.body["message"] in log[0]
 
 
 def test_informational_and_default_fields_are_accepted(server):
     c, port = server
     response = client(port).chat.completions.create(
-        model=c.name, messages=messages([], "Hi"), max_tokens=2, n=1, presence_penalty=0, frequency_penalty=0.0,
-        logprobs=False, user="me", metadata={"k": "v"}, store=False, response_format={"type": "text"}, seed=3)
+        model=c.name, messages=messages([], "Hi"), max_tokens=2, n=1, presence_penalty=0,
+        frequency_penalty=0.0, logprobs=False, user="me", metadata={"k": "v"}, store=False,
+        response_format={"type": "text"}, seed=3)
     assert response.choices[0].message.content
 
 
 @pytest.mark.parametrize("bad,words", [
     ([{"role": "tool", "content": "x"}], "role 'tool'"),
     ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "alternate"),
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "end with the user"),
-    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], "image_url"),
+    (messages([("a", "b")], "c")[:2], "end with the user"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+     "image_url"),
     ("Hi", "'messages' must be a list")])
 def test_bad_messages_are_400(server, bad, words):
     c, port = server
@@ -540,8 +565,9 @@ def test_bad_messages_are_400(server, bad, words):
 def test_content_parts_are_read_as_text(server):
     c, port = server
     parts = [{"type": "text", "text": "How are "}, {"type": "text", "text": "you?"}]
-    reply = client(port).chat.completions.create(model=c.name, messages=[{"role": "user", "content": parts}],
-                                                 temperature=0).choices[0].message.content
+    reply = client(port).chat.completions.create(
+        model=c.name, messages=[{"role": "user", "content": parts}], temperature=0)
+    reply = reply.choices[0].message.content
     assert reply == ref_reply(c.model, [], "How are you?")
 
 
@@ -550,10 +576,12 @@ def test_errors_in_openais_shape(server):
     with pytest.raises(openai.NotFoundError):
         client(port).embeddings.create(model=c.name, input="x")  # a route chat.py does not serve
     with pytest.raises(openai.APIStatusError) as e:
-        client(port).chat.completions.create(model=c.name, messages=messages([], "x" * chat.MAX_REQUEST_BYTES))
+        client(port).chat.completions.create(model=c.name,
+                                             messages=messages([], "x" * chat.MAX_REQUEST_BYTES))
     assert e.value.status_code == 413 and "larger than" in e.value.message
     for path, body, status in [("/v1/nothing", {}, 404), ("/chat", {"message": "hi"}, 404),
-                               ("/v1/completions", b"not json", 400), ("/v1/completions", {"prompt": 1}, 400)]:
+                               ("/v1/completions", b"not json", 400),
+                               ("/v1/completions", {"prompt": 1}, 400)]:
         response = post(port, body, path)
         error = json.loads(response.read())["error"]
         assert response.status == status and set(error) == {"message", "type", "param", "code"}
@@ -565,9 +593,10 @@ def test_errors_in_openais_shape(server):
 
 def test_conversation_of():
     assert chat.conversation_of(messages([("a", "b")], "c", system="s")) == ("s", [("a", "b")], "c")
-    assert chat.conversation_of([{"role": "developer", "content": "s"}, {"role": "user", "content": "c"}]) == \
-        ("s", [], "c")
-    for bad in [[], [{"role": "user"}], [{"role": "user", "content": " "}], [{"role": "system", "content": "s"}],
+    developer = [{"role": "developer", "content": "s"}, {"role": "user", "content": "c"}]
+    assert chat.conversation_of(developer) == ("s", [], "c")
+    for bad in [[], [{"role": "user"}], [{"role": "user", "content": " "}],
+                [{"role": "system", "content": "s"}],
                 [{"role": "assistant", "content": "x", "tool_calls": [{}]}]]:
         with pytest.raises(chat.ApiError):
             chat.conversation_of(bad)
@@ -595,8 +624,8 @@ def test_prompt_leaves_room_for_the_reply(server, monkeypatch):
 
 
 def test_requests_wait_in_a_bounded_queue_then_429_with_retry_after(server, monkeypatch):
-    """While a reply is generated (the test holds the model's lock), 1 + queue_size requests are admitted to
-    wait; one more gets 429 with Retry-After. Released, the waiting ones are served one at a time."""
+    """While a reply is generated (the test holds the model's lock), 1 + queue_size requests are
+    admitted to wait; one more gets 429 with Retry-After. Then they are served one at a time."""
     c, port = server
     monkeypatch.setattr(chat, "queue_size", 1)
     running, most = [0], [0]
@@ -613,8 +642,10 @@ def test_requests_wait_in_a_bounded_queue_then_429_with_retry_after(server, monk
     ask = dict(model=c.name, messages=messages([], "Hi"), temperature=0)
     replies = []
     with c.lock:
-        waiting = [threading.Thread(target=lambda: replies.append(client(port).chat.completions.create(**ask)))
-                   for _ in range(2)]
+        def ask_once():
+            replies.append(client(port).chat.completions.create(**ask))
+
+        waiting = [threading.Thread(target=ask_once) for _ in range(2)]
         for t in waiting:
             t.start()
         deadline = time.time() + 30
@@ -626,7 +657,8 @@ def test_requests_wait_in_a_bounded_queue_then_429_with_retry_after(server, monk
         assert int(e.value.response.headers["Retry-After"]) >= 1 and "busy" in e.value.message
     for t in waiting:
         t.join(60)
-    assert len(replies) == 2 and {r.choices[0].message.content for r in replies} == {ref_reply(c.model, [], "Hi")}
+    assert len(replies) == 2
+    assert {r.choices[0].message.content for r in replies} == {ref_reply(c.model, [], "Hi")}
     assert most[0] == 1 and c.admitted == 0  # never two generations at once
 
 
@@ -641,14 +673,16 @@ def test_a_reply_is_bounded_by_the_time_limit(server, monkeypatch):
 
     monkeypatch.setattr(c.model, "logits", slow)
     t0 = time.time()
-    response = client(port).completions.create(model=c.name, prompt="Go", max_tokens=1000, temperature=0)
+    response = client(port).completions.create(model=c.name, prompt="Go", max_tokens=1000,
+                                               temperature=0)
     assert time.time() - t0 < 5 and response.choices[0].finish_reason == "length"
     assert 0 < response.usage.completion_tokens < 100
 
 
 def test_web_reports_a_failed_reply_in_the_stream(server, monkeypatch, capsys):
-    """A reply that fails after the 200 headers went out ends its stream with an error event (one line), as OpenAI's
-    servers do; the client raises it, the traceback goes to the server's stderr, and the next request is served."""
+    """A reply that fails after the 200 headers went out ends its stream with an error event (one
+    line), as OpenAI's servers do; the client raises it, the traceback goes to the server's stderr,
+    and the next request is served."""
     c, port = server
 
     def failing(*args, **kwargs):
@@ -656,19 +690,20 @@ def test_web_reports_a_failed_reply_in_the_stream(server, monkeypatch, capsys):
         raise RuntimeError("CUDA out of memory\nmore lines of detail")
 
     monkeypatch.setattr(c, "generate", failing)
-    stream = client(port).chat.completions.create(model=c.name, messages=messages([], "hi"), stream=True)
-    with pytest.raises(openai.APIError, match=r"the reply failed \(RuntimeError: CUDA out of memory\)"):
+    ask = dict(model=c.name, messages=messages([], "hi"))
+    stream = client(port).chat.completions.create(**ask, stream=True)
+    with pytest.raises(openai.APIError, match=r"reply failed \(RuntimeError: CUDA out of memory\)"):
         list(stream)
     assert "Traceback" in capsys.readouterr().err and not c.lock.locked()
     monkeypatch.undo()
-    assert client(port).chat.completions.create(model=c.name, messages=messages([], "hi")).choices[0].message.content
+    assert client(port).chat.completions.create(**ask).choices[0].message.content
 
 
 def raw_post(port: int, headers: bytes, body: bytes = b"") -> socket.socket:
     """A POST written by hand, for requests http.client will not send; the socket, still open."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + headers +
-                 b"\r\n" + body)
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\n" + headers + b"\r\n" + body)
     return sock
 
 
@@ -727,8 +762,8 @@ def test_web_body_trickled_in_is_bounded_in_all(server, monkeypatch):
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_a_client_that_leaves_stops_its_generation_and_the_next_starts(server, monkeypatch, stream):
-    """A reply that would run far longer than this test waits (no stop string, no EOT) is stopped as soon as its
-    client closes the connection, streamed or not, and a request waiting in the queue starts at once."""
+    """A reply that would run far longer than this test waits (no stop string, no EOT) is stopped
+    as soon as its client closes the connection, streamed or not, and a queued request starts."""
     c, port = server
     monkeypatch.setattr(chat, "max_tokens_limit", 1_000_000)
     monkeypatch.setattr(chat, "STOP_STRINGS", ("\x00never",))
@@ -751,19 +786,20 @@ def test_a_client_that_leaves_stops_its_generation_and_the_next_starts(server, m
     sock = raw_post(port, b"Content-Length: %d\r\n" % len(body), body)
     while len(steps) < 5:  # the reply is being generated
         time.sleep(0.01)
-    queued = threading.Thread(target=lambda: client(port).completions.create(model=c.name, prompt="Hi", max_tokens=2))
+    queued = threading.Thread(target=lambda: client(port).completions.create(
+        model=c.name, prompt="Hi", max_tokens=2))
     queued.start()
     while c.admitted < 2:
         time.sleep(0.01)
     left = time.time()
     sock.close()
     queued.join(30)
-    assert len(starts) == 2, "the queued request never started: generation went on after the client left"
+    assert len(starts) == 2, "the queued request never started: generation went on"
     print(f"the queued request started {starts[1] - left:.3f} s after the client left")
     assert starts[1] - left < 2
     n = len(steps)
     time.sleep(0.3)
-    assert len(steps) == n < 1_000_000 and not c.lock.locked()  # and nothing goes on in the background
+    assert len(steps) == n < 1_000_000 and not c.lock.locked()  # nothing goes on in the background
 
 
 # ---------------------------------------------------------------- the page, in a real browser
