@@ -414,8 +414,8 @@ def test_chat_completion_through_the_openai_client(server):
     c, port = server
     history = [("Hi", "Hello there.")]
     response = client(port).chat.completions.create(
-        model="anything", messages=messages(history, "How are you?"), temperature=0, max_tokens=12,
-        user="u1", metadata={"a": "b"})
+        model="anything", messages=messages(history, "How are you?"), temperature=0,
+        max_completion_tokens=12, user="u1", metadata={"a": "b"})  # max_tokens' newer name
     expected = ref_reply(c.model, history, "How are you?", max_new=12)
     choice = response.choices[0]
     assert choice.message.role == "assistant" and choice.message.content == expected and expected
