@@ -510,14 +510,14 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 @pytest.mark.parametrize("n_tokens", [32, 64, 256])  # under one chunk, one chunk, four chunks
 def test_logits_transient_formula_against_the_live_bytes(dtype, n_tokens):
     cfg = tiny("a", loss_chunk=64)
     V, d = cfg.padded_vocab_size, cfg.n_embd
     x, w = torch.randn(n_tokens, d, requires_grad=True), torch.randn(V, d, requires_grad=True)
     t = torch.randint(0, cfg.vocab_size, (n_tokens,))
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16" else torch.autocast("cpu", enabled=False)
+    ctx = torch.autocast("cpu", dtype=getattr(torch, dtype), enabled=dtype != "float32")
     mode = LiveBytes()
     with ctx, mode:
         ChunkedCrossEntropy.apply(x, w, t, cfg.vocab_size, cfg.loss_chunk, True)
