@@ -503,11 +503,18 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
 
 # ---------------------------------------------------------------- FLOPs and MFU
 
-# Dense peak FLOP/s per GPU for the training dtype (tensor cores, no sparsity), from the data sheets.
+# Dense peak FLOP/s per GPU for the training dtype (tensor cores, no sparsity), from NVIDIA's data sheets, by
+# the variant torch.cuda.get_device_name() names: PCIe and NVL cards run lower clocks than SXM ones (10-25%).
+# The first entry whose name is in the GPU's name wins, so each variant comes before its family.
 PEAK_FLOPS = {
-    ("V100", "float16"): 125e12,
-    ("A100", "bfloat16"): 312e12, ("A100", "float16"): 312e12,
-    ("H100", "bfloat16"): 989e12, ("H100", "float16"): 989e12,
+    ("V100S", "float16"): 130e12,  # 'Tesla V100S-PCIE-32GB'
+    ("V100-PCIE", "float16"): 112e12,  # 'Tesla V100-PCIE-16GB'
+    ("V100", "float16"): 125e12,  # SXM2/SXM3: 'Tesla V100-SXM2-32GB'
+    ("A100", "bfloat16"): 312e12, ("A100", "float16"): 312e12,  # SXM4 and PCIe alike
+    ("H100 PCIE", "bfloat16"): 756e12, ("H100 PCIE", "float16"): 756e12,  # 'NVIDIA H100 PCIe'
+    ("H100 NVL", "bfloat16"): 835e12, ("H100 NVL", "float16"): 835e12,
+    ("H100", "bfloat16"): 989e12, ("H100", "float16"): 989e12,  # SXM: 'NVIDIA H100 80GB HBM3'
+    ("H200 NVL", "bfloat16"): 835e12, ("H200 NVL", "float16"): 835e12,
     ("H200", "bfloat16"): 989e12, ("H200", "float16"): 989e12,
 }
 
