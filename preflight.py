@@ -266,8 +266,9 @@ def check_compile(raw: GPT) -> tuple[dict, torch.nn.Module]:
     the run goes eager (--compile=False). Returns the row and the model the later checks use."""
     global compile
     if not compile:
-        why = "compile=False" if config["compile"] is False else "off by default on this device"
-        return row("compile", "n/a", f"eager ({why}; common.compile_default says why)"), raw
+        why = ("compile=False" if config["compile"] is False else
+               "off by default here, common.compile_default says why; --compile=True checks it")
+        return row("compile", "n/a", f"eager ({why})"), raw
     tol = 1e-3 if dtype == "float32" else 3e-2
     x, y = batches("train", run.batch_size, run.seed)()
 
@@ -300,9 +301,9 @@ def step_fn(model, raw_opts, scaler, next_batch, accum: int):
     return lambda: common.train_step(model, raw_opts, scaler, next_batch, accum, run.grad_clip, autocast)
 
 
-def check_speed(model, raw: GPT, opts, scaler) -> tuple[dict, float]:
+def check_speed(model, raw: GPT, opts, scaler) -> dict:
     """train.py's own step (common.train_step) at the run's micro-batch and accumulation, DDP in place: tokens/s,
-    MFU against the GPU variant's peak, and what the time budget buys at that speed. Returns the row and s/step."""
+    MFU against the GPU variant's peak, and what the time budget buys at that speed."""
     step = step_fn(model, opts, scaler, batches("train", run.batch_size, run.seed + rank), grad_accum)
     for _ in range(2):  # compiles, warms the allocator and cuBLAS
         step()
@@ -322,7 +323,7 @@ def check_speed(model, raw: GPT, opts, scaler) -> tuple[dict, float]:
                               + (f"{mfu:.1%}" if mfu else "n/a (no peak FLOP/s known here)")
                               + f" | {hours:g} h: {tokens / 1e9:.2f}B tokens, {tokens / OWT_TOKENS:.2f} passes over "
                                 f"OpenWebText", tokens_per_s=tokens_s, step_s=dt, mfu=mfu,
-               projected_tokens=tokens, owt_passes=tokens / OWT_TOKENS), dt
+               projected_tokens=tokens, owt_passes=tokens / OWT_TOKENS)
 
 
 def check_memory(model, opts, scaler) -> dict:
@@ -427,6 +428,17 @@ def check_eval(fast: torch.nn.Module, step_s: float) -> dict:
 WORST = ["GO", "n/a", "WARN", "NO-GO"]
 
 
+def guarded(check: str, fn, *args) -> dict:
+    """fn(*args)'s row, or a NO-GO row saying what it raised: one failing check must not hide the others."""
+    try:
+        return fn(*args)
+    except torch.OutOfMemoryError:
+        return row(check, "NO-GO", f"out of memory at micro-batch {run.batch_size}: lower --batch_size "
+                                   f"(batch_tokens stays; the memory row's largest is what fits)")
+    except Exception as e:
+        return row(check, "NO-GO", f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}")
+
+
 def merge(per_rank: list[list[dict]]) -> list[dict]:
     """One row a check: the worst status over the ranks, with the worst rank's figure where they differ."""
     rows = []
@@ -492,14 +504,20 @@ def main() -> int:
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=3))
     rows = [check_device()]
     if rows[0]["status"] == "GO":
-        rows += [check_allreduce(), check_attention(), check_numerics(), check_data()]
+        rows += [guarded(name, fn) for name, fn in (("all-reduce", check_allreduce), ("attention", check_attention),
+                                                    ("numerics", check_numerics), ("data", check_data))]
         data_ok = rows[-1]["status"] == "GO"
         raw, opts, scaler = build()
         compiled, fast = check_compile(raw)
         model = wrap(fast)
-        speed, step_s = check_speed(model, raw, opts, scaler)
-        rows += [compiled, speed, check_memory(model, opts, scaler), check_checkpoint(model, raw, opts, scaler),
-                 check_eval(fast, step_s)]
+        speed = guarded("speed", check_speed, model, raw, opts, scaler)
+        rows += [compiled, speed]
+        if "step_s" in speed:  # the real step runs: measure what depends on it
+            rows += [guarded("memory", check_memory, model, opts, scaler),
+                     guarded("checkpoint", check_checkpoint, model, raw, opts, scaler),
+                     guarded("eval", check_eval, fast, speed["step_s"])]
+        else:
+            rows += [row(name, "n/a", "not run: the real step failed") for name in ("memory", "checkpoint", "eval")]
     per_rank = [rows]
     if ddp:
         per_rank = [None] * world
