@@ -104,8 +104,10 @@ def check_device() -> dict:
     major, minor = torch.cuda.get_device_capability(device)
     props = torch.cuda.get_device_properties(device)
     mine = (str(props.uuid), torch.cuda.get_device_name(device), f"sm_{major}{minor}")
-    ranks = [None] * world
-    dist.all_gather_object(ranks, mine) if ddp else ranks.__setitem__(0, mine)
+    ranks = [mine]
+    if ddp:
+        ranks = [None] * world
+        dist.all_gather_object(ranks, mine)
     kernels = common.runs_on(major, minor, torch.cuda.get_arch_list())
     shared = len({r[0] for r in ranks}) < world
     status = "GO" if kernels and not shared else "NO-GO"
@@ -343,10 +345,10 @@ def check_memory(model, opts, scaler) -> dict:
         sync()
         return torch.cuda.max_memory_allocated(device)
 
-    other = run.batch_size // 2 if run.batch_size > 1 else 2
-    largest = "?"
-    with contextlib.suppress(torch.OutOfMemoryError):
-        per_sample = (probe(run.batch_size) - probe(other)) / (run.batch_size - other)
+    largest = "? (micro-batch 1: no second point)"
+    if run.batch_size > 1:  # a second point below the run's micro-batch, which is known to fit
+        half = run.batch_size // 2
+        per_sample = (probe(run.batch_size) - probe(half)) / (run.batch_size - half)
         largest = run.batch_size + math.floor((limit - peak) / per_sample)
     status = "GO" if peak <= limit else "NO-GO"
     gib = 2**30
