@@ -483,7 +483,7 @@ def test_a_signal_before_the_first_eval_saves_nothing_and_says_so(owt_data, tmp_
         "real_signal = signal.signal\n"
         "def install(sig, handler):  # the handler, then at once the signal it handles\n"
         "    real_signal(sig, handler)\n"
-        "    if sig == signal.SIGTERM:\n"
+        "    if sig == signal.SIGTERM and callable(handler):  # not SIG_IGN, set once the run is over\n"
         "        handler(sig, None)\n"
         "signal.signal = install\n"
         "sys.argv = ['train.py', *sys.argv[1:]]\n"
