@@ -35,7 +35,7 @@ def on_signal(signum, frame):
 
 # Before anything slow (importing torch takes seconds on every rank): a signal during start-up must stop the run
 # as one mid-run does, not kill the rank it lands on and with it the whole torchrun.
-for _sig in STOP_SIGNALS:  # (a leading _: not a setting)
+for _sig in STOP_SIGNALS:
     signal.signal(_sig, on_signal)
 
 
