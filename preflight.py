@@ -67,6 +67,11 @@ OWT_TOKENS = 9.0e9  # OpenWebText's train split in GPT-2 tokens (bench.py's BUDG
 config = configure(globals(), sys.argv[1:], verbose=False)
 run = SimpleNamespace(**config)  # the run's settings, as train.py reads them
 faults = set(filter(None, inject_fault.split(",")))
+if not (0 <= headroom < 1 and timed_steps >= 1 and numerics_tolerance > 0 and scaler_warmup >= 0):
+    common.die(f"headroom must be in [0, 1), timed_steps at least 1, numerics_tolerance positive and scaler_warmup "
+               f"0 or more; got {headroom}, {timed_steps}, {numerics_tolerance} and {scaler_warmup}")
+if faults - {"nan", "scaler", "compile", "resume"}:
+    common.die(f"inject_fault takes nan, scaler, compile and resume (testing only), got '{inject_fault}'")
 ddp = "RANK" in os.environ
 rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")) if ddp else (0, 0, 1)
 master = rank == 0
