@@ -19,9 +19,10 @@ dropout = 0.0  # single-pass-ish pretraining does not overfit; dropout only slow
 # batch: 2^19 ≈ 0.5M tokens per optimizer step (GPT-3 small's batch); with 8 GPUs × 16 × 1024
 # tokens per micro-step that is 4 accumulation steps. The same on any number of GPUs.
 # Memory (`python bench.py --plan`, BENCHMARKS.md "Memory"; activations measured on the CPU, the rest a
-# formula with 15% headroom and 0.5 GiB CUDA context assumed): 16 plans to 7.9 GiB per GPU in fp16
-# (B 8.7, C 4.8); the largest power of two for a 16 GB V100 is 32 (A and B, eager; 64 for C), for a 32 GB
-# V100 64. 32 would halve the accumulation to 2; unmeasured on the V100: confirm with --find_batch.
+# formula with 15% headroom, 0.5 GiB CUDA context and 0.5 GiB of NCCL buffers assumed): 16 plans to 8.2 GiB
+# per GPU in fp16 (B 9.1, C 5.2); the largest power of two for a 16 GB V100 is 32 (A and B, eager; 64 for C),
+# for a 32 GB V100 64. 32 would halve the accumulation to 2; unmeasured on the V100: preflight.py's memory
+# row measures it with DDP in place.
 batch_size = 16
 batch_tokens = 524288
 
