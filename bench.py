@@ -37,6 +37,7 @@ from common import (
     check_data,
     check_json_path,
     check_ranges,
+    compile_default,
     die,
     get_batch,
     resolve_dtype,
@@ -67,7 +68,7 @@ muon_weight_decay = 0.0
 # where and how
 device = "auto"  # auto: cuda when there is a GPU, else cpu; or cpu, cuda, cuda:1
 dtype = "auto"  # auto: bf16 on Ampere and later, fp16 (with a GradScaler) on V100, fp32 on a CPU
-compile = None  # torch.compile (default mode, see build()); None: on for CUDA, off on the CPU, as train.py
+compile = None  # torch.compile (default mode, see build()); None: as train.py (common.compile_default)
 fused_adamw = True  # the fused AdamW kernel on CUDA (False: the foreach implementation)
 data = "synthetic"  # random tokens already on the device, or a folder made by prepare.py
 threads = 0  # CPU threads for torch; 0 keeps torch's default
@@ -387,11 +388,16 @@ def print_projection(rows: list[dict]) -> None:
 
 # ---------------------------------------------------------------- --plan: memory per GPU by micro-batch
 
-# The V100s we train on: their nominal memory, the CUDA context every process pays before its first
-# tensor, and the share held back for the caching allocator's fragmentation. The last two are
-# assumptions (typical figures), not measurements: --plan says so when it prints them.
-V100_GIB = (16, 32)
+# The V100s we train on: the memory a 16 GB and a 32 GB one expose to CUDA (16,160 and 32,510 MiB, what
+# torch.cuda.get_device_properties().total_memory reports, not the nominal 16 and 32 GiB), plus the GPU this
+# runs beside when there is one (read from it); the CUDA context every process pays before its first tensor;
+# NCCL's communicator buffers (channels x peers x NCCL_BUFFSIZE, allocated outside PyTorch's allocator at the
+# first all-reduce); and the share held back for the caching allocator's fragmentation. The last three are
+# assumptions (typical figures), not measurements: --plan says so, and preflight.py measures them with DDP
+# on the real GPUs.
+V100_GIB = {16: 16160 / 1024, 32: 32510 / 1024}  # nominal -> exposed
 CUDA_CONTEXT_BYTES = 0.5 * 2**30
+NCCL_BYTES = 0.5 * 2**30
 FRAGMENTATION = 0.15
 
 
@@ -473,16 +479,17 @@ def logits_transient_bytes(cfg: GPTConfig, B: int, T: int, dtype: str, cpu: bool
 
 def state_bytes(n_params: int, optimizer: str, n_muon: int = 0) -> dict:
     """Per GPU, beside the activations: fp32 weights (4), gradients (4), AdamW's two moments (8; Muon's
-    momentum, 4, for the n_muon parameters it takes), and DDP's gradient buckets (one more copy, 4)."""
+    momentum, 4, for the n_muon parameters it takes). DDP's gradient buckets add nothing: train.py's
+    gradient_as_bucket_view makes the gradients views into them."""
     opt = 8 * (n_params - n_muon) + 4 * n_muon if optimizer == "muon" else 8 * n_params
-    return dict(weights=4 * n_params, grads=4 * n_params, optimizer=opt, ddp_buckets=4 * n_params,
-                total=12 * n_params + opt)
+    return dict(weights=4 * n_params, grads=4 * n_params, optimizer=opt, ddp_buckets=0, total=8 * n_params + opt)
 
 
 def plan_total(state: int, act_fixed: float, act_per_sample: float, transient, B: int) -> float:
     """Bytes one GPU needs at micro-batch B, headroom included: (state + activations + the loss's
-    transient) × (1 + FRAGMENTATION) + the CUDA context."""
-    return (state + act_fixed + act_per_sample * B + transient(B)) * (1 + FRAGMENTATION) + CUDA_CONTEXT_BYTES
+    transient) × (1 + FRAGMENTATION) + the CUDA context and NCCL's buffers."""
+    held = (state + act_fixed + act_per_sample * B + transient(B)) * (1 + FRAGMENTATION)
+    return held + CUDA_CONTEXT_BYTES + NCCL_BYTES
 
 
 def largest_planned(fits_bytes: float, total_at) -> tuple[int, int]:
@@ -493,10 +500,12 @@ def largest_planned(fits_bytes: float, total_at) -> tuple[int, int]:
 
 
 def memory_plan(options: list[str], T: int, dtypes=("bfloat16", "float32"), batches=(1, 2),
-                shape_kw: dict | None = None) -> list[dict]:
+                shape_kw: dict | None = None, capacities: dict | None = None) -> list[dict]:
     """For each option and dtype: saved activations measured at micro-batches 1 and 2 (block T, on the
     CPU, one real forward and backward each), the straight line through them, the formula beside it,
-    the optimizer state, and the largest micro-batch the 16 and 32 GB V100s hold with headroom."""
+    the optimizer state, and the largest micro-batch each GPU holds with headroom: capacities, {name: GiB
+    exposed}, V100_GIB's by default."""
+    capacities = capacities or V100_GIB
     rows = []
     for name in options:
         cfg = GPTConfig(**(OPTIONS[name] | dict(block_size=T) | (shape_kw or {})))
@@ -519,15 +528,17 @@ def memory_plan(options: list[str], T: int, dtypes=("bfloat16", "float32"), batc
                 total_at = functools.partial(plan_total, state, fixed, per_sample,
                                              functools.partial(logits_transient_bytes, cfg, T=T, dtype=dt))
                 row[f"state_{opt}"] = state
-                for gib in V100_GIB:
-                    row[f"fit{gib}_{opt}"] = largest_planned(gib * 2**30, total_at)
+                for gpu, gib in capacities.items():
+                    row[f"fit{gpu}_{opt}"] = largest_planned(gib * 2**30, total_at)
                 row[f"total_at_16_{opt}"] = total_at(16)
             rows.append(row)
     return rows
 
 
-def print_plan(rows: list[dict]) -> None:
+def print_plan(rows: list[dict], capacities: dict | None = None) -> None:
     gb = 2**30
+    capacities = capacities or V100_GIB
+    names = {gpu: f"{gpu} GB V100" if gpu in V100_GIB else gpu for gpu in capacities}
     T = rows[0]["block_size"]
     print(f"\nmemory per GPU at block {T}: saved-for-backward activations measured on the CPU (one real forward and "
           f"backward at micro-batches {' and '.join(str(b) for b in rows[0]['measured'])}, "
@@ -539,15 +550,17 @@ def print_plan(rows: list[dict]) -> None:
                   f"{r['act_per_sample'] / gb:.3f} GiB"]
                  + [f"{r[k][b] / gb:.3f} GiB" for b in r["measured"] for k in ("measured", "formula")]
                  + [f"{r['ratio']:.3f}"] for r in rows]))
-    print(f"\nlargest micro-batch per V100 (power of two / any integer): (state + activations + the chunked loss's "
+    exposed = ", ".join(f"{names[g]} {gib:.2f} GiB" for g, gib in capacities.items())
+    print(f"\nlargest micro-batch per GPU (power of two / any integer), of the memory each exposes ({exposed}):"
+          f" (state + activations + the chunked loss's "
           f"transient) × {1 + FRAGMENTATION:.2f} (allocator headroom, assumed) + {CUDA_CONTEXT_BYTES / gb:.1f} GiB "
-          "(CUDA context, assumed); state = fp32 weights 4 + grads 4 + DDP buckets 4 + AdamW 8 (Muon 4 for its "
-          "matrices) bytes per parameter")
-    print(table(["option", "dtype", "state AdamW", "state Muon", "total at 16 (AdamW)", "16 GB AdamW", "32 GB AdamW",
-                 "16 GB Muon", "32 GB Muon"],
+          f"(CUDA context, assumed) + {NCCL_BYTES / gb:.1f} GiB (NCCL's buffers, assumed); state = fp32 weights 4 + "
+          "grads 4 (DDP's buckets themselves) + AdamW 8 (Muon 4 for its matrices) bytes per parameter")
+    print(table(["option", "dtype", "state AdamW", "state Muon", "total at 16 (AdamW)"]
+                + [f"{names[g]} {o}" for o in ("AdamW", "Muon") for g in capacities],
                 [[r["option"], r["dtype"], f"{r['state_adamw'] / gb:.2f} GiB", f"{r['state_muon'] / gb:.2f} GiB",
                   f"{r['total_at_16_adamw'] / gb:.2f} GiB"]
-                 + [f"{r[f'fit{g}_{o}'][0]} / {r[f'fit{g}_{o}'][1]}" for o in ("adamw", "muon") for g in V100_GIB]
+                 + [f"{r[f'fit{g}_{o}'][0]} / {r[f'fit{g}_{o}'][1]}" for o in ("adamw", "muon") for g in capacities]
                  for r in rows]))
     print("fp16 is the V100's precision (no bf16 tensor cores); fp32 for comparison. option_a.py's batch_size 16 "
           "on 8 GPUs: batch_tokens 524,288 / (16 × 1024 × 8) = 4 accumulation steps; micro-batch 32 would be 2.")
@@ -575,9 +588,12 @@ def check_settings(config: dict) -> None:
 def plan_mode(config: dict) -> None:
     """--plan: the memory plan of every option, always on the CPU: its bytes saved for backward
     are a GPU's (the same tensors, the same dtypes)."""
-    rows = memory_plan(list(OPTIONS), config["block_size"])
+    capacities = dict(V100_GIB)
+    if torch.cuda.is_available():  # and the GPU here, as much as it exposes
+        capacities[torch.cuda.get_device_name()] = torch.cuda.mem_get_info()[1] / 2**30
+    rows = memory_plan(list(OPTIONS), config["block_size"], capacities=capacities)
     print(f"\nbench.py --plan {time.strftime('%Y-%m-%d %H:%M')}: torch {torch.__version__}, CPU")
-    print_plan(rows)
+    print_plan(rows, capacities)
     if json:
         write_json(json, dict(plan=rows))
 
@@ -601,7 +617,7 @@ def checked_variants(config: dict) -> list[tuple[str, dict]]:
             die(f"optimizer must be 'adamw' or 'muon', got '{s['optimizer']}' in {name}")
         if s["compile"] not in (None, True, False):
             die(f"compile must be True, False or None (automatic), got {s['compile']!r} in {name}")
-        s["compile"] = device_type() == "cuda" if s["compile"] is None else s["compile"]
+        s["compile"] = compile_default(device) if s["compile"] is None else s["compile"]
     if data != "synthetic":  # one-line errors for missing or damaged data, before any timing
         check_data(data, ("train",), max(s["block_size"] for _, s in variants),
                    min(s["vocab_size"] for _, s in variants))

@@ -14,9 +14,15 @@ import sys
 from dataclasses import fields
 from typing import NamedTuple, NoReturn
 
-import numpy as np
-import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
+# torch.compile starts a pool of compile workers in each process, one a core (up to 32): under torchrun every
+# rank of a node would start its own pool of every core. Share the node's cores among its ranks instead;
+# inductor reads this when it is first imported, which importing torch does not do.
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS",
+                      str(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
+
+import numpy as np  # noqa: E402 (after the setting above)
+import torch  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 from configurator import die
 from model import EOT_TOKEN, GPT, GPTConfig
@@ -49,6 +55,11 @@ def resolve_device(device: str) -> str:
     (nothing here was built or tested for Apple's mps): any other device, or a GPU that is not there, is
     refused here in one line, not in a traceback from deep inside torch."""
     if device == "auto":
+        if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # torchrun's ranks on the CPU would train on gloo in fp32 for the whole budget without a word
+            die(f"torchrun started {os.environ['WORLD_SIZE']} processes, but torch sees no CUDA GPU (a CPU-only "
+                f"torch build, a driver too old for it, or a container started without GPUs): fix that, or "
+                f"rehearse on the CPU with --device=cpu")
         return "cuda" if torch.cuda.is_available() else "cpu"
     kind, colon, index = device.partition(":")
     if kind not in ("cpu", "cuda") or colon and (kind == "cpu" or not index.isdigit()):
@@ -61,6 +72,15 @@ def resolve_device(device: str) -> str:
         die(f"device '{device}': torch sees {torch.cuda.device_count()} CUDA GPU(s), cuda:0 to "
             f"cuda:{torch.cuda.device_count() - 1}")
     return device
+
+
+def compile_default(device: str) -> bool:
+    """compile=None's choice: torch.compile on CUDA GPUs of compute capability 8.0 and later only. Triton, which
+    inductor's kernels are written in, has required 8.0 since triton-lang/triton#5066 and sends matmuls below it
+    to a plain FMA fallback; inductor still accepts a V100 (7.0) but nobody upstream tests it there. So below
+    8.0 the run is eager unless --compile=True asks for it, which preflight.py checks on the real GPUs first.
+    Off on the CPU: compiling costs more than a short CPU run saves."""
+    return device.startswith("cuda") and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def use_idle_cores(device: str) -> str:

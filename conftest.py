@@ -26,6 +26,8 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken_cache").is_dir
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # runs under torchrun (tens of seconds each): `pytest -m "not slow"` leaves them out
+    config.addinivalue_line("markers", "slow: launches torchrun with several ranks")
     # torch.compile's own code calls torch.jit.script_method (deprecated in torch 2.13); ours never does
     config.addinivalue_line("filterwarnings", r"ignore:`torch\.jit\.script_method` is deprecated:DeprecationWarning")
 

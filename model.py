@@ -191,6 +191,21 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+def fp16_grad_scale(xc: torch.Tensor, n: torch.Tensor, w_max: torch.Tensor) -> torch.Tensor:
+    """The power of two ChunkedCrossEntropy multiplies a chunk's g = softmax - onehot by before its two
+    fp16 GEMMs (exact to undo). fp16 (V100) has 5 exponent bits: softmax gradients near 1e-6 flush to
+    zero unless scaled up, and a product past 65504 overflows; so the largest scale that keeps g and
+    both products under 2^14, bounded from x and w alone (a pass over g's tokens x vocab elements costs
+    as much as the loss itself; x and w are a vocab-th and a chunk-th of its size):
+      |g_tv| <= 1, and a row of g sums to 2(1 - p_target) <= 2 in absolute value, so |g @ w| <= 2·max|w|;
+      |(g.T @ x)_vc| = |sum_t g_tv x_tc| <= ||g_:v|| ||x_:c|| (Cauchy-Schwarz) <= sqrt(n)·max_c ||x_:c||,
+      as sum_t g_tv^2 <= n, the chunk's valid tokens (rows of ignored tokens are 0).
+    xc: the chunk's hidden states in fp16; n: its valid tokens; w_max: max|w| of the fp16 weight."""
+    col = n.float().sqrt() * xc.float().norm(dim=0).max()
+    bound = torch.maximum(torch.maximum(col, 2 * w_max), torch.ones_like(col))
+    return torch.exp2(torch.floor(torch.log2(2.0**14 / bound))).clamp(min=2.0**-24)
+
+
 class ChunkedCrossEntropy(torch.autograd.Function):
     """lm_head + cross-entropy without ever holding the [tokens x vocab] logits.
 
@@ -212,6 +227,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         w = weight.to(dtype)
         needs_grad = grad_enabled and (ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
         n_valid = (targets != -1).sum().clamp(min=1)
+        w_max = w.abs().max().float() if needs_grad and dtype == torch.float16 else None  # once, not per chunk
         loss = torch.zeros((), dtype=torch.float32, device=x.device)
         grad_x = torch.empty_like(x, dtype=torch.float32) if needs_grad else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if needs_grad else None
@@ -236,14 +252,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             g *= valid[:, None]
             scale = 1.0
             if dtype == torch.float16:
-                # fp16 (V100) has 5 exponent bits: softmax gradients near 1e-6 would flush to zero,
-                # and the chunk's weight gradient could overflow. Scale g by a power of two (exact to
-                # undo) that keeps both GEMM outputs under 2^14: |g @ w| <= 2·max|w| since each row
-                # of g sums to 2 in absolute value, and |g.T @ x| <= max_v sum_t |g_tv| · max|x|;
-                # g itself (|g| <= 1) must fit too, or small x and w push g·scale past fp16's 65504.
-                col = (g.abs().sum(0).max() * xc.abs().max()).float()
-                bound = torch.maximum(torch.maximum(col, 2 * w.abs().max().float()), g.abs().max())
-                scale = torch.exp2(torch.floor(torch.log2(2.0**14 / bound))).clamp(2.0**-24, 2.0**24)
+                scale = fp16_grad_scale(xc, valid.sum(), w_max)
                 g.mul_(scale)
             g = g.to(dtype)
             grad_x[i:i + chunk] = (g @ w).float() / scale
@@ -494,11 +503,18 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
 
 # ---------------------------------------------------------------- FLOPs and MFU
 
-# Dense peak FLOP/s per GPU for the training dtype (tensor cores, no sparsity), from the data sheets.
+# Dense peak FLOP/s per GPU for the training dtype (tensor cores, no sparsity), from NVIDIA's data sheets, by
+# the variant torch.cuda.get_device_name() names: PCIe and NVL cards run lower clocks than SXM ones (10-25%).
+# The first entry whose name is in the GPU's name wins, so each variant comes before its family.
 PEAK_FLOPS = {
-    ("V100", "float16"): 125e12,
-    ("A100", "bfloat16"): 312e12, ("A100", "float16"): 312e12,
-    ("H100", "bfloat16"): 989e12, ("H100", "float16"): 989e12,
+    ("V100S", "float16"): 130e12,  # 'Tesla V100S-PCIE-32GB'
+    ("V100-PCIE", "float16"): 112e12,  # 'Tesla V100-PCIE-16GB'
+    ("V100", "float16"): 125e12,  # SXM2/SXM3: 'Tesla V100-SXM2-32GB'
+    ("A100", "bfloat16"): 312e12, ("A100", "float16"): 312e12,  # SXM4 and PCIe alike
+    ("H100 PCIE", "bfloat16"): 756e12, ("H100 PCIE", "float16"): 756e12,  # 'NVIDIA H100 PCIe'
+    ("H100 NVL", "bfloat16"): 835e12, ("H100 NVL", "float16"): 835e12,
+    ("H100", "bfloat16"): 989e12, ("H100", "float16"): 989e12,  # SXM: 'NVIDIA H100 80GB HBM3'
+    ("H200 NVL", "bfloat16"): 835e12, ("H200 NVL", "float16"): 835e12,
     ("H200", "bfloat16"): 989e12, ("H200", "float16"): 989e12,
 }
 

@@ -273,6 +273,19 @@ def test_resolve_device_refuses_devices_no_script_supports(device):
     assert f"unknown device '{device}': use auto, cpu, cuda or cuda:N" in one_line_error(common.resolve_device, device)
 
 
+def test_device_auto_without_a_gpu_under_torchrun_stops_in_one_line(monkeypatch):
+    """torchrun's ranks finding no GPU would train on gloo in fp32 for the whole budget without a word; device=cpu,
+    the rehearsal's, still means the CPU, and one process may still fall back to it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    message = one_line_error(common.resolve_device, "auto")
+    assert message.startswith("error: torchrun started 8 processes, but torch sees no CUDA GPU")
+    assert "--device=cpu" in message
+    assert common.resolve_device("cpu") == "cpu"
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert common.resolve_device("auto") == "cpu"
+
+
 def test_resolve_device_refuses_a_gpu_index_that_is_not_there(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

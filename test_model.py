@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from model import GPT, OPTIONS, GPTConfig, apply_rotary_emb, precompute_rope
+from model import GPT, OPTIONS, ChunkedCrossEntropy, GPTConfig, apply_rotary_emb, fp16_grad_scale, precompute_rope
 
 OPTION_NAMES = sorted(OPTIONS)  # ["a", "b", "c"]
 EXPECTED_PARAMS = {"a": 35_763_840, "b": 31_740_416, "c": 33_860_736}
@@ -465,3 +465,50 @@ def test_muon_step_matches_a_hand_written_reference():
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         GPTConfig(**{**OPTIONS["a"], **bad})
+
+
+def fp16_cases():
+    """(x, w, targets) that push the fp16 gradient scale to its edges: tiny activations (a large scale, g
+    itself near the limit), large ones with every token one target (the weight gradient's column sums at
+    their largest), a peaked softmax, and a chunk of mostly ignored tokens."""
+    g = torch.Generator().manual_seed(0)
+    N, V, C = 64, 128, 32
+    t_mixed = torch.randint(0, 100, (N,), generator=g)
+    one_valid = torch.full((N,), -1)
+    one_valid[0] = 3
+    return {
+        "tiny": (torch.randn(N, C, generator=g) * 0.01, torch.randn(V, C, generator=g) * 0.01, one_valid),
+        "large_one_target": (torch.randn(N, C, generator=g) * 40, torch.randn(V, C, generator=g), torch.full((N,), 7)),
+        "peaked": (torch.randn(N, C, generator=g) * 8, torch.randn(V, C, generator=g) * 4, t_mixed),
+        "mostly_ignored": (torch.randn(N, C, generator=g), torch.randn(V, C, generator=g) * 0.02,
+                           torch.where(torch.arange(N) % 8 == 0, t_mixed, -1)),
+    }
+
+
+@pytest.mark.parametrize("case", list(fp16_cases()))
+def test_fp16_gradient_scale_bounds_both_products_and_the_gradients_match_fp64(case):
+    """fp16_grad_scale's bound, from x and w alone, holds against g and both products computed naively in
+    fp64 from the softmax (each at most 2^14 once scaled, far from fp16's 65504), and the fp16 chunked
+    loss's gradients are finite and match that fp64 reference (from the same fp16 inputs and logits)."""
+    x, w, t = fp16_cases()[case]
+    V = 100
+    xh, wh = x.half(), w.half()
+    logits = (xh.float() @ wh.float().t()).half().double()  # the fp16 GEMM's logits, as the loss reads them
+    logits[:, V:] = float("-inf")
+    g = torch.softmax(logits, dim=-1)
+    valid = t != -1
+    g[valid.nonzero().squeeze(1), t[valid]] -= 1.0
+    g *= valid[:, None]
+    scale = fp16_grad_scale(xh, valid.sum(), wh.abs().max().float()).item()
+    grad_x, grad_w = g @ wh.double(), g.t() @ xh.double()
+    for product in (g, grad_x, grad_w):
+        assert scale * product.abs().max().item() <= 2.0**14
+    bound = max(1.0, 2 * wh.abs().max().item(), valid.sum().item() ** 0.5 * xh.double().norm(dim=0).max().item())
+    assert 2.0**13 < scale * bound <= 2.0**14  # the largest power of two the bound allows
+    x, w = xh.float().requires_grad_(), wh.float().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.float16):
+        ChunkedCrossEntropy.apply(x, w, t, V, 16).backward()
+    for ours, ref in ((x.grad, grad_x), (w.grad, grad_w)):
+        ref = ref.float() / valid.sum()
+        assert torch.isfinite(ours).all()
+        assert (ours - ref).abs().max() <= 1e-2 * ref.abs().max()

@@ -23,15 +23,46 @@ import time
 from dataclasses import fields
 from functools import partial
 
-import torch
-import torch.distributed as dist
-from matplotlib.figure import Figure  # no pyplot: no GUI backend, nothing to close
-from torch.nn.parallel import DistributedDataParallel as DDP
+_stop_signal = None  # the signal noted, if any (a leading _: not a setting)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)  # kill / Ctrl-C / a cluster's preemption warning
 
-import common
-from common import die
-from configurator import configure
-from model import GPT, GPTConfig
+
+def on_signal(signum, frame):
+    # Only note it: the loop finishes the step, all ranks agree, then the checkpoint is written.
+    global _stop_signal
+    _stop_signal = signum
+
+
+# Before anything slow (importing torch takes seconds on every rank): a signal during start-up must stop the run
+# as one mid-run does, not kill the rank it lands on and with it the whole torchrun.
+for _sig in STOP_SIGNALS:
+    signal.signal(_sig, on_signal)
+
+
+def hold(point: str) -> None:
+    """Testing only: with SMALLGPT_TEST_HOLD=point:rank, that rank writes its pid to the file SMALLGPT_TEST_HOLD_FILE
+    at point and waits there until the file is removed or a signal is noted: test_train.py signals that moment."""
+    if os.environ.get("SMALLGPT_TEST_HOLD") != f"{point}:{os.environ.get('RANK', '0')}":
+        return
+    path = os.environ["SMALLGPT_TEST_HOLD_FILE"]
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    deadline = time.monotonic() + 60
+    while os.path.exists(path) and _stop_signal is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+import torch  # noqa: E402 (after the signal handlers)
+import torch.distributed as dist  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402 (no pyplot: no GUI backend, nothing to close)
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+
+import common  # noqa: E402
+from common import die  # noqa: E402
+from configurator import configure  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+
+hold("startup")
 
 # ---------------------------------------------------------------- settings
 # I/O
@@ -92,7 +123,7 @@ inject_nan_at_iter = -1  # testing only: from this step on a weight is NaN, to e
 # system
 device = "auto"  # 'auto' (CUDA when there is a GPU) | 'cpu' | 'cuda'; under torchrun each rank takes its own GPU
 dtype = "auto"  # 'auto' (bf16 where supported, fp16 + GradScaler on V100, fp32 on CPU) | float32 | bfloat16 | float16
-compile = None  # torch.compile; None = on for CUDA, off on CPU
+compile = None  # torch.compile; None = on for GPUs of sm80 and later, off below (common.compile_default) and on CPU
 seed = 1337
 
 # ---------------------------------------------------------------- setup
@@ -101,19 +132,6 @@ ddp = "RANK" in os.environ  # launched by torchrun
 rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")) if ddp else (0, 0, 1)
 master = rank == 0  # rank 0 logs and writes checkpoints
 t_start = time.monotonic()  # the budget counts everything from here, across resumes
-
-stop_signal = None
-
-
-def on_signal(signum, frame):
-    # Only note it: the loop finishes the step, all ranks agree, then the checkpoint is written.
-    global stop_signal
-    stop_signal = signum
-
-
-for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):  # kill / Ctrl-C / a cluster's preemption warning
-    signal.signal(sig, on_signal)
-
 
 # Every setting's range, checked before anything runs: a 0 in the first list would divide by zero or stop the run
 # at once, and a negative value would silently mean something else (negative warmup_iters make the learning rate
@@ -159,7 +177,7 @@ if device.startswith("cuda"):
     torch.set_float32_matmul_precision("high")  # TF32 for any fp32 matmul on Ampere and later
 # after set_device, so that dtype=auto asks this rank's GPU
 device, device_type, dtype, autocast, _ = common.setup(device, dtype)
-compile = device_type == "cuda" if compile is None else compile
+compile = common.compile_default(device) if compile is None else compile
 
 # global batch -> gradient accumulation: the same tokens per optimizer step whatever the world size
 tokens_per_micro = batch_size * block_size * world_size
@@ -251,7 +269,10 @@ if init_from == "resume":
             print(f"resuming a {rng['world_size']}-rank run on {world_size}: data streams reseeded, not continued")
 checkpoint = None  # free the memory
 fast_model = torch.compile(raw_model) if compile else raw_model
-model = DDP(fast_model, device_ids=[local_rank] if device_type == "cuda" else None) if ddp else fast_model
+# no buffers to broadcast each step (RoPE's tables are computed alike on every rank), and the gradients live in
+# DDP's buckets instead of beside them: one gradient copy, not two
+model = DDP(fast_model, device_ids=[local_rank] if device_type == "cuda" else None, broadcast_buffers=False,
+            gradient_as_bucket_view=True) if ddp else fast_model
 if master:
     print(f"{raw_model.num_params():,} parameters | {world_size} x {device} | {dtype} | compile {compile} | "
           f"{grad_accum} micro-steps of {batch_size}x{block_size} per step | {train_tokens:,} train tokens")
@@ -385,6 +406,7 @@ while True:
     # ---- Is this the last iteration? Every rank must agree, so rank 0's clock decides and the verdict is summed
     # across ranks along with any rank's signal. The time left must hold, with a 1.5x margin: an eval and checkpoint
     # now if one is due, one more step, and the final eval and checkpoint.
+    hold(f"step{iter_num}")
     due = iter_num != last_eval and (last_eval is None or iter_num % eval_interval == 0)
     time_progress = out_of_time = 0.0
     if master and budget > 0:
@@ -392,7 +414,7 @@ while True:
         now, need = elapsed(), 1.5 * (step_dt + (eval_dt + ckpt_dt) * due)
         out_of_time = now + need > deadline
         time_progress = 1.0 if now + need + 1.5 * step_dt > deadline else now / deadline  # the last step: min_lr
-    flags = torch.tensor([stop_signal is not None, out_of_time, time_progress], dtype=torch.float64, device=device)
+    flags = torch.tensor([_stop_signal is not None, out_of_time, time_progress], dtype=torch.float64, device=device)
     if ddp:
         dist.all_reduce(flags)  # ranks other than 0 add zeros, so all hold rank 0's clock (and lr)
     got_signal, out_of_time, time_progress = flags.tolist()
@@ -496,6 +518,11 @@ while True:
         die(f"training diverged: loss {loss:.4g} for {bad_steps} steps in a row at step {step}; {kept}: lower "
             f"learning_rate or raise warmup_iters, then {'resume' if saved_iter is not None else 'start again'}")
 
+# The run is over and saved, so a signal from here on has nothing to stop. Ignore it: while Python shuts down it
+# gives each signal it handled back its default action, and SIGTERM's would turn a finished run into a failure.
+for _sig in STOP_SIGNALS:
+    signal.signal(_sig, signal.SIG_IGN)
+hold("exit")
 if master:  # each number with the step it is from: a signal stop skips the final eval, and may save nothing
     val = f"val loss {val_loss:.4f} (step {val_iter})" if val_iter is not None else "no eval"
     saved = f"checkpoint {ckpt_path} (step {saved_iter})" if saved_iter is not None else "no checkpoint written"

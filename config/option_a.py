@@ -17,7 +17,8 @@ block_size = 1024
 dropout = 0.0  # single-pass-ish pretraining does not overfit; dropout only slows learning
 
 # batch: 2^19 tokens a step (GPT-3 small's), 4 accumulation steps of 16 × 1024 on 8 GPUs;
-# the memory plan is BENCHMARKS.md, "Memory" (try a larger micro-batch with bench.py --find_batch)
+# the memory plan is BENCHMARKS.md, "Memory" (preflight.py's memory row measures
+# the largest micro-batch that fits with DDP in place)
 batch_size = 16
 batch_tokens = 524288
 
