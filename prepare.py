@@ -3,8 +3,7 @@ Prepare a text corpus for training: GPT-2 BPE tokens in flat uint16 files.
 
     python prepare.py                              # all of OpenWebText from the Hugging Face hub, or an error
     python prepare.py --num_docs 100000            # a seeded random 100K-document subset
-    TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache \
-        python prepare.py --input ../shared/data/openwebtext_sample --out data/owt_sample
+    python prepare.py --input demo_data/tinyshakespeare.txt --out data/tinyshakespeare   # offline
 
 Writes DIR/train.bin and DIR/val.bin (np.uint16 token ids, each document followed by
 the end-of-text token 50256) and DIR/meta.json. Every file is written under a .tmp
@@ -31,6 +30,8 @@ import numpy as np
 import tiktoken
 from tqdm import tqdm
 
+import tokenizer
+
 HUB_DATASET = "Skylion007/openwebtext"
 # The hub revisions that can hold the whole corpus, in the order "auto" tries them (docs/data.md has
 # the evidence). main, once it holds Parquet files: today it holds a loading script (openwebtext.py),
@@ -47,8 +48,7 @@ EOT = 50256  # <|endoftext|>, appended after every document
 VOCAB_SIZE = 50257
 TOKEN_SPLIT_VAL = 0.1  # too few documents to hold some out: the last 10% of tokens go to val
 SUFFIXES = (".txt", ".jsonl", ".parquet")
-OFFLINE_HINT = ("to work offline, pass local files with --input and set "
-                "TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache")
+OFFLINE_HINT = "to work offline, pass local files with --input"
 
 parser = argparse.ArgumentParser(
     description="Tokenize text with GPT-2 BPE (tiktoken) into train.bin / val.bin (uint16) and meta.json.",
@@ -113,14 +113,6 @@ def make_out_folder(out: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise SystemExit(f"error: cannot make or write --out {out} ({e.strerror or e}): choose another --out") from None
-
-
-def load_tokenizer() -> tiktoken.Encoding:
-    # tiktoken downloads the GPT-2 BPE files once, then reads them from its cache
-    try:
-        return tiktoken.get_encoding("gpt2")
-    except Exception as e:
-        raise SystemExit(f"error: cannot load the GPT-2 tokenizer ({one_line(e)}); {OFFLINE_HINT}") from None
 
 
 def one_line(e: BaseException) -> str:
@@ -333,7 +325,7 @@ Chunk = tuple[np.ndarray, np.ndarray, int, float, float]
 def init_worker() -> None:
     global enc
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    enc = tiktoken.get_encoding("gpt2")  # from the cache the main process filled
+    enc = tokenizer.gpt2()
 
 
 def encode(texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -431,7 +423,7 @@ def prepare(args: argparse.Namespace) -> dict:
         raise SystemExit(f"error: --out {out} is a file, not a folder")
     if not args.overwrite and any(p.exists() for p in final.values()):
         raise SystemExit(f"error: {out} already holds prepared data; pass --overwrite to replace it")
-    load_tokenizer()
+    tokenizer.gpt2()
 
     if args.input:
         source = {"files": [str(f) for f in files]}

@@ -37,11 +37,12 @@ import numpy as np
 import tiktoken
 
 import chat_template
-from prepare import load_tokenizer, make_out_folder, one_line
+import tokenizer
+from prepare import make_out_folder, one_line
 
 # the datasets the issue names; the subset (a config of the dataset) is chosen with --hub_subset
 HUB = {"smoltalk": ("HuggingFaceTB/smoltalk", "everyday-conversations"), "hh-rlhf": ("Anthropic/hh-rlhf", None)}
-OFFLINE_HINT = "to work offline, pass local .jsonl files with --input (e.g. ../shared/data/chat/*.jsonl)"
+OFFLINE_HINT = "to work offline, pass local .jsonl files with --input (e.g. demo_data/chat.jsonl)"
 SPLITS = ("train", "val")
 FILES = ("{}.bin", "{}_mask.bin", "{}_starts.bin")
 
@@ -117,7 +118,7 @@ def prepare(args: argparse.Namespace) -> dict:
         sys.exit(f"error: --out {out} is a file, not a folder")
     if not args.overwrite and any(p.exists() for p in final):
         sys.exit(f"error: {out} already holds prepared data; pass --overwrite to replace it")
-    enc = load_tokenizer()
+    enc = tokenizer.gpt2()
     skipped = [0]
     conversations = ((m for path in args.input for m in chat_template.read_jsonl(path)) if args.input else
                      hub_conversations(args.hub, args.hub_subset, skipped))

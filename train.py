@@ -44,6 +44,7 @@ init_from = "scratch"  # 'scratch' (refuses to overwrite a checkpoint in out_dir
 eval_interval = 1000  # optimizer steps between evals; each eval also writes the checkpoint
 eval_iters = 100  # val batches per eval: the same batches every time, split across ranks
 hellaswag_every_eval = 0  # examples; 0 = off. HellaSwag (eval.py) on the first N at each eval, logged with the loss
+hellaswag_file = ""  # for hellaswag_every_eval: a local copy; "" = eval.py's download of the official file
 log_interval = 50  # optimizer steps between log lines
 wandb_log = False  # also send the metrics to Weights & Biases (pip install wandb)
 wandb_project = "smallgpt"
@@ -399,7 +400,7 @@ def out_of_memory(what: str):
 if hellaswag_every_eval > 0 and master:
     from eval import hellaswag_accuracy, load_hellaswag
 
-    hellaswag_examples, enc = load_hellaswag(), common.get_tokenizer()
+    hellaswag_examples, enc = load_hellaswag(hellaswag_file), common.get_tokenizer()
 
 # ---------------------------------------------------------------- training loop
 budget = time_budget_hours * 3600
