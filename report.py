@@ -1,0 +1,133 @@
+"""
+report.md: one page a user would share about a run, rewritten atomically as the run goes.
+
+train.py writes out_dir/report.md at each eval and at the end (train_report). speedrun.sh gathers
+pretraining, fine-tuning and evaluation on one page at the end:
+
+    python report.py --out=out-demo/report.md --runs out-demo/base out-demo/sft \\
+        --eval out-demo/eval-base.json out-demo/eval-sft.json --text out-demo/sample.txt out-demo/chat.txt
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import statistics
+
+import torch
+
+import compare
+from common import die, read_metrics
+
+
+def write_atomic(path: str, text: str) -> None:
+    with open(f"{path}.tmp", "w") as f:
+        f.write(text)
+    os.replace(f"{path}.tmp", path)
+
+
+def hardware(device: str, world_size: int) -> str:
+    if device.startswith("cuda"):
+        return f"{world_size} x {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    model = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    return f"{model}, {os.cpu_count()} cores, {world_size} process{'es' if world_size > 1 else ''}"
+
+
+def hms(seconds: float) -> str:
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m{int(seconds % 60):02d}s"
+
+
+def train_report(out_dir: str, config: dict, status: str, hw: str, params: int, train_tokens: int,
+                 sample: str) -> str:
+    """out_dir/report.md from metrics.jsonl (so across resumes), the run's settings and a sample."""
+    rows = read_metrics(os.path.join(out_dir, "metrics.jsonl"))
+    s = compare.summarise(rows) if rows else {}
+    train = [r for r in rows if "loss" in r]
+    mfus = [r["mfu"] for r in train if r.get("mfu")]
+    evals = [r for r in rows if "val_loss" in r and math.isfinite(r["val_loss"])]
+    lines = [f"# {os.path.basename(os.path.normpath(out_dir))}", "", "| | |", "|---|---|",
+             f"| status | {status} |", f"| hardware | {hw} |", f"| torch | {torch.__version__} |",
+             f"| model | {params:,} parameters: n_layer={config['n_layer']}, n_embd={config['n_embd']}, "
+             f"n_head={config['n_head']}, block_size={config['block_size']}, {config['mlp']}, "
+             f"{config['norm']}, {config['pos_emb']} |",
+             f"| data | {config['data_dir']}: {train_tokens:,} train tokens |"]
+    if s:
+        epochs = train[-1]["epochs"] if train else 0.0
+        lines += [f"| trained | {s['steps']:,} steps, {s['tokens']:,} tokens ({epochs:.2f} epochs) |",
+                  f"| wall time | {hms(s['elapsed'])} |",
+                  f"| throughput | {s['tokens_per_s']:,.0f} tokens/s (median)"
+                  + (f", MFU {100 * statistics.median(mfus):.1f}%" if mfus else ", MFU: no peak known for this "
+                     "device") + " |"]
+    if evals:
+        first, last = evals[0], evals[-1]
+        lines.append(f"| val loss | {first['val_loss']:.4f} at step {first['iter']} → {last['val_loss']:.4f} "
+                     f"at step {last['iter']} (best {s['best_val']:.4f}) |")
+        hs = [r for r in evals if "hellaswag_acc_norm" in r]
+        if hs:
+            lines.append(f"| HellaSwag acc_norm | {hs[-1]['hellaswag_acc_norm']:.4f} "
+                         f"(first {config['hellaswag_every_eval']} examples) |")
+    lines += ["", "![loss](loss.png)", "", "## A sample", "", "```text", sample.strip(), "```", "",
+              "## Settings", "", "```python"] + [f"{k} = {v!r}" for k, v in config.items()] + ["```", ""]
+    return "\n".join(lines)
+
+
+def eval_table(paths: list[str]) -> list[str]:
+    """eval.py --json results, one row per task and file."""
+    lines = ["| model | task | result |", "|---|---|---|"]
+    for path in paths:
+        with open(path) as f:
+            report = json.load(f)
+        name = os.path.basename(os.path.dirname(report.get("checkpoint", path))) or path
+        for task, r in report["results"].items():
+            figures = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
+                                if isinstance(v, (int, float)))
+            lines.append(f"| {name} | {task} | {figures} |")
+    return lines
+
+
+def final_report(out: str, runs: list[str], evals: list[str], texts: list[str], stages: str) -> str:
+    """The pipeline's page: its stages and times, the evaluation, the texts, then each run's own report
+    (headings one level down, its loss picture's path made relative to this page)."""
+    here = os.path.dirname(os.path.abspath(out))
+    lines = ["# smallgpt: the run", ""]
+    if stages and os.path.exists(stages):
+        lines += ["| stage | time | what |", "|---|---|---|"]
+        with open(stages) as f:
+            lines += [f"| {' | '.join(line.rstrip(chr(10)).split(chr(9)))} |" for line in f if line.strip()]
+        lines.append("")
+    if evals:
+        lines += ["## Evaluation", ""] + eval_table(evals) + [""]
+    for path in texts:
+        with open(path) as f:
+            lines += [f"## {os.path.basename(path)}", "", "```text", f.read().strip(), "```", ""]
+    for run in runs:
+        with open(os.path.join(run, "report.md")) as f:
+            body = f.read()
+        rel = os.path.relpath(os.path.abspath(run), here)
+        body = re.sub(r"^(#+) ", r"#\1 ", body, flags=re.M).replace("](loss.png)", f"]({rel}/loss.png)")
+        lines += [body]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Gather runs' reports, eval.py results and texts on one page.")
+    parser.add_argument("--out", required=True, help="the page to write (report.md)")
+    parser.add_argument("--runs", nargs="*", default=[], help="train.py out_dirs, each holding report.md")
+    parser.add_argument("--eval", nargs="*", default=[], help="eval.py --json files")
+    parser.add_argument("--text", nargs="*", default=[], help="text files to show as they are (a sample, a chat)")
+    parser.add_argument("--stages", default="", help="a tab-separated file: stage, time, what it did")
+    args = parser.parse_args(argv)
+    for path in [os.path.join(r, "report.md") for r in args.runs] + args.eval + args.text:
+        if not os.path.isfile(path):
+            die(f"{path} not found: run the stage that writes it first")
+    write_atomic(args.out, final_report(args.out, args.runs, args.eval, args.text, args.stages))
+    print(f"report: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
