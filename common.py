@@ -149,7 +149,7 @@ def load_meta(data_dir: str) -> dict:
     path = os.path.join(data_dir, "meta.json")
     if not os.path.exists(path):
         die(f"no prepared data in '{data_dir}' (missing meta.json): run `python prepare.py` for OpenWebText, "
-            f"or `python prepare.py --input ../shared/data/openwebtext_sample --out {data_dir}` offline")
+            f"or `python prepare.py --input demo_data/tinyshakespeare.txt --out {data_dir}` offline")
     again = f"prepare the data again (python prepare.py ... --out {data_dir} --overwrite)"
     try:
         with open(path, encoding="utf-8") as f:

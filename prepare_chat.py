@@ -1,8 +1,7 @@
 """
 Prepare conversations for supervised fine-tuning (SFT): the chat template's tokens plus a loss mask.
 
-    python prepare_chat.py --input ../shared/data/chat/hh_helpful_base_test.jsonl \\
-        ../shared/data/chat/chitchat.jsonl --out data/chat_smoke --block_size 128     # offline
+    python prepare_chat.py --input demo_data/chat.jsonl --out data/demo_chat --block_size 128     # offline
     python prepare_chat.py --hub smoltalk                  # HuggingFaceTB/smoltalk, everyday-conversations
     python prepare_chat.py --hub smoltalk --hub_subset all # the whole of smoltalk
     python prepare_chat.py --hub hh-rlhf                   # Anthropic/hh-rlhf, the 'chosen' side

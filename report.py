@@ -82,7 +82,7 @@ def eval_table(paths: list[str]) -> list[str]:
     for path in paths:
         with open(path) as f:
             report = json.load(f)
-        name = os.path.basename(os.path.dirname(report.get("checkpoint", path))) or path
+        name = os.path.splitext(os.path.basename(path))[0]
         for task, r in report["results"].items():
             figures = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
                                 if isinstance(v, (int, float)))
@@ -104,7 +104,8 @@ def final_report(out: str, runs: list[str], evals: list[str], texts: list[str], 
         lines += ["## Evaluation", ""] + eval_table(evals) + [""]
     for path in texts:
         with open(path) as f:
-            lines += [f"## {os.path.basename(path)}", "", "```text", f.read().strip(), "```", ""]
+            lines += [f"## {os.path.splitext(os.path.basename(path))[0].capitalize()}", "", "```text",
+                      f.read().strip(), "```", ""]
     for run in runs:
         with open(os.path.join(run, "report.md")) as f:
             body = f.read()
