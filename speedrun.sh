@@ -117,6 +117,7 @@ if [ "$DEMO" = 1 ]; then
     TRAIN=(config/demo.py)
     SFT=(config/sft_demo.py)
     TASK_FILES=(--hellaswag_file=demo_data/hellaswag_val_500.jsonl --lambada_file=demo_data/lambada_test_500.jsonl)
+    CHAT_LIMIT=()
     START="ROMEO:"
 else
     DATA=data/openwebtext CHAT=data/smoltalk
@@ -127,6 +128,7 @@ else
     # the option's config first for its architecture, then the fine-tuning settings over it
     SFT=("config/option_$OPTION.py" config/sft_option_a.py)
     TASK_FILES=()
+    CHAT_LIMIT=(--limit=1000)  # smoltalk's val split is ~50K conversations: a reply generated for each is hours
     START="The meaning of life is"
 fi
 TRAIN+=(--data_dir="$DATA" --out_dir="$OUT/base")
@@ -135,7 +137,7 @@ LIMIT=()
 if [ "$STEPS" -gt 0 ]; then
     TRAIN+=(--max_iters="$STEPS" --eval_interval="$STEPS" --eval_iters=2)
     SFT+=(--max_iters="$STEPS" --eval_interval="$STEPS" --eval_iters=2)
-    LIMIT=(--limit=4)
+    LIMIT=(--limit=4) CHAT_LIMIT=(--limit=4)
 fi
 
 # ---------------------------------------------------------------- prepare
@@ -185,7 +187,7 @@ EVALS=("$OUT/eval-base.json")
     --json="$OUT/eval-base.json"
 if [ "$SKIP_SFT" = 0 ]; then
     EVALS+=("$OUT/eval-sft.json")
-    [ -f "$OUT/eval-sft.json" ] || "$PY" eval.py --out_dir="$OUT/sft" --tasks=chat "${LIMIT[@]}" \
+    [ -f "$OUT/eval-sft.json" ] || "$PY" eval.py --out_dir="$OUT/sft" --tasks=chat "${CHAT_LIMIT[@]}" \
         --json="$OUT/eval-sft.json"
 fi
 done_stage
