@@ -82,7 +82,7 @@ def eval_table(paths: list[str]) -> list[str]:
     for path in paths:
         with open(path) as f:
             report = json.load(f)
-        name = os.path.splitext(os.path.basename(path))[0]
+        name = os.path.splitext(os.path.basename(path))[0].removeprefix("eval-")  # speedrun's eval-base.json
         for task, r in report["results"].items():
             figures = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
                                 if isinstance(v, (int, float)))

@@ -214,7 +214,8 @@ done_stage  # recorded first, so the page lists this stage too
     --stages="$OUT/stages.tsv"
 
 MODEL=$OUT/$([ "$SKIP_SFT" = 0 ] && echo sft || echo base)
-ACTIVATE=$([ "$INSTALL" = 1 ] && echo "source .venv/bin/activate && ")
+ACTIVATE=""
+[ "$INSTALL" = 0 ] || ACTIVATE="source .venv/bin/activate && "
 echo
 echo "The report: $OUT/report.md. Next:"
 echo "  ${ACTIVATE}python sample.py --out_dir=$OUT/base --start=\"$START\""

@@ -56,7 +56,7 @@ def test_every_stage_and_the_report(run):
     assert chat.startswith("User: Hello! Who are you?\nAssistant: ") and "User: What do you do for fun?" in chat
 
     page = (out / "report.md").read_text()
-    for row in ("| pretrain |", "| sft |", "| eval-base | hellaswag | acc ", "| eval-sft | chat | loss "):
+    for row in ("| pretrain |", "| sft |", "| base | hellaswag | acc ", "| sft | chat | loss "):
         assert row in page
     assert sample.strip() in page and chat.strip() in page
     assert "](base/loss.png)" in page and "](sft/loss.png)" in page  # each run's page, its picture's path fixed
