@@ -12,12 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import tiktoken
 
 import prepare
+import tokenizer
 from conftest import SHARED, file_size_limit, one_line_error, run_script
 
-enc = tiktoken.get_encoding("gpt2")
+enc = tokenizer.gpt2()  # tiktoken's own "gpt2", token for token: test_tokenizer.py
 EOT = 50256
 OWT_SAMPLE = SHARED / "data" / "openwebtext_sample"
 WEBTEXT = SHARED / "data" / "webtext_snippets" / "webtext.valid.jsonl"
