@@ -5,7 +5,8 @@ train.py writes out_dir/report.md at each eval and at the end (train_report). sp
 pretraining, fine-tuning and evaluation on one page at the end:
 
     python report.py --out=out-demo/report.md --runs out-demo/base out-demo/sft \\
-        --eval out-demo/eval-base.json out-demo/eval-sft.json --text out-demo/sample.txt out-demo/chat.txt
+        --eval out-demo/eval-base.json out-demo/eval-sft.json \\
+        --text out-demo/sample.txt out-demo/chat.txt --stages=out-demo/stages.tsv
 """
 
 import argparse
@@ -31,11 +32,12 @@ def write_atomic(path: str, text: str) -> None:
 def hardware(device: str, world_size: int) -> str:
     if device.startswith("cuda"):
         return f"{world_size} x {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    model = platform.processor() or platform.machine()
+    name = platform.processor() or platform.machine()
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    return f"{model}, {os.cpu_count()} cores, {world_size} process{'es' if world_size > 1 else ''}"
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        name = models[0] if models else name
+    return f"{name}, {os.cpu_count()} cores, {world_size} process{'es' if world_size > 1 else ''}"
 
 
 def hms(seconds: float) -> str:
@@ -46,82 +48,85 @@ def train_report(out_dir: str, config: dict, status: str, hw: str, params: int, 
                  sample: str) -> str:
     """out_dir/report.md from metrics.jsonl (so across resumes), the run's settings and a sample."""
     rows = read_metrics(os.path.join(out_dir, "metrics.jsonl"))
-    s = compare.summarise(rows) if rows else {}
     train = [r for r in rows if "loss" in r]
-    mfus = [r["mfu"] for r in train if r.get("mfu")]
     evals = [r for r in rows if "val_loss" in r and math.isfinite(r["val_loss"])]
+    c = config
     lines = [f"# {os.path.basename(os.path.normpath(out_dir))}", "", "| | |", "|---|---|",
              f"| status | {status} |", f"| hardware | {hw} |", f"| torch | {torch.__version__} |",
-             f"| model | {params:,} parameters: n_layer={config['n_layer']}, n_embd={config['n_embd']}, "
-             f"n_head={config['n_head']}, block_size={config['block_size']}, {config['mlp']}, "
-             f"{config['norm']}, {config['pos_emb']} |",
-             f"| data | {config['data_dir']}: {train_tokens:,} train tokens |"]
-    if s:
+             f"| model | {params:,} parameters: n_layer={c['n_layer']}, n_embd={c['n_embd']}, "
+             f"n_head={c['n_head']}, block_size={c['block_size']}, {c['mlp']}, {c['norm']}, "
+             f"{c['pos_emb']} |",
+             f"| data | {c['data_dir']}: {train_tokens:,} train tokens |"]
+    if rows:
+        s = compare.summarise(rows)
         epochs = train[-1]["epochs"] if train else 0.0
-        lines += [f"| trained | {s['steps']:,} steps, {s['tokens']:,} tokens ({epochs:.2f} epochs) |",
+        mfus = [r["mfu"] for r in train if r.get("mfu")]
+        mfu = f"MFU {100 * statistics.median(mfus):.1f}%" if mfus else "MFU: no peak known here"
+        lines += [f"| trained | {s['steps']:,} steps, {s['tokens']:,} tokens "
+                  f"({epochs:.2f} epochs) |",
                   f"| wall time | {hms(s['elapsed'])} |",
-                  f"| throughput | {s['tokens_per_s']:,.0f} tokens/s (median)"
-                  + (f", MFU {100 * statistics.median(mfus):.1f}%" if mfus else ", MFU: no peak known for this "
-                     "device") + " |"]
+                  f"| throughput | {s['tokens_per_s']:,.0f} tokens/s (median), {mfu} |"]
     if evals:
         first, last = evals[0], evals[-1]
-        lines.append(f"| val loss | {first['val_loss']:.4f} at step {first['iter']} → {last['val_loss']:.4f} "
-                     f"at step {last['iter']} (best {s['best_val']:.4f}) |")
+        best = min(r["val_loss"] for r in evals)
+        lines.append(f"| val loss | {first['val_loss']:.4f} at step {first['iter']} → "
+                     f"{last['val_loss']:.4f} at step {last['iter']} (best {best:.4f}) |")
         hs = [r for r in evals if "hellaswag_acc_norm" in r]
         if hs:
             lines.append(f"| HellaSwag acc_norm | {hs[-1]['hellaswag_acc_norm']:.4f} "
-                         f"(first {config['hellaswag_every_eval']} examples) |")
+                         f"(first {c['hellaswag_every_eval']} examples) |")
     lines += ["", "![loss](loss.png)", "", "## A sample", "", "```text", sample.strip(), "```", "",
-              "## Settings", "", "```python"] + [f"{k} = {v!r}" for k, v in config.items()] + ["```", ""]
+              "## Settings", "", "```python", *[f"{k} = {v!r}" for k, v in c.items()], "```", ""]
     return "\n".join(lines)
 
 
 def eval_table(paths: list[str]) -> list[str]:
-    """eval.py --json results, one row per task and file."""
+    """eval.py --json results, a row per task: speedrun's eval-NAME.json is the run NAME."""
     lines = ["| model | task | result |", "|---|---|---|"]
     for path in paths:
         with open(path) as f:
-            report = json.load(f)
-        name = os.path.splitext(os.path.basename(path))[0].removeprefix("eval-")  # speedrun's eval-base.json
-        for task, r in report["results"].items():
-            figures = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
-                                if isinstance(v, (int, float)))
+            results = json.load(f)["results"]
+        name = os.path.splitext(os.path.basename(path))[0].removeprefix("eval-")
+        for task, r in results.items():
+            figures = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in r.items() if isinstance(v, (int, float)))
             lines.append(f"| {name} | {task} | {figures} |")
     return lines
 
 
 def final_report(out: str, runs: list[str], evals: list[str], texts: list[str], stages: str) -> str:
-    """The pipeline's page: its stages and times, the evaluation, the texts, then each run's own report
-    (headings one level down, its loss picture's path made relative to this page)."""
+    """The pipeline's page: its stages and times, the evaluation, the texts, then each run's own
+    report (headings one level down, its loss picture's path made relative to this page)."""
     here = os.path.dirname(os.path.abspath(out))
     lines = ["# smallgpt: the run", ""]
     if stages and os.path.exists(stages):
-        lines += ["| stage | time | what |", "|---|---|---|"]
         with open(stages) as f:
-            lines += [f"| {' | '.join(line.rstrip(chr(10)).split(chr(9)))} |" for line in f if line.strip()]
-        lines.append("")
+            rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+        lines += ["| stage | time | what |", "|---|---|---|",
+                  *[f"| {' | '.join(r)} |" for r in rows], ""]
     if evals:
-        lines += ["## Evaluation", ""] + eval_table(evals) + [""]
+        lines += ["## Evaluation", "", *eval_table(evals), ""]
     for path in texts:
+        title = os.path.splitext(os.path.basename(path))[0].capitalize()
         with open(path) as f:
-            lines += [f"## {os.path.splitext(os.path.basename(path))[0].capitalize()}", "", "```text",
-                      f.read().strip(), "```", ""]
+            lines += [f"## {title}", "", "```text", f.read().strip(), "```", ""]
     for run in runs:
         with open(os.path.join(run, "report.md")) as f:
             body = f.read()
         rel = os.path.relpath(os.path.abspath(run), here)
-        body = re.sub(r"^(#+) ", r"#\1 ", body, flags=re.M).replace("](loss.png)", f"]({rel}/loss.png)")
-        lines += [body]
+        body = re.sub(r"^(#+) ", r"#\1 ", body, flags=re.M)
+        lines.append(body.replace("](loss.png)", f"]({rel}/loss.png)"))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Gather runs' reports, eval.py results and texts on one page.")
+    parser = argparse.ArgumentParser(
+        description="Gather runs' reports, eval.py results and texts on one page.")
     parser.add_argument("--out", required=True, help="the page to write (report.md)")
-    parser.add_argument("--runs", nargs="*", default=[], help="train.py out_dirs, each holding report.md")
+    parser.add_argument("--runs", nargs="*", default=[], help="train.py out_dirs (with report.md)")
     parser.add_argument("--eval", nargs="*", default=[], help="eval.py --json files")
-    parser.add_argument("--text", nargs="*", default=[], help="text files to show as they are (a sample, a chat)")
-    parser.add_argument("--stages", default="", help="a tab-separated file: stage, time, what it did")
+    parser.add_argument("--text", nargs="*", default=[], help="text files shown as they are")
+    parser.add_argument("--stages", default="", help="a tab-separated file: stage, time, what")
     args = parser.parse_args(argv)
     for path in [os.path.join(r, "report.md") for r in args.runs] + args.eval + args.text:
         if not os.path.isfile(path):

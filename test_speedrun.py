@@ -1,6 +1,6 @@
-"""speedrun.sh end to end at its smallest scale: the demo's stages on the data that ships in demo_data/, a few
-steps each, in this interpreter's environment (--no_install); then a rerun that skips what is complete and
-resumes what was cut short."""
+"""speedrun.sh end to end at its smallest scale: the demo's stages on the data that ships in
+demo_data/, a few steps each, in this interpreter's environment (--no_install); then a rerun that
+skips what is complete and resumes what was cut short."""
 
 import json
 import os
@@ -13,6 +13,7 @@ import common
 from conftest import ROOT
 
 STEPS = 3
+FINISHED = f"| status | finished (max_iters) at step {STEPS} |"
 
 
 def speedrun(*args: str) -> subprocess.CompletedProcess:
@@ -37,11 +38,13 @@ def test_every_stage_and_the_report(run):
     for stage in stages:
         assert f"== {stage}: done in " in r.stdout
 
-    base, sft = common.load_checkpoint(str(out / "base")), common.load_checkpoint(str(out / "sft"))
+    base = common.load_checkpoint(str(out / "base"))
+    sft = common.load_checkpoint(str(out / "sft"))
     assert base["iter_num"] == STEPS and base["config"]["data_dir"] == f"{out}/data/demo"
-    assert sft["iter_num"] == STEPS and sft["chat_template"] and sft["config"]["init_from"] == f"{out}/base"
+    assert sft["iter_num"] == STEPS and sft["chat_template"]
+    assert sft["config"]["init_from"] == f"{out}/base"
     for d in ("base", "sft"):
-        assert f"| status | finished (max_iters) at step {STEPS} |" in (out / d / "report.md").read_text()
+        assert FINISHED in (out / d / "report.md").read_text()
         assert (out / d / "loss.png").stat().st_size > 0
 
     with open(out / "eval-base.json") as f:
@@ -53,30 +56,32 @@ def test_every_stage_and_the_report(run):
 
     sample, chat = (out / "sample.txt").read_text(), (out / "chat.txt").read_text()
     assert sample.startswith("ROMEO:") and len(sample) > len("ROMEO:") + 20
-    assert chat.startswith("User: Hello! Who are you?\nAssistant: ") and "User: What do you do for fun?" in chat
+    assert chat.startswith("User: Hello! Who are you?\nAssistant: ")
+    assert "\nUser: What do you do for fun?\nAssistant: " in chat
 
     page = (out / "report.md").read_text()
     for row in ("| pretrain |", "| sft |", "| base | hellaswag | acc ", "| sft | chat | loss "):
         assert row in page
     assert sample.strip() in page and chat.strip() in page
-    assert "](base/loss.png)" in page and "](sft/loss.png)" in page  # each run's page, its picture's path fixed
+    # each run's own page follows, its picture's path made relative to this one
+    assert "](base/loss.png)" in page and "](sft/loss.png)" in page
     assert f"python chat.py --out_dir={out}/sft" in r.stdout
 
 
 def test_rerun_skips_what_is_complete_and_resumes_what_was_cut_short(run):
     out, first = run
     assert first.returncode == 0
-    # the fine-tuning cut short after an eval: train.py's report then says "training", and ckpt.pt is there
+    # the fine-tuning cut short after an eval: its report.md says "training", and ckpt.pt is there
     report = out / "sft" / "report.md"
-    report.write_text(report.read_text().replace(f"| status | finished (max_iters) at step {STEPS} |",
-                                                 f"| status | training: step {STEPS} |"))
+    report.write_text(report.read_text().replace(FINISHED, f"| status | training: step {STEPS} |"))
     base_ckpt = (out / "base" / "ckpt.pt").stat().st_mtime_ns
     r = speedrun("--demo", f"--steps={STEPS}", "--no_install", f"--out={out}")
     assert r.returncode == 0, r.stdout[-3000:]
-    assert f"{out}/data/demo is complete: kept" in r.stdout and f"{out}/base is finished: kept" in r.stdout
+    assert f"{out}/data/demo is complete: kept" in r.stdout
+    assert f"{out}/base is finished: kept" in r.stdout
     assert f"resuming {out}/sft from its checkpoint" in r.stdout
     assert (out / "base" / "ckpt.pt").stat().st_mtime_ns == base_ckpt
-    assert f"| status | finished (max_iters) at step {STEPS} |" in report.read_text()
+    assert FINISHED in report.read_text()
 
 
 def test_bad_flags_are_one_line():
@@ -84,4 +89,5 @@ def test_bad_flags_are_one_line():
     assert r.returncode == 2 and r.stdout.strip() == (
         "error: unknown argument '--option=d' (bash speedrun.sh --help lists the flags)")
     r = speedrun("--budget_hours=soon")
-    assert r.returncode == 2 and r.stdout.strip() == "error: --budget_hours=soon is not a number of hours"
+    assert r.returncode == 2
+    assert r.stdout.strip() == "error: --budget_hours=soon is not a number of hours"

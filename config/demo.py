@@ -1,5 +1,6 @@
-# The demo's pretraining (bash speedrun.sh --demo): config/smoke.py's tiny model on the TinyShakespeare that
-# ships in demo_data/, on a CPU in minutes. It shows the pipeline working and the loss falling, not quality.
+# The demo's pretraining (bash speedrun.sh --demo): config/smoke.py's tiny model on the
+# TinyShakespeare that ships in demo_data/, on a CPU in minutes: the pipeline working and the loss
+# falling, not quality.
 #   python prepare.py --input demo_data/tinyshakespeare.txt --out data/demo
 #   python train.py config/demo.py
 out_dir = "out-demo/base"

@@ -8,8 +8,8 @@ import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# (path, sha256): the hashes tiktoken hard-codes for OpenAI's copies (tiktoken_ext/openai_public.py),
-# so a damaged or edited file is refused rather than silently tokenizing differently
+# (path, sha256): the hashes tiktoken hard-codes for OpenAI's copies (tiktoken_ext/
+# openai_public.py), so a damaged or edited file is refused, not used to tokenize differently
 FILES = {
     "vocab.bpe": (os.path.join(HERE, "vocab.bpe"),
                   "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
@@ -30,6 +30,7 @@ def gpt2() -> tiktoken.Encoding:
             encoder_json_file=FILES["encoder.json"][0], encoder_json_hash=FILES["encoder.json"][1])
     except (OSError, ValueError) as e:  # a missing file, or tiktoken's hash mismatch
         raise SystemExit(f"error: GPT-2's tokenizer files in {HERE} are missing or damaged "
-                         f"({type(e).__name__}); restore them with `git checkout -- tokenizer/`") from None
+                         f"({type(e).__name__}); restore them with `git checkout -- tokenizer/`"
+                         ) from None
     return tiktoken.Encoding(name="gpt2", pat_str=PAT_STR, mergeable_ranks=ranks,
                              special_tokens={"<|endoftext|>": EOT}, explicit_n_vocab=50257)
