@@ -94,9 +94,11 @@ install_torch() {
         echo "installing torch==$TORCH from $index"
         "$PY" -m pip install -q "torch==$TORCH" --index-url "$index"
     else
-        if [ -n "$index" ]; then
-            echo "warning: $index cannot be reached: installing the package index's torch==$TORCH" \
-                 "$([ "$kind" = cuda ] && echo '(it has no kernels for a V100)')"
+        if [ "$kind" = cpu ]; then
+            echo "warning: $index cannot be reached: installing the package index's torch==$TORCH"
+        elif [ -n "$index" ]; then
+            echo "warning: $index cannot be reached: the package index's torch==$TORCH has no" \
+                 "kernels for this V100; install the cu126 build by hand (README.md, Install)"
         fi
         "$PY" -m pip install -q "torch==$TORCH"
     fi
@@ -167,7 +169,12 @@ train() {  # train OUT_DIR ARGS...: keep a finished run, resume one cut short, e
     local dir=$1; shift
     if finished "$dir"; then
         echo "$dir is finished: kept"
-    elif [ -f "$dir/ckpt.pt" ]; then
+        return
+    fi
+    # what the later stages made from this model is out of date
+    if [ "$dir" = "$OUT/base" ]; then rm -f "$OUT"/eval-*.json "$OUT"/sample.txt "$OUT"/chat.txt
+    else rm -f "$OUT/eval-sft.json" "$OUT/chat.txt"; fi
+    if [ -f "$dir/ckpt.pt" ]; then
         echo "resuming $dir from its checkpoint"
         "${LAUNCH[@]}" train.py "$@" --init_from=resume
     else
@@ -206,15 +213,19 @@ done_stage
 
 stage sample "a sample from $OUT/base$([ "$SKIP_SFT" = 1 ] || echo " and a chat with $OUT/sft")"
 TEXTS=("$OUT/sample.txt")
-"$PY" sample.py --out_dir="$OUT/base" --start="$START" --max_new_tokens=80 > "$OUT/sample.txt.tmp"
-mv "$OUT/sample.txt.tmp" "$OUT/sample.txt"
+if [ ! -f "$OUT/sample.txt" ]; then
+    "$PY" sample.py --out_dir="$OUT/base" --start="$START" --max_new_tokens=80 > "$OUT/sample.txt.tmp"
+    mv "$OUT/sample.txt.tmp" "$OUT/sample.txt"
+fi
 cat "$OUT/sample.txt"
 if [ "$SKIP_SFT" = 0 ]; then
     TEXTS+=("$OUT/chat.txt")
-    printf 'Hello! Who are you?\nWhat do you do for fun?\n' |
-        "$PY" chat.py --out_dir="$OUT/sft" --temperature=0.7 --max_new_tokens=40 \
-        > "$OUT/chat.txt.tmp"
-    mv "$OUT/chat.txt.tmp" "$OUT/chat.txt"
+    if [ ! -f "$OUT/chat.txt" ]; then
+        printf 'Hello! Who are you?\nWhat do you do for fun?\n' |
+            "$PY" chat.py --out_dir="$OUT/sft" --temperature=0.7 --max_new_tokens=40 \
+            > "$OUT/chat.txt.tmp"
+        mv "$OUT/chat.txt.tmp" "$OUT/chat.txt"
+    fi
     cat "$OUT/chat.txt"
 fi
 done_stage

@@ -75,6 +75,7 @@ def test_rerun_skips_what_is_complete_and_resumes_what_was_cut_short(run):
     report = out / "sft" / "report.md"
     report.write_text(report.read_text().replace(FINISHED, f"| status | training: step {STEPS} |"))
     base_ckpt = (out / "base" / "ckpt.pt").stat().st_mtime_ns
+    base_results = (out / "eval-base.json").read_text()
     r = speedrun("--demo", f"--steps={STEPS}", "--no_install", f"--out={out}")
     assert r.returncode == 0, r.stdout[-3000:]
     assert f"{out}/data/demo is complete: kept" in r.stdout
@@ -82,6 +83,11 @@ def test_rerun_skips_what_is_complete_and_resumes_what_was_cut_short(run):
     assert f"resuming {out}/sft from its checkpoint" in r.stdout
     assert (out / "base" / "ckpt.pt").stat().st_mtime_ns == base_ckpt
     assert FINISHED in report.read_text()
+    # what came from the kept base model is kept; what came from the fine-tuned one is made again
+    assert (out / "eval-base.json").read_text() == base_results
+    assert f"checkpoint {out}/base:" not in r.stdout and f"loaded {out}/base:" not in r.stdout
+    assert f"checkpoint {out}/sft: iter {STEPS}" in r.stdout  # eval.py's line for the model it scores
+    assert (out / "chat.txt").read_text().startswith("User: Hello! Who are you?")
 
 
 def test_bad_flags_are_one_line():
