@@ -328,7 +328,7 @@ def write_report(status: str) -> None:
     raw_model.clear_kv_cache()
     raw_model.train()
     text = report.train_report(out_dir, config, status, report.hardware(device, world_size), raw_model.num_params(),
-                               train_tokens, common.get_tokenizer().decode([t for t in ids if t < vocab_size]))
+                               train_tokens, enc.decode([t for t in ids if t < vocab_size]))
     try:
         report.write_atomic(f"{out_dir}/report.md", text)
     except OSError as e:
@@ -412,11 +412,14 @@ def out_of_memory(what: str):
         "(`python bench.py --plan` shows what fits a GPU)")
 
 
+# the tokenizer for report.md's sample, loaded now: inside the first eval of a resumed run, its load time
+# would be missing from the eval time the budget reserves (the checkpoint's, from evals that had it)
+enc = common.get_tokenizer() if master else None
 # HellaSwag at each eval (opt-in): eval.py's scorer, on rank 0, over the same first examples every time
 if hellaswag_every_eval > 0 and master:
     from eval import hellaswag_accuracy, load_hellaswag
 
-    hellaswag_examples, enc = load_hellaswag(hellaswag_file), common.get_tokenizer()
+    hellaswag_examples = load_hellaswag(hellaswag_file)
 
 # ---------------------------------------------------------------- training loop
 budget = time_budget_hours * 3600
