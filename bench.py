@@ -36,10 +36,11 @@ from common import (
     autocast,
     check_data,
     check_json_path,
+    check_ranges,
     die,
     get_batch,
-    resolve_device,
     resolve_dtype,
+    setup,
     train_step,
     write_json,
 )
@@ -554,16 +555,12 @@ def print_plan(rows: list[dict]) -> None:
 
 # ---------------------------------------------------------------- main
 
-def main(argv: list[str]) -> None:
-    global device
-    config = configure(globals(), argv, strict_files=False, bare=BARE_FLAGS)
-    # settings that would crash mid-run (a median of no rounds) or print nonsense (a projection of
-    # 0 tokens) are refused before any work
-    for key, low in (("batch_size", 1), ("grad_accum", 1), ("iters", 1), ("repeats", 1), ("warmup", 0),
-                     ("gen_tokens", 0), ("gen_prompt", 1), ("gen_repeats", 1), ("loader_iters", 1),
-                     ("find_batch_max", 1), ("threads", 0), ("peak_tflops", 0)):
-        if config[key] < low:
-            die(f"--{key} must be at least {low}, got {config[key]}")
+def check_settings(config: dict) -> None:
+    """Settings that would crash mid-run (a median of no rounds) or print nonsense (a projection of
+    0 tokens) are refused before any work."""
+    check_ranges(config, {"batch_size": 1, "grad_accum": 1, "iters": 1, "repeats": 1, "warmup": 0,
+                          "gen_tokens": 0, "gen_prompt": 1, "gen_repeats": 1, "loader_iters": 1,
+                          "find_batch_max": 1, "threads": 0, "peak_tflops": 0})
     if not 0 < project_mfu <= 1:
         die(f"--project_mfu is a fraction of the peak, in (0, 1] (0.3 = 30%), got {project_mfu}")
     # --project prints the projection and stops, and --find_batch searches one variant's batch and stops: what
@@ -573,25 +570,28 @@ def main(argv: list[str]) -> None:
         die(f"--project prints the 8×V100 projection alone and would ignore --{skipped}: drop one of them")
     if json:
         check_json_path(json)
-    if plan:
-        # always on the CPU: its bytes saved for backward are a GPU's (the same tensors, the same dtypes)
-        rows = memory_plan(list(OPTIONS), config["block_size"])
-        print(f"\nbench.py --plan {time.strftime('%Y-%m-%d %H:%M')}: torch {torch.__version__}, CPU")
-        print_plan(rows)
-        if json:
-            write_json(json, dict(plan=rows))
-        return
-    proj = projection(project_mfu)
-    if project:
-        print_projection(proj)
-        if json:
-            write_json(json, dict(projection=proj))
-        return
 
-    device = resolve_device(device)
-    if threads > 0:
-        torch.set_num_threads(threads)
 
+def plan_mode(config: dict) -> None:
+    """--plan: the memory plan of every option, always on the CPU: its bytes saved for backward
+    are a GPU's (the same tensors, the same dtypes)."""
+    rows = memory_plan(list(OPTIONS), config["block_size"])
+    print(f"\nbench.py --plan {time.strftime('%Y-%m-%d %H:%M')}: torch {torch.__version__}, CPU")
+    print_plan(rows)
+    if json:
+        write_json(json, dict(plan=rows))
+
+
+def project_mode(proj: dict) -> None:
+    """--project: the 8×V100 projection alone."""
+    print_projection(proj)
+    if json:
+        write_json(json, dict(projection=proj))
+
+
+def checked_variants(config: dict) -> list[tuple[str, dict]]:
+    """The variants --compare names, each checked and resolved (dtype, compile) for this device, and
+    the data checked, before any timing."""
     variants = parse_variants(compare, {k: config[k] for k in BUILD_KEYS})
     for name, s in variants:
         if s["batch_size"] < 1 or s["grad_accum"] < 1:  # --compare=batch_size=0 skips the checks above
@@ -608,30 +608,31 @@ def main(argv: list[str]) -> None:
     if any(s["compile"] for _, s in variants):
         # each compiled variant is one more cache entry on GPT.forward's code; keep them all compiled
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 8 * len(variants))
+    return variants
 
-    env = describe_env()
-    where = (f"{env['gpu']} ({env['capability']}, CUDA {env['cuda']}, {env['gpu_memory_gib']:.0f} GiB)"
-             if device_type() == "cuda" else
-             f"CPU {env['cpu']} ({env['cores']} cores, load {env['load_avg_1min']:.1f})")
-    print(f"\nbench.py {env['date']}: {where}, torch {env['torch']}, {env['threads']} threads")
 
-    if find_batch:
-        if device_type() != "cuda":
-            die("--find_batch searches GPU memory: it needs a CUDA device (--device=cuda)")
-        if len(variants) > 1:
-            die(f"--find_batch searches one variant's micro-batch, and --compare={compare} gives {len(variants)}: "
-                f"give one (e.g. --compare={variants[0][0]}), or none for the settings as they are")
-        name, s = variants[0]
-        run = build(name, s)
-        print(f"largest micro-batch of {name} at block {s['block_size']}, {s['dtype']}, "
-              f"compile {'on' if s['compile'] else 'off'}:")
-        best = largest_fitting(lambda b: step_fits(run, b), s["batch_size"], find_batch_max)
-        print(f"largest micro-batch that fits: {best} (time it, and powers of two below it, with --compare="
-              f"batch_size=N,... to find the fastest)")
-        if json:
-            write_json(json, dict(env=env, settings=config, find_batch=dict(variant=name, largest=best)))
-        return
+def find_batch_mode(variants: list[tuple[str, dict]], env: dict, config: dict) -> None:
+    """--find_batch: the largest micro-batch of one variant that fits in GPU memory."""
+    if device_type() != "cuda":
+        die("--find_batch searches GPU memory: it needs a CUDA device (--device=cuda)")
+    if len(variants) > 1:
+        die(f"--find_batch searches one variant's micro-batch, and --compare={compare} gives "
+            f"{len(variants)}: give one (e.g. --compare={variants[0][0]}), or none for the "
+            f"settings as they are")
+    name, s = variants[0]
+    run = build(name, s)
+    print(f"largest micro-batch of {name} at block {s['block_size']}, {s['dtype']}, "
+          f"compile {'on' if s['compile'] else 'off'}:")
+    best = largest_fitting(lambda b: step_fits(run, b), s["batch_size"], find_batch_max)
+    print(f"largest micro-batch that fits: {best} (time it, and powers of two below it, with "
+          f"--compare=batch_size=N,... to find the fastest)")
+    if json:
+        found = dict(variant=name, largest=best)
+        write_json(json, dict(env=env, settings=config, find_batch=found))
 
+
+def time_variants(variants: list[tuple[str, dict]]) -> list:
+    """Each variant built, warmed up, then timed in alternating rounds."""
     runs = [build(name, s) for name, s in variants]
     s0 = runs[0].s
     shapes = sorted({(r.s["batch_size"], r.s["block_size"], r.s["grad_accum"]) for r in runs})
@@ -649,7 +650,11 @@ def main(argv: list[str]) -> None:
         k = r % len(runs)
         for run in runs[k:] + runs[:k]:  # each round starts one variant later: no variant always first
             timed_round(run)
+    return runs
 
+
+def results_of(runs: list, env: dict) -> list[dict]:
+    """Each timed variant's row: its shape, speed, MFU and memory."""
     results = []
     for run in runs:
         s, dt = run.s, statistics.median(run.times)
@@ -667,6 +672,10 @@ def main(argv: list[str]) -> None:
             tokens_per_s=tokens / dt, flops_per_token=flops_per_token(cfg, run.model.num_params()),
             peak_flops=peak, mfu=run.model.estimate_mfu(tokens, dt, gpu, s["dtype"], peak),
             peak_memory_bytes=run.peak_mem, last_loss=run.loss))
+    return results
+
+
+def print_results(results: list[dict]) -> None:
     base_tps = results[0]["tokens_per_s"]
     print()
     print(table(["variant", "params", "vocab rows", "ffn", "dtype", "ms/step", "spread", "tokens/s", "vs first",
@@ -681,6 +690,14 @@ def main(argv: list[str]) -> None:
           + ("needs the device's peak: give --peak_tflops=N" if results[0]["mfu"] is None
              else f"against {results[0]['peak_flops'] / 1e12:.0f} TFLOP/s")
           + (". peak mem: GPU only" if device_type() != "cuda" else ""))
+
+
+def compare_mode(variants: list[tuple[str, dict]], env: dict, config: dict, proj: dict) -> None:
+    """The default: time the variants side by side, then generation and the data loader."""
+    runs = time_variants(variants)
+    s0 = runs[0].s
+    results = results_of(runs, env)
+    print_results(results)
 
     def save(**rows) -> None:
         if json:
@@ -703,6 +720,28 @@ def main(argv: list[str]) -> None:
     save(generation=generation, loader=loader)
     if json:
         print(f"wrote {json}")
+
+
+def main(argv: list[str]) -> None:
+    """One mode a run: --plan, --project, --find_batch, or the timing of --compare's variants."""
+    global device
+    config = configure(globals(), argv, strict_files=False, bare=BARE_FLAGS)
+    check_settings(config)
+    if plan:
+        return plan_mode(config)
+    proj = projection(project_mfu)
+    if project:
+        return project_mode(proj)
+    device = setup(device, threads=threads).device
+    variants = checked_variants(config)
+    env = describe_env()
+    where = (f"{env['gpu']} ({env['capability']}, CUDA {env['cuda']}, "
+             f"{env['gpu_memory_gib']:.0f} GiB)" if device_type() == "cuda" else
+             f"CPU {env['cpu']} ({env['cores']} cores, load {env['load_avg_1min']:.1f})")
+    print(f"\nbench.py {env['date']}: {where}, torch {env['torch']}, {env['threads']} threads")
+    if find_batch:
+        return find_batch_mode(variants, env, config)
+    compare_mode(variants, env, config, proj)
 
 
 if __name__ == "__main__":

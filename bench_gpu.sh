@@ -3,7 +3,7 @@
 # torch.compile; start it with a 600-second limit.
 #   bash bench_gpu.sh [OUT_DIR]        # logs and JSON land in OUT_DIR (default: $OUT, else bench-gpu/)
 # Uses data/owt_sample for real batches when it is there (python prepare.py --input
-# ../shared/data/openwebtext_sample --out data/owt_sample), synthetic tokens otherwise.
+# ../shared/data/openwebtext_sample --data_dir=data/owt_sample), synthetic tokens otherwise.
 # Each step has its own time limit, so one that hangs or runs out of memory does not cost the rest.
 set -uo pipefail
 cd "$(dirname "$0")"

@@ -25,22 +25,29 @@ trained on chat_template.py's form of the same transcript, where <|endoftext|> s
 and ends each reply: it gets that template, and its reply ends at <|endoftext|> (or max_new_tokens)
 alone. --mode forces one or the other; the terminal and the page say which kind of model is loaded.
 
-The web page streams the reply as server-sent events from the standard library's http.server;
-it serves one generation at a time and answers a second request made meanwhile with 429.
+--web serves OpenAI's protocol from the standard library's http.server (GET /v1/models, POST
+/v1/chat/completions, POST /v1/completions; docs/chat.md), and a page that chats through it. One
+reply is generated at a time: a request made meanwhile waits in a short queue, or gets 429 when it
+is full.
 """
 
 import contextlib
 import json
+import math
+import os
+import select
+import socket
 import sys
 import threading
 import time
 import traceback
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
 import chat_template
-from common import autocast, die, load_model, resolve_device, resolve_dtype, use_idle_cores
+from common import autocast, check_sampling, die, load_model, setup
 from configurator import configure
 from model import EOT_TOKEN
 from sample import stream_text
@@ -61,6 +68,10 @@ compile = False  # torch.compile the one-token decoding step at startup (~20 s o
 web = False  # serve the browser page instead of the terminal REPL (`--web` alone works too)
 host = "127.0.0.1"  # loopback: only this machine can reach the page
 port = 8000  # 0 = any free port (the one chosen is printed)
+queue_size = 2  # web requests that may wait while one reply is generated; one more is answered 429
+max_tokens_limit = 1024  # the most tokens a web request may ask for (its max_tokens)
+time_limit = 60.0  # seconds a web reply may spend generating; then it ends, finish_reason "length"
+model_name = ""  # the model's id in GET /v1/models; "" = the checkpoint's folder name
 # -----------------------------------------------------------------------------
 
 STOP_STRINGS = ("\nUser:", "\nAssistant:", "\n\n")
@@ -71,19 +82,23 @@ MAX_REQUEST_BYTES = 64 * 1024  # a web request (message + history) larger than t
 REQUEST_TIMEOUT_S = 30.0
 
 
-def transcript(history: list[tuple[str, str]], message: str) -> str:
-    """The conversation in the documented template, ending where the assistant's reply starts."""
+def transcript(history: list[tuple[str, str]], message: str, head: str | None = None) -> str:
+    """The conversation in the documented template, ending where the assistant's reply starts;
+    head: its first line (default: --header)."""
     turns = "".join(f"User: {u}\nAssistant: {a}\n" for u, a in history)
-    return f"{header}\n\n{turns}User: {message}\nAssistant:"
+    return f"{header if head is None else head}\n\n{turns}User: {message}\nAssistant:"
 
 
-def messages_of(history: list[tuple[str, str]], message: str) -> list[dict]:
+def messages_of(history: list[tuple[str, str]], message: str,
+                head: str | None = None) -> list[dict]:
     """The conversation in the messages format, the header as its system message (chat_template.py)."""
     turns = [{"role": r, "content": c} for u, a in history for r, c in (("user", u), ("assistant", a))]
-    return [{"role": "system", "content": header}, *turns, {"role": "user", "content": message}]
+    system = header if head is None else head
+    return [{"role": "system", "content": system}, *turns, {"role": "user", "content": message}]
 
 
-def prompt_ids(enc, history: list[tuple[str, str]], message: str, budget: int, tuned: bool = False) -> list[int]:
+def prompt_ids(enc, history: list[tuple[str, str]], message: str, budget: int, tuned: bool = False,
+               head: str | None = None) -> list[int]:
     """Token ids of the transcript (tuned: of the chat template), leaving out the oldest turns until it fits in
     budget tokens. A single message too long for the budget keeps only its end (the part nearest the reply).
 
@@ -94,8 +109,8 @@ def prompt_ids(enc, history: list[tuple[str, str]], message: str, budget: int, t
     def encode(start: int) -> list[int]:
         # encode_ordinary: a user who types "<|endoftext|>" means the text, not the token (tiktoken's encode
         # would refuse it), as prepare.py treats the training text; chat_template.py encodes so too
-        return (chat_template.prompt(enc, messages_of(history[start:], message)) if tuned else
-                enc.encode_ordinary(transcript(history[start:], message)))
+        return (chat_template.prompt(enc, messages_of(history[start:], message, head)) if tuned else
+                enc.encode_ordinary(transcript(history[start:], message, head)))
 
     lo, hi = 0, len(history)  # the answer lies in [lo, hi]; the transcript from hi on fits, or nothing does
     best = encode(hi)
@@ -133,25 +148,41 @@ def blank_ids(enc) -> list[int]:
 BLANK_IDS: dict[str, list[int]] = {}  # per tokenizer: computed once (30 ms)
 
 
-def reply_stream(model, enc, ids: list[int], dev: str, ctx, stops: tuple[str, ...] = STOP_STRINGS, **kwargs):
+def reply_stream(model, enc, ids: list[int], dev: str, ctx, stops: tuple[str, ...] = STOP_STRINGS,
+                 opening: bool = True, stats: dict | None = None, deadline: float | None = None,
+                 **kwargs):
     """Yield the reply's text as it is generated, cut before the first stop string. Text that might
     be the start of a stop string is held until it is clearly not; kwargs go to generate_stream.
-    The first token is never blank (blank_ids), so the reply has something to show."""
-    pending, started = "", False
-    for _, text in stream_text(model, enc, ids, dev, ctx, {EOT_TOKEN}, suppress_first=blank_ids(enc), **kwargs):
-        pending += text
-        if not started:
-            pending = pending.lstrip()  # the space after "Assistant:", or a stray newline
-            started = bool(pending)
-        cuts = [i for i in (pending.find(s) for s in stops) if i >= 0]
-        if cuts:
-            if piece := pending[:min(cuts)]:
+    opening: a turn of a conversation, whose first token is never blank (blank_ids) and whose
+    leading whitespace is dropped; a plain completion keeps what the model writes. stats, if given,
+    gets the number of tokens generated ('tokens') and why the text ended ('finish_reason': 'stop'
+    at EOT or a stop string, 'length' at max_new_tokens or at deadline, a time.monotonic() time)."""
+    stats = {} if stats is None else stats
+    stats.update(tokens=0, finish_reason="stop")
+    pending, started = "", not opening
+    suppress = blank_ids(enc) if opening else ()
+    steps = stream_text(model, enc, ids, dev, ctx, {EOT_TOKEN}, suppress_first=suppress, **kwargs)
+    with contextlib.closing(steps):
+        for token, text in steps:
+            stats["tokens"] += token is not None
+            pending += text
+            if not started:
+                pending = pending.lstrip()  # the space after "Assistant:", or a stray newline
+                started = bool(pending)
+            cuts = [i for i in (pending.find(s) for s in stops) if i >= 0]
+            if cuts:
+                if piece := pending[:min(cuts)]:
+                    yield piece
+                return
+            keep = held_back(pending, stops)
+            if piece := pending[:len(pending) - keep]:
                 yield piece
-            return
-        keep = held_back(pending, stops)
-        if piece := pending[:len(pending) - keep]:
-            yield piece
-        pending = pending[len(pending) - keep:]
+            pending = pending[len(pending) - keep:]
+            if deadline is not None and time.monotonic() > deadline:
+                stats["finish_reason"] = "length"
+                break
+    if stats["tokens"] >= kwargs.get("max_new_tokens", math.inf):
+        stats["finish_reason"] = "length"
     if pending:
         yield pending  # generation ended (max_new_tokens, EOT) while text was held back
 
@@ -160,10 +191,7 @@ class Chat:
     """The model of a chat and its settings (the globals above); lock: held while a reply is made."""
 
     def __init__(self, path: str):
-        self.dev = resolve_device(device)
-        threads = use_idle_cores(self.dev)
-        self.device_type = "cuda" if self.dev.startswith("cuda") else self.dev
-        self.dtype = resolve_dtype(dtype, self.device_type)
+        self.dev, self.device_type, self.dtype, _, threads = setup(device, dtype, threads="idle")
         self.model, self.enc, checkpoint = load_model(path, self.dev)
         template = checkpoint.get("chat_template")
         if template not in (None, chat_template.NAME):
@@ -181,7 +209,12 @@ class Chat:
         block_size = self.model.config.block_size
         # room kept free for the reply; a longer reply still works (generate slides its window)
         self.budget = block_size - min(max_new_tokens, block_size // 2)
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # one generation at a time
+        self.admitted, self.admitting = 0, threading.Lock()  # web requests generating or queued
+        self.last_seconds = 1.0  # how long the last web reply held the model: the 429's Retry-After
+        folder = os.path.dirname(path) if os.path.isfile(path) else path
+        self.name = model_name or os.path.basename(os.path.normpath(os.path.abspath(folder)))
+        self.created = int(time.time())
         if compile:
             print("compiling the decoding step...", file=sys.stderr)
             self.model.compile_generation()
@@ -191,14 +224,57 @@ class Chat:
         print(f"loaded {path}: a {self.kind} ({how}), {self.model.num_params() / 1e6:.1f}M parameters, "
               f"iter {checkpoint.get('iter_num')}; {self.dev}{threads}, {self.dtype}", file=sys.stderr)
 
+    @property
+    def stops(self) -> tuple[str, ...]:
+        # a chat-tuned model ends its turn with <|endoftext|> itself; a base one is stopped at the
+        # next turn's start
+        return () if self.tuned else STOP_STRINGS
+
+    def settings(self, seed: int | None = None, **given) -> dict:
+        """generate_stream's sampling settings: chat.py's own, where given ones are None."""
+        s = dict(max_new_tokens=max_new_tokens, temperature=self.temperature, top_k=top_k,
+                 top_p=top_p)
+        s.update({k: v for k, v in given.items() if v is not None})
+        s["top_k"] = s["top_k"] or None
+        s["generator"] = (self.generator if seed is None else
+                          torch.Generator(device=self.dev).manual_seed(seed))
+        return s
+
+    def generate(self, ids: list[int], stops: tuple[str, ...], opening: bool = True,
+                 stats: dict | None = None, deadline: float | None = None, **settings):
+        """Yield the text generated after ids (reply_stream); settings from self.settings()."""
+        ctx = autocast(self.device_type, self.dtype)
+        yield from reply_stream(self.model, self.enc, ids, self.dev, ctx, stops, opening, stats,
+                                deadline, **settings)
+
     def reply(self, history: list[tuple[str, str]], message: str, temperature: float | None = None):
         """Yield the reply to message, after history, as text pieces."""
         ids = prompt_ids(self.enc, history, message, self.budget, self.tuned)
-        t = self.temperature if temperature is None else temperature
-        # a chat-tuned model ends its turn with <|endoftext|> itself; a base one is stopped at the next turn's start
-        yield from reply_stream(self.model, self.enc, ids, self.dev, autocast(self.device_type, self.dtype),
-                                () if self.tuned else STOP_STRINGS, max_new_tokens=max_new_tokens, temperature=t,
-                                top_k=top_k or None, top_p=top_p, generator=self.generator)
+        yield from self.generate(ids, self.stops, **self.settings(temperature=temperature))
+
+    @contextlib.contextmanager
+    def turn(self, gone):
+        """Hold the model for one web reply: wait for it in a queue of queue_size (ApiError 429
+        when that is full). Yields False when gone() (the client left) while waiting."""
+        with self.admitting:
+            if self.admitted > queue_size:
+                wait = math.ceil(self.last_seconds * self.admitted)
+                raise ApiError(429, f"busy: one reply is being generated and {queue_size} more "
+                                    f"are waiting; try again in {wait} s",
+                               code="rate_limit_exceeded", headers={"Retry-After": str(wait)})
+            self.admitted += 1
+        got, start = False, time.monotonic()
+        try:
+            while not (got := self.lock.acquire(timeout=0.05)) and not gone():
+                pass
+            start = time.monotonic()
+            yield got
+        finally:
+            if got:
+                self.last_seconds = time.monotonic() - start
+                self.lock.release()
+            with self.admitting:
+                self.admitted -= 1
 
 
 # ---------------------------------------------------------------- terminal
@@ -281,7 +357,7 @@ PAGE = """<!doctype html>
   <button id="reset" type="button">New chat</button>
 </form>
 <script>
-const history = [];  // [user, assistant] pairs; the server keeps no state
+const history = [];  // the conversation's messages; the server keeps no state
 const $ = (id) => document.getElementById(id);
 let busy = false;
 
@@ -299,12 +375,15 @@ async function send(message) {
   const user = add('user', message), bot = add('assistant', ''), out = bot.querySelector('span');
   busy = true; $('send').disabled = true; bot.dataset.chunks = 0;
   try {
-    const response = await fetch('/chat', {method: 'POST', headers: {'Content-Type': 'application/json'},
-      // the last 20 turns at most: the server keeps only what fits the context anyway
-      body: JSON.stringify({message, history: history.slice(-20), temperature: parseFloat($('temperature').value)})});
+    // the last 20 turns at most: the server keeps only what fits the context anyway
+    const messages = [...history.slice(-40), {role: 'user', content: message}];
+    const response = await fetch('/v1/chat/completions', {method: 'POST',
+      headers: {'Content-Type': 'application/json'},
+      body: JSON.stringify({messages, stream: true,
+                            temperature: parseFloat($('temperature').value)})});
     if (!response.ok) {
-      const err = await response.json().catch(() => ({error: response.statusText}));
-      bot.classList.add('error'); out.textContent = err.error; user.remove();
+      const err = await response.json().catch(() => ({error: {message: response.statusText}}));
+      bot.classList.add('error'); out.textContent = err.error.message; user.remove();
       $('message').value = message;  // nothing was sent: give the message back
       return;
     }
@@ -316,12 +395,23 @@ async function send(message) {
       buffer += decoder.decode(value, {stream: true});
       let end;
       while ((end = buffer.indexOf('\\n\\n')) >= 0) {  // one server-sent event per blank line
-        const event = buffer.slice(0, end); buffer = buffer.slice(end + 2);
-        const name = (event.match(/^event: (.*)$/m) || [])[1] || 'message';
-        const data = JSON.parse((event.match(/^data: (.*)$/m) || [])[1] || '{}');
-        if (name === 'done') { history.push([message, data.reply]); bot.dataset.done = '1'; }
-        else if (name === 'error') { bot.classList.add('error'); out.textContent += ' [' + data.error + ']'; }
-        else { out.textContent += data.text; bot.dataset.chunks = +bot.dataset.chunks + 1; bot.scrollIntoView(false); }
+        const data = buffer.slice(0, end).replace(/^data: /, ''); buffer = buffer.slice(end + 2);
+        if (data === '[DONE]') {
+          const reply = out.textContent.trim();
+          history.push({role: 'user', content: message}, {role: 'assistant', content: reply});
+          bot.dataset.done = '1';
+          continue;
+        }
+        const chunk = JSON.parse(data);
+        if (chunk.error) {
+          bot.classList.add('error'); out.textContent += ' [' + chunk.error.message + ']';
+          continue;
+        }
+        const text = chunk.choices[0].delta.content;
+        if (text) {
+          out.textContent += text; bot.dataset.chunks = +bot.dataset.chunks + 1;
+          bot.scrollIntoView(false);
+        }
       }
     }
   } catch (e) {
@@ -347,127 +437,364 @@ $('reset').addEventListener('click', () => { history.length = 0; $('transcript')
 """
 
 
-def parse_request(body: bytes) -> tuple[list[tuple[str, str]], str, float | None]:
-    """(history, message, temperature) of a POST /chat body; ValueError says what is wrong."""
+# ---------------------------------------------------------------- OpenAI's protocol
+
+class ApiError(Exception):
+    """A request refused, with its HTTP status and the fields of OpenAI's error object."""
+    TYPES = {400: "invalid_request_error", 404: "not_found_error", 408: "timeout_error",
+             411: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
+             500: "server_error"}
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.param, self.code, self.headers = status, param, code, headers or {}
+
+    def body(self) -> dict:
+        kind = self.TYPES.get(self.status, "invalid_request_error")
+        return {"error": {"message": str(self), "type": kind, "param": self.param,
+                          "code": self.code}}
+
+
+# The request fields each endpoint honours; those front ends send that change nothing here
+# (accepted); and those that would change the reply in a way chat.py cannot, with the values that
+# change nothing: any other value is refused by name, never ignored. Other fields are refused, as
+# OpenAI's API refuses them.
+SAMPLING_FIELDS = ("model", "stream", "stream_options", "temperature", "top_p", "top_k",
+                   "max_tokens", "stop", "seed")
+FIELDS = {"chat.completion": (*SAMPLING_FIELDS, "messages", "max_completion_tokens"),
+          "text_completion": (*SAMPLING_FIELDS, "prompt")}
+INFORMATIONAL = ("user", "metadata", "store", "service_tier", "prompt_cache_key",
+                 "prompt_cache_retention", "prompt_cache_options", "safety_identifier",
+                 "parallel_tool_calls")
+UNSUPPORTED = {"n": [1], "best_of": [1], "presence_penalty": [0], "frequency_penalty": [0],
+               "repetition_penalty": [1], "logprobs": [False], "top_logprobs": [0],
+               "logit_bias": [{}], "tools": [[]], "tool_choice": ["none"], "functions": [[]],
+               "function_call": ["none"], "response_format": [{"type": "text"}],
+               "modalities": [["text"]], "audio": [], "prediction": [], "reasoning_effort": [],
+               "web_search_options": [], "echo": [False], "suffix": [""], "min_p": [0],
+               "verbosity": []}
+
+
+def harmless(value, accepted: list) -> bool:
+    """value changes nothing: null, or one of accepted (JSON's true is not 1, nor false 0)."""
+    return value is None or any(value == a and isinstance(value, bool) == isinstance(a, bool)
+                                for a in accepted)
+
+
+def request_of(body: bytes, kind: str) -> dict:
+    """The JSON object of a request to endpoint kind, each field known and honoured, or ApiError."""
     try:
         request = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError("the body is not JSON") from None
+        raise ApiError(400, "the body is not JSON") from None
     if not isinstance(request, dict):
-        raise ValueError("the body must be a JSON object")
-    message, history, t = request.get("message"), request.get("history", []), request.get("temperature")
-    if not isinstance(message, str) or not message.strip():
-        raise ValueError("'message' must be a non-empty string")
-    if not isinstance(history, list) or not all(
-            isinstance(turn, list) and len(turn) == 2 and all(isinstance(x, str) for x in turn) for turn in history):
-        raise ValueError("'history' must be a list of [user, assistant] pairs of strings")
-    if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 <= t <= 10):
-        raise ValueError("'temperature' must be a number from 0 to 10")
-    return [(u, a) for u, a in history], message.strip(), t
+        raise ApiError(400, "the body must be a JSON object")
+    for key, value in request.items():
+        if key in FIELDS[kind] or key in INFORMATIONAL:
+            continue
+        if key not in UNSUPPORTED:
+            raise ApiError(400, f"unrecognized request argument supplied: {key}", key)
+        if not harmless(value, UNSUPPORTED[key]):
+            raise ApiError(400, f"'{key}' is not supported by this server (it would change the "
+                                f"reply, and chat.py cannot do it): leave it out", key,
+                           "unsupported_parameter")
+    return request
 
 
-def make_handler(chat: Chat):
-    about = ("It was fine-tuned on conversations: it answers in turns and ends its reply itself." if chat.tuned else
+def number(request: dict, key: str, lo: float, hi: float, integer: bool = False,
+           low_open: bool = False):
+    """request[key] if a number in [lo, hi] ((lo, hi] if low_open), None if absent; or ApiError."""
+    value = request.get(key)
+    if value is None:
+        return None
+    above = lo < value if low_open else lo <= value
+    if not isinstance(value, int if integer else (int, float)) or isinstance(value, bool) or \
+            not (above and value <= hi):
+        what = "a whole number" if integer else "a number"
+        raise ApiError(400, f"'{key}' must be {what} in {'(' if low_open else '['}{lo:g}, {hi:g}]",
+                       key)
+    return value
+
+
+def sampling_of(request: dict) -> dict:
+    """How the request asks for its reply: Chat.settings' keys, and stop, stream and usage."""
+    length = "max_completion_tokens" if request.get("max_completion_tokens") is not None else \
+        "max_tokens"
+    stop = request.get("stop")
+    stop = [stop] if isinstance(stop, str) else [] if stop is None else stop
+    if not (isinstance(stop, list) and len(stop) <= 4 and
+            all(isinstance(s, str) and s for s in stop)):
+        raise ApiError(400, "'stop' must be a non-empty string or a list of up to 4", "stop")
+    options = request.get("stream_options") or {}
+    if not isinstance(request.get("stream", False), bool) or not isinstance(options, dict):
+        raise ApiError(400, "'stream' must be true or false, 'stream_options' an object", "stream")
+    return dict(temperature=number(request, "temperature", 0, 10),
+                top_p=number(request, "top_p", 0, 1, low_open=True),
+                top_k=number(request, "top_k", 0, 1 << 31, integer=True),
+                max_new_tokens=number(request, length, 1, max_tokens_limit, integer=True),
+                seed=number(request, "seed", -(1 << 63), (1 << 64) - 1, integer=True),
+                stop=tuple(stop), stream=bool(request.get("stream")),
+                usage=bool(options.get("include_usage")))
+
+
+def text_of(i: int, content) -> str:
+    """A message's content: a string, or a list of text parts (OpenAI's content parts) joined."""
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        if kinds := {p.get("type") for p in content} - {"text"}:
+            raise ApiError(400, f"message {i + 1} has a content part of type {kinds.pop()!r}: "
+                                f"this model reads text only", "messages")
+        return "".join(str(p.get("text", "")) for p in content)
+    return content
+
+
+def conversation_of(messages) -> tuple[str | None, list[tuple[str, str]], str]:
+    """(system message or None, [(user, assistant), ...], the last user message) of a chat
+    request's messages; ApiError says what is wrong. OpenAI's newer "developer" role is the
+    system message."""
+    if not isinstance(messages, list):
+        raise ApiError(400, "'messages' must be a list of {role, content} objects", "messages")
+    plain = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise ApiError(400, f"message {i + 1} must be an object with 'role' and 'content'",
+                           "messages")
+        if m.get("tool_calls") or m.get("function_call"):
+            raise ApiError(400, f"message {i + 1} has tool calls: this model has no tools",
+                           "messages")
+        role = "system" if m.get("role") == "developer" else m.get("role")
+        plain.append({"role": role, "content": text_of(i, m.get("content"))})
+    if problem := chat_template.check(plain, partial=True):
+        raise ApiError(400, problem, "messages")
+    system = plain[0]["content"] if plain[0]["role"] == "system" else None
+    turns = [m["content"] for m in plain if m["role"] != "system"]
+    return system, list(zip(turns[:-1:2], turns[1::2], strict=True)), turns[-1]
+
+
+def prompt_of(enc, prompt, budget: int) -> list[int]:
+    """Token ids of a completion request's prompt (a string, or a list of one), its end when
+    longer than budget; an empty prompt starts a new document (<|endoftext|>), as in training."""
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise ApiError(400, "'prompt' must be a string (one prompt: this server makes one reply "
+                            "at a time)", "prompt")
+    return (enc.encode_ordinary(prompt) or [EOT_TOKEN])[-budget:]
+
+
+def chunk_of(kind: str, meta: dict, text: str | None = None, finish: str | None = None,
+             role: bool = False) -> dict:
+    """One server-sent event of a streamed reply (OpenAI's chunk objects)."""
+    if kind == "chat.completion":
+        delta = {"role": "assistant"} if role else {}
+        if text is not None:
+            delta["content"] = text
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {**meta, "object": "chat.completion.chunk", "choices": [choice]}
+    choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+    return {**meta, "object": "text_completion", "choices": [choice]}
+
+
+def whole_of(kind: str, meta: dict, text: str, finish: str, usage: dict) -> dict:
+    """A reply sent whole (stream false)."""
+    choice = {"index": 0, "logprobs": None, "finish_reason": finish}
+    if kind == "chat.completion":
+        choice["message"] = {"role": "assistant", "content": text}
+    else:
+        choice["text"] = text
+    return {**meta, "object": kind, "choices": [choice], "usage": usage}
+
+
+def usage_of(stats: dict, n_prompt: int) -> dict:
+    return {"prompt_tokens": n_prompt, "completion_tokens": stats["tokens"],
+            "total_tokens": n_prompt + stats["tokens"]}
+
+
+# ---------------------------------------------------------------- the web server
+
+class Handler(BaseHTTPRequestHandler):
+    """The routes of chat.py --web; make_handler gives a subclass its chat and page. HTTP/1.0: a
+    streamed reply ends when the connection closes, so no length or chunking is needed."""
+    server_version = "chat.py"
+    chat: Chat
+    page: bytes
+    error = ""  # this request's error, for its log line
+
+    def setup(self):
+        self.timeout = REQUEST_TIMEOUT_S  # read here, per connection, so a test can shorten it
+        super().setup()
+
+    def log_request(self, code="-", size="-"):
+        if self.error:  # one line per refusal, saying why
+            self.log_message('"%s" %s %s', self.requestline, code, self.error)
+        else:
+            super().log_request(code, size)
+
+    def do_GET(self):
+        if self.path.split("?")[0] == "/":
+            return self.send_body(200, self.page, "text/html; charset=utf-8")
+        self.route({"/v1/models": self.get_models, f"/v1/models/{self.chat.name}": self.get_model},
+                   "GET")
+
+    def do_POST(self):
+        self.route({"/v1/chat/completions": lambda: self.post("chat.completion"),
+                    "/v1/completions": lambda: self.post("text_completion")}, "POST")
+
+    def route(self, routes: dict, method: str):
+        """Run the path's function; its ApiError, or a failure before a reply began, is answered."""
+        path = self.path.split("?")[0].rstrip("/")
+        try:
+            if path not in routes:
+                raise ApiError(404, f"nothing to {method} at {path or '/'}: the chat is at /, the "
+                                    f"API at /v1/models, /v1/chat/completions and /v1/completions")
+            routes[path]()
+        except ApiError as e:
+            self.send_json(e.status, e.body(), e.headers, error=str(e))
+        except Exception as e:
+            traceback.print_exc()
+            error = f"the request failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
+            self.send_json(500, ApiError(500, error).body(), error=error)
+
+    def send_body(self, code: int, body: bytes, content_type: str, headers: dict | None = None):
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_json(self, code: int, body: dict, headers: dict | None = None, error: str = ""):
+        self.error = error
+        with contextlib.suppress(OSError):  # a client gone before its answer
+            self.send_body(code, json.dumps(body).encode(), "application/json", headers)
+
+    def get_models(self):
+        self.send_json(200, {"object": "list", "data": [self.model_card()]})
+
+    def get_model(self):
+        self.send_json(200, self.model_card())
+
+    def model_card(self) -> dict:
+        return {"id": self.chat.name, "object": "model", "created": self.chat.created,
+                "owned_by": "smallgpt"}
+
+    def read_body(self) -> bytes:
+        """The request's body, at most MAX_REQUEST_BYTES, within REQUEST_TIMEOUT_S in all (a
+        per-read timeout alone lets a client trickle one byte per interval); else ApiError."""
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            raise ApiError(411, "a Content-Length header is required")
+        raw = raw.strip()
+        if not (raw.isascii() and raw.isdigit()):  # int() takes '-5', '+5', '1_0'; '²' it refuses
+            raise ApiError(400, f"Content-Length must be the body's size in bytes, a whole number "
+                                f"from 0 to {MAX_REQUEST_BYTES}, not {raw[:20]!r}")
+        if len(raw) > 12 or int(raw) > MAX_REQUEST_BYTES:  # int() refuses over 4300 digits
+            raise ApiError(413, f"the request is larger than {MAX_REQUEST_BYTES} bytes: start a "
+                                f"new chat or send a shorter message", code="request_too_large")
+        length, deadline, body = int(raw), time.monotonic() + REQUEST_TIMEOUT_S, b""
+        try:
+            while len(body) < length:
+                if (left := deadline - time.monotonic()) <= 0:
+                    self.close_connection = True
+                    raise ApiError(408, f"the request's body did not arrive within "
+                                        f"{REQUEST_TIMEOUT_S:g} seconds: send it whole, as "
+                                        f"Content-Length says")
+                self.connection.settimeout(left)
+                with contextlib.suppress(TimeoutError):
+                    if not (chunk := self.rfile.read1(length - len(body))):
+                        raise ApiError(400, f"the body ended before the {length} bytes "
+                                            f"Content-Length gives")
+                    body += chunk
+        finally:
+            self.connection.settimeout(self.timeout)
+        return body
+
+    def post(self, kind: str):
+        """A chat completion (messages through the template), or a completion (a prompt)."""
+        request = request_of(self.read_body(), kind)
+        s = sampling_of(request)
+        stop, stream, usage = s.pop("stop"), s.pop("stream"), s.pop("usage")
+        block_size = self.chat.model.config.block_size
+        budget = block_size - min(s["max_new_tokens"] or max_new_tokens, block_size // 2)
+        chat = kind == "chat.completion"
+        if chat:
+            system, history, message = conversation_of(request.get("messages"))
+            ids = prompt_ids(self.chat.enc, history, message, budget, self.chat.tuned, system)
+            stop = self.chat.stops + stop
+        else:
+            ids = prompt_of(self.chat.enc, request.get("prompt"), budget)
+        with self.chat.turn(self.client_gone) as ours:
+            if not ours:
+                return self.log_message('"%s" client left while queued', self.requestline)
+            meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+                    "created": int(time.time()), "model": self.chat.name}
+            stats, deadline = {}, time.monotonic() + time_limit
+            pieces = self.chat.generate(ids, stop, chat, stats, deadline, **self.chat.settings(**s))
+            with contextlib.closing(pieces):  # stops generating on the way out, however it ends
+                send = self.send_stream if stream else self.send_whole
+                send(kind, meta, pieces, stats, len(ids), usage)
+
+    def client_gone(self) -> bool:
+        """Whether the client has closed its connection: readable, with nothing to read (the test
+        llama.cpp's server makes between tokens)."""
+        try:
+            if not select.select([self.connection], [], [], 0)[0]:
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    def send_whole(self, kind: str, meta: dict, pieces, stats: dict, n_prompt: int, _usage: bool):
+        text = ""
+        for piece in pieces:
+            text += piece
+            if self.client_gone():
+                return self.log_message('"%s" client left: generation stopped', self.requestline)
+        usage = usage_of(stats, n_prompt)
+        self.send_json(200, whole_of(kind, meta, text, stats["finish_reason"], usage))
+
+    def send_stream(self, kind: str, meta: dict, pieces, stats: dict, n_prompt: int, usage: bool):
+        """Server-sent events: a chunk a piece, one with the finish reason, usage if asked, then
+        [DONE]."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        try:
+            if kind == "chat.completion":
+                self.send_event(chunk_of(kind, meta, "", role=True))
+            for piece in pieces:
+                self.send_event(chunk_of(kind, meta, piece))
+                if self.client_gone():
+                    raise BrokenPipeError
+            self.send_event(chunk_of(kind, meta, finish=stats["finish_reason"]))
+            if usage:
+                self.send_event({**meta, "object": chunk_of(kind, meta)["object"], "choices": [],
+                                 "usage": usage_of(stats, n_prompt)})
+            self.wfile.write(b"data: [DONE]\n\n")
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            # the client went away, or stopped reading for REQUEST_TIMEOUT_S
+            self.log_message('"%s" client left: generation stopped', self.requestline)
+        except Exception as e:  # after the 200 headers: say so in the stream, as OpenAI's does
+            traceback.print_exc()
+            first = (str(e).splitlines() or [""])[0]
+            error = ApiError(500, f"the reply failed ({type(e).__name__}: {first})")
+            self.log_message('"%s" %s', self.requestline, error)
+            with contextlib.suppress(OSError):
+                self.send_event(error.body())
+
+    def send_event(self, data: dict):
+        self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
+
+
+def make_handler(chat: Chat) -> type[Handler]:
+    about = ("It was fine-tuned on conversations: it answers in turns and ends its reply itself."
+             if chat.tuned else
              "It was trained on web text, not on conversations: it continues a transcript.")
     page = (PAGE.replace("__TEMPERATURE__", str(chat.temperature)).replace("__KIND__", chat.kind)
             .replace("__ABOUT__", about).encode())
-
-    class Handler(BaseHTTPRequestHandler):
-        # HTTP/1.0: a streamed reply ends when the connection closes, so no length or chunking is needed
-        server_version = "chat.py"
-
-        def setup(self):
-            self.timeout = REQUEST_TIMEOUT_S  # read here, per connection, so a test can shorten it
-            super().setup()
-
-        def read_body(self, length: int) -> bytes | None:
-            """The request's body, within REQUEST_TIMEOUT_S in all (a per-read timeout alone lets a client
-            trickle one byte per interval); None when the client closed before sending length bytes."""
-            deadline, body = time.monotonic() + REQUEST_TIMEOUT_S, b""
-            try:
-                while len(body) < length:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError
-                    self.connection.settimeout(left)
-                    chunk = self.rfile.read1(length - len(body))
-                    if not chunk:
-                        return None
-                    body += chunk
-            finally:
-                self.connection.settimeout(self.timeout)
-            return body
-
-        def send_body(self, code: int, body: bytes, content_type: str, headers: dict | None = None):
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def send_error_json(self, code: int, message: str, headers: dict | None = None):
-            self.send_body(code, json.dumps({"error": message}).encode(), "application/json", headers)
-
-        def do_GET(self):
-            if self.path == "/":
-                self.send_body(200, page, "text/html; charset=utf-8")
-            else:
-                self.send_error_json(404, f"no page at {self.path}: the chat is at /")
-
-        def do_POST(self):
-            if self.path != "/chat":
-                return self.send_error_json(404, f"nothing to POST at {self.path}: use /chat")
-            raw = self.headers.get("Content-Length")
-            if raw is None:
-                return self.send_error_json(411, "a Content-Length header is required")
-            raw = raw.strip()
-            if not (raw.isascii() and raw.isdigit()):  # int() takes '-5', '+5', '1_0'; '²' is a digit int() refuses
-                return self.send_error_json(400, f"Content-Length must be the body's size in bytes, a whole number "
-                                                 f"from 0 to {MAX_REQUEST_BYTES}, not {raw[:20]!r}")
-            if len(raw) > 12 or int(raw) > MAX_REQUEST_BYTES:  # int() refuses over 4300 digits: never given those
-                return self.send_error_json(413, f"the request is larger than {MAX_REQUEST_BYTES} bytes: "
-                                                 f"start a new chat or send a shorter message")
-            length = int(raw)
-            try:
-                body = self.read_body(length)
-            except TimeoutError:
-                self.close_connection = True
-                return self.send_error_json(408, f"the request's body did not arrive within {REQUEST_TIMEOUT_S:g} "
-                                                 f"seconds: send it whole, as Content-Length says")
-            if body is None:
-                return self.send_error_json(400, f"the body ended before the {length} bytes Content-Length gives")
-            try:
-                history, message, t = parse_request(body)
-            except ValueError as e:
-                return self.send_error_json(400, str(e))
-            if not chat.lock.acquire(blocking=False):
-                return self.send_error_json(429, "busy with another reply: one at a time, please try again "
-                                                 "when it has finished", {"Retry-After": "2"})
-            try:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-                self.send_header("Cache-Control", "no-cache")
-                self.end_headers()
-                reply = ""
-                for piece in chat.reply(history, message, t):
-                    reply += piece
-                    self.wfile.write(f"data: {json.dumps({'text': piece})}\n\n".encode())
-                self.wfile.write(f"event: done\ndata: {json.dumps({'reply': reply.strip()})}\n\n".encode())
-            except (BrokenPipeError, ConnectionResetError, TimeoutError):
-                # the page went away, or stopped reading for REQUEST_TIMEOUT_S: stop generating (the generator is
-                # closed on the way out) and free the model for the next request
-                pass
-            except Exception as e:  # after the 200 headers: say so in the stream, or the page waits for 'done'
-                traceback.print_exc()
-                error = f"the reply failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
-                with contextlib.suppress(OSError):
-                    self.wfile.write(f"event: error\ndata: {json.dumps({'error': error})}\n\n".encode())
-            finally:
-                chat.lock.release()
-
-    return Handler
+    return type("ChatHandler", (Handler,), {"chat": chat, "page": page})
 
 
 def make_server(chat: Chat, host: str, port: int) -> ThreadingHTTPServer:
@@ -500,9 +827,12 @@ if __name__ == "__main__":
         if not web and value != defaults[key]:  # the terminal REPL serves nothing: a --port there is a mistake
             die(f"--{key}={value} is where the web page is served, and without --web chat.py runs in the terminal: "
                 f"add --web, or drop --{key}")
-    if max_new_tokens < 1 or not 0 <= temperature <= 10 or not 0 < top_p <= 1 or top_k < 0:
-        die("--max_new_tokens must be at least 1, --temperature in [0, 10], --top_p in (0, 1] and --top_k at "
-            "least 0 (0 = off)")
+    if max_new_tokens < 1:
+        die(f"--max_new_tokens={max_new_tokens}: give at least 1")
+    check_sampling(temperature, top_k, top_p, max_temperature=10)  # the web page's bound too
+    if queue_size < 0 or max_tokens_limit < 1 or not time_limit > 0:
+        die("--queue_size must be at least 0, --max_tokens_limit at least 1 and --time_limit "
+            "above 0 seconds")
     if not 0 <= port <= 65535:
         die(f"--port={port}: use a port number from 1 to 65535, or 0 for any free one")
     torch.manual_seed(seed)

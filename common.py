@@ -1,8 +1,9 @@
 """
 The pieces train.py, bench.py, sample.py, chat.py and eval.py share, each in one place:
-one-line errors, device and precision setup, one optimizer step, batch sampling from the token
-files, the tokenizer, and checkpoints that are written atomically and loaded without running code
-from the file.
+device and precision setup (setup), settings' range checks, the learning-rate schedule, one
+optimizer step, batch sampling from the token files, the tokenizer, and checkpoints that are
+written atomically and loaded without running code from the file. One-line errors (die) live in
+configurator.py and output folders in outputs.py, both torch-free; they are imported here too.
 """
 
 import contextlib
@@ -11,24 +12,21 @@ import math
 import os
 import sys
 from dataclasses import fields
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from configurator import die
 from model import EOT_TOKEN, GPT, GPTConfig
-
-
-def die(message: str) -> NoReturn:
-    """Stop with a one-line error (no traceback): what is wrong and how to fix it.
-
-    Under torchrun, until the ranks have a process group, every rank runs the same checks on the same
-    settings and fails alike: only each node's first rank (LOCAL_RANK 0) prints the line, so it is read
-    once, not once per GPU; the others exit with status 1 in silence."""
-    if os.environ.get("LOCAL_RANK", "0") != "0" and not torch.distributed.is_initialized():
-        raise SystemExit(1)
-    raise SystemExit(f"error: {message}")
+from outputs import (  # noqa: F401 (re-exported: the scripts take them from here)
+    check_json_path,
+    check_writable,
+    file_in_the_way,
+    make_folder,
+    write_json,
+)
 
 
 def _one_line_on_ctrl_c(kind, value, traceback) -> None:
@@ -68,8 +66,8 @@ def resolve_device(device: str) -> str:
 def use_idle_cores(device: str) -> str:
     """On the CPU, unless OMP_NUM_THREADS says otherwise, run torch on the cores the load average leaves
     idle (at least one). Decoding is one token at a time, many tiny matrix-vector products, and a thread
-    waiting for a busy core stalls every one of them: on a 2-core VM running other jobs, sample.py made
-    9.0 tokens/s with torch's default 2 threads and 121 with 1 (docs/sample.md). Returns a note for the log."""
+    waiting for a busy core stalls every one of them: on a busy machine one thread can be many times
+    faster than torch's default (docs/sample.md has the measurement). Returns a note for the log."""
     if device != "cpu":
         return ""
     if "OMP_NUM_THREADS" not in os.environ:
@@ -85,7 +83,7 @@ PT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": to
 def resolve_dtype(dtype: str, device_type: str) -> str:
     """'auto' picks bf16 where the GPU has it (Ampere and later), fp16 on older GPUs such as the
     V100 (with a GradScaler), and fp32 on the CPU: exact, and what the tests compare against
-    (--dtype=bfloat16 runs ~1.5x faster on CPUs with AMX; BENCHMARKS.md)."""
+    (--dtype=bfloat16 is faster on CPUs with AMX; BENCHMARKS.md, "CPU records")."""
     if dtype == "auto":
         if device_type == "cuda":
             return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
@@ -100,6 +98,81 @@ def autocast(device_type: str, dtype: str):
     if dtype == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device_type, dtype=PT_DTYPES[dtype])
+
+
+class Setup(NamedTuple):
+    device: str  # cpu, cuda or cuda:N
+    device_type: str  # cpu or cuda
+    dtype: str  # float32, bfloat16 or float16
+    autocast: contextlib.AbstractContextManager  # enter it around each forward pass
+    threads: str  # for the log: " (N threads)" on the CPU when chosen here, else ""
+
+
+def setup(device: str, dtype: str = "auto", threads: int | str = 0) -> Setup:
+    """Device, precision and CPU threads, chosen the one way every script chooses them. threads: 0
+    leaves torch's default (training, scoring), N > 0 takes N, "idle" the cores the load average
+    leaves idle (decoding, use_idle_cores)."""
+    device = resolve_device(device)
+    device_type = device.split(":")[0]  # cpu or cuda: resolve_device refuses the rest
+    note = ""
+    if threads == "idle":
+        note = use_idle_cores(device)
+    elif threads:
+        torch.set_num_threads(threads)
+    dtype = resolve_dtype(dtype, device_type)
+    return Setup(device, device_type, dtype, autocast(device_type, dtype), note)
+
+
+def runs_on(major: int, minor: int, archs: list[str]) -> bool:
+    """Whether a torch build for archs (torch.cuda.get_arch_list(), e.g. ['sm_75', 'sm_80',
+    'compute_90']) runs on a GPU of compute capability major.minor: machine code (sm_XY) runs on the
+    same major version at an equal or later minor; PTX (compute_XY) is compiled by the driver for
+    any later GPU."""
+    for arch in archs:
+        kind, _, version = arch.partition("_")
+        v = int(version.rstrip("af"))  # sm_90a, sm_100f: architecture- and family-specific variants
+        if v <= 10 * major + minor and (kind == "compute" or v // 10 == major):
+            return True
+    return False
+
+
+# ---------------------------------------------------------------- settings' ranges
+
+def check_ranges(config: dict, lowest: dict[str, float]) -> None:
+    """Each setting in lowest at or above its lowest value, before anything runs: a 0 that would
+    divide by zero or stop at once, or a negative that would silently mean something else, is one
+    line."""
+    for name, low in lowest.items():
+        if config[name] < low:
+            at_least = "0 or more" if low == 0 else f"at least {low}"
+            die(f"--{name} must be {at_least}, got {config[name]} (--help explains each setting)")
+
+
+def check_sampling(temperature: float, top_k: int, top_p: float,
+                   max_temperature: float = math.inf) -> None:
+    """The sampling settings sample.py and chat.py share, each refused in one line naming it."""
+    if not 0 <= temperature <= max_temperature:
+        up_to = f" up to {max_temperature:g}" if max_temperature < math.inf else ""
+        die(f"--temperature={temperature}: use 0 (greedy) or a positive number{up_to}")
+    if top_k < 0:
+        die(f"--top_k={top_k}: use a positive number of tokens to keep, or 0 to turn top-k off")
+    if not 0 < top_p <= 1:
+        die(f"--top_p={top_p}: use a number in (0, 1]; 1.0 turns nucleus sampling off")
+
+
+# ---------------------------------------------------------------- the learning rate
+
+def get_lr(step: int, progress: float, learning_rate: float, min_lr: float, warmup_iters: int,
+           lr_schedule: str = "cosine", decay_fraction: float = 0.2) -> float:
+    """Linear warmup over warmup_iters steps, times a decay that reaches min_lr at progress 1 (the
+    end of training)."""
+    warmup = min(1.0, (step + 1) / (warmup_iters + 1))
+    progress = min(1.0, progress)
+    if lr_schedule == "cosine":  # Loshchilov & Hutter 2017
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:  # wsd: the peak until the last decay_fraction, then linear to min_lr
+        decay = min(1.0, (1.0 - progress) / decay_fraction)
+    return warmup * (min_lr + decay * (learning_rate - min_lr))
 
 
 # ---------------------------------------------------------------- one optimizer step
@@ -149,8 +222,9 @@ def load_meta(data_dir: str) -> dict:
     path = os.path.join(data_dir, "meta.json")
     if not os.path.exists(path):
         die(f"no prepared data in '{data_dir}' (missing meta.json): run `python prepare.py` for OpenWebText, "
-            f"or `python prepare.py --input demo_data/tinyshakespeare.txt --out {data_dir}` offline")
-    again = f"prepare the data again (python prepare.py ... --out {data_dir} --overwrite)"
+            f"or `python prepare.py --input demo_data/tinyshakespeare.txt "
+            f"--data_dir={data_dir}` offline")
+    again = f"prepare the data again (python prepare.py ... --data_dir={data_dir} --overwrite)"
     try:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)
@@ -164,10 +238,11 @@ def load_meta(data_dir: str) -> dict:
     return meta
 
 
-# Token files up to this many tokens are scanned whole at start-up (128 MB: 0.04 s from the page cache on a 2-core
-# VM); a longer one, such as OpenWebText's 9B-token train.bin (18 GB: 36 s at a disk's 500 MB/s, on every rank
-# and every resume), in SCAN_CHUNKS evenly spaced pieces of the same total. get_batch then checks every
-# window it draws, so an id missed by the sample is still caught, before it reaches the model.
+# Token files up to this many tokens (128 MB, read at once from the page cache) are scanned whole at
+# start-up; a longer one, such as OpenWebText's 9B-token train.bin (18 GB: 36 s at a disk's
+# 500 MB/s, on every rank and every resume), in SCAN_CHUNKS evenly spaced pieces of the same total.
+# get_batch then checks every window it draws, so an id missed by the sample is still caught,
+# before it reaches the model.
 SCAN_TOKENS = 1 << 26
 SCAN_CHUNKS = 64
 
@@ -190,7 +265,7 @@ def check_data(data_dir: str, splits: tuple[str, ...], block_size: int, vocab_si
     present, of whole uint16 tokens, longer than one window, and with no id outside that vocabulary.
     Returns meta.json's contents."""
     meta = load_meta(data_dir)
-    again = f"prepare the data again (python prepare.py ... --out {data_dir} --overwrite)"
+    again = f"prepare the data again (python prepare.py ... --data_dir={data_dir} --overwrite)"
     if meta["vocab_size"] > vocab_size:
         die(f"{data_dir} holds token ids up to {meta['vocab_size'] - 1} ({meta.get('tokenizer')}), more than the "
             f"model's vocab_size={vocab_size}: set vocab_size >= {meta['vocab_size']}")
@@ -212,6 +287,12 @@ def check_data(data_dir: str, splits: tuple[str, ...], block_size: int, vocab_si
             die(f"{path} holds token id {bad[1]} at token {bad[0]:,}, outside the vocabulary of "
                 f"{meta['vocab_size']} that meta.json states: the file is damaged or from another tokenizer; {again}")
     return meta
+
+
+def seeded_generator(*key: int) -> torch.Generator:
+    """A torch.Generator whose stream is fixed by key, e.g. (seed, rank, step): distinct keys,
+    independent streams."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
 
 
 def get_batch(data_dir: str, split: str, batch_size: int, block_size: int, generator: torch.Generator,
@@ -340,40 +421,6 @@ def out_of_memory_is_one_line(what: str, fix: str):
         die(f"out of memory in {what}: {fix}")
 
 
-def check_writable(folder: str, what: str) -> None:
-    """Write and remove a file in folder now, so a place that cannot be written is refused before the
-    work, not after it (a read-only or full disk, no permission). what names the setting to change."""
-    try:
-        probe = os.path.join(folder, f".write-test-{os.getpid()}")  # per process: ranks probe side by side
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        die(f"cannot write to '{folder}' ({e.strerror}): choose another {what}")
-
-
-def file_in_the_way(path: str) -> str | None:
-    """The part of path that exists as a file, so no folder can be made there (--out_dir=notes.txt/run), or None."""
-    path = os.path.abspath(path)
-    while path != os.path.dirname(path):
-        if os.path.lexists(path) and not os.path.isdir(path):
-            return path
-        path = os.path.dirname(path)
-    return None
-
-
-def make_folder(folder: str, what: str) -> None:
-    """Create folder (and its parents) and check it can be written, now, before the work: a path below a file, a
-    read-only disk or no permission is one line naming the setting to change (what), not a traceback."""
-    blocker = file_in_the_way(folder)
-    if blocker:
-        die(f"cannot make the folder '{folder}': '{blocker}' is a file, not a folder; choose another {what}")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        die(f"cannot make the folder '{folder}' ({e.strerror or e}): choose another {what}")
-    check_writable(folder, what)
-
-
 def read_metrics(path: str) -> list[dict]:
     """The records of a metrics.jsonl that train.py appends to (none when it does not exist yet); a line
     cut short by a kill, or being written right now, is skipped."""
@@ -384,32 +431,6 @@ def read_metrics(path: str) -> list[dict]:
                 with contextlib.suppress(ValueError):
                     rows.append(json.loads(line))
     return rows
-
-
-def check_json_path(path: str) -> None:
-    """Refuse a --json path that cannot be written now, before the work, not after it."""
-    if os.path.isdir(path):
-        die(f"--json={path} is a folder: give a file path, e.g. --json={os.path.join(path, 'results.json')}")
-    folder = os.path.dirname(os.path.abspath(path))
-    blocker = file_in_the_way(folder)
-    if blocker:
-        die(f"--json={path}: '{blocker}' is a file, not a folder: give a path in an existing folder")
-    if not os.path.isdir(folder):
-        die(f"--json={path}: folder '{os.path.dirname(path)}' does not exist: create it, or give a path in "
-            f"an existing folder")
-    check_writable(folder, f"--json path (--json={path})")
-
-
-def write_json(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp"  # written whole, then renamed: never a half-written file
-    try:
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
-    except OSError as e:  # the folder was checked up front (check_json_path); the disk can still fill
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        die(f"cannot write {path} ({e.strerror or e}): free space, or give --json another path")
 
 
 def load_checkpoint(path: str, device: str = "cpu") -> dict:

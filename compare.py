@@ -2,21 +2,28 @@
 Runs side by side, from their metrics.jsonl alone: one PNG of every run's train and val loss against
 tokens seen and against wall-clock time, and a table of what each run reached.
 
-    python compare.py out-recipe/adamw-3e-3 out-recipe/muon-0.03          # -> compare.png
-    python compare.py out-recipe/* --png=recipe.png --title="AdamW vs Muon"
+    python compare.py --runs out-recipe/adamw-3e-3 out-recipe/muon-0.03          # -> compare.png
+    python compare.py --runs out-recipe/* --png=recipe.png --title="AdamW vs Muon"
 
 It reads only what train.py appends as it goes, so it works on a run that is still training (a line
 cut short by a kill is skipped) as well as on finished ones.
 """
 
-import argparse
 import math
 import os
 import statistics
+import sys
 
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, nothing to close
 
 from common import die, read_metrics
+from configurator import configure
+
+# -----------------------------------------------------------------------------
+runs = []  # run folders (train.py's out_dir), each holding metrics.jsonl
+png = "compare.png"  # where the plot goes
+title = ""  # a title for both panels
+# -----------------------------------------------------------------------------
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -70,17 +77,16 @@ def plot(runs: dict[str, list[dict]], path: str, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1].strip(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out_dirs", nargs="+", help="run folders (train.py's out_dir), each holding metrics.jsonl")
-    parser.add_argument("--png", default="compare.png", help="where the plot goes (default compare.png)")
-    parser.add_argument("--title", default="", help="a title for both panels")
-    args = parser.parse_args(argv)
-    if not os.path.isdir(os.path.dirname(os.path.abspath(args.png))):
-        die(f"--png={args.png}: its folder does not exist: create it, or give a path in an existing folder")
+    # a copy of the module's globals, so the defaults stay for the next call (the tests call main)
+    args = configure(dict(globals()), sys.argv[1:] if argv is None else argv, verbose=False)
+    if not args["runs"]:
+        die("give the runs to compare: --runs out-recipe/* (train.py out_dirs)")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args["png"]))):
+        die(f"--png={args['png']}: its folder does not exist: create it, or give a path in an "
+            f"existing folder")
 
-    runs = {}
-    for out_dir in args.out_dirs:
+    found = {}
+    for out_dir in args["runs"]:
         name = os.path.basename(os.path.normpath(out_dir))
         path = os.path.join(out_dir, "metrics.jsonl")
         rows = read_metrics(path)
@@ -88,13 +94,13 @@ def main(argv: list[str] | None = None) -> None:
             why = "no metrics.jsonl" if not os.path.exists(path) else "an empty metrics.jsonl (no step logged yet)"
             print(f"{out_dir}: {why}: not a train.py out_dir, or the run has not logged yet; skipped")
             continue
-        runs[name if name not in runs else out_dir] = rows
-    if not runs:
-        die(f"none of {', '.join(args.out_dirs)} holds metrics.jsonl: give train.py out_dirs")
+        found[name if name not in found else out_dir] = rows
+    if not found:
+        die(f"none of {', '.join(args['runs'])} holds metrics.jsonl: give train.py out_dirs")
 
-    print(table({name: summarise(rows) for name, rows in runs.items()}))
-    plot(runs, args.png, args.title)
-    print(f"plot: {args.png}")
+    print(table({name: summarise(rows) for name, rows in found.items()}))
+    plot(found, args["png"], args["title"])
+    print(f"plot: {args['png']}")
 
 
 if __name__ == "__main__":

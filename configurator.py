@@ -6,22 +6,56 @@ globals, then calls
 
 Each argument is either a config file (plain Python assignments, e.g. config/option_a.py, also
 written --config PATH) or an override --key=value (also --key value; a bare --flag sets a boolean
-setting to True); later ones win. An unknown key is refused with a did-you-mean suggestion,
-and a value of the wrong type with a message that says the type expected (an int may set a float;
-a setting whose default is None takes any value). The resolved settings are written back into the
-script's globals and returned as a dict, ready for logging and for checkpoints.
+setting to True); later ones win. A list setting (default []) takes every value that follows it,
+up to the next --key or config file: --input a.txt b.txt, or --runs out-recipe/* from a shell glob.
+An unknown key is refused with a did-you-mean suggestion, and a value of the wrong type with a
+message that says the type expected (an int may set a float; a setting whose default is None takes
+any value). The resolved settings are written back into the script's globals and returned as a
+dict, ready for logging and for checkpoints. It imports nothing outside the standard library, so
+the scripts that never import torch (prepare.py, prepare_chat.py) use it too.
 """
 
 import difflib
 import math
 import os
+import sys
 import traceback
 from ast import literal_eval
 from typing import NoReturn
 
-from common import die  # one-line errors, printed once under torchrun
+SETTING_TYPES = (int, float, bool, str, list, type(None))
 
-SETTING_TYPES = (int, float, bool, str, type(None))
+
+def die(message: str) -> NoReturn:
+    """Stop with a one-line error (no traceback): what is wrong and how to fix it.
+
+    Under torchrun, until the ranks have a process group, every rank runs the same checks on the
+    same settings and fails alike: only each node's first rank (LOCAL_RANK 0) prints the line, so
+    it is read once, not once per GPU; the others exit with status 1 in silence. Here, not in
+    common.py, so that the scripts that never import torch (prepare.py, prepare_chat.py) stop the
+    same way."""
+    torch = sys.modules.get("torch")  # a process group exists only where torch was imported
+    dist = torch.distributed if torch is not None else None
+    grouped = dist is not None and dist.is_available() and dist.is_initialized()
+    if os.environ.get("LOCAL_RANK", "0") != "0" and not grouped:
+        raise SystemExit(1)
+    # one line whatever a path or value in it holds: a newline pasted into --out_dir reads as \n
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    raise SystemExit(f"error: {line}")
+
+
+def shown(value, limit: int = 60) -> str:
+    """A value as an error message quotes it: repr (a newline stays on the line), cut short, so a
+    prompt pasted where a number goes does not fill the screen."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def named(path) -> str:
+    """A path as a message names it, in quotes: as typed, unless it is long or holds a control
+    character (a paragraph or a newline pasted where a path goes), then cut short as shown does."""
+    path = str(path)
+    return f"'{path}'" if path.isprintable() and len(path) <= 200 else shown(path, 200)
 
 
 def settings_of(namespace: dict) -> dict:
@@ -48,12 +82,17 @@ def print_help(namespace: dict, config: dict) -> None:
 def _unknown(key: str, known: dict, where: str) -> NoReturn:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(known))}"
-    die(f"unknown config key '{key}' {where}{hint}")
+    die(f"unknown config key {shown(key)} {where}{hint}")
 
 
 def _check_type(key: str, value, default, where: str):
     if default is None:
         return value
+    if isinstance(default, list):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+        die(f"config key '{key}' {where} expects a list of strings (like ['a.txt', 'b.txt']), got "
+            f"{type(value).__name__} {shown(value)}")
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -67,12 +106,13 @@ def _check_type(key: str, value, default, where: str):
     elif isinstance(value, type(default)) and not isinstance(value, bool):
         return value
     die(f"config key '{key}' {where} expects {type(default).__name__} "
-                     f"(like {default!r}), got {type(value).__name__} {value!r}")
+        f"(like {shown(default)}), got {type(value).__name__} {shown(value)}")
 
 
 def expand_flags(argv: list[str], config: dict, bare: dict) -> list[str]:
     """The shorthands, rewritten into the two plain forms: --config PATH -> PATH; a bare --flag ->
-    --flag=True for a boolean setting (or --flag=bare[flag]); --key value -> --key=value."""
+    --flag=True for a boolean setting (or --flag=bare[flag]); --key value -> --key=value; a list
+    setting's values, --key A B or --key=A B, -> --key=['A', 'B']."""
     out, args = [], list(argv)
     while args:
         arg = args.pop(0)
@@ -81,6 +121,13 @@ def expand_flags(argv: list[str], config: dict, bare: dict) -> list[str]:
             arg = args.pop(0)
         elif arg.startswith("--config="):
             arg = arg.removeprefix("--config=")
+        elif arg.startswith("--") and isinstance(config.get(key.partition("=")[0]), list):
+            key, eq, first = key.partition("=")
+            values = [first] if eq and first else []
+            while args and not args[0].startswith("--") and not args[0].endswith(".py"):
+                values.append(args.pop(0))
+            if eq or values:
+                arg = f"--{key}={values!r}"
         elif arg.startswith("--") and "=" not in arg and key in config:
             if isinstance(config[key], bool):
                 arg = f"--{key}=True"
@@ -96,7 +143,8 @@ def read_config_file(path: str, config: dict) -> str:
     """The text of a config file; a folder, a missing file or one that is not UTF-8 text (a checkpoint
     typed where a config goes, say) is a one-line error that says what to give instead."""
     if os.path.isdir(path):  # an out_dir or a data folder, typed without its --key=
-        instead = " or ".join(f"--{k}={path}" for k in ("out_dir", "data_dir") if k in config)
+        keys = ("out_dir", "data_dir", "runs")
+        instead = " or ".join(f"--{k}={path}" for k in keys if k in config)
         die(f"'{path}' is a folder, not a config file: give a path like config/option_a.py"
                          + (f", or write {instead}" if instead else ""))
     try:
@@ -129,6 +177,8 @@ def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_fil
         print_help(namespace, config)
         raise SystemExit(0)
     for arg in expand_flags(argv, config, bare or {}):
+        if arg.startswith("-") and not arg.startswith("--"):  # -n 3, or a word after a single dash
+            die(f"{shown(arg)} is not a setting: write --key=value (--help lists the settings)")
         if not arg.startswith("--"):
             # a config file: run it in a namespace of its own and take what it assigns
             source = read_config_file(arg, config)
@@ -151,16 +201,18 @@ def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_fil
                 print(f"read config file {arg}")
         else:
             key, eq, raw = arg[2:].partition("=")
-            if not eq:
-                die(f"override '{arg}' needs a value: write --{key}=VALUE")
             if key not in config:
                 _unknown(key, config, "on the command line")
+            if not eq:
+                die(f"override {shown(arg)} needs a value: write --{key}=VALUE")
             try:
                 value = literal_eval(raw)
-            except (SyntaxError, ValueError):
-                value = raw  # a bare string, e.g. --out_dir=out-a
+            except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+                value = raw  # a bare string, e.g. --out_dir=out-a (or one nested too deep to parse)
             if isinstance(config[key], str) and not isinstance(value, str):
                 value = raw  # a string setting keeps what was typed, e.g. --dtype=float16 or --seed_text=123
+            if isinstance(config[key], list) and not isinstance(value, list):
+                value = [raw] if raw else []  # one value, e.g. --input=a.txt; --input= is none
             config[key] = _check_type(key, value, namespace.get(key), "on the command line")
     namespace.update(config)
     if verbose:

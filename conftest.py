@@ -255,7 +255,8 @@ def shared() -> Path:
 def owt_data(tmp_path_factory) -> Path:
     """The real OpenWebText sample, prepared once for the whole session (about 114K tokens)."""
     out = tmp_path_factory.mktemp("data") / "owt_sample"
-    run_script("prepare.py", "--input", str(SHARED / "data" / "openwebtext_sample"), "--out", str(out))
+    run_script("prepare.py", "--input", str(SHARED / "data" / "openwebtext_sample"),
+               f"--data_dir={out}")
     return out
 
 

@@ -40,14 +40,12 @@ from tqdm import tqdm
 import chat_template
 import common
 from common import (
-    autocast,
     check_data,
     check_json_path,
     die,
     load_meta,
     load_model,
-    resolve_device,
-    resolve_dtype,
+    setup,
     write_json,
 )
 
@@ -381,12 +379,8 @@ def chat_scores(model, conversations: list[tuple], device: str, ctx, batch_size:
 
 # ---------------------------------------------------------------- the script
 
-def main() -> dict:
-    from configurator import configure, summary
-
-    config = configure(globals(), sys.argv[1:], verbose=False)
-    log = sys.stderr if json == "-" else sys.stdout  # with --json=- stdout holds the JSON alone
-    print(summary(config), file=log)
+def check_tasks(config: dict) -> list[str]:
+    """The tasks asked for, and every setting checked against them, before the model is loaded."""
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     if not task_list:  # else a run that evaluates nothing and exits 0
         die("--tasks is empty: give some of val, hellaswag, lambada, chat (e.g. --tasks=val,hellaswag)")
@@ -407,10 +401,105 @@ def main() -> dict:
         die("stride and limit must be >= 0 and batch_size >= 1")
     if json and json != "-":
         check_json_path(json)
-    dev = resolve_device(device)
-    device_type = dev.split(":")[0]
-    precision = resolve_dtype(dtype, device_type)
-    ctx = autocast(device_type, precision)
+    return task_list
+
+
+def val_of_files(model, enc, dev: str, ctx, win_stride: int) -> dict:
+    """--tasks=val on --files: each file's loss and perplexity, and the token-weighted aggregate."""
+    block_size = model.config.block_size
+    windows_of = {}  # every file read and checked before the first is scored
+    for path in [p.strip() for p in files.split(",") if p.strip()]:
+        docs = read_documents(path)
+        docs = docs[:limit] if limit else docs
+        windows_of[path] = [w for d in docs if d for w in sliding_windows(
+            [enc.eot_token] + enc.encode_ordinary(d), block_size, win_stride)]
+        if not windows_of[path]:  # else a perplexity of 1 over 0 tokens
+            die(f"no tokens to evaluate in '{path}': it holds no text; give files with text in "
+                f"--files")
+    per_file = {p: perplexity(model, windows, batch_size, dev, ctx, f"val {os.path.basename(p)}")
+                for p, windows in windows_of.items()}
+    # the aggregate is token-weighted over all files
+    tokens = sum(r["tokens"] for r in per_file.values())
+    loss = sum(r["loss"] * r["tokens"] for r in per_file.values()) / max(tokens, 1)
+    return {"loss": loss, "ppl": math.exp(loss), "tokens": tokens, "files": per_file}
+
+
+def val_of_data_dir(model, enc, checkpoint: dict, dev: str, ctx, win_stride: int) -> dict:
+    """--tasks=val on a prepared folder's val.bin: --data_dir's, else the checkpoint's."""
+    source = data_dir or checkpoint.get("config", {}).get("data_dir", "")
+    if not source:
+        die("no data for task val: give --data_dir (prepared by prepare.py) or --files")
+    check_data(source, ("val",), 0, model.config.vocab_size)  # one-line errors for damaged data
+    val = np.memmap(os.path.join(source, "val.bin"), dtype=np.uint16, mode="r")
+    # val.bin is one stream of documents, each ending in EOT; an EOT in front gives its
+    # first token the context every other document start gets.
+    tokens = np.concatenate([np.array([enc.eot_token], dtype=np.uint16), val])
+    windows = sliding_windows(tokens, model.config.block_size, win_stride)
+    if not windows:
+        die(f"no tokens to evaluate in {source}/val.bin: it is empty; prepare the data again "
+            f"(prepare.py)")
+    windows = windows[:limit] if limit else windows
+    return {**perplexity(model, windows, batch_size, dev, ctx, "val"), "data_dir": source}
+
+
+def chat_of(model, enc, checkpoint: dict, dev: str, ctx) -> dict:
+    """--tasks=chat on --files of conversations, or on a folder made by prepare_chat.py."""
+    block_size = model.config.block_size
+    if files:
+        conversations, dropped = [], 0
+        for path in [p.strip() for p in files.split(",") if p.strip()]:
+            for messages in chat_template.read_jsonl(path):
+                # cut at a turn boundary, as prepare_chat.py cuts
+                ids, mask, _ = chat_template.encode_fit(enc, messages, block_size + 1)
+                conversations += [(np.array(ids), np.array(mask, dtype=np.uint8))] if ids else []
+                dropped += not ids
+        if not conversations:
+            die(f"no conversation in --files={files} fits the model's context of {block_size} "
+                f"tokens")
+    else:
+        source = data_dir or checkpoint.get("config", {}).get("data_dir", "")
+        meta = load_meta(source) if source else {}
+        if meta.get("kind") != "chat":
+            die(f"--tasks=chat scores conversations, and {source or 'the checkpoint'} holds none "
+                f"(a base model's pretraining text): give --files of held-out "
+                f"{{\"messages\": ...}} JSON Lines, or --data_dir made by prepare_chat.py")
+        if meta["block_size"] > block_size:
+            die(f"{source} holds conversations of up to {meta['block_size'] + 1} tokens, more than "
+                f"this model's context takes: give --files, or prepare_chat.py --block_size "
+                f"{block_size}")
+        conversations, dropped = chat_conversations(source), 0
+    conversations = conversations[:limit] if limit else conversations
+    results = chat_scores(model, conversations, dev, ctx, batch_size, max_new_tokens, progress=True)
+    return {**results, "dropped": dropped}
+
+
+METRICS = ("loss", "ppl", "acc", "acc_norm", "acc_norm_chars", "ended")  # what the table shows
+
+
+def print_table(results: dict, seconds: float, log) -> None:
+    print(f"\n{'task':<10} {'metric':<14} {'value':>10}  {'n':>9}", file=log)
+    for task, r in results.items():
+        for metric in [k for k in r if k in METRICS]:
+            if metric == "ended":
+                n, unit = r["n"], "replies"
+            else:
+                n, unit = r.get("tokens", r.get("n")), "tokens" if "tokens" in r else "examples"
+            value = f"{r[metric]:.2f}" if metric == "ppl" else f"{r[metric]:.4f}"
+            print(f"{task:<10} {metric:<14} {value:>10}  {n:>9,} {unit}", file=log)
+        for path, fr in r.get("files", {}).items():
+            print(f"  {path}: loss {fr['loss']:.4f}, ppl {fr['ppl']:.2f}, {fr['tokens']:,} tokens",
+                  file=log)
+    print(f"({seconds:.1f}s)", file=log)
+
+
+def main() -> dict:
+    from configurator import configure, summary
+
+    config = configure(globals(), sys.argv[1:], verbose=False)
+    log = sys.stderr if json == "-" else sys.stdout  # with --json=- stdout holds the JSON alone
+    print(summary(config), file=log)
+    task_list = check_tasks(config)
+    dev, _, precision, ctx, _ = setup(device, dtype)
 
     model, enc, checkpoint = load_model(ckpt or out_dir, dev)
     block_size = model.config.block_size
@@ -424,60 +513,10 @@ def main() -> dict:
     results: dict = {}
     t0 = time.time()
     if "val" in task_list:
-        if files:
-            windows_of = {}  # every file read and checked before the first is scored
-            for path in [p.strip() for p in files.split(",") if p.strip()]:
-                docs = read_documents(path)
-                docs = docs[:limit] if limit else docs
-                windows_of[path] = [w for d in docs if d for w in
-                                    sliding_windows([enc.eot_token] + enc.encode_ordinary(d), block_size, win_stride)]
-                if not windows_of[path]:  # else a perplexity of 1 over 0 tokens
-                    die(f"no tokens to evaluate in '{path}': it holds no text; give files with text in --files")
-            per_file = {path: perplexity(model, windows, batch_size, dev, ctx, f"val {os.path.basename(path)}")
-                        for path, windows in windows_of.items()}
-            # the aggregate is token-weighted over all files
-            tokens = sum(r["tokens"] for r in per_file.values())
-            loss = sum(r["loss"] * r["tokens"] for r in per_file.values()) / max(tokens, 1)
-            results["val"] = {"loss": loss, "ppl": math.exp(loss), "tokens": tokens, "files": per_file}
-        else:
-            source = data_dir or checkpoint.get("config", {}).get("data_dir", "")
-            if not source:
-                die("no data for task val: give --data_dir (prepared by prepare.py) or --files")
-            check_data(source, ("val",), 0, model.config.vocab_size)  # one-line errors for damaged data
-            val = np.memmap(os.path.join(source, "val.bin"), dtype=np.uint16, mode="r")
-            # val.bin is one stream of documents, each ending in EOT; an EOT in front gives its
-            # first token the context every other document start gets.
-            tokens = np.concatenate([np.array([enc.eot_token], dtype=np.uint16), val])
-            windows = sliding_windows(tokens, block_size, win_stride)
-            if not windows:
-                die(f"no tokens to evaluate in {source}/val.bin: it is empty; prepare the data again (prepare.py)")
-            windows = windows[:limit] if limit else windows
-            results["val"] = perplexity(model, windows, batch_size, dev, ctx, "val")
-            results["val"]["data_dir"] = source
+        results["val"] = (val_of_files(model, enc, dev, ctx, win_stride) if files
+                          else val_of_data_dir(model, enc, checkpoint, dev, ctx, win_stride))
     if "chat" in task_list:
-        if files:
-            conversations, dropped = [], 0
-            for path in [p.strip() for p in files.split(",") if p.strip()]:
-                for messages in chat_template.read_jsonl(path):
-                    ids, mask, _ = chat_template.encode_fit(enc, messages, block_size + 1)  # cut at a turn
-                    conversations += [(np.array(ids), np.array(mask, dtype=np.uint8))] if ids else []
-                    dropped += not ids
-            if not conversations:
-                die(f"no conversation in --files={files} fits the model's context of {block_size} tokens")
-        else:
-            source = data_dir or checkpoint.get("config", {}).get("data_dir", "")
-            meta = load_meta(source) if source else {}
-            if meta.get("kind") != "chat":
-                die(f"--tasks=chat scores conversations, and {source or 'the checkpoint'} holds none (a base model's "
-                    f"pretraining text): give --files of held-out {{\"messages\": ...}} JSON Lines, or --data_dir "
-                    f"made by prepare_chat.py")
-            if meta["block_size"] > block_size:
-                die(f"{source} holds conversations of up to {meta['block_size'] + 1} tokens, more than this model's "
-                    f"context takes: give --files, or prepare_chat.py --block_size {block_size}")
-            conversations, dropped = chat_conversations(source), 0
-        conversations = conversations[:limit] if limit else conversations
-        results["chat"] = chat_scores(model, conversations, dev, ctx, batch_size, max_new_tokens, progress=True)
-        results["chat"]["dropped"] = dropped
+        results["chat"] = chat_of(model, enc, checkpoint, dev, ctx)
     if "hellaswag" in task_list:
         results["hellaswag"] = hellaswag_accuracy(model, enc, load_hellaswag(hellaswag_file), dev, ctx, limit,
                                                   batch_size, progress=True)
@@ -485,18 +524,7 @@ def main() -> dict:
         results["lambada"] = lambada_accuracy(model, enc, load_lambada(lambada_file), dev, ctx, limit,
                                               batch_size, progress=True)
     seconds = time.time() - t0
-
-    # the table
-    print(f"\n{'task':<10} {'metric':<14} {'value':>10}  {'n':>9}", file=log)
-    for task, r in results.items():
-        for metric in [k for k in r if k in ("loss", "ppl", "acc", "acc_norm", "acc_norm_chars", "ended")]:
-            n, unit = (r["n"], "replies") if metric == "ended" else (r.get("tokens", r.get("n")),
-                                                                      "tokens" if "tokens" in r else "examples")
-            value = f"{r[metric]:.2f}" if metric == "ppl" else f"{r[metric]:.4f}"
-            print(f"{task:<10} {metric:<14} {value:>10}  {n:>9,} {unit}", file=log)
-        for path, fr in r.get("files", {}).items():
-            print(f"  {path}: loss {fr['loss']:.4f}, ppl {fr['ppl']:.2f}, {fr['tokens']:,} tokens", file=log)
-    print(f"({seconds:.1f}s)", file=log)
+    print_table(results, seconds, log)
 
     report = {"checkpoint": ckpt or out_dir, "iter_num": checkpoint.get("iter_num"),
               "params": model.num_params(), "settings": config, "results": results, "seconds": round(seconds, 2)}

@@ -4,10 +4,12 @@ Ollama, LM Studio...) runs it:
 
     python export_gguf.py --out_dir=out-option-a                 # -> out-option-a/model-f32.gguf
     python export_gguf.py --ckpt=path/ckpt.pt --gguf_file=my.gguf --dtype=float16
+    python export_gguf.py --out_dir=out-option-a --dtype=q8_0     # -> model-q8_0.gguf (or q4_0)
 
 Options A and B are LLaMA's block and become llama.cpp's "llama" architecture; option C is GPT-2's
 and becomes "gpt2". The file holds the weights (fp32, or fp16 for the matrices with --dtype=float16;
-the norms stay fp32 as llama.cpp's own converter keeps them), the hyperparameters, and GPT-2's BPE
+the norms stay fp32 as llama.cpp's own converter keeps them; or quantized, --dtype=q8_0 or q4_0, see
+stored()), the hyperparameters, and GPT-2's BPE
 tokenizer (tokens and merges from the same vocab.json / vocab.bpe tiktoken caches, pre-tokenizer
 "gpt-2", <|endoftext|> = 50256 as bos and eos, no bos added). A chat-tuned checkpoint gets its chat
 template (chat_template.JINJA) as tokenizer.chat_template. Needs `pip install gguf`; with
@@ -47,8 +49,8 @@ from model import GPT
 # -----------------------------------------------------------------------------
 out_dir = "out"  # the checkpoint is out_dir/ckpt.pt ...
 ckpt = ""  # ... unless this names a checkpoint file
-gguf_file = ""  # where the GGUF file goes; "" = <folder of the checkpoint>/model-f32.gguf (or -f16)
-dtype = "float32"  # float32 | float16: the matrices' type in the file (norms and biases stay fp32)
+gguf_file = ""  # where the file goes; "" = <checkpoint folder>/model-f32.gguf (or -f16, -q8_0)
+dtype = "float32"  # float32 | float16 | q8_0 | q4_0: the matrices' type (norms, biases stay fp32)
 verify = True  # load the file with llama-cpp-python (if installed) and compare logits with ours
 replace = False  # overwrite an existing --gguf_file
 # -----------------------------------------------------------------------------
@@ -56,7 +58,15 @@ replace = False  # overwrite an existing --gguf_file
 # The check's bound on max |logit difference| against llama.cpp (run with an fp32 KV cache), by dtype and
 # architecture; docs/export.md has what was measured: ~3e-5 for llama in fp32; ~3e-3 for gpt2, whose
 # GELU llama.cpp's CPU code reads from a table at fp16-rounded inputs; ~2e-2 with fp16 weights.
-VERIFY_TOLERANCE = {"float32": {"llama": 1e-3, "gpt2": 2e-2}, "float16": {"llama": 0.25, "gpt2": 0.25}}
+# A quantized file is compared with the function it stores (this model with its weights quantized
+# and restored: quantized_copy()); llama.cpp's CPU kernels for these types also round each
+# activation row to 8 bits, which the bound allows for.
+VERIFY_TOLERANCE = {"float32": {"llama": 1e-3, "gpt2": 2e-2},
+                    "float16": {"llama": 0.25, "gpt2": 0.25},
+                    "q8_0": {"llama": 0.5, "gpt2": 0.5}, "q4_0": {"llama": 0.5, "gpt2": 0.5}}
+QUANTIZED = {"q8_0": "Q8_0", "q4_0": "Q4_0"}  # --dtype: gguf's quantization type
+FILE_TYPES = {"float32": "ALL_F32", "float16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0",
+              "q4_0": "MOSTLY_Q4_0"}
 
 
 def permute_rope(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -104,6 +114,50 @@ def gpt2_tensors(model: GPT) -> dict[str, torch.Tensor]:
     return out
 
 
+def stored(key: str, a: np.ndarray, dtype: str):
+    """(data, gguf quantization type or None) of one tensor as the file holds it. Norms and biases
+    stay fp32. Matrices and embeddings take dtype, except where llama.cpp's own quantizer
+    (llama-quantize) does otherwise: a quantized type packs each row in blocks of 32 values, so a
+    matrix whose rows are not whole blocks (SwiGLU's ffn_down, 854 inputs at d=320) falls back to
+    fp16, as llama-quantize falls back; the embedding, tied and so the output layer too, is q8_0
+    (llama-quantize keeps the output layer at 6 or 8 bits); GPT-2's position embedding is fp16, as
+    llama-quantize never quantizes it."""
+    import gguf
+
+    if a.ndim == 1 or dtype == "float32":
+        return a, None
+    name = QUANTIZED.get(dtype) and ("Q8_0" if key == "token_embd.weight" else QUANTIZED[dtype])
+    qtype = name and gguf.GGMLQuantizationType[name]
+    block = gguf.GGML_QUANT_SIZES[qtype][0] if qtype else 1
+    if qtype is None or key == "position_embd.weight" or a.shape[-1] % block:
+        return a.astype(np.float16), None
+    return gguf.quants.quantize(a, qtype), qtype
+
+
+def quantized_copy(model: GPT, dtype: str) -> GPT:
+    """A copy of model whose matrices hold what the file stores for dtype, restored to fp32
+    (stored(), then gguf's dequantize): the function llama.cpp computes from that file, up to its
+    own rounding. RoPE's permutation and the split of q, k, v do not matter here: quantizing works
+    on each row alone."""
+    import copy
+
+    import gguf
+
+    model = copy.deepcopy(model).float().cpu()
+    gguf_names = {"transformer.wte.weight": "token_embd.weight",
+                  "transformer.wpe.weight": "position_embd.weight"}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() != 2:
+                continue
+            key = gguf_names.get(name, "blk.matrix")  # any other matrix takes dtype's type
+            data, qtype = stored(key, p.numpy(), dtype)
+            restored = (data.astype(np.float32) if qtype is None else
+                        gguf.quants.dequantize(data, qtype))
+            p.copy_(torch.from_numpy(restored.reshape(p.shape)))
+    return model
+
+
 def gpt2_vocab() -> tuple[list[str], list[str]]:
     """GPT-2's tokens (byte-level strings, by id) and merges, from the files tiktoken builds its
     ranks from (tokenizer/, as export_hf.py reads them, hash checked)."""
@@ -125,7 +179,7 @@ def write_gguf(model: GPT, path: str, dtype: str = "float32", chat: bool = False
     import gguf
 
     if dtype not in VERIFY_TOLERANCE:
-        die(f"unknown dtype '{dtype}': use float32 or float16")
+        die(f"unknown dtype '{dtype}': use float32, float16, q8_0 or q4_0")
     arch = hf_architecture(model.config)
     c = model.config
     model = model.float().cpu()
@@ -137,7 +191,7 @@ def write_gguf(model: GPT, path: str, dtype: str = "float32", chat: bool = False
 
     w = gguf.GGUFWriter(path, arch)
     w.add_name(name)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "float32" else gguf.LlamaFileType.MOSTLY_F16)
+    w.add_file_type(gguf.LlamaFileType[FILE_TYPES[dtype]])
     w.add_context_length(c.block_size)
     w.add_embedding_length(c.n_embd)
     w.add_block_count(c.n_layer)
@@ -167,10 +221,8 @@ def write_gguf(model: GPT, path: str, dtype: str = "float32", chat: bool = False
         w.add_chat_template(chat_template.JINJA)
 
     for key, t in tensors.items():
-        a = t.detach().float().contiguous().numpy()
-        if dtype == "float16" and a.ndim == 2:  # matrices and embeddings; norms and biases stay fp32
-            a = a.astype(np.float16)
-        w.add_tensor(key, a)
+        data, qtype = stored(key, t.detach().float().contiguous().numpy(), dtype)
+        w.add_tensor(key, data, raw_dtype=qtype)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -243,14 +295,15 @@ def main():
     except ImportError:
         die("export_gguf.py needs the gguf package: pip install gguf (and llama-cpp-python to check the result)")
     if dtype not in VERIFY_TOLERANCE:
-        die(f"unknown dtype '{dtype}': use float32 or float16")
+        die(f"unknown dtype '{dtype}': use float32, float16, q8_0 or q4_0")
     source = ckpt or out_dir
     checkpoint = load_checkpoint(source)
     if checkpoint.get("tokenizer", "gpt2") != "gpt2":
         die(f"checkpoint was trained with tokenizer '{checkpoint['tokenizer']}'; GGUF export carries GPT-2's only")
     model = model_from_checkpoint(checkpoint)
-    path = gguf_file or os.path.join(os.path.dirname(ckpt) if ckpt else out_dir,
-                                     f"model-{'f32' if dtype == 'float32' else 'f16'}.gguf")
+    suffix = {"float32": "f32", "float16": "f16"}.get(dtype, dtype)
+    folder = os.path.dirname(ckpt) if ckpt else out_dir
+    path = gguf_file or os.path.join(folder, f"model-{suffix}.gguf")
     chat = checkpoint.get("chat_template") is not None
     if chat and checkpoint["chat_template"] != chat_template.NAME:
         die(f"{source} was tuned with chat template '{checkpoint['chat_template']}', not this version's "
@@ -262,7 +315,8 @@ def main():
         except ImportError:
             print("llama-cpp-python is not installed: skipped loading the file back to check it")
             return
-        diff = max_logit_difference(model, tmp)
+        reference = quantized_copy(model, dtype) if dtype in QUANTIZED else model
+        diff = max_logit_difference(reference, tmp)
         bound = VERIFY_TOLERANCE[dtype][hf_architecture(model.config)]
         if not diff <= bound:
             die(f"llama.cpp's logits differ from this model's by up to {diff:.2e} (> {bound:g}), so '{path}' was "

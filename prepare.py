@@ -2,17 +2,26 @@
 Prepare a text corpus for training: GPT-2 BPE tokens in flat uint16 files.
 
     python prepare.py                              # all of OpenWebText from the Hugging Face hub, or an error
-    python prepare.py --num_docs 100000            # a seeded random 100K-document subset
-    python prepare.py --input demo_data/tinyshakespeare.txt --out data/tinyshakespeare   # offline
+    python prepare.py --num_docs=100000            # a seeded random 100K-document subset
+    python prepare.py --input demo_data/tinyshakespeare.txt --data_dir=data/tinyshakespeare  # offline
 
 Writes DIR/train.bin and DIR/val.bin (np.uint16 token ids, each document followed by
 the end-of-text token 50256) and DIR/meta.json. Every file is written under a .tmp
 name and renamed when complete, meta.json last: a folder with meta.json is complete.
 Asked for the whole corpus, it refuses a hub source that holds less than all of it
 (docs/data.md: which hub revisions hold what, and why).
+
+--input takes files and folders, read in the order given (folders searched recursively for .txt,
+.jsonl and .parquet, in sorted path order), never shuffled: a .txt file is ONE document, a .jsonl
+file one per line in its "text" field, a .parquet file one per row of its "text" column.
+
+Split rule: documents are numbered 0, 1, 2, ... in output order; document i goes to val when
+floor((i+1)*f) > floor(i*f), f = val_fraction: exactly floor(D*f) documents spread evenly (every
+200th with the default f). When that gives no val document (fewer than 1/f documents, e.g. a single
+.txt file) the token stream is split instead: the last 10% of the tokens go to val (the cut may fall
+inside a document), like nanoGPT's shakespeare prepare.
 """
 
-import argparse
 import json
 import os
 import signal
@@ -25,12 +34,15 @@ from fractions import Fraction
 from itertools import groupby, islice
 from multiprocessing import Pool
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import tiktoken
 from tqdm import tqdm
 
 import tokenizer
+from configurator import configure, named, shown
+from outputs import make_folder
 
 HUB_DATASET = "Skylion007/openwebtext"
 # The hub revisions that can hold the whole corpus, in the order "auto" tries them (docs/data.md has
@@ -46,73 +58,24 @@ HUB_REVISIONS = ("main", "refs/convert/parquet", "refs/pr/18")
 HUB_TRAIN_DOCS = 8_013_769  # documents of OpenWebText (Gokaslan & Cohen 2019), all in its train split
 EOT = 50256  # <|endoftext|>, appended after every document
 VOCAB_SIZE = 50257
+FINAL = ("train.bin", "val.bin", "meta.json")  # written in this order, meta.json last
 TOKEN_SPLIT_VAL = 0.1  # too few documents to hold some out: the last 10% of tokens go to val
 SUFFIXES = (".txt", ".jsonl", ".parquet")
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 OFFLINE_HINT = "to work offline, pass local files with --input"
 
-parser = argparse.ArgumentParser(
-    description="Tokenize text with GPT-2 BPE (tiktoken) into train.bin / val.bin (uint16) and meta.json.",
-    epilog="Split rule: documents are numbered 0, 1, 2, ... in output order; document i goes to val "
-           "when floor((i+1)*f) > floor(i*f), f = --val_fraction, i.e. exactly floor(D*f) documents spread "
-           "evenly (every 200th with the default f). When that gives no val document (fewer than 1/f "
-           "documents, e.g. a single .txt file) the token stream is split instead: the last 10% of the "
-           "tokens go to val (the cut may fall inside a document), like nanoGPT's shakespeare prepare.",
-)
-parser.add_argument("--input", nargs="+", metavar="PATH",
-                    help="local files or folders instead of the hub: a .txt file is ONE document (the whole "
-                         "file); a .jsonl file has one document per line in its \"text\" field; a .parquet "
-                         "file has one per row of its \"text\" column. Folders are searched recursively for "
-                         "those suffixes (other files are ignored). Read in the order given, folders in "
-                         "sorted path order; not shuffled")
-parser.add_argument("--out", type=Path,
-                    help="output folder (default: data/openwebtext for the hub, data/<name of the first "
-                         "--input> otherwise)")
-parser.add_argument("--overwrite", action="store_true", help="replace the data already in --out")
-subset = parser.add_mutually_exclusive_group()
-subset.add_argument("--num_docs", type=int, help="use only N documents: the first N of --input, or a seeded random "
-                                                 "subset of the hub's (whole row groups in a random order); "
-                                                 "default all")
-subset.add_argument("--fraction", type=float, help="hub only: use this fraction of OpenWebText's 8,013,769 documents")
-parser.add_argument("--revision", default="auto",
-                    help="hub revision to read: a branch, tag, commit or ref such as refs/convert/parquet; auto "
-                         f"tries {', '.join(HUB_REVISIONS)} in turn and reads the first that holds all of "
-                         "OpenWebText (for a subset: enough of it) (default %(default)s)")
-parser.add_argument("--allow_partial", action="store_true",
-                    help="hub only: accept a revision that holds fewer than OpenWebText's 8,013,769 documents "
-                         "(such as the hub's 5 GB partial-train conversion); meta.json records it as not complete")
-parser.add_argument("--val_fraction", type=float, default=0.005,
-                    help="fraction of documents held out for val. 0.5%% keeps ~45M val tokens on the full "
-                         "split (plenty: nanoGPT's 0.05%% gives ~4M) and still ~50 documents for a "
-                         "10K-document subset, where 0.05%% would leave 5 (default %(default)s)")
-parser.add_argument("--seed", type=int, default=2357, help="seed of a hub subset's choice (default %(default)s)")
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-parser.add_argument("--num_proc", type=int, default=CORES,
-                    help="worker processes that read and tokenize, one per core this process may use "
-                         "(default %(default)s)")
-
-
-def one_line_error(message: str):
-    # argparse's own error() prints the whole usage block first; like the other scripts, say it in one line
-    raise SystemExit(f"error: {message} (python prepare.py --help lists the options)")
-
-
-parser.error = one_line_error
-
-
-def make_out_folder(out: Path) -> None:
-    """Create --out (and its parents) and check it can be written, or stop with one line: a part of the path
-    that is a file (--out=notes.txt/sub), a read-only disk, no permission. (common.make_folder does this for the
-    other scripts; this one stays free of torch, which common imports.)"""
-    blocker = next((p for p in (out, *out.absolute().parents) if p.exists() and not p.is_dir()), None)
-    if blocker:
-        raise SystemExit(f"error: cannot make --out {out}: '{blocker}' is a file, not a folder; choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise SystemExit(f"error: cannot make or write --out {out} ({e.strerror or e}): choose another --out") from None
+# -----------------------------------------------------------------------------
+input = []  # local files or folders instead of the hub: .txt, .jsonl or .parquet (see above)
+data_dir = ""  # the folder to write; "": data/openwebtext for the hub, data/<first input's name>
+overwrite = False  # replace the data already in data_dir
+num_docs = 0  # use only N documents: the first N of input, or a seeded subset of the hub's; 0 = all
+fraction = 0.0  # hub only: use this fraction of OpenWebText's 8,013,769 documents; 0 = all
+revision = "auto"  # hub revision (branch, tag, commit); auto: first of HUB_REVISIONS to hold it
+allow_partial = False  # hub only: accept a revision holding less than all of OpenWebText
+val_fraction = 0.005  # share of documents held out for val (docs/data.md: why 0.5%)
+seed = 2357  # seed of a hub subset's choice
+num_proc = CORES  # worker processes that read and tokenize, one per core this process may use
+# -----------------------------------------------------------------------------
 
 
 def one_line(e: BaseException) -> str:
@@ -125,6 +88,12 @@ def one_line(e: BaseException) -> str:
 def find_files(paths: list[str]) -> list[Path]:
     files = []
     for p in map(Path, paths):
+        try:
+            p.stat()
+        except FileNotFoundError:
+            raise SystemExit(f"error: input path not found: {named(p)}") from None
+        except OSError as e:  # a name too long, a permission
+            raise SystemExit(f"error: cannot read the input {named(p)} ({e.strerror})") from None
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in SUFFIXES)
             if not found:
@@ -135,7 +104,7 @@ def find_files(paths: list[str]) -> list[Path]:
                 raise SystemExit(f"error: {p}: unsupported file type (want .txt, .jsonl or .parquet)")
             files.append(p)
         else:
-            raise SystemExit(f"error: input path not found: {p}")
+            raise SystemExit(f"error: input path not found: {named(p)}")
     return files
 
 
@@ -398,72 +367,128 @@ def in_order(pool, fn: Callable, args: Iterable, ahead: int) -> Iterator:
 
 # -----------------------------------------------------------------------------
 
-def prepare(args: argparse.Namespace) -> dict:
-    t0 = time.time()
+def check_settings(args: SimpleNamespace) -> None:
+    for key, path in [("data_dir", args.data_dir)] + [("input", p) for p in args.input]:
+        if not path.isprintable():  # a newline or a tab pasted with it
+            raise SystemExit(f"error: --{key} {shown(path)} holds a control character (a pasted "
+                             f"newline?): give the path alone")
     if not 0 < args.val_fraction < 1:
         raise SystemExit("error: --val_fraction must be between 0 and 1")
-    if args.num_docs is not None and args.num_docs < 1:
-        raise SystemExit("error: --num_docs must be at least 1")
-    if args.fraction is not None and not 0 < args.fraction <= 1:
+    if args.num_docs < 0:
+        raise SystemExit("error: --num_docs must be at least 1 (or 0: all)")
+    if args.num_docs and args.fraction:
+        raise SystemExit("error: --fraction is not allowed with --num_docs: give one of them")
+    if not 0 <= args.fraction <= 1:
         raise SystemExit("error: --fraction must be in (0, 1]")
-    if args.input and (args.fraction is not None or args.revision != "auto" or args.allow_partial
-                       or args.seed != parser.get_default("seed")):  # --input takes the first --num_docs: no seed
+    # seed is the default here: main() configures a copy of these globals
+    if args.input and (args.fraction or args.revision != "auto" or args.allow_partial
+                       or args.seed != seed):  # --input takes the first --num_docs: no seed
         raise SystemExit("error: --fraction, --revision, --allow_partial and --seed are for the hub, and --input "
                          "would ignore them; use --num_docs with --input")
     if args.num_proc < 1:
         raise SystemExit("error: --num_proc must be at least 1")
 
-    # check everything we can before the long part: inputs, output folder, tokenizer, the hub's counts
+
+def plan_work(args: SimpleNamespace, out: Path) -> tuple[dict, int | None, Iterable]:
+    """Everything checked that can be before the long part (inputs, output folder, tokenizer, the
+    hub's counts): the source for meta.json, the documents to read (None: not known ahead) and the
+    workers' work."""
     files = find_files(args.input) if args.input else []
-    if args.out is None:
-        args.out = Path("data") / (Path(args.input[0]).resolve().stem if args.input else "openwebtext")
-    out = args.out
-    final = {name: out / name for name in ("train.bin", "val.bin", "meta.json")}
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"error: --out {out} is a file, not a folder")
-    if not args.overwrite and any(p.exists() for p in final.values()):
+    # os.path's checks, not Path's: a name too long is make_folder's one line below, not a traceback
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SystemExit(f"error: --data_dir {out} is a file, not a folder")
+    if not args.overwrite and any(os.path.exists(out / n) for n in FINAL):
         raise SystemExit(f"error: {out} already holds prepared data; pass --overwrite to replace it")
     tokenizer.gpt2()
-
     if args.input:
-        source = {"files": [str(f) for f in files]}
-        total, todo = None, local_work(files, args.num_docs)
-    else:
-        asked = args.num_docs or (round(args.fraction * HUB_TRAIN_DOCS) if args.fraction else None)
-        source = choose_hub_source(args.revision, asked, args.allow_partial)
-        todo = plan_hub(source, asked, args.seed)
-        total = sum(rows for _, _, rows in todo)
-        print(f"reading {total:,} of the {source['documents_in_source']:,} documents of {HUB_DATASET}@"
-              f"{source['revision']} (commit {source['commit'][:12]}) from {len(source['files'])} Parquet files "
-              f"({source['file_bytes'] / 1e9:.2f} GB)", file=sys.stderr)
+        return {"files": [str(f) for f in files]}, None, local_work(files, args.num_docs or None)
+    asked = args.num_docs or (round(args.fraction * HUB_TRAIN_DOCS) if args.fraction else None)
+    source = choose_hub_source(args.revision, asked, args.allow_partial)
+    todo = plan_hub(source, asked, args.seed)
+    total = sum(rows for _, _, rows in todo)
+    print(f"reading {total:,} of the {source['documents_in_source']:,} documents of {HUB_DATASET}@"
+          f"{source['revision']} (commit {source['commit'][:12]}) from {len(source['files'])} "
+          f"Parquet files ({source['file_bytes'] / 1e9:.2f} GB)", file=sys.stderr)
+    return source, total, todo
 
-    created = not out.exists()
-    make_out_folder(out)
-    tmp = {name: p.with_name(p.name + ".tmp") for name, p in final.items()}
+
+def tokenize_into(tmp: dict[str, Path], todo: Iterable, total: int | None,
+                  args: SimpleNamespace) -> tuple:
+    """The workers' chunks split by the document rule into tmp's train.bin and val.bin. Returns the
+    counts ({split: [tokens, documents]}), the rows read and the workers' seconds."""
     f = Fraction(str(args.val_fraction))  # exact, so the rule does not depend on float rounding
     p, q = f.numerator, f.denominator
     counts = {"train": [0, 0], "val": [0, 0]}  # [tokens, documents]
     rows_read, seconds = 0, {"read": 0.0, "tokenize": 0.0}
+    with (open(tmp["train.bin"], "wb") as ftrain, open(tmp["val.bin"], "wb") as fval,
+          Pool(args.num_proc, initializer=init_worker) as pool,
+          tqdm(total=total, unit="docs", disable=None) as bar):
+        chunks = in_order(pool, work, todo, 2 * args.num_proc)
+        for tokens, lengths, rows, read_s, tokenize_s in chunks:
+            # document i (numbered from 0 over the output) is val when floor((i+1)f) > floor(i f)
+            i = counts["train"][1] + counts["val"][1] + np.arange(len(lengths), dtype=np.int64)
+            is_val = (i + 1) * p // q > i * p // q
+            token_is_val = np.repeat(is_val, lengths)
+            fval.write(tokens[token_is_val].tobytes())
+            ftrain.write(tokens[~token_is_val].tobytes())
+            n_val = int(token_is_val.sum())
+            counts["val"][0] += n_val
+            counts["val"][1] += int(is_val.sum())
+            counts["train"][0] += len(tokens) - n_val
+            counts["train"][1] += len(lengths) - int(is_val.sum())
+            rows_read += rows
+            seconds["read"] += read_s
+            seconds["tokenize"] += tokenize_s
+            bar.update(rows)
+    return counts, rows_read, seconds
+
+
+def split_by_tokens(tmp: dict[str, Path], counts: dict) -> None:
+    """Fewer than 1/f documents, so none went to val: move the last 10% of the token stream from
+    train to val, and count the documents on each side again."""
+    ndocs = counts["train"][1] + counts["val"][1]
+    n = counts["train"][0]
+    cut = int(n * (1 - TOKEN_SPLIT_VAL))
+    data = np.memmap(tmp["train.bin"], dtype=np.uint16, mode="r")
+    chunk = 1 << 24  # 32 MB at a time: a single .txt document can be large
+    with open(tmp["val.bin"], "wb") as fval:
+        for s in range(cut, n, chunk):
+            fval.write(data[s:s + chunk].tobytes())
+    train_eots = sum(int(np.count_nonzero(data[s:min(cut, s + chunk)] == EOT))
+                     for s in range(0, cut, chunk))
+    # a document with tokens on both sides of the cut counts in both (n >= 2, so cut >= 1)
+    counts["train"] = [cut, train_eots + int(data[cut - 1] != EOT)]
+    counts["val"] = [n - cut, ndocs - train_eots]
+    del data
+    os.truncate(tmp["train.bin"], 2 * cut)
+
+
+def commit(tmp: dict[str, Path], final: dict[str, Path], meta: dict) -> None:
+    """meta.json written, every file on disk, then the renames: meta.json goes first and comes back
+    last, so while it is missing the folder is incomplete."""
+    tmp["meta.json"].write_text(json.dumps(meta, indent=2) + "\n")
+    for path in tmp.values():  # on disk before the renames: a power cut leaves no empty file
+        with open(path, "rb+") as fh:
+            os.fsync(fh.fileno())
+    final["meta.json"].unlink(missing_ok=True)
+    for name in FINAL:
+        os.replace(tmp[name], final[name])
+
+
+def prepare(args: SimpleNamespace) -> dict:
+    t0 = time.time()
+    check_settings(args)
+    if not args.data_dir:
+        name = Path(args.input[0]).resolve().stem if args.input else "openwebtext"
+        args.data_dir = str(Path("data") / name)
+    out = Path(args.data_dir)
+    source, total, todo = plan_work(args, out)
+    final = {name: out / name for name in FINAL}
+    created = not os.path.exists(out)
+    make_folder(str(out), "--data_dir")
+    tmp = {name: p.with_name(p.name + ".tmp") for name, p in final.items()}
     try:
-        with (open(tmp["train.bin"], "wb") as ftrain, open(tmp["val.bin"], "wb") as fval,
-              Pool(args.num_proc, initializer=init_worker) as pool,
-              tqdm(total=total, unit="docs", disable=None) as bar):
-            for tokens, lengths, rows, read_s, tokenize_s in in_order(pool, work, todo, 2 * args.num_proc):
-                # document i (numbered from 0 over the whole output) is val when floor((i+1)f) > floor(i f)
-                i = counts["train"][1] + counts["val"][1] + np.arange(len(lengths), dtype=np.int64)
-                is_val = (i + 1) * p // q > i * p // q
-                token_is_val = np.repeat(is_val, lengths)
-                fval.write(tokens[token_is_val].tobytes())
-                ftrain.write(tokens[~token_is_val].tobytes())
-                n_val = int(token_is_val.sum())
-                counts["val"][0] += n_val
-                counts["val"][1] += int(is_val.sum())
-                counts["train"][0] += len(tokens) - n_val
-                counts["train"][1] += len(lengths) - int(is_val.sum())
-                rows_read += rows
-                seconds["read"] += read_s
-                seconds["tokenize"] += tokenize_s
-                bar.update(rows)
+        counts, rows_read, seconds = tokenize_into(tmp, todo, total, args)
         ndocs = counts["train"][1] + counts["val"][1]
         if ndocs == 0:
             raise SystemExit(f"error: no text in the input ({', '.join(args.input or [HUB_DATASET])})")
@@ -472,21 +497,8 @@ def prepare(args: argparse.Namespace) -> dict:
                              "nothing was written")
         method = "documents"
         if counts["val"][1] == 0:
-            # fewer than 1/f documents: move the last 10% of the token stream from train to val
             method = "tokens"
-            n = counts["train"][0]
-            cut = int(n * (1 - TOKEN_SPLIT_VAL))
-            data = np.memmap(tmp["train.bin"], dtype=np.uint16, mode="r")
-            chunk = 1 << 24  # 32 MB at a time: a single .txt document can be large
-            with open(tmp["val.bin"], "wb") as fval:
-                for s in range(cut, n, chunk):
-                    fval.write(data[s:s + chunk].tobytes())
-            train_eots = sum(int(np.count_nonzero(data[s:min(cut, s + chunk)] == EOT)) for s in range(0, cut, chunk))
-            # a document with tokens on both sides of the cut counts in both (n >= 2, so cut >= 1)
-            counts["train"] = [cut, train_eots + int(data[cut - 1] != EOT)]
-            counts["val"] = [n - cut, ndocs - train_eots]
-            del data
-            os.truncate(tmp["train.bin"], 2 * cut)
+            split_by_tokens(tmp, counts)
 
         source.pop("root", None)
         source["documents"] = rows_read  # rows read, empty ones included
@@ -501,28 +513,21 @@ def prepare(args: argparse.Namespace) -> dict:
                       "val_fraction": args.val_fraction if method == "documents" else TOKEN_SPLIT_VAL},
             "train": {"tokens": counts["train"][0], "documents": counts["train"][1]},
             "val": {"tokens": counts["val"][0], "documents": counts["val"][1]},
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "args": dict(vars(args)),
             "tiktoken": tiktoken.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(time.time() - t0, 1),
             # summed over the worker processes: what a machine with more cores divides
             "process_seconds": {k: round(v, 1) for k, v in seconds.items()},
         }
-        tmp["meta.json"].write_text(json.dumps(meta, indent=2) + "\n")
-        for path in tmp.values():  # on disk before the renames: a power cut must not leave a renamed, empty file
-            with open(path, "rb+") as fh:
-                os.fsync(fh.fileno())
-        # meta.json goes first and comes back last: while it is missing the folder is incomplete
-        final["meta.json"].unlink(missing_ok=True)
-        for name in ("train.bin", "val.bin", "meta.json"):
-            os.replace(tmp[name], final[name])
+        commit(tmp, final, meta)
     except SourceError as e:
         raise SystemExit(f"error: {e}; nothing was written") from None
     except KeyboardInterrupt:
         raise SystemExit(f"error: interrupted; {out} holds no new data") from None
     except OSError as e:  # a full disk or a quota, hours into OpenWebText: one line, and the .tmp files go
-        raise SystemExit(f"error: cannot write {out} ({e.strerror or e}): free space or give another --out; "
-                         f"{out} holds no new data") from None
+        raise SystemExit(f"error: cannot write {out} ({e.strerror or e}): free space or give "
+                         f"another --data_dir; {out} holds no new data") from None
     finally:
         for path in tmp.values():
             path.unlink(missing_ok=True)
@@ -532,11 +537,14 @@ def prepare(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parser.parse_args(argv)
+    # a copy of the module's globals, so the defaults stay for the next call (the tests call main)
+    argv = sys.argv[1:] if argv is None else argv
+    args = SimpleNamespace(**configure(dict(globals()), argv, verbose=False))
     meta = prepare(args)
     for split in ("train", "val"):
         counts = meta[split]
-        print(f"{args.out / (split + '.bin')}: {counts['tokens']:,} tokens, {counts['documents']:,} documents")
+        print(f"{Path(args.data_dir) / (split + '.bin')}: {counts['tokens']:,} tokens, "
+              f"{counts['documents']:,} documents")
     busy = meta["process_seconds"]
     print(f"split by {meta['split']['method']}, {meta['seconds']}s ({args.num_proc} workers, busy for "
           f"{busy['read']}s reading and {busy['tokenize']}s tokenizing in all)")

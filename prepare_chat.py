@@ -1,10 +1,10 @@
 """
 Prepare conversations for supervised fine-tuning (SFT): the chat template's tokens plus a loss mask.
 
-    python prepare_chat.py --input demo_data/chat.jsonl --out data/demo_chat --block_size 128     # offline
-    python prepare_chat.py --hub smoltalk                  # HuggingFaceTB/smoltalk, everyday-conversations
-    python prepare_chat.py --hub smoltalk --hub_subset all # the whole of smoltalk
-    python prepare_chat.py --hub hh-rlhf                   # Anthropic/hh-rlhf, the 'chosen' side
+    python prepare_chat.py --input demo_data/chat.jsonl --data_dir=data/demo_chat --block_size=128  # offline
+    python prepare_chat.py --hub=smoltalk                   # HuggingFaceTB/smoltalk, everyday chats
+    python prepare_chat.py --hub=smoltalk --hub_subset=all   # the whole of smoltalk
+    python prepare_chat.py --hub=hh-rlhf                     # Anthropic/hh-rlhf, the 'chosen' side
 
 Input is the `messages` format of Hugging Face chat datasets, one JSON object a line:
 {"messages": [{"role": "user" | "assistant" | "system", "content": "..."}, ...]}. Each conversation
@@ -19,7 +19,6 @@ tokens is cut at a turn boundary (the last exchanges left out), never mid-turn; 
 alone is too long is dropped; both are counted in meta.json.
 """
 
-import argparse
 import json
 import math
 import os
@@ -31,36 +30,33 @@ from contextlib import ExitStack
 from fractions import Fraction
 from itertools import islice
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import tiktoken
 
 import chat_template
 import tokenizer
-from prepare import make_out_folder, one_line
+from configurator import configure, shown
+from outputs import make_folder
+from prepare import one_line
 
-# the datasets the issue names; the subset (a config of the dataset) is chosen with --hub_subset
+# the hub datasets it reads; the subset (a config of the dataset) is chosen with --hub_subset
 HUB = {"smoltalk": ("HuggingFaceTB/smoltalk", "everyday-conversations"), "hh-rlhf": ("Anthropic/hh-rlhf", None)}
 OFFLINE_HINT = "to work offline, pass local .jsonl files with --input (e.g. demo_data/chat.jsonl)"
 SPLITS = ("train", "val")
 FILES = ("{}.bin", "{}_mask.bin", "{}_starts.bin")
 
-parser = argparse.ArgumentParser(description="Tokenize conversations with the chat template into train/val token, "
-                                             "mask and start files plus meta.json, for fine-tuning with train.py.")
-source = parser.add_mutually_exclusive_group()
-source.add_argument("--input", nargs="+", metavar="FILE", help="local .jsonl files of {\"messages\": [...]}, read in "
-                                                               "the order given")
-source.add_argument("--hub", choices=sorted(HUB), help="download from the Hugging Face hub instead (needs datasets)")
-parser.add_argument("--hub_subset", help="the hub dataset's subset: smoltalk's default is everyday-conversations "
-                                         "(suits a small model), 'all' is the whole set; hh-rlhf's e.g. helpful-base")
-parser.add_argument("--out", type=Path, help="output folder (default data/<hub name> or data/chat)")
-parser.add_argument("--overwrite", action="store_true", help="replace the data already in --out")
-parser.add_argument("--block_size", type=int, default=1024, help="the model's context: a conversation must fit in "
-                                                                 "block_size + 1 tokens (default %(default)s)")
-parser.add_argument("--val_fraction", type=float, default=0.05, help="share of conversations held out for val "
-                                                                     "(default %(default)s)")
-parser.add_argument("--num_conversations", type=int, help="use only the first N conversations")
-parser.error = lambda message: sys.exit(f"error: {message} (python prepare_chat.py --help lists the options)")
+# -----------------------------------------------------------------------------
+input = []  # local .jsonl files of {"messages": [...]}, read in the order given
+hub = ""  # or download from the Hugging Face hub instead (needs datasets): smoltalk or hh-rlhf
+hub_subset = ""  # "": the default (smoltalk: everyday-conversations); all; hh-rlhf: helpful-base
+data_dir = ""  # the folder to write; "": data/<hub name> or data/chat
+overwrite = False  # replace the data already in data_dir
+block_size = 1024  # the model's context: a conversation must fit in block_size + 1 tokens
+val_fraction = 0.05  # share of conversations held out for val
+num_conversations = 0  # use only the first N conversations; 0 = all
+# -----------------------------------------------------------------------------
 
 
 def hh_messages(text: str) -> list[dict]:
@@ -99,58 +95,79 @@ def hub_conversations(name: str, subset: str | None, skipped: list[int]) -> Iter
             skipped[0] += 1
 
 
-def prepare(args: argparse.Namespace) -> dict:
-    t0 = time.time()
+def check_settings(args: SimpleNamespace) -> None:
+    for key, path in [("data_dir", args.data_dir)] + [("input", p) for p in args.input]:
+        if not path.isprintable():  # a newline or a tab pasted with it
+            sys.exit(f"error: --{key} {shown(path)} holds a control character (a pasted newline?): "
+                     f"give the path alone")
     if not (args.input or args.hub):
-        sys.exit("error: give --input FILE.jsonl ... (offline) or --hub smoltalk|hh-rlhf")
-    if args.input and args.hub_subset is not None:  # else ignored: the files are read as they are
+        sys.exit("error: give --input FILE.jsonl ... (offline) or --hub=smoltalk|hh-rlhf")
+    if args.input and args.hub:
+        sys.exit("error: --hub is not allowed with --input: give one of them")
+    if args.hub and args.hub not in HUB:
+        sys.exit(f"error: --hub={args.hub!r} is not one of {', '.join(sorted(HUB))}")
+    if args.input and args.hub_subset:  # else ignored: the files are read as they are
         sys.exit("error: --hub_subset chooses a subset of a --hub dataset, and --input would ignore it: drop it")
     if not 0 < args.val_fraction < 1:
         sys.exit("error: --val_fraction must be between 0 and 1")
     if args.block_size < 8:
         sys.exit("error: --block_size must be at least 8")
-    if args.num_conversations is not None and args.num_conversations < 1:
-        sys.exit("error: --num_conversations must be at least 1")
-    out = args.out or Path("data") / (args.hub or "chat")
+    if args.num_conversations < 0:
+        sys.exit("error: --num_conversations must be at least 1 (or 0: all)")
+
+
+def tokenize_into(paths: dict[str, list[Path]], conversations, enc, args: SimpleNamespace) -> dict:
+    """Each conversation through the chat template into its split's token, mask and start files
+    (paths[split], in FILES' order), on disk when this returns. Conversation i goes to val when
+    floor((i+1)f) > floor(i f). Returns each split's counts."""
+    f = Fraction(str(args.val_fraction))
+    counts = {s: dict.fromkeys(("conversations", "tokens", "target_tokens", "cut", "dropped"), 0)
+              for s in SPLITS}
+    with ExitStack() as files:
+        handles = {s: [files.enter_context(open(p, "wb")) for p in paths[s]] for s in SPLITS}
+        for i, messages in enumerate(conversations):
+            split = "val" if math.floor((i + 1) * f) > math.floor(i * f) else "train"
+            c = counts[split]
+            ids, mask, left_out = chat_template.encode_fit(enc, messages, args.block_size + 1)
+            if not ids:
+                c["dropped"] += 1
+                continue
+            c["cut"] += left_out > 0
+            tokens, target, starts = handles[split]
+            starts.write(np.array([c["tokens"]], dtype=np.int64).tobytes())
+            tokens.write(np.array(ids, dtype=np.uint16).tobytes())
+            target.write(np.array(mask, dtype=np.uint8).tobytes())
+            c["conversations"] += 1
+            c["tokens"] += len(ids)
+            c["target_tokens"] += sum(mask)
+        for fh in (h for hs in handles.values() for h in hs):  # on disk before the renames
+            fh.flush()
+            os.fsync(fh.fileno())
+    return counts
+
+
+def prepare(args: SimpleNamespace) -> dict:
+    t0 = time.time()
+    check_settings(args)
+    out = Path(args.data_dir or Path("data") / (args.hub or "chat"))
     final = [out / f.format(s) for s in SPLITS for f in FILES] + [out / "meta.json"]
-    if out.exists() and not out.is_dir():
-        sys.exit(f"error: --out {out} is a file, not a folder")
-    if not args.overwrite and any(p.exists() for p in final):
+    if os.path.exists(out) and not os.path.isdir(out):  # os.path's: a long name is no traceback
+        sys.exit(f"error: --data_dir {out} is a file, not a folder")
+    if not args.overwrite and any(os.path.exists(p) for p in final):
         sys.exit(f"error: {out} already holds prepared data; pass --overwrite to replace it")
     enc = tokenizer.gpt2()
     skipped = [0]
     conversations = ((m for path in args.input for m in chat_template.read_jsonl(path)) if args.input else
-                     hub_conversations(args.hub, args.hub_subset, skipped))
-    conversations = islice(conversations, args.num_conversations)
+                     hub_conversations(args.hub, args.hub_subset or None, skipped))
+    conversations = islice(conversations, args.num_conversations or None)
     source = args.input or [f"hf://datasets/{HUB[args.hub][0]}/{args.hub_subset or HUB[args.hub][1] or ''}"]
 
-    created = not out.exists()
-    make_out_folder(out)
+    created = not os.path.exists(out)
+    make_folder(str(out), "--data_dir")
     tmp = {p: p.with_name(p.name + ".tmp") for p in final}
-    f = Fraction(str(args.val_fraction))
-    counts = {s: {"conversations": 0, "tokens": 0, "target_tokens": 0, "cut": 0, "dropped": 0} for s in SPLITS}
     try:
-        with ExitStack() as files:
-            handles = {s: [files.enter_context(open(tmp[out / name.format(s)], "wb")) for name in FILES]
-                       for s in SPLITS}
-            for i, messages in enumerate(conversations):
-                split = "val" if math.floor((i + 1) * f) > math.floor(i * f) else "train"
-                c = counts[split]
-                ids, mask, left_out = chat_template.encode_fit(enc, messages, args.block_size + 1)
-                if not ids:
-                    c["dropped"] += 1
-                    continue
-                c["cut"] += left_out > 0
-                tokens, target, starts = handles[split]
-                starts.write(np.array([c["tokens"]], dtype=np.int64).tobytes())
-                tokens.write(np.array(ids, dtype=np.uint16).tobytes())
-                target.write(np.array(mask, dtype=np.uint8).tobytes())
-                c["conversations"] += 1
-                c["tokens"] += len(ids)
-                c["target_tokens"] += sum(mask)
-            for fh in (h for hs in handles.values() for h in hs):  # on disk before the renames
-                fh.flush()
-                os.fsync(fh.fileno())
+        counts = tokenize_into({s: [tmp[out / name.format(s)] for name in FILES] for s in SPLITS},
+                               conversations, enc, args)
         for s in SPLITS:
             if counts[s]["conversations"] == 0:
                 sys.exit(f"error: the {s} split holds no conversation ({counts[s]['dropped']} too long for "
@@ -160,7 +177,7 @@ def prepare(args: argparse.Namespace) -> dict:
             "kind": "chat", "chat_template": chat_template.NAME, "tokenizer": "gpt2", "vocab_size": enc.n_vocab,
             "eot_token": chat_template.EOT, "dtype": "uint16", "block_size": args.block_size, "source": source,
             "split": {"method": "conversations", "val_fraction": args.val_fraction}, **counts,
-            "skipped": skipped[0], "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "skipped": skipped[0], "args": dict(vars(args)),
             "tiktoken": tiktoken.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(time.time() - t0, 1),
         }
@@ -171,8 +188,8 @@ def prepare(args: argparse.Namespace) -> dict:
     except KeyboardInterrupt:
         sys.exit(f"error: interrupted; {out} holds no new data")
     except OSError as e:  # a full disk or a quota: one line, and the .tmp files go
-        sys.exit(f"error: cannot write {out} ({e.strerror or e}): free space or give another --out; "
-                 f"{out} holds no new data")
+        sys.exit(f"error: cannot write {out} ({e.strerror or e}): free space or give another "
+                 f"--data_dir; {out} holds no new data")
     finally:
         for p in tmp.values():
             p.unlink(missing_ok=True)
@@ -182,9 +199,11 @@ def prepare(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parser.parse_args(argv)
+    # a copy of the module's globals, so the defaults stay for the next call (the tests call main)
+    argv = sys.argv[1:] if argv is None else argv
+    args = SimpleNamespace(**configure(dict(globals()), argv, verbose=False))
     meta = prepare(args)
-    out = args.out or Path("data") / (args.hub or "chat")
+    out = args.data_dir or Path("data") / (args.hub or "chat")
     for s in SPLITS:
         c = meta[s]
         print(f"{out}/{s}.bin: {c['conversations']:,} conversations, {c['tokens']:,} tokens "

@@ -2,7 +2,7 @@
 # Option A's 8-GPU command, rehearsed on a CPU with 8 gloo ranks (docs/training.md, "Rehearsal"): each stage is
 # train.py under torchrun with config/option_a.py then config/rehearsal.py, and each ends in a check that stops
 # the script with a message if it fails.
-#   python prepare.py --input ../shared/data/openwebtext_sample --out data/owt_sample
+#   python prepare.py --input ../shared/data/openwebtext_sample --data_dir=data/owt_sample
 #   bash rehearse.sh
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from common import autocast, die, load_model, resolve_device, resolve_dtype, use_idle_cores
+from common import check_sampling, die, load_model, setup
 from configurator import configure
 from model import EOT_TOKEN, GPT
 
@@ -32,7 +32,7 @@ stop_at_eot = True  # end a sample at <|endoftext|>, the document boundary prepa
 seed = 1337
 device = "auto"  # auto: cuda if available, else cpu; or cpu, cuda, cuda:1
 dtype = "auto"  # auto: bf16 on GPUs that have it, fp16 on older ones, fp32 on the CPU
-compile = False  # torch.compile the one-token decoding step: 1.35x the tokens/s on a 2-core CPU, after ~20 s
+compile = False  # torch.compile the one-token decoding step: faster after a wait (docs/sample.md)
 # -----------------------------------------------------------------------------
 
 
@@ -109,16 +109,8 @@ def main():
                     f"drop --{key}, or give a temperature above 0")
     if num_samples < 1 or max_new_tokens < 0:
         die("--num_samples must be at least 1 and --max_new_tokens at least 0")
-    if temperature < 0:
-        die(f"--temperature={temperature}: use 0 (greedy) or a positive number")
-    if top_k < 0:
-        die(f"--top_k={top_k}: use a positive number of tokens to keep, or 0 to turn top-k off")
-    if not 0 < top_p <= 1:
-        die(f"--top_p={top_p}: use a number in (0, 1]; 1.0 turns nucleus sampling off")
-    dev = resolve_device(device)
-    threads = use_idle_cores(dev)
-    device_type = "cuda" if dev.startswith("cuda") else dev
-    dt = resolve_dtype(dtype, device_type)
+    check_sampling(temperature, top_k, top_p)
+    dev, _, dt, ctx, threads = setup(device, dtype, threads="idle")
     torch.manual_seed(seed)
     generator = torch.Generator(device=dev).manual_seed(seed)  # one stream: samples differ, runs repeat
     prompt = read_prompt(start)
@@ -137,7 +129,7 @@ def main():
                 sys.stdout.write("\n---------------\n")
             sys.stdout.write(prompt)
             stop = {EOT_TOKEN} if stop_at_eot else set()
-            for token, text in stream_text(model, enc, ids, dev, autocast(device_type, dt), stop,
+            for token, text in stream_text(model, enc, ids, dev, ctx, stop,
                                            max_new_tokens=max_new_tokens, temperature=temperature,
                                            top_k=top_k or None, top_p=top_p, generator=generator):
                 n_tokens += token is not None

@@ -119,8 +119,8 @@ done_stage "$("$PY" -c 'import torch; print("torch", torch.__version__)'), $NGPU
 # ---------------------------------------------------------------- each stage's settings
 if [ "$DEMO" = 1 ]; then
     DATA=$OUT/data/demo CHAT=$OUT/data/demo_chat
-    PREPARE=(prepare.py --input demo_data/tinyshakespeare.txt --out "$DATA")
-    PREPARE_CHAT=(prepare_chat.py --input demo_data/chat.jsonl --out "$CHAT" --block_size 128)
+    PREPARE=(prepare.py --input demo_data/tinyshakespeare.txt --data_dir="$DATA")
+    PREPARE_CHAT=(prepare_chat.py --input demo_data/chat.jsonl --data_dir="$CHAT" --block_size=128)
     LAUNCH=("$PY")
     TRAIN=(config/demo.py)
     SFT=(config/sft_demo.py)
@@ -132,8 +132,8 @@ if [ "$DEMO" = 1 ]; then
     ABOUT_TRAIN="config/demo.py's tiny model on TinyShakespeare, on the CPU"
 else
     DATA=data/openwebtext CHAT=data/smoltalk
-    PREPARE=(prepare.py --out "$DATA")
-    PREPARE_CHAT=(prepare_chat.py --hub smoltalk --hub_subset all --out "$CHAT")
+    PREPARE=(prepare.py --data_dir="$DATA")
+    PREPARE_CHAT=(prepare_chat.py --hub=smoltalk --hub_subset=all --data_dir="$CHAT")
     LAUNCH=("$PY" -m torch.distributed.run --standalone --nproc_per_node="$NGPU")  # every GPU
     TRAIN=("config/option_$OPTION.py" --time_budget_hours="$BUDGET")
     # the option's config for its architecture, then the fine-tuning settings over it

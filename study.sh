@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The recipe study (BENCHMARKS.md, "Recipe"): every run of it, in order, each through train.py with
 # config/recipe_study.py. A run that finished is skipped, so the script can be rerun after a stop.
-#   python prepare.py --input ../shared/data/wikipedia --out data/wikipedia --val_fraction 0.05
-#   bash study.sh            # then: python compare.py out-recipe/*; step 7 runs the curve (study_curve.sh)
+#   python prepare.py --input ../shared/data/wikipedia --data_dir=data/wikipedia --val_fraction 0.05
+#   bash study.sh   # then python compare.py --runs out-recipe/*; step 7 runs study_curve.sh
 set -uo pipefail
 cd "$(dirname "$0")"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -65,7 +65,7 @@ run muon-$muon_lr-equal-time $muon_args --max_iters=294; held_out muon-$muon_lr-
 # 6. the schedule for Muon too
 run wsd-muon-$muon_lr $muon_args --lr_schedule=wsd; held_out wsd-muon-$muon_lr
 
-# 7. the curve (issue 18): Muon against AdamW at five data-to-model ratios, on a model small enough for the
+# 7. the curve: Muon against AdamW at five data-to-model ratios, on a model small enough for the
 # shared Wikipedia to reach 8.3 tokens per parameter; its own script and config, recorded in curve_runs.jsonl
 # (committed, so a fresh clone skips every recorded run), then its tables, fits and curve.png
 bash study_curve.sh && python study_curve.py

@@ -1,5 +1,5 @@
 """
-The Muon-against-AdamW curve (issue 18; BENCHMARKS.md, "Recipe"): every run as a table row, each optimizer's
+The Muon-against-AdamW curve (BENCHMARKS.md, "Recipe"): every run as a table row, each optimizer's
 best LR at each ratio, Muon's gain in nats, its token efficiency read off AdamW's own curve, a fit of that
 efficiency against tokens per parameter, and the fit's prediction at option A's 23-hour ratio. One PNG.
 
@@ -15,18 +15,20 @@ mid-schedule) reaches L at T' tokens, read by interpolating AdamW's loss linearl
 Muon needs fewer tokens. Beyond AdamW's largest run T' is extrapolated from its last segment, and marked so.
 """
 
-import argparse
 import fcntl
 import json
 import math
 import re
+import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from common import die, load_checkpoint, read_metrics
+from configurator import configure
 
 VOCAB = 50257  # GPT-2's: parameters are counted at the real vocabulary, the embedding once (tied)
 # option A's 23-hour run, BENCHMARKS.md's projection at 30% MFU: 89.5B tokens over 35,763,840 parameters,
@@ -34,16 +36,13 @@ VOCAB = 50257  # GPT-2's: parameters are counted at the real vocabulary, the emb
 OPTION_A_TOKENS, OPTION_A_PARAMS, OPTION_A_NON_EMBEDDING = 89.5e9, 35_763_840, 35_763_840 - VOCAB * 320
 NAME = re.compile(r"(adamw|muon)-(\d+)-([0-9.e-]+?)(?:-seed(\d+))?(?:-rest([0-9.e-]+))?$")
 
-parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-parser.add_argument("--log", default="curve_runs.jsonl", help="the runs' figures, one JSON line a run")
-parser.add_argument("--png", default="curve.png", help="where to draw the curve")
-parser.add_argument("--record", default="", metavar="FOLDER",
-                    help="only add the finished run in FOLDER (out-curve/NAME, trained and scored by study_curve.sh) "
-                         "to --log, replacing its line if it has one")
-parser.add_argument("--best", default="", metavar="OPT-STEPS",
-                    help="only print the best LR of OPT (adamw, muon) at STEPS among the recorded first-seed runs, and "
-                         "where it lies in what was tried: low, high or inside (study_curve.sh's sweeps ask this)")
-args = parser.parse_args()
+# -----------------------------------------------------------------------------
+log = "curve_runs.jsonl"  # the runs' figures, one JSON line a run
+png = "curve.png"  # where to draw the curve
+record = ""  # only add the finished run in this folder (out-curve/NAME) to log, replacing its line
+best = ""  # only print OPT-STEPS's best LR (like adamw-830), first seeds: low, high or inside
+# -----------------------------------------------------------------------------
+args = SimpleNamespace(**configure(globals(), sys.argv[1:], verbose=False))
 log = Path(args.log)
 
 if args.record:  # ---- one finished run's figures, from its folder into the log

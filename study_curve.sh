@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The Muon-against-AdamW curve (issue 18; BENCHMARKS.md, "Recipe"): every run, in order, each through train.py with
-# config/curve_study.py and scored by eval.py. Each run's figures go into curve_runs.jsonl (committed) the moment
-# it ends, and a run recorded there is skipped, so the script continues after a stop, in this clone or a fresh one.
-#   python prepare.py --input ../shared/data/wikipedia --out data/wikipedia --val_fraction 0.05
+# The Muon-against-AdamW curve (BENCHMARKS.md, "Recipe"): every run, in order, each through train.py
+# with config/curve_study.py and scored by eval.py. Each run's figures go into curve_runs.jsonl
+# (committed) the moment it ends, and a run recorded there is skipped, so the script continues
+# after a stop, in this clone or a fresh one.
+#   python prepare.py --input ../shared/data/wikipedia --data_dir=data/wikipedia --val_fraction 0.05
 #   JOBS=2 bash study_curve.sh      # two single-thread runs at a time: equal-token comparisons, timing unused
 #   LAST=3320 JOBS=3 bash study_curve.sh   # stop after that ratio (a session too short for the next one)
 #   python study_curve.py           # the tables, the fit and curve.png from curve_runs.jsonl
@@ -65,7 +66,7 @@ sweep() {  # sweep OPT STEPS CENTER: CENTER and its grid neighbours, then one fu
 
 # Ratios in steps of 1,024 tokens. Each LR sweep is centred on the best of the ratio before (the first on the
 # first study's AdamW best, 1e-2 here after its own sweep, and Muon's 0.1), so every ratio is bracketed on both
-# sides (the issue asks it at the two ends; between them it is cheap and shows how the best LR drifts). Muon's
+# sides (asked at the two ends; between them it is cheap and shows how the best LR drifts). Muon's
 # AdamW part (embedding, norms) runs at AdamW's best LR for the same steps: in a model that is 98.5% embedding,
 # anything else compares embedding LRs, not optimizers. Second seeds at both ends, at each end's best LRs.
 adamw_center=1e-2 muon_center=0.1

@@ -365,7 +365,7 @@ TINY_RUN = ["--n_layer=1", "--n_embd=32", "--n_head=1", "--block_size=8", "--bat
 @pytest.mark.parametrize("bad, message", [
     ("--project_mfu=0", "--project_mfu is a fraction of the peak, in (0, 1]"),
     ("--project_mfu=1.5", "--project_mfu is a fraction of the peak, in (0, 1]"),
-    ("--gen_tokens=-1", "--gen_tokens must be at least 0, got -1"),
+    ("--gen_tokens=-1", "--gen_tokens must be 0 or more, got -1"),
     ("--gen_repeats=0", "--gen_repeats must be at least 1, got 0"),
     ("--compare=base,batch_size=0", "batch_size and grad_accum must be at least 1"),
     ("--compare=base,optimizer=sgd", "optimizer must be 'adamw' or 'muon', got 'sgd' in optimizer=sgd"),

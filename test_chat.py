@@ -17,18 +17,21 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
+import openai
 import pytest
 import torch
 
 import chat
+import chat_template
 from common import get_tokenizer, load_checkpoint, model_from_checkpoint, save_checkpoint
 from conftest import ROOT, run_in_one_process, run_in_process, run_script
 from model import EOT_TOKEN, GPTConfig
 from test_sample import make_checkpoint
 
 HEADER = "A conversation between a user and a helpful assistant."
+EOT_TEXT = "<|endoftext|>"
 STOPS = ("\nUser:", "\nAssistant:", "\n\n")
 MAX_NEW = 24  # tokens per reply in these tests
 enc = get_tokenizer()
@@ -38,21 +41,22 @@ enc = get_tokenizer()
 BLANK = [EOT_TOKEN] + [i for i in range(enc.n_vocab) if i != EOT_TOKEN and not enc.decode([i]).lstrip()]
 
 
-def ref_transcript(history: list[tuple[str, str]], message: str) -> str:
-    text = HEADER + "\n\n"
+def ref_transcript(history: list[tuple[str, str]], message: str, head: str = HEADER) -> str:
+    text = head + "\n\n"
     for user, assistant in history:
         text += "User: " + user + "\nAssistant: " + assistant + "\n"
     return text + "User: " + message + "\nAssistant:"
 
 
-def ref_reply(model, history: list[tuple[str, str]], message: str, generator=None, **kwargs) -> str:
+def ref_reply(model, history: list[tuple[str, str]], message: str, generator=None,
+              max_new: int = MAX_NEW, head: str = HEADER, **kwargs) -> str:
     """The reply as displayed: generated until EOT or until the decoded text, leading whitespace
     dropped, holds a stop string; then cut there. kwargs: sampling settings (default greedy)."""
-    ids = enc.encode(ref_transcript(history, message))
+    ids = enc.encode(ref_transcript(history, message, head))
     assert len(ids) <= model.config.block_size // 2, "keep test chats short enough that no turn is trimmed"
     new: list[int] = []
-    for token in model.generate_stream(torch.tensor([ids]), MAX_NEW, generator=generator, suppress_first=BLANK,
-                                       **{"temperature": 0, **kwargs}):
+    for token in model.generate_stream(torch.tensor([ids]), max_new, generator=generator,
+                                       suppress_first=BLANK, **{"temperature": 0, **kwargs}):
         if token.item() == EOT_TOKEN:
             break
         new.append(token.item())
@@ -131,15 +135,17 @@ def test_the_largest_request_the_server_accepts_costs_little_work():
     """The worst case MAX_REQUEST_BYTES allows: as many empty turns as fit, each dropped to fit the context.
     Dropping them one at a time encoded ~8,000 transcripts of up to 64 KiB (88 s for 6,500, every other
     request answered 429 meanwhile); now the tokenizer sees at most log2(turns) + 2 transcripts."""
-    pairs = (chat.MAX_REQUEST_BYTES - 100) // len('["", ""], ')
-    body = json.dumps({"message": "hi", "history": [["", ""]] * pairs}).encode()
+    turn = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    pairs = (chat.MAX_REQUEST_BYTES - 100) // len(json.dumps(turn))
+    body = json.dumps({"messages": turn * pairs + [{"role": "user", "content": "hi"}]}).encode()
     assert len(body) <= chat.MAX_REQUEST_BYTES
-    history, message, _ = chat.parse_request(body)
+    _, history, message = chat.conversation_of(chat.request_of(body, "chat.completion")["messages"])
     counting = CountingEncoder()
     ids = chat.prompt_ids(counting, history, message, 64)
     transcript_chars = len(chat.transcript(history, message))
     assert counting.calls <= pairs.bit_length() + 2 and counting.chars <= (pairs.bit_length() + 2) * transcript_chars
-    assert len(ids) <= 64 and enc.decode(ids).endswith("User: \nAssistant: \nUser: hi\nAssistant:")
+    assert len(ids) <= 64
+    assert enc.decode(ids).endswith("User: x\nAssistant: y\nUser: hi\nAssistant:")
     assert len(enc.encode(ref_transcript(history[-len(history) // 2:], message))) > 64  # most turns were dropped
 
 
@@ -332,84 +338,268 @@ def test_chat_py_port_in_use_is_one_line_error(tiny_dir):
 # ---------------------------------------------------------------- the web server, in this process
 
 
-@pytest.fixture(scope="module")
-def server(tiny_dir):
+@contextmanager
+def serving(out_dir):
+    """chat.py's server on a free port, in this process, replies of MAX_NEW tokens: (chat, port)."""
     saved = chat.max_new_tokens
     chat.max_new_tokens = MAX_NEW
-    c = chat.Chat(str(tiny_dir))
+    c = chat.Chat(str(out_dir))
     httpd = chat.make_server(c, "127.0.0.1", 0)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield c, httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
-    chat.max_new_tokens = saved
+    try:
+        yield c, httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        chat.max_new_tokens = saved
 
 
-def post(port: int, body: bytes | dict, path: str = "/chat") -> http.client.HTTPResponse:
+@pytest.fixture(scope="module")
+def server(tiny_dir):
+    with serving(tiny_dir) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def tuned_dir(tmp_path_factory):
+    """A chat-tuned checkpoint (random weights, the template recorded): no stop strings."""
+    out = tmp_path_factory.mktemp("out-chat-tuned")
+    make_checkpoint(out / "ckpt.pt", GPTConfig(n_layer=2, n_embd=64, n_head=2, block_size=128),
+                    chat_template=chat_template.NAME)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tuned_server(tuned_dir):
+    with serving(tuned_dir) as s:
+        yield s
+
+
+def client(port: int, **kwargs) -> openai.OpenAI:
+    """The official client, as a user points it at chat.py; no retries unless asked."""
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="any",
+                         **{"max_retries": 0, **kwargs})
+
+
+def post(port: int, body: bytes | dict, path: str = "/v1/chat/completions"):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request("POST", path, body if isinstance(body, bytes) else json.dumps(body).encode(),
                  {"Content-Type": "application/json"})
     return conn.getresponse()
 
 
-def events(response: http.client.HTTPResponse) -> list[tuple[str, dict]]:
-    """(name, data) of each server-sent event in the response."""
-    out = []
-    for block in response.read().decode().split("\n\n")[:-1]:
-        fields = dict(line.split(": ", 1) for line in block.split("\n"))
-        out.append((fields.get("event", "message"), json.loads(fields["data"])))
-    return out
+def messages(history: list[tuple[str, str]], message: str, system: str | None = None) -> list[dict]:
+    turns = [{"role": r, "content": c}
+             for u, a in history for r, c in (("user", u), ("assistant", a))]
+    head = [{"role": "system", "content": system}] if system is not None else []
+    return head + turns + [{"role": "user", "content": message}]
 
 
-def test_web_streams_reply_as_server_sent_events(server):
+def greedy_continuation(model, ids: list[int], n: int) -> tuple[str, int]:
+    """A completion's reference: model.generate's greedy tokens, to EOT, decoded; and how many."""
+    out = model.generate(torch.tensor([ids]), n, temperature=0)[0, len(ids):].tolist()
+    new = out[:out.index(EOT_TOKEN)] if EOT_TOKEN in out else out
+    return enc.decode(new), len(new)
+
+
+def test_models_lists_the_checkpoint(server, tiny_dir):
+    c, port = server
+    models = client(port).models.list().data
+    assert [m.id for m in models] == [tiny_dir.name] == [c.name]
+    assert client(port).models.retrieve(c.name).id == c.name
+
+
+def test_chat_completion_through_the_openai_client(server):
     c, port = server
     history = [("Hi", "Hello there.")]
-    response = post(port, {"message": " How are you? ", "history": history, "temperature": 0})
-    assert response.status == 200 and response.getheader("Content-Type").startswith("text/event-stream")
-    evs = events(response)
-    expected = ref_reply(c.model, history, "How are you?")
-    assert [name for name, _ in evs] == ["message"] * (len(evs) - 1) + ["done"]
-    assert len(evs) > 2  # streamed in pieces, not sent at the end
-    assert "".join(data["text"] for _, data in evs[:-1]) == expected
-    assert evs[-1][1] == {"reply": expected.strip()}
+    response = client(port).chat.completions.create(
+        model="anything", messages=messages(history, "How are you?"), temperature=0,
+        max_completion_tokens=12, user="u1", metadata={"a": "b"})  # max_tokens' newer name
+    expected = ref_reply(c.model, history, "How are you?", max_new=12)
+    choice = response.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content == expected and expected
+    prompt = len(enc.encode(ref_transcript(history, "How are you?")))
+    assert response.usage.prompt_tokens == prompt and response.usage.total_tokens == prompt + 12
+    # random weights never end a reply early unless a stop string cuts it
+    assert choice.finish_reason == ("length" if response.usage.completion_tokens == 12 else "stop")
+    assert response.object == "chat.completion" and response.id.startswith("chatcmpl-")
 
 
-def test_web_refuses_bad_requests(server):
-    _, port = server
-    for body, status, words in [
-        (b"not json", 400, "not JSON"),
-        ({"message": ""}, 400, "message"),
-        ({"message": "hi", "history": [["only one"]]}, 400, "history"),
-        ({"message": "hi", "temperature": -1}, 400, "temperature"),
-        ({"message": "x" * (chat.MAX_REQUEST_BYTES + 1)}, 413, "larger than"),
-    ]:
-        response = post(port, body)
-        assert response.status == status
-        assert words in json.loads(response.read())["error"]
-    assert post(port, {"message": "hi"}, path="/other").status == 404
+def test_streamed_chat_completion_through_the_openai_client(server):
+    c, port = server
+    stream = client(port).chat.completions.create(
+        model=c.name, messages=messages([], "Tell me a story"), temperature=0, stream=True,
+        stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    pieces = [ch.choices[0].delta.content for ch in chunks[1:]
+              if ch.choices and ch.choices[0].delta.content]
+    assert "".join(pieces) == ref_reply(c.model, [], "Tell me a story")
+    assert len(pieces) > 2  # streamed in pieces
+    finishes = [ch.choices[0].finish_reason for ch in chunks if ch.choices]
+    assert finishes[:-1] == [None] * (len(finishes) - 1) and chunks[-1].choices == []  # usage last
+    assert finishes[-1] == ("length" if chunks[-1].usage.completion_tokens == MAX_NEW else "stop")
+    body = {"messages": messages([], "Hi"), "stream": True, "max_tokens": 3}
+    raw = post(port, body).read().decode()
+    assert raw.endswith("\n\ndata: [DONE]\n\n") and raw.startswith("data: {")
+
+
+def test_system_message_replaces_the_header(server):
+    c, port = server
+    reply = client(port).chat.completions.create(
+        model=c.name, messages=messages([], "Hi", system="Be brief."), temperature=0)
+    reply = reply.choices[0].message.content
+    assert reply == ref_reply(c.model, [], "Hi", head="Be brief.")
+
+
+def test_tuned_model_is_served_through_its_chat_template(tuned_server):
+    c, port = tuned_server
+    history = [("Hi", "Hello!")]
+    reply = client(port).chat.completions.create(
+        model=c.name, messages=messages(history, "And now?"), temperature=0)
+    reply = reply.choices[0].message.content
+    text = f"{EOT_TEXT}{HEADER}\n\nUser: Hi\nAssistant: Hello!{EOT_TEXT}User: And now?\nAssistant:"
+    ids = enc.encode(text, allowed_special={EOT_TEXT})
+    steps = c.model.generate_stream(torch.tensor([ids]), MAX_NEW, temperature=0,
+                                    suppress_first=BLANK)
+    new = [t.item() for t in steps]
+    new = new[:new.index(EOT_TOKEN)] if EOT_TOKEN in new else new
+    assert reply == enc.decode(new).lstrip()  # no stop strings: "\n\n" and "User:" may be in it
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_completion_through_the_openai_client(server, stream):
+    c, port = server
+    prompt = "The meaning of life is"
+    expected, n = greedy_continuation(c.model, enc.encode(prompt), 10)
+    ask = dict(model=c.name, prompt=prompt, max_tokens=10, temperature=0)
+    response = client(port).completions.create(**ask, stream=stream)
+    if stream:
+        chunks = list(response)
+        text = "".join(ch.choices[0].text for ch in chunks)
+        finish = chunks[-1].choices[0].finish_reason
+    else:
+        text, finish = response.choices[0].text, response.choices[0].finish_reason
+        assert response.usage.prompt_tokens == len(enc.encode(prompt))
+        assert response.usage.completion_tokens == n
+    assert text == expected and finish == ("length" if n == 10 else "stop")
+    # a stop string: the text ends before it, finish_reason "stop"
+    cut = expected[len(expected) // 2:][:4]
+    stopped = client(port).completions.create(**ask, stop=[cut]).choices[0]
+    assert stopped.text == expected[:expected.index(cut)] and stopped.finish_reason == "stop"
+
+
+def test_a_seed_gives_the_same_sampled_reply(server):
+    c, port = server
+    ask = dict(model=c.name, prompt="Once upon a time", max_tokens=8, temperature=1.0, top_p=0.9)
+    texts = [client(port).completions.create(**ask, seed=seed).choices[0].text
+             for seed in (1, 1, 2)]
+    assert texts[0] == texts[1] != texts[2]
+
+
+@pytest.mark.parametrize("out_dir", ["tiny_dir", "tuned_dir"])
+def test_greedy_replies_equal_the_terminals(out_dir, request):
+    """The same conversation, greedy, through chat.py's terminal (a process of its own) and through
+    the endpoint: the same replies (the terminal's history keeps each reply stripped)."""
+    path = request.getfixturevalue(out_dir)
+    result = run_in_process("chat.py", f"--out_dir={path}", "--temperature=0",
+                            f"--max_new_tokens={MAX_NEW}", stdin="Hello!\nWhat is a GPT?\n")
+    assert result.returncode == 0, result.stderr
+    terminal = [line.removeprefix("Assistant: ") for line in result.stdout.splitlines()
+                if line.startswith("Assistant:")]
+    with serving(path) as (c, port):
+        replies, history = [], []
+        for message in ("Hello!", "What is a GPT?"):
+            response = client(port).chat.completions.create(
+                model=c.name, messages=messages(history, message), temperature=0)
+            replies.append(response.choices[0].message.content)
+            history.append((message, replies[-1].strip()))
+    assert len(terminal) == 2 and terminal == replies
+
+
+REFUSED = [(dict(n=2), "n"),
+           (dict(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
+           (dict(logprobs=True), "logprobs"),
+           (dict(response_format={"type": "json_object"}), "response_format"),
+           (dict(presence_penalty=0.5), "presence_penalty"),
+           (dict(logit_bias={"50256": -100}), "logit_bias"),
+           (dict(extra_body={"mirostat": 2}), "mirostat"),
+           (dict(max_tokens=100_000), "max_tokens"), (dict(temperature=-1), "temperature"),
+           (dict(top_p=0), "top_p"), (dict(stop=["a"] * 5), "stop")]
+
+
+@pytest.mark.parametrize("args,param", REFUSED, ids=[p for _, p in REFUSED])
+def test_what_cannot_be_honoured_is_refused_by_name(server, capsys, args, param):
+    c, port = server
+    with pytest.raises(openai.BadRequestError) as e:
+        client(port).chat.completions.create(model=c.name, messages=messages([], "Hi"), **args)
+    assert e.value.status_code == 400 and e.value.param == param and param in e.value.message
+    log = [line for line in capsys.readouterr().err.splitlines()
+           if "POST /v1/chat/completions" in line]
+    assert len(log) == 1 and " 400 " in log[0] and e.value.body["message"] in log[0]
+
+
+def test_informational_and_default_fields_are_accepted(server):
+    c, port = server
+    response = client(port).chat.completions.create(
+        model=c.name, messages=messages([], "Hi"), max_tokens=2, n=1, presence_penalty=0,
+        frequency_penalty=0.0, logprobs=False, user="me", metadata={"k": "v"}, store=False,
+        response_format={"type": "text"}, seed=3)
+    assert response.choices[0].message.content
+
+
+@pytest.mark.parametrize("bad,words", [
+    ([{"role": "tool", "content": "x"}], "role 'tool'"),
+    ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "alternate"),
+    (messages([("a", "b")], "c")[:2], "end with the user"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+     "image_url"),
+    ("Hi", "'messages' must be a list")])
+def test_bad_messages_are_400(server, bad, words):
+    c, port = server
+    with pytest.raises(openai.BadRequestError, match=words):
+        client(port).chat.completions.create(model=c.name, messages=bad)
+
+
+def test_content_parts_are_read_as_text(server):
+    c, port = server
+    parts = [{"type": "text", "text": "How are "}, {"type": "text", "text": "you?"}]
+    reply = client(port).chat.completions.create(
+        model=c.name, messages=[{"role": "user", "content": parts}], temperature=0)
+    reply = reply.choices[0].message.content
+    assert reply == ref_reply(c.model, [], "How are you?")
+
+
+def test_errors_in_openais_shape(server):
+    c, port = server
+    with pytest.raises(openai.NotFoundError):
+        client(port).embeddings.create(model=c.name, input="x")  # a route chat.py does not serve
+    with pytest.raises(openai.APIStatusError) as e:
+        client(port).chat.completions.create(model=c.name,
+                                             messages=messages([], "x" * chat.MAX_REQUEST_BYTES))
+    assert e.value.status_code == 413 and "larger than" in e.value.message
+    for path, body, status in [("/v1/nothing", {}, 404), ("/chat", {"message": "hi"}, 404),
+                               ("/v1/completions", b"not json", 400),
+                               ("/v1/completions", {"prompt": 1}, 400)]:
+        response = post(port, body, path)
+        error = json.loads(response.read())["error"]
+        assert response.status == status and set(error) == {"message", "type", "param", "code"}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", "/nothing")
-    assert conn.getresponse().status == 404
     conn.request("GET", "/")
     page = conn.getresponse()
     assert page.status == 200 and 'id="message"' in page.read().decode()
 
 
-def test_parse_request():
-    """The POST /chat body: the message is stripped (as the terminal strips a line); a temperature
-    must be a real number in [0, 10] (JSON true is not 1)."""
-    body = {"message": "  How are you?\n", "history": [["Hi", "Hello."]], "temperature": 0}
-    assert chat.parse_request(json.dumps(body).encode()) == ([("Hi", "Hello.")], "How are you?", 0)
-    assert chat.parse_request(b'{"message": "x"}') == ([], "x", None)
-    for bad, words in [({"message": "x", "temperature": True}, "temperature"),
-                       ({"message": "x", "temperature": "0.5"}, "temperature"),
-                       ({"message": "x", "temperature": 10.5}, "temperature"),
-                       ({"message": " \n "}, "message"),
-                       ({"message": "x", "history": [["a", 1]]}, "history"),
-                       ([1, 2], "JSON object")]:
-        with pytest.raises(ValueError, match=words):
-            chat.parse_request(json.dumps(bad).encode())
+def test_conversation_of():
+    assert chat.conversation_of(messages([("a", "b")], "c", system="s")) == ("s", [("a", "b")], "c")
+    developer = [{"role": "developer", "content": "s"}, {"role": "user", "content": "c"}]
+    assert chat.conversation_of(developer) == ("s", [], "c")
+    for bad in [[], [{"role": "user"}], [{"role": "user", "content": " "}],
+                [{"role": "system", "content": "s"}],
+                [{"role": "assistant", "content": "x", "tool_calls": [{}]}]]:
+        with pytest.raises(chat.ApiError):
+            chat.conversation_of(bad)
 
 
 def test_prompt_leaves_room_for_the_reply(server, monkeypatch):
@@ -433,59 +623,111 @@ def test_prompt_leaves_room_for_the_reply(server, monkeypatch):
     assert seen == [enc.encode(ref_transcript(history[fits[0]:], message))]
 
 
-def test_web_answers_a_second_request_while_busy_with_429(server):
+def test_requests_wait_in_a_bounded_queue_then_429_with_retry_after(server, monkeypatch):
+    """While a reply is generated (the test holds the model's lock), 1 + queue_size requests are
+    admitted to wait; one more gets 429 with Retry-After. Then they are served one at a time."""
     c, port = server
-    with c.lock:  # a reply in progress
-        response = post(port, {"message": "hi"})
-        assert response.status == 429 and response.getheader("Retry-After")
-        assert "one at a time" in json.loads(response.read())["error"]
-    response = post(port, {"message": "hi"})
-    assert response.status == 200 and events(response)[-1][0] == "done"
+    monkeypatch.setattr(chat, "queue_size", 1)
+    running, most = [0], [0]
+
+    def counted(*args, original=chat.reply_stream, **kwargs):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            yield from original(*args, **kwargs)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(chat, "reply_stream", counted)
+    ask = dict(model=c.name, messages=messages([], "Hi"), temperature=0)
+    replies = []
+    with c.lock:
+        def ask_once():
+            replies.append(client(port).chat.completions.create(**ask))
+
+        waiting = [threading.Thread(target=ask_once) for _ in range(2)]
+        for t in waiting:
+            t.start()
+        deadline = time.time() + 30
+        while c.admitted < 2 and time.time() < deadline:
+            time.sleep(0.01)
+        assert c.admitted == 2
+        with pytest.raises(openai.RateLimitError) as e:
+            client(port).chat.completions.create(**ask)
+        assert int(e.value.response.headers["Retry-After"]) >= 1 and "busy" in e.value.message
+    for t in waiting:
+        t.join(60)
+    assert len(replies) == 2
+    assert {r.choices[0].message.content for r in replies} == {ref_reply(c.model, [], "Hi")}
+    assert most[0] == 1 and c.admitted == 0  # never two generations at once
+
+
+def test_a_reply_is_bounded_by_the_time_limit(server, monkeypatch):
+    c, port = server
+    monkeypatch.setattr(chat, "time_limit", 0.5)
+    monkeypatch.setattr(chat, "STOP_STRINGS", ("\x00never",))
+
+    def slow(h, original=c.model.logits):
+        time.sleep(0.05)
+        return original(h)
+
+    monkeypatch.setattr(c.model, "logits", slow)
+    t0 = time.time()
+    response = client(port).completions.create(model=c.name, prompt="Go", max_tokens=1000,
+                                               temperature=0)
+    assert time.time() - t0 < 5 and response.choices[0].finish_reason == "length"
+    assert 0 < response.usage.completion_tokens < 100
 
 
 def test_web_reports_a_failed_reply_in_the_stream(server, monkeypatch, capsys):
-    """A reply that fails after the 200 headers went out ends its stream with an 'error' event (one line), not a
-    stream that stops without 'done'; the traceback goes to the server's stderr, and the next request is served."""
+    """A reply that fails after the 200 headers went out ends its stream with an error event (one
+    line), as OpenAI's servers do; the client raises it, the traceback goes to the server's stderr,
+    and the next request is served."""
     c, port = server
 
-    def failing_reply(history, message, temperature):
+    def failing(*args, **kwargs):
         yield "Hel"
         raise RuntimeError("CUDA out of memory\nmore lines of detail")
 
-    monkeypatch.setattr(c, "reply", failing_reply)
-    evs = events(post(port, {"message": "hi"}))
-    assert evs == [("message", {"text": "Hel"}),
-                   ("error", {"error": "the reply failed (RuntimeError: CUDA out of memory)"})]
+    monkeypatch.setattr(c, "generate", failing)
+    ask = dict(model=c.name, messages=messages([], "hi"))
+    stream = client(port).chat.completions.create(**ask, stream=True)
+    with pytest.raises(openai.APIError, match=r"reply failed \(RuntimeError: CUDA out of memory\)"):
+        list(stream)
     assert "Traceback" in capsys.readouterr().err and not c.lock.locked()
     monkeypatch.undo()
-    assert events(post(port, {"message": "hi"}))[-1][0] == "done"
+    assert client(port).chat.completions.create(**ask).choices[0].message.content
 
 
 def raw_post(port: int, headers: bytes, body: bytes = b"") -> socket.socket:
-    """A POST /chat written by hand, for requests http.client will not send; the socket, still open."""
+    """A POST written by hand, for requests http.client will not send; the socket, still open."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + headers + b"\r\n" + body)
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\n" + headers + b"\r\n" + body)
     return sock
 
 
 def status_of(sock: socket.socket) -> tuple[int, str]:
-    """The status and the JSON error of the server's answer on sock."""
+    """The status and the JSON error's message of the server's answer on sock."""
     response = http.client.HTTPResponse(sock)
     response.begin()
-    return response.status, json.loads(response.read())["error"]
+    return response.status, json.loads(response.read())["error"]["message"]
+
+
+BODY = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
 
 
 @pytest.mark.parametrize("value", [b"-5", b"abc", b"1e3", b"+10", b"", b"\xb2"])
 def test_web_refuses_a_content_length_that_is_not_a_size_with_400(server, value):
     """A negative or non-numeric Content-Length is a malformed request (400), not one too large (413)."""
     _, port = server
-    status, error = status_of(raw_post(port, b"Content-Length: " + value + b"\r\n", b'{"message": "hi"}'))
+    status, error = status_of(raw_post(port, b"Content-Length: " + value + b"\r\n", BODY))
     assert status == 400 and "Content-Length" in error
 
 
 def test_web_content_length_of_thousands_of_digits_is_413(server):
     _, port = server  # int() refuses strings of over 4300 digits: too large, not a crash
-    status, error = status_of(raw_post(port, b"Content-Length: " + b"9" * 5000 + b"\r\n", b'{"message": "hi"}'))
+    status, error = status_of(raw_post(port, b"Content-Length: " + b"9" * 5000 + b"\r\n", BODY))
     assert status == 413 and "larger than" in error
 
 
@@ -495,9 +737,9 @@ def test_web_body_shorter_than_its_content_length(server, monkeypatch):
     _, port = server
     monkeypatch.setattr(chat, "REQUEST_TIMEOUT_S", 1.0)
     t0 = time.time()
-    status, error = status_of(raw_post(port, b"Content-Length: 100\r\n", b'{"message":'))
+    status, error = status_of(raw_post(port, b"Content-Length: 100\r\n", b'{"messages":'))
     assert status == 408 and "did not arrive" in error and time.time() - t0 < 10
-    sock = raw_post(port, b"Content-Length: 100\r\n", b'{"message":')
+    sock = raw_post(port, b"Content-Length: 100\r\n", b'{"messages":')
     sock.shutdown(socket.SHUT_WR)
     status, error = status_of(sock)
     assert status == 400 and "ended before" in error
@@ -508,10 +750,9 @@ def test_web_body_trickled_in_is_bounded_in_all(server, monkeypatch):
     REQUEST_TIMEOUT_S."""
     _, port = server
     monkeypatch.setattr(chat, "REQUEST_TIMEOUT_S", 1.0)
-    body = json.dumps({"message": "hi"}).encode()
-    sock = raw_post(port, b"Content-Length: %d\r\n" % len(body))
+    sock = raw_post(port, b"Content-Length: %d\r\n" % len(BODY))
     t0 = time.time()
-    for b in body:  # each wait far inside the timeout; the body's whole time (3.4 s) past it
+    for b in BODY:  # each wait far inside the timeout; the body's whole time past it
         if select.select([sock], [], [], 0.2)[0]:
             break  # the server has answered: stop sending, so its close is clean and the answer can be read
         sock.sendall(bytes([b]))
@@ -519,36 +760,46 @@ def test_web_body_trickled_in_is_bounded_in_all(server, monkeypatch):
     assert status == 408 and time.time() - t0 < 5
 
 
-def test_web_stops_generating_when_the_page_goes_away(server, monkeypatch):
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_leaves_stops_its_generation_and_the_next_starts(server, monkeypatch, stream):
+    """A reply that would run far longer than this test waits (no stop string, no EOT) is stopped
+    as soon as its client closes the connection, streamed or not, and a queued request starts."""
     c, port = server
-    # a reply that would run far longer than this test waits: no stop string, no EOT
-    monkeypatch.setattr(chat, "max_new_tokens", 1_000_000)
+    monkeypatch.setattr(chat, "max_tokens_limit", 1_000_000)
     monkeypatch.setattr(chat, "STOP_STRINGS", ("\x00never",))
-    steps = []
+    steps, starts = [], []
 
     def logits(h, original=c.model.logits):
-        steps.append(1)
+        steps.append(time.time())
         out = original(h)
         out[..., EOT_TOKEN] = float("-inf")
         return out
 
+    def generate(*args, original=c.generate, **kwargs):
+        starts.append(time.time())
+        yield from original(*args, **kwargs)
+
     monkeypatch.setattr(c.model, "logits", logits)
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    body = json.dumps({"message": "Tell me a long story", "temperature": 0}).encode()
-    sock.sendall(b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-    received = b""
-    while b"data:" not in received:  # the reply is streaming
-        received += sock.recv(4096)
-    assert c.lock.locked()
+    monkeypatch.setattr(c, "generate", generate)
+    body = json.dumps({"messages": messages([], "Tell me a long story"), "max_tokens": 1_000_000,
+                       "stream": stream}).encode()
+    sock = raw_post(port, b"Content-Length: %d\r\n" % len(body), body)
+    while len(steps) < 5:  # the reply is being generated
+        time.sleep(0.01)
+    queued = threading.Thread(target=lambda: client(port).completions.create(
+        model=c.name, prompt="Hi", max_tokens=2))
+    queued.start()
+    while c.admitted < 2:
+        time.sleep(0.01)
+    left = time.time()
     sock.close()
-    deadline = time.time() + 30
-    while c.lock.locked() and time.time() < deadline:
-        time.sleep(0.05)
-    assert not c.lock.locked(), "generation went on after the client left"
+    queued.join(30)
+    assert len(starts) == 2, "the queued request never started: generation went on"
+    print(f"the queued request started {starts[1] - left:.3f} s after the client left")
+    assert starts[1] - left < 2
     n = len(steps)
     time.sleep(0.3)
-    assert len(steps) == n < 1_000_000  # and nothing goes on in the background
+    assert len(steps) == n < 1_000_000 and not c.lock.locked()  # nothing goes on in the background
 
 
 # ---------------------------------------------------------------- the page, in a real browser
@@ -615,9 +866,10 @@ def test_browser_chat(smoke_ckpt, tmp_path):
             assert page.eval_on_selector_all(".msg", "els => els.length") == 0
 
             # a reply that fails midway: the page shows the server's error event on the reply, in the error style
-            page.route("**/chat", lambda route: route.fulfill(
+            page.route("**/v1/chat/completions", lambda route: route.fulfill(
                 status=200, content_type="text/event-stream",
-                body='data: {"text": "Hel"}\n\nevent: error\ndata: {"error": "the reply failed (boom)"}\n\n'))
+                body='data: {"choices": [{"delta": {"content": "Hel"}}]}\n\n'
+                     'data: {"error": {"message": "the reply failed (boom)"}}\n\n'))
             page.fill("#message", first)
             page.press("#message", "Enter")
             page.wait_for_selector(".assistant.error", timeout=30_000)

@@ -1,6 +1,7 @@
 """Tests of common.py: batch windows, device and dtype resolution, checkpoint files, and the training step (gradient
 accumulation, GradScaler unscaling before clipping, one DDP all-reduce per step, non-finite updates skipped)."""
 
+import contextlib
 import gc
 import signal
 import subprocess
@@ -374,3 +375,45 @@ def test_ctrl_c_in_any_script_is_one_line_and_other_errors_keep_their_traceback(
     assert p.returncode == -signal.SIGINT and stderr == "error: interrupted (Ctrl-C); nothing half-written is left\n"
     other = subprocess.run([sys.executable, "-c", "import common; 1 / 0"], cwd=ROOT, capture_output=True, text=True)
     assert other.returncode == 1 and "Traceback" in other.stderr and "ZeroDivisionError" in other.stderr
+
+
+# ---------------------------------------------------------------- one setup, one home for ranges
+
+def test_setup_resolves_device_dtype_autocast_and_threads():
+    """The one setup the five scripts call: on the CPU, auto is fp32 with no autocast; bf16
+    autocasts; threads=N sets torch's, "idle" says how many it took, 0 leaves torch's default."""
+    before = torch.get_num_threads()
+    try:
+        s = common.setup("cpu")
+        assert (s.device, s.device_type, s.dtype, s.threads) == ("cpu", "cpu", "float32", "")
+        assert isinstance(s.autocast, contextlib.nullcontext) and torch.get_num_threads() == before
+        s = common.setup("cpu", "bfloat16", threads=1)
+        assert s.dtype == "bfloat16" and isinstance(s.autocast,
+                                                    torch.autocast) and torch.get_num_threads() == 1
+        assert "thread" in common.setup("cpu", threads="idle").threads
+    finally:
+        torch.set_num_threads(before)
+    assert "unknown dtype" in one_line_error(common.setup, "cpu", "float8")
+    assert "unknown device" in one_line_error(common.setup, "tpu")
+
+
+def test_check_ranges_and_check_sampling_name_the_setting():
+    common.check_ranges({"a": 1, "b": 0}, {"a": 1, "b": 0})
+    assert one_line_error(common.check_ranges, {"a": 0},
+                          {"a": 1}).startswith("error: --a must be at least 1, got 0")
+    assert "--b must be 0 or more, got -2" in one_line_error(common.check_ranges, {"b": -2},
+                                                             {"b": 0})
+    common.check_sampling(0.0, 0, 1.0)
+    assert "--temperature=-1" in one_line_error(common.check_sampling, -1, 0, 1.0)
+    assert "up to 10" in one_line_error(common.check_sampling, 11, 0, 1.0, 10)
+    assert "--top_k=-1" in one_line_error(common.check_sampling, 1.0, -1, 1.0)
+    assert "--top_p=0" in one_line_error(common.check_sampling, 1.0, 0, 0)
+
+
+def test_lr_schedule_and_seeded_generator_are_importable():
+    """What tests need of train.py lives in common: the schedule and the seeded streams."""
+    assert common.get_lr(0, 0.0, 1e-3, 1e-4, 0) == pytest.approx(1e-3)
+    a, b = common.seeded_generator(1, 0, 0), common.seeded_generator(1, 0, 0)
+    assert torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b))
+    assert not torch.equal(torch.rand(3, generator=common.seeded_generator(1, 1, 0)),
+                           torch.rand(3, generator=common.seeded_generator(1, 0, 0)))

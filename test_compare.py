@@ -46,7 +46,9 @@ def test_table_and_plot_from_the_command_line(tmp_path):
                                       eval_row(1, 7.9, 3.0)], tail='{"iter": 1, "loss": 7.')
     (tmp_path / "empty").mkdir()
     png = tmp_path / "both.png"
-    out = run_script("compare.py", str(a), str(b), str(tmp_path / "empty"), f"--png={png}", "--title=t").stdout
+    out = run_script("compare.py", "--runs", str(a), str(b), str(tmp_path / "empty"),
+                     f"--png={png}",
+                     "--title=t").stdout
     assert f"{tmp_path / 'empty'}: no metrics.jsonl" in out
     rows = {line.split()[0]: line.split() for line in out.splitlines() if re.match(r"(adamw|muon) ", line)}
     assert rows["adamw"][1:5] == ["4", "400", "8s", "65"]
@@ -62,7 +64,8 @@ def test_a_run_without_evals_and_an_empty_file(tmp_path):
     write_run(tmp_path / "young", [train_row(0, 9.0, 10.0, 1.0)])
     write_run(tmp_path / "blank", [])
     # in this process (the test above runs compare.py in one of its own)
-    result = run_in_process("compare.py", str(tmp_path / "young"), str(tmp_path / "blank"),
+    result = run_in_process("compare.py", "--runs", str(tmp_path / "young"),
+                            str(tmp_path / "blank"),
                             f"--png={tmp_path / 'p.png'}")
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -71,8 +74,13 @@ def test_a_run_without_evals_and_an_empty_file(tmp_path):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda t: [str(t / "nowhere")], "none of"),
-    (lambda t: [str(write_run(t / "r", RUN_A)), f"--png={t / 'missing' / 'x.png'}"], "its folder does not exist"),
+    (lambda t: ["--runs", str(t / "nowhere")], "none of"),
+    (lambda t: ["--runs", str(write_run(t / "r", RUN_A)), f"--png={t / 'missing' / 'x.png'}"],
+     "its folder does not exist"),
+    (lambda t: [], "give the runs to compare"),
+    (lambda t: [str(write_run(t / "r", RUN_A))],
+     "is a folder, not a config file"),  # --runs forgotten
+    (lambda t: ["--runs=" + str(t / "r"), "--png"], "--png=VALUE"),
 ])
 def test_bad_input_is_a_one_line_error(tmp_path, make, message):
     assert message in one_line_error(compare.main, make(tmp_path))

@@ -261,3 +261,109 @@ def test_errors_are_printed_by_the_first_rank_of_a_node_only(monkeypatch):
     assert e.value.code == 1
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert "did you mean 'n_layer'" in refused(script_globals(), ["--n_layr=3"])
+
+
+# ---------------------------------------------------------------- lists, and what a user may type
+
+def test_list_setting_takes_the_values_that_follow(tmp_path):
+    """A list setting (prepare.py's input, compare.py's runs) takes every value up to the next
+    --key or config file, as a shell glob gives them; --key=A, a config file's list and --key=
+    (none) too."""
+    path = write(tmp_path, "n_layer = 4\n")
+    ns = {**script_globals(), "input": []}
+    config = configure(dict(ns), ["--input", "a.txt", "b c.jsonl", "--n_layer=3", "--input=d", "e",
+                                  path],
+                       verbose=False)
+    assert config["input"] == ["d",
+                               "e"] and config["n_layer"] == 4  # later ones win; the file is a file
+    assert configure(dict(ns), ["--input=a.txt"], verbose=False)["input"] == ["a.txt"]
+    assert configure(dict(ns), ["--input=123"],
+                     verbose=False)["input"] == ["123"]  # a path, not a number
+    assert configure(dict(ns), ["--input="], verbose=False)["input"] == []
+    listed = write(tmp_path, "input = ['x.txt', 'y.txt']\n", "list.py")
+    assert configure(dict(ns), [listed], verbose=False)["input"] == ["x.txt", "y.txt"]
+    assert "expects a list of strings" in refused(dict(ns), [write(tmp_path, "input = 'x.txt'\n",
+                                                                   "s.py")])
+    assert "--input=VALUE" in refused(dict(ns), ["--input"])
+
+
+LONG = "Once upon a time, " * 500  # a prompt pasted where a number goes
+
+
+@pytest.mark.parametrize("arg,words", [
+    ("--n_layer=", ["'n_layer'", "expects int", "got str ''"]),
+    ("--n_layer=twelve", ["'n_layer'", "expects int", "'twelve'"]),
+    ("--n_layer=" + LONG, ["'n_layer'", "expects int", f"({len(repr(LONG))} characters)"]),
+    ("--n_layer=" + "[" * 100_000, ["'n_layer'",
+                                    "expects int"]),  # too deep for the parser: a string
+    ("--n_layer=3\n4", ["'n_layer'", "'3\\n4'"]),  # a newline stays on the one line
+    ("--learning_rate=\u00e9\"'", ["'learning_rate'", "expects float"]),  # unicode and quotes
+    ("--learning_rate=1e999", ["'learning_rate'", "finite"]),
+    ("--compile=yes", ["'compile'", "expects bool"]),
+    ("--n_lay\ner=3", ["unknown config key 'n_lay\\ner'"]),
+    ("--" + LONG + "=1", ["unknown config key", "characters)"]),
+    ("-n", ["'-n' is not a setting", "--key=value"]),
+])
+def test_what_a_user_may_type_is_one_line_naming_the_setting(arg, words):
+    message = refused(script_globals(), [arg])
+    assert len(message) < 400 and all(w in message for w in words), message
+
+
+def test_odd_characters_and_long_values_are_kept_as_typed():
+    """A string setting takes what was typed, whatever the characters; nothing is cut."""
+    for value in (LONG, "caf\u00e9 \u2603 \U0001f600", "a 'quoted' \"word\"", "two\nlines", ""):
+        assert configure(script_globals(), [f"--seed_text={value}"],
+                         verbose=False)["seed_text"] == value
+
+
+def test_die_needs_no_torch():
+    """configurator.py (and die) import nothing outside the standard library: prepare.py runs
+    without torch."""
+    import subprocess
+    code = (f"import sys; sys.modules['torch'] = None; sys.path.insert(0, {str(ROOT)!r}); "
+            "import configurator, outputs, prepare; print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.stdout.strip() == "ok", r.stderr
+
+
+# ---------------------------------------------------------------- every script, as a user types it
+
+SCRIPTS = {  # script: an int setting it takes (None: it has none)
+    "prepare.py": "num_proc", "prepare_chat.py": "block_size", "compare.py": None,
+    "study_curve.py": None, "train.py": "n_layer", "sample.py": "num_samples",
+    "chat.py": "max_new_tokens", "eval.py": "batch_size", "bench.py": "iters", "export_hf.py": None,
+    "export_gguf.py": None,
+}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_every_script_takes_the_same_command_line(script):
+    """One command-line system: --help lists each script's settings with their comments, and an
+    unknown key, a wrong type or a pasted paragraph is one line naming the setting."""
+    from conftest import run_in_process
+
+    helped = run_in_process(script, "--help")
+    out = helped.stdout
+    assert helped.returncode == 0 and "settings (change with a config file or --key=value):" in out
+    assert any(line.startswith("  ") and " = " in line and "#" in line for line in out.splitlines())
+    cases = [("--no_such_setting=1", "unknown config key 'no_such_setting'")]
+    if SCRIPTS[script]:
+        key = SCRIPTS[script]
+        cases += [(f"--{key}=", f"'{key}'"), (f"--{key}=three", f"'{key}'"), (f"--{key}={LONG}",
+                                                                              "characters)")]
+    for arg, words in cases:
+        r = run_in_process(script, arg)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode != 0 and len(lines) == 1, (arg[:80], r.stderr[-500:])
+        assert lines[0].startswith("error: ") and words in lines[0], lines[0]
+        assert len(lines[0]) < 400 or arg == cases[0][0]  # values cut short; keys may all be listed
+
+
+def test_die_keeps_any_message_on_one_line():
+    """A newline or tab in a path a script names (--out_dir=$'out\\nx') is written \\n, not a second
+    line."""
+    from configurator import die
+    with pytest.raises(SystemExit) as info:
+        die("no checkpoint at 'out\nx\t'")
+    assert info.value.code == "error: no checkpoint at 'out\\nx\\t'"
+

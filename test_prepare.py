@@ -71,7 +71,7 @@ def test_owt_sample_single_document_splits_tokens(tmp_path):
     # the sample is one .txt file, so one document: too few for a document split,
     # so the last 10% of the token stream is val (nanoGPT's shakespeare rule)
     out = tmp_path / "owt"
-    r = run("--input", OWT_SAMPLE, "--out", out)
+    r = run("--input", OWT_SAMPLE, f"--data_dir={out}")
     assert r.returncode == 0, r.stderr
     train, val, meta = load(out)
     check_counts(out, train, val, meta)
@@ -115,7 +115,7 @@ def test_documents_round_trip(tmp_path, kind):
         inputs, docs = [src], rows + ["One whole file.\n\nIs one document.\n"]
 
     out = tmp_path / "out"
-    r = run("--input", *inputs, "--out", out)
+    r = run("--input", *inputs, f"--data_dir={out}")
     assert r.returncode == 0, r.stderr
     train, val, meta = load(out)
     check_counts(out, train, val, meta)
@@ -135,7 +135,7 @@ def test_documents_round_trip(tmp_path, kind):
 def test_num_docs_and_val_fraction(tmp_path):
     docs = webtext_rows(40)
     out = tmp_path / "out"
-    r = run("--input", write_jsonl(tmp_path / "a.jsonl", docs), "--out", out,
+    r = run("--input", write_jsonl(tmp_path / "a.jsonl", docs), f"--data_dir={out}",
             "--num_docs", "30", "--val_fraction", "0.1")
     assert r.returncode == 0, r.stderr
     train, val, meta = load(out)
@@ -156,7 +156,7 @@ def test_num_docs_across_parquet_row_groups(tmp_path, num_docs):
     write_jsonl(src / "c.jsonl", rows[240:])
     (src / "d.parquet").write_bytes(b"not Parquet, and never opened")
     out = tmp_path / "out"
-    args = ["--input", str(src), "--out", str(out), "--num_proc", "1", "--val_fraction", "0.1"]
+    args = ["--input", str(src), f"--data_dir={out}", "--num_proc=1", "--val_fraction", "0.1"]
     if num_docs == 301:  # past the .jsonl file: d.parquet is read, and refused
         assert "d.parquet" in one_line_error(prepare.main, args + ["--num_docs", str(num_docs)])
         return
@@ -172,7 +172,8 @@ def test_num_docs_across_parquet_row_groups(tmp_path, num_docs):
 def test_few_documents_split_tokens(tmp_path, ndocs):
     docs = webtext_rows(ndocs)
     out = tmp_path / "out"
-    assert run("--input", write_jsonl(tmp_path / "a.jsonl", docs), "--out", out).returncode == 0
+    assert run("--input", write_jsonl(tmp_path / "a.jsonl", docs),
+               f"--data_dir={out}").returncode == 0
     train, val, meta = load(out)
     check_counts(out, train, val, meta)
     stream = tokens_of(docs)
@@ -190,7 +191,8 @@ def test_text_spelling_endoftext_is_ordinary_text(tmp_path):
     boundaries prepare.py puts after each document, so every EOT in the output is one document."""
     docs = ["Text before <|endoftext|> and after.", "A second document."]
     out = tmp_path / "out"
-    prepare.main(["--input", str(write_jsonl(tmp_path / "a.jsonl", docs)), "--out", str(out), "--num_proc", "1"])
+    prepare.main(["--input", str(write_jsonl(tmp_path / "a.jsonl", docs)), f"--data_dir={out}",
+                  "--num_proc=1"])
     train, val, meta = load(out)
     stream = train.tolist() + val.tolist()
     assert stream == tokens_of(docs)
@@ -205,7 +207,8 @@ def test_val_fraction_rule_is_exact(tmp_path):
     src = write_jsonl(tmp_path / "a.jsonl", docs)
     for fraction, val_idx in (("0.3", [3, 6, 9]), ("0.7", [1, 2, 4, 5, 7, 8, 9])):
         out = tmp_path / fraction
-        prepare.main(["--input", str(src), "--out", str(out), "--num_proc", "1", "--val_fraction", fraction])
+        prepare.main(["--input", str(src), f"--data_dir={out}", "--num_proc=1",
+                      f"--val_fraction={fraction}"])
         train, val, meta = load(out)
         assert val.tolist() == tokens_of([docs[i] for i in val_idx])
         assert train.tolist() == tokens_of([d for i, d in enumerate(docs) if i not in val_idx])
@@ -221,13 +224,13 @@ def test_folder_is_read_in_sorted_path_order(tmp_path):
     for name in np.random.default_rng(0).permutation(names):
         (src / name).write_text(f"Document {name}.", encoding="utf-8")
     out = tmp_path / "out"
-    prepare.main(["--input", str(src), "--out", str(out), "--num_proc", "1"])
+    prepare.main(["--input", str(src), f"--data_dir={out}", "--num_proc=1"])
     train, val, _ = load(out)
     assert train.tolist() + val.tolist() == tokens_of([f"Document {name}." for name in sorted(names)])
 
 
 # -----------------------------------------------------------------------------
-# errors: one line on stderr, and nothing left in --out
+# errors: one line on stderr, and nothing left in --data_dir
 
 def make_case(tmp_path: Path, case: str) -> tuple[list, list[str]]:
     if case == "missing":
@@ -284,17 +287,32 @@ def make_case(tmp_path: Path, case: str) -> tuple[list, list[str]]:
 def test_input_errors(tmp_path, case):
     inputs, words = make_case(tmp_path, case)
     out = tmp_path / "out"
-    r = run("--input", *inputs, "--out", out, "--num_proc", "1")
+    r = run("--input", *inputs, f"--data_dir={out}", "--num_proc=1")
     assert_one_line_error(r, *words)
     assert not out.exists()  # no half-written file, not even an empty folder
 
 
-@pytest.mark.parametrize("args,words", [(["--bogus"], ["unrecognized arguments: --bogus", "--help"]),
-                                        (["--num_docs=x"], ["--num_docs", "invalid int value: 'x'"]),
-                                        (["--num_docs=3", "--fraction=0.1"], ["--fraction", "not allowed"])])
+@pytest.mark.parametrize("args,words", [
+    (["--bogus"], ["unknown config key 'bogus'"]),
+    (["--num_docs=x"], ["'num_docs'", "expects int", "'x'"]),
+    (["--num_docs="], ["'num_docs'", "expects int", "''"]),  # an empty value
+    (["--num_docs=-1"], ["--num_docs must be at least 1"]),
+    (["--num_docs=3", "--fraction=0.1"], ["--fraction", "not allowed"]),
+    (["--val_fraction=" + "a pasted paragraph " * 300], ["'val_fraction'",
+                                                         "characters)"]),  # very long
+    (["--seed=1\n2"], ["'seed'", "'1\\n2'"]),  # a newline, kept on the one line
+    (["--num_proc=\u00e9\"'"], ["'num_proc'", "expects int"]),  # unicode and quotes
+    (["--input"], ["--input=VALUE"]),  # a list setting with no value
+    (["-n", "3"], ["'-n' is not a setting", "--key=value"]),
+    (["--input", "a\nb.txt"], ["--input 'a\\nb.txt'", "control character"]),  # a pasted newline
+    (["--input=a.txt", "--data_dir=out\tx"], ["--data_dir", "control character"]),
+    (["--input=" + "a pasted paragraph " * 300], ["cannot read the input", "characters)"]),
+    ([f"--input={OWT_SAMPLE}", "--data_dir=" + "a pasted paragraph " * 300],
+     ["cannot make the folder", "characters)"]),
+])
 def test_argument_errors_are_one_line(args, words):
     r = run(*args)
-    assert r.returncode == 1  # our one-line SystemExit, not argparse's usage block and its status 2
+    assert r.returncode == 1  # our one-line SystemExit, never a usage block or a traceback
     assert_one_line_error(r, *words)
 
 
@@ -302,19 +320,21 @@ def test_argument_errors_are_one_line(args, words):
 def test_hub_options_with_input_are_refused_not_ignored(tmp_path, flag):
     """--input takes its first --num_docs documents: a hub-only option beside it would be ignored."""
     a = write_jsonl(tmp_path / "a.jsonl", ["first"])
-    assert_one_line_error(run("--input", a, "--out", tmp_path / "out", flag), "are for the hub", "would ignore")
+    assert_one_line_error(run("--input", a, f"--data_dir={tmp_path / 'out'}", flag),
+                          "are for the hub", "would ignore")
     assert not (tmp_path / "out").exists()
 
 
 def test_out_that_cannot_be_made_is_one_line(tmp_path):
-    """--out below a file, or where no folder can be made, is refused in one line (was a NotADirectoryError
-    traceback), before a byte is tokenized."""
+    """--data_dir below a file, or where no folder can be made, is refused in one line (was a
+    NotADirectoryError traceback), before a byte is tokenized."""
     a = write_jsonl(tmp_path / "a.jsonl", ["first"])
     (tmp_path / "notes.txt").write_text("x")
-    assert_one_line_error(run("--input", a, "--out", tmp_path / "notes.txt" / "sub"),
-                          f"'{tmp_path / 'notes.txt'}' is a file, not a folder", "--out")
+    assert_one_line_error(run("--input", a, f"--data_dir={tmp_path / 'notes.txt' / 'sub'}"),
+                          f"'{tmp_path / 'notes.txt'}' is a file, not a folder", "--data_dir")
     assert (tmp_path / "notes.txt").read_text() == "x"  # the file in the way is left as it was
-    assert_one_line_error(run("--input", a, "--out", "/proc/no_such_folder"), "cannot make", "--out")
+    assert_one_line_error(run("--input", a, "--data_dir=/proc/no_such_folder"), "cannot make",
+                          "--data_dir")
     assert not os.path.exists("/proc/no_such_folder")
 
 
@@ -322,11 +342,11 @@ def test_existing_output_needs_overwrite(tmp_path):
     out = tmp_path / "out"
     a = write_jsonl(tmp_path / "a.jsonl", ["first"])
     b = write_jsonl(tmp_path / "b.jsonl", ["second"])
-    assert run("--input", a, "--out", out).returncode == 0
+    assert run("--input", a, f"--data_dir={out}").returncode == 0
     before = (out / "train.bin").read_bytes()
-    assert_one_line_error(run("--input", b, "--out", out), str(out), "--overwrite")
+    assert_one_line_error(run("--input", b, f"--data_dir={out}"), str(out), "--overwrite")
     assert (out / "train.bin").read_bytes() == before
-    r = run("--input", b, "--out", out, "--overwrite")
+    r = run("--input", b, f"--data_dir={out}", "--overwrite")
     assert r.returncode == 0, r.stderr
     train, val, _ = load(out)
     assert train.tolist() + val.tolist() == tokens_of(["second"])
@@ -339,7 +359,8 @@ def test_failure_midway_leaves_no_bin(tmp_path):
     write_jsonl(src / "a.jsonl", webtext_rows(1000))
     (src / "b.txt").write_bytes(b"\xff\xfe\x00broken")
     out = tmp_path / "out"
-    assert_one_line_error(run("--input", src, "--out", out, "--num_proc", "1"), "b.txt", "UTF-8")
+    assert_one_line_error(run("--input", src, f"--data_dir={out}", "--num_proc=1"), "b.txt",
+                          "UTF-8")
     assert not out.exists()
 
 
@@ -348,7 +369,7 @@ def test_interrupt_keeps_previous_data(tmp_path, monkeypatch):
     docs = webtext_rows(2000)
     src = write_jsonl(tmp_path / "a.jsonl", docs)
     out = tmp_path / "out"
-    prepare.main(["--input", str(src), "--out", str(out), "--num_proc", "1", "--num_docs", "500"])
+    prepare.main(["--input", str(src), f"--data_dir={out}", "--num_proc=1", "--num_docs", "500"])
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     seen_tmp = []
     real_local_docs = prepare.local_docs
@@ -362,7 +383,7 @@ def test_interrupt_keeps_previous_data(tmp_path, monkeypatch):
 
     monkeypatch.setattr(prepare, "local_docs", interrupted)
     with pytest.raises(SystemExit) as e:
-        prepare.main(["--input", str(src), "--out", str(out), "--num_proc", "1", "--overwrite"])
+        prepare.main(["--input", str(src), f"--data_dir={out}", "--num_proc=1", "--overwrite"])
     assert str(e.value.code).startswith("error: interrupted")
     assert "train.bin.tmp" in seen_tmp[0]  # it was interrupted midway through writing
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -372,7 +393,7 @@ def test_crash_between_renames_leaves_no_meta(tmp_path, monkeypatch):
     # meta.json marks a complete folder: an --overwrite run that dies while renaming
     # its files must not leave the old meta.json vouching for a mix of old and new
     out = tmp_path / "out"
-    prepare.main(["--input", str(write_jsonl(tmp_path / "a.jsonl", ["old"])), "--out", str(out)])
+    prepare.main(["--input", str(write_jsonl(tmp_path / "a.jsonl", ["old"])), f"--data_dir={out}"])
     real_replace = os.replace
 
     def crash_on_val(src, dst):
@@ -381,8 +402,9 @@ def test_crash_between_renames_leaves_no_meta(tmp_path, monkeypatch):
         real_replace(src, dst)
 
     monkeypatch.setattr(prepare.os, "replace", crash_on_val)
-    message = one_line_error(prepare.main, ["--input", str(write_jsonl(tmp_path / "b.jsonl", ["new"])), "--out",
-                                            str(out), "--overwrite"])
+    new = write_jsonl(tmp_path / "b.jsonl", ["new"])
+    message = one_line_error(prepare.main, ["--input", str(new), f"--data_dir={out}",
+                                            "--overwrite"])
     assert "(disk gone)" in message and "holds no new data" in message
     assert not (out / "meta.json").exists() and not list(out.glob("*.tmp"))
 
@@ -393,13 +415,15 @@ def test_a_full_disk_midway_is_one_line_and_keeps_the_previous_data(tmp_path):
     folder that never got its data is not left behind either."""
     small, large = write_jsonl(tmp_path / "a.jsonl", ["old"]), write_jsonl(tmp_path / "b.jsonl", webtext_rows(400))
     out = tmp_path / "out"
-    prepare.main(["--input", str(small), "--out", str(out), "--num_proc", "1"])
+    prepare.main(["--input", str(small), f"--data_dir={out}", "--num_proc=1"])
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with file_size_limit(32 * 1024):
-        message = one_line_error(prepare.main, ["--input", str(large), "--out", str(out), "--num_proc", "1",
+        message = one_line_error(prepare.main, ["--input", str(large), f"--data_dir={out}",
+                                                "--num_proc=1",
                                                 "--overwrite"])
-        assert "(File too large)" in message and "free space or give another --out" in message
-        one_line_error(prepare.main, ["--input", str(large), "--out", str(tmp_path / "new"), "--num_proc", "1"])
+        assert "(File too large)" in message and "free space or give another --data_dir" in message
+        one_line_error(prepare.main, ["--input", str(large), f"--data_dir={tmp_path / 'new'}",
+                                      "--num_proc=1"])
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not (tmp_path / "new").exists()
 
@@ -408,31 +432,35 @@ def test_val_fraction_must_leave_train_data(tmp_path):
     """--val_fraction 1 would put every document in val and leave train.bin empty: refused, like 0."""
     src = write_jsonl(tmp_path / "a.jsonl", webtext_rows(3))
     for fraction in ("1", "0", "1.5"):
-        message = one_line_error(prepare.main, ["--input", str(src), "--out", str(tmp_path / "out"), "--num_proc",
-                                                "1", "--val_fraction", fraction])
+        message = one_line_error(prepare.main, ["--input", str(src),
+                                                f"--data_dir={tmp_path / 'out'}", "--num_proc=1",
+                                                f"--val_fraction={fraction}"])
         assert message.startswith("error: --val_fraction")
     assert not (tmp_path / "out").exists()
 
 
 def test_partial_output_needs_overwrite(tmp_path):
-    """Any one of train.bin, val.bin, meta.json in --out (e.g. left by a crash between renames) is
-    data that only --overwrite may replace."""
+    """Any one of train.bin, val.bin, meta.json in --data_dir (e.g. left by a crash between
+    renames) is data that only --overwrite may replace."""
     src = write_jsonl(tmp_path / "a.jsonl", ["new"])
     for name in ("train.bin", "val.bin", "meta.json"):
         out = tmp_path / name.replace(".", "_")
         out.mkdir()
         (out / name).write_bytes(b"keep me")
-        message = one_line_error(prepare.main, ["--input", str(src), "--out", str(out), "--num_proc", "1"])
+        message = one_line_error(prepare.main, ["--input", str(src), f"--data_dir={out}",
+                                                "--num_proc=1"])
         assert "--overwrite" in message
         assert sorted(p.name for p in out.iterdir()) == [name] and (out / name).read_bytes() == b"keep me"
 
 
 def test_failure_keeps_an_existing_empty_out_folder(tmp_path):
-    """A failed run removes only a folder it created itself: an empty --out the user made stays."""
+    """A failed run removes only a folder it created itself: an empty --data_dir the user made
+    stays."""
     out = tmp_path / "mine"
     out.mkdir()
     (tmp_path / "empty.txt").write_text("")
-    assert_one_line_error(run("--input", tmp_path / "empty.txt", "--out", out, "--num_proc", "1"), "no text")
+    assert_one_line_error(run("--input", tmp_path / "empty.txt", f"--data_dir={out}",
+                              "--num_proc=1"), "no text")
     assert out.is_dir() and not list(out.iterdir())
 
 
@@ -448,7 +476,7 @@ def test_tokenizer_damaged(tmp_path, monkeypatch):
     monkeypatch.setitem(tokenizer.FILES, "vocab.bpe", (str(bad), tokenizer.FILES["vocab.bpe"][1]))
     monkeypatch.setattr(tokenizer, "gpt2", tokenizer.gpt2.__wrapped__)  # not the cached Encoding
     src = write_jsonl(tmp_path / "a.jsonl", ["hello"])
-    msg = one_line_error(prepare.main, ["--input", str(src), "--out", str(tmp_path / "out")])
+    msg = one_line_error(prepare.main, ["--input", str(src), f"--data_dir={tmp_path / 'out'}"])
     assert "GPT-2's tokenizer files" in msg and "damaged" in msg and "git checkout -- tokenizer/" in msg
     assert not (tmp_path / "out").exists()
 
@@ -519,7 +547,7 @@ def hub(tmp_path, monkeypatch):
 
 
 def hub_run(out: Path, *args: str) -> dict:
-    return prepare.main(["--out", str(out), "--num_proc", "1", *args])
+    return prepare.main([f"--data_dir={out}", "--num_proc=1", *args])
 
 
 @pytest.mark.parametrize("main,convert,pr18,revision,files", [
@@ -553,7 +581,7 @@ def test_hub_many_workers_keep_the_order(tmp_path, hub):
     byte for byte what one worker writes."""
     docs = hub("script", "full")
     hub_run(tmp_path / "one")
-    prepare.main(["--out", str(tmp_path / "three"), "--num_proc", "3"])
+    prepare.main([f"--data_dir={tmp_path / 'three'}", "--num_proc", "3"])
     train, val, _ = load(tmp_path / "three")
     assert val.tolist() == tokens_of(docs[199::200])
     assert train.tolist() == tokens_of([d for i, d in enumerate(docs) if i % 200 != 199])
@@ -701,7 +729,7 @@ def test_hub_unreachable_message(tmp_path, monkeypatch):
         raise ConnectionError("Couldn't reach 'Skylion007/openwebtext' on the Hub (LocalEntryNotFoundError)")
 
     monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", unreachable)
-    msg = one_line_error(prepare.main, ["--out", str(tmp_path / "out"), "--num_docs", "10"])
+    msg = one_line_error(prepare.main, [f"--data_dir={tmp_path / 'out'}", "--num_docs", "10"])
     assert msg.startswith("error: cannot reach Skylion007/openwebtext")
     assert "--input" in msg
     assert not (tmp_path / "out").exists()
@@ -709,12 +737,12 @@ def test_hub_unreachable_message(tmp_path, monkeypatch):
 
 def test_hub_without_huggingface_hub_package(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # makes `import huggingface_hub` fail
-    msg = one_line_error(prepare.main, ["--out", str(tmp_path / "out")])
+    msg = one_line_error(prepare.main, [f"--data_dir={tmp_path / 'out'}"])
     assert "pip install huggingface_hub" in msg and "--input" in msg
 
 
 def test_hub_offline_subprocess(tmp_path):
     out = tmp_path / "out"
-    r = run("--out", out, "--num_docs", "10", env={"HF_HUB_OFFLINE": "1"})
+    r = run(f"--data_dir={out}", "--num_docs", "10", env={"HF_HUB_OFFLINE": "1"})
     assert_one_line_error(r, "cannot reach Skylion007/openwebtext", "--input")
     assert not out.exists()

@@ -116,7 +116,7 @@ def test_the_mask_is_exact_in_the_loss():
 def chat_data(tmp_path_factory) -> Path:
     """The HH-RLHF helpful-base test conversations and Chitchat, for config/sft_smoke.py's 128-token context."""
     out = tmp_path_factory.mktemp("chat") / "chat_smoke"
-    prepare_chat.main(["--input", *map(str, TRAIN_FILES), "--out", str(out), "--block_size", "128"])
+    prepare_chat.main(["--input", *map(str, TRAIN_FILES), f"--data_dir={out}", "--block_size=128"])
     return out
 
 
@@ -162,7 +162,8 @@ def test_prepare_chat_writes_whole_conversations_tokens_mask_and_counts(chat_dat
 def test_prepare_chat_bad_input_is_a_one_line_error_naming_file_and_line(tmp_path, line, expected):
     good = json.dumps({"messages": [user("Hi"), assistant("Hello")]})
     path = write_jsonl(tmp_path / "bad.jsonl", [good, line, good])
-    message = one_line_error(prepare_chat.main, ["--input", str(path), "--out", str(tmp_path / "out")])
+    message = one_line_error(prepare_chat.main, ["--input", str(path),
+                                                 f"--data_dir={tmp_path / 'out'}"])
     assert f"{path} {expected}" in message
     assert not (tmp_path / "out").exists()  # nothing half-written
 
@@ -170,30 +171,46 @@ def test_prepare_chat_bad_input_is_a_one_line_error_naming_file_and_line(tmp_pat
 def test_prepare_chat_out_below_a_file_is_one_line(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", [json.dumps({"messages": [user("Hi"), assistant("Hello")]})])
     (tmp_path / "notes.txt").write_text("x")
-    message = one_line_error(prepare_chat.main, ["--input", str(path), "--out", str(tmp_path / "notes.txt" / "sub")])
-    assert "is a file, not a folder" in message and "--out" in message
+    message = one_line_error(prepare_chat.main, ["--input", str(path),
+                                                 f"--data_dir={tmp_path / 'notes.txt' / 'sub'}"])
+    assert "is a file, not a folder" in message and "--data_dir" in message
 
 
 def test_prepare_chat_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
     """Writes failing midway (a file-size limit standing in for a full disk): one line, no .tmp, no folder."""
     with file_size_limit(16 * 1024):
-        message = one_line_error(prepare_chat.main, ["--input", *map(str, TRAIN_FILES), "--out", str(tmp_path / "out"),
-                                                     "--block_size", "128"])
-    assert "(File too large)" in message and "free space or give another --out" in message
+        message = one_line_error(prepare_chat.main, ["--input", *map(str, TRAIN_FILES),
+                                                     f"--data_dir={tmp_path / 'out'}",
+                                                     "--block_size=128"])
+    assert "(File too large)" in message and "free space or give another --data_dir" in message
     assert list(tmp_path.iterdir()) == []
 
 
 def test_prepare_chat_hub_subset_with_input_is_refused(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", [json.dumps({"messages": [user("Hi"), assistant("Hello")]})])
     message = one_line_error(prepare_chat.main, ["--input", str(path), "--hub_subset", "all",
-                                                 "--out", str(tmp_path / "out")])
+                                                 f"--data_dir={tmp_path / 'out'}"])
     assert "--hub_subset" in message and "would ignore" in message and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--hub=nope"], ["--hub='nope'", "hh-rlhf, smoltalk"]),
+    (["--hub=smoltalk", "--input", "a.jsonl"], ["--hub", "not allowed with --input"]),
+    (["--block_size=big"], ["'block_size'", "expects int"]),
+    (["--input=a.jsonl", "--num_conversations=-2"], ["--num_conversations must be at least 1"]),
+    (["--data_dri=x"], ["did you mean 'data_dir'"]),
+    ([], ["give --input"]),
+])
+def test_prepare_chat_bad_settings_are_one_line(args, words):
+    message = one_line_error(prepare_chat.main, args)
+    assert all(w in message for w in words), message
 
 
 def test_prepare_chat_keeps_earlier_data_when_it_fails(chat_data, tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", ['{"messages": []}'])
     before = {p.name: p.read_bytes() for p in chat_data.iterdir()}
-    message = one_line_error(prepare_chat.main, ["--input", str(bad), "--out", str(chat_data), "--overwrite"])
+    message = one_line_error(prepare_chat.main, ["--input", str(bad), f"--data_dir={chat_data}",
+                                                 "--overwrite"])
     assert "must be a non-empty list" in message
     assert {p.name: p.read_bytes() for p in chat_data.iterdir()} == before
 
@@ -218,16 +235,18 @@ def test_hub_smoltalk_and_hh_rlhf_through_the_datasets_streaming_api(tmp_path, m
         return datasets.Dataset.from_list(rows).to_iterable_dataset(num_shards=2)
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    meta = prepare_chat.main(["--hub", "smoltalk", "--out", str(tmp_path / "smol")])
+    meta = prepare_chat.main(["--hub", "smoltalk", f"--data_dir={tmp_path / 'smol'}"])
     assert calls[0] == ("HuggingFaceTB/smoltalk", ("everyday-conversations",), {"split": "train", "streaming": True})
     assert meta["train"]["conversations"] + meta["val"]["conversations"] == 60 and meta["skipped"] == 0
     train = np.fromfile(tmp_path / "smol" / "train.bin", dtype=np.uint16)
     assert "<|endoftext|>You are kind.\n\nUser:" in enc.decode(train.tolist())  # the system message is the header
-    prepare_chat.main(["--hub", "smoltalk", "--hub_subset", "all", "--out", str(tmp_path / "all")])
+    prepare_chat.main(["--hub", "smoltalk", "--hub_subset", "all",
+                       f"--data_dir={tmp_path / 'all'}"])
     assert calls[1][1] == ("all",)
-    meta = prepare_chat.main(["--hub", "hh-rlhf", "--out", str(tmp_path / "hh")])
+    meta = prepare_chat.main(["--hub", "hh-rlhf", f"--data_dir={tmp_path / 'hh'}"])
     assert calls[2] == ("Anthropic/hh-rlhf", (), {"split": "train", "streaming": True})
-    prepare_chat.main(["--hub", "hh-rlhf", "--hub_subset", "helpful-base", "--out", str(tmp_path / "hb")])
+    prepare_chat.main(["--hub", "hh-rlhf", "--hub_subset", "helpful-base",
+                       f"--data_dir={tmp_path / 'hb'}"])
     assert calls[3] == ("Anthropic/hh-rlhf", (), {"split": "train", "streaming": True, "data_dir": "helpful-base"})
     kept_or_dropped = sum(meta[s][k] for s in ("train", "val") for k in ("conversations", "dropped"))
     assert meta["skipped"] == 1 and kept_or_dropped == 59
@@ -243,7 +262,8 @@ def test_hub_unreachable_is_a_one_line_error(tmp_path, monkeypatch):
         raise ConnectionError("Couldn't reach 'HuggingFaceTB/smoltalk' on the Hub")
 
     monkeypatch.setitem(sys.modules, "datasets", FakeDatasets(unreachable))
-    message = one_line_error(prepare_chat.main, ["--hub", "smoltalk", "--out", str(tmp_path / "out")])
+    message = one_line_error(prepare_chat.main, ["--hub", "smoltalk",
+                                                 f"--data_dir={tmp_path / 'out'}"])
     assert "cannot reach HuggingFaceTB/smoltalk" in message and "--input" in message
     assert not (tmp_path / "out").exists()
 
@@ -252,7 +272,7 @@ def test_hub_offline_subprocess(tmp_path):
     """The real datasets package with the hub out of reach (HF_HUB_OFFLINE): a one-line error, no folder left."""
     import datasets  # noqa: F401  (installed: the error must come from the real package finding no hub)
     out = tmp_path / "out"
-    result = run_script("prepare_chat.py", "--hub", "smoltalk", "--out", str(out), check=False,
+    result = run_script("prepare_chat.py", "--hub", "smoltalk", f"--data_dir={out}", check=False,
                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode != 0 and result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("error: cannot reach HuggingFaceTB/smoltalk") and "--input" in result.stderr
@@ -301,7 +321,8 @@ def tiny_base(owt_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_chat(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-chat") / "chat"
-    prepare_chat.main(["--input", str(CHAT / "chitchat.jsonl"), "--out", str(out), "--block_size", "32"])
+    prepare_chat.main(["--input", str(CHAT / "chitchat.jsonl"), f"--data_dir={out}",
+                       "--block_size=32"])
     return out
 
 

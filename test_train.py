@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,15 +38,6 @@ def metrics(out: Path) -> tuple[list[dict], list[dict]]:
     """(train records, eval records) of out/metrics.jsonl."""
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [r for r in rows if "loss" in r], [r for r in rows if "val_loss" in r]
-
-
-def script_functions(*names: str, **settings) -> dict:
-    """Functions defined in train.py, without running the script; `settings` stand in for the globals they read."""
-    tree = ast.parse((ROOT / "train.py").read_text())
-    defs = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in names]
-    namespace = {"math": math, **settings}
-    exec(compile(ast.Module(body=defs, type_ignores=[]), "train.py", "exec"), namespace)
-    return namespace
 
 
 def val_loss_of(model: GPT, data: Path, n: int = 4) -> float:
@@ -78,7 +70,7 @@ def small_data(owt_data, tmp_path_factory) -> Path:
 # ---------------------------------------------------------------- the script's helpers
 
 def test_gpu_check_knows_which_builds_run_on_which_gpus():
-    runs_on = script_functions("runs_on")["runs_on"]
+    runs_on = common.runs_on
     v100, a100, h100 = (7, 0), (8, 0), (9, 0)
     assert runs_on(*v100, ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"])  # cu126 wheels
     assert not runs_on(*v100, ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"])  # cu128 wheels from 2.11 on
@@ -91,8 +83,9 @@ def test_gpu_check_knows_which_builds_run_on_which_gpus():
 @pytest.mark.parametrize("schedule", ["cosine", "wsd"])
 def test_lr_schedule_warms_up_then_ends_exactly_at_min_lr(schedule):
     peak, low, warmup, frac = 1e-3, 1e-4, 10, 0.2
-    get_lr = script_functions("get_lr", learning_rate=peak, min_lr=low, warmup_iters=warmup, lr_schedule=schedule,
-                              decay_fraction=frac)["get_lr"]
+    get_lr = partial(common.get_lr, learning_rate=peak, min_lr=low, warmup_iters=warmup,
+                     lr_schedule=schedule,
+                     decay_fraction=frac)
     ramp = [get_lr(s, 0.0) for s in range(warmup + 1)]
     assert ramp == sorted(ramp) and ramp[0] == pytest.approx(peak / (warmup + 1)) and ramp[-1] == pytest.approx(peak)
     assert get_lr(1000, 1.0) == pytest.approx(low, abs=1e-15) and get_lr(1000, 1.5) == pytest.approx(low, abs=1e-15)
@@ -321,8 +314,9 @@ def test_compiled_training_resumes_saves_plain_weights_and_recompiles_once(small
     model.load_state_dict(checkpoint["model"])  # strict: every name is the plain model's
     model.eval()
     with torch.no_grad():  # train.py's val loss: eval_iters=2 batches, batch k from its own seed
-        get_batch, seeded = common.get_batch, script_functions("seeded_generator", np=np, torch=torch)
-        losses = [model(*get_batch(str(small_data), "val", 4, 32, seeded["seeded_generator"](k)))[1] for k in (0, 1)]
+        get_batch, seeded_generator = common.get_batch, common.seeded_generator
+        losses = [model(*get_batch(str(small_data), "val", 4, 32,
+                                   seeded_generator(k)))[1] for k in (0, 1)]
     assert checkpoint["iter_num"] == 4 and float(torch.stack(losses).mean()) == pytest.approx(b_eval[-1]["val_loss"],
                                                                                           abs=1e-4)
 
@@ -361,7 +355,8 @@ def test_time_budget_ends_in_time_and_a_resume_continues_it(owt_data, tmp_path):
     # the clock and the schedule went on from the checkpoint's, rather than from elapsed 0 and the peak LR: the
     # first resumed step is at least as far along as the checkpoint's elapsed time over the budget
     peak, low = 3e-2, 3e-4  # the smoke config's learning_rate (overridden in TINY) and min_lr
-    get_lr = script_functions("get_lr", learning_rate=peak, min_lr=low, warmup_iters=2, lr_schedule="cosine")["get_lr"]
+    get_lr = partial(common.get_lr, learning_rate=peak, min_lr=low, warmup_iters=2,
+                     lr_schedule="cosine")
     assert resumed[0]["elapsed"] > first["elapsed"] and resumed[0]["lr"] < get_lr(2, first["elapsed"] / budget)
     # the schedule ran on the clock (lr_decay_iters is far away) and reached min_lr at the deadline
     assert resumed[-1]["lr"] - low < 0.1 * (peak - low)
@@ -378,7 +373,7 @@ def test_val_loss_is_the_eval_mode_mean_over_fixed_windows_and_each_step_follows
     checkpoint = common.load_checkpoint(str(out))
     assert checkpoint["iter_num"] == checkpoint["val_iter"] == 3
     model = common.model_from_checkpoint(checkpoint).eval()
-    seeded_generator = script_functions("seeded_generator", np=np, torch=torch)["seeded_generator"]
+    seeded_generator = common.seeded_generator
     with torch.no_grad():  # TINY: eval_iters=2, batch_size=4, block_size=32
         losses = [model(*common.get_batch(str(small_data), "val", 4, 32, seeded_generator(k)))[1].item()
                   for k in range(2)]

@@ -23,7 +23,6 @@ import time
 from dataclasses import fields
 from functools import partial
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -118,29 +117,15 @@ for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):  # kill / Ctrl-C / a
     signal.signal(sig, on_signal)
 
 
-def runs_on(major: int, minor: int, archs: list[str]) -> bool:
-    """Whether a torch build for archs (torch.cuda.get_arch_list(), e.g. ['sm_75', 'sm_80', 'compute_90']) runs on
-    a GPU of compute capability major.minor: machine code (sm_XY) runs on the same major version at an equal or later
-    minor; PTX (compute_XY) is compiled by the driver for any later GPU."""
-    for arch in archs:
-        kind, _, version = arch.partition("_")
-        v = int(version.rstrip("af"))  # sm_90a, sm_100f: architecture- and family-specific variants
-        if v <= 10 * major + minor and (kind == "compute" or v // 10 == major):
-            return True
-    return False
-
-
 # Every setting's range, checked before anything runs: a 0 in the first list would divide by zero or stop the run
 # at once, and a negative value would silently mean something else (negative warmup_iters make the learning rate
 # negative, a negative time budget is no budget). `python train.py --help` shows each setting with its comment.
-for name in ("batch_size", "batch_tokens", "block_size", "eval_interval", "eval_iters", "log_interval",
-             "divergence_steps", "vocab_multiple_of", "ffn_multiple_of"):
-    if config[name] < 1:
-        die(f"{name} must be at least 1, got {config[name]} (python train.py --help explains each setting)")
-for name in ("max_iters", "lr_decay_iters", "time_budget_hours", "warmup_iters", "weight_decay", "grad_clip",
-             "loss_chunk", "hellaswag_every_eval", "seed"):
-    if config[name] < 0:
-        die(f"{name} must be 0 or more, got {config[name]} (python train.py --help explains each setting)")
+common.check_ranges(config, dict.fromkeys(
+    ("batch_size", "batch_tokens", "block_size", "eval_interval", "eval_iters", "log_interval",
+     "divergence_steps", "vocab_multiple_of", "ffn_multiple_of"), 1))
+common.check_ranges(config, dict.fromkeys(
+    ("max_iters", "lr_decay_iters", "time_budget_hours", "warmup_iters", "weight_decay",
+     "grad_clip", "loss_chunk", "hellaswag_every_eval", "seed"), 0))
 if learning_rate <= 0:
     die(f"learning_rate must be positive, got {learning_rate}")
 if not 0 <= min_lr <= learning_rate:
@@ -163,13 +148,12 @@ if max_iters <= 0 and time_budget_hours <= 0:
 if compile not in (None, True, False):
     die(f"compile must be True, False or None (automatic), got {compile!r}")
 device = common.resolve_device(device)
-device_type = device.split(":")[0]  # cpu or cuda: resolve_device refuses the rest
-if device_type == "cuda":
+if device.startswith("cuda"):
     if ddp or device == "cuda":  # each rank its own GPU; set_device below needs an index even on one process
         device = f"cuda:{local_rank}"
     # A build without kernels for this GPU fails later with "no kernel image is available"; say why now.
     major, minor = torch.cuda.get_device_capability(device)
-    if not runs_on(major, minor, torch.cuda.get_arch_list()):
+    if not common.runs_on(major, minor, torch.cuda.get_arch_list()):
         # pip keeps an installed torch of the same version whatever its build: uninstall it first
         build = (" --index-url https://download.pytorch.org/whl/cu126" if (major, minor) < (7, 5) else "")
         die(f"this torch {torch.__version__} has no kernels for {torch.cuda.get_device_name(device)} "
@@ -178,9 +162,9 @@ if device_type == "cuda":
             + (" (CUDA 12.6, the last with Volta's kernels)" if build else ""))
     torch.cuda.set_device(device)
     torch.set_float32_matmul_precision("high")  # TF32 for any fp32 matmul on Ampere and later
-dtype = common.resolve_dtype(dtype, device_type)
+# after set_device, so that dtype=auto asks this rank's GPU
+device, device_type, dtype, autocast, _ = common.setup(device, dtype)
 compile = device_type == "cuda" if compile is None else compile
-autocast = common.autocast(device_type, dtype)
 
 # global batch -> gradient accumulation: the same tokens per optimizer step whatever the world size
 tokens_per_micro = batch_size * block_size * world_size
@@ -233,11 +217,6 @@ if ddp:
     dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
 
 
-def seeded_generator(*key: int) -> torch.Generator:
-    """A torch.Generator whose stream is fixed by key, e.g. (seed, rank, step): distinct keys, independent streams."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-
-
 # ---------------------------------------------------------------- model, optimizer, state
 torch.manual_seed(seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
 if checkpoint:
@@ -249,7 +228,8 @@ optimizers = model.configure_optimizers(weight_decay, learning_rate, (beta1, bet
                                         muon_momentum, muon_weight_decay)  # [AdamW] or [Muon, AdamW]
 # fp16 has 5 exponent bits: small gradients underflow unless the loss is scaled up first (Micikevicius et al. 2018)
 scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
-data_gen = seeded_generator(seed, rank, 0)  # training windows: different per rank, reproducible from the seed
+# training windows: different per rank, reproducible from the seed
+data_gen = common.seeded_generator(seed, rank, 0)
 torch.manual_seed(seed + rank)  # dropout: different per rank
 iter_num, tokens_seen, skipped, elapsed_before, best_val_loss, val_loss = 0, 0, 0, 0.0, float("inf"), float("nan")
 val_iter = None  # the step val_loss was measured at: a signal stops a run without an eval, so it may lag iter_num
@@ -271,7 +251,7 @@ if init_from == "resume":
         if device_type == "cuda" and "cuda" in rng["ranks"][rank]:
             torch.cuda.set_rng_state(rng["ranks"][rank]["cuda"])
     else:  # another world size: fresh streams, still distinct from every window drawn before
-        data_gen = seeded_generator(seed, rank, iter_num)
+        data_gen = common.seeded_generator(seed, rank, iter_num)
         if master:
             print(f"resuming a {rng['world_size']}-rank run on {world_size}: data streams reseeded, not continued")
 checkpoint = None  # free the memory
@@ -337,17 +317,6 @@ def write_report(status: str) -> None:
         common.die_of_disk(f"{out_dir}/report.md", e, ckpt_path)
 
 
-def get_lr(step: int, progress: float) -> float:
-    """Linear warmup over warmup_iters steps, times a decay that reaches min_lr at progress 1 (the end of training)."""
-    warmup = min(1.0, (step + 1) / (warmup_iters + 1))
-    progress = min(1.0, progress)
-    if lr_schedule == "cosine":  # Loshchilov & Hutter 2017
-        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
-    else:  # wsd: the peak until the last decay_fraction, then linear to min_lr
-        decay = min(1.0, (1.0 - progress) / decay_fraction)
-    return warmup * (min_lr + decay * (learning_rate - min_lr))
-
-
 @torch.no_grad()
 def evaluate() -> float:
     """Mean val loss over batches 0..eval_iters-1, each drawn from its own fixed seed: the same windows at every
@@ -363,7 +332,8 @@ def evaluate() -> float:
                 continue
             x, y = batch
         else:
-            x, y = get_batch(data_dir, "val", batch_size, block_size, seeded_generator(k), device)
+            gen = common.seeded_generator(k)
+            x, y = get_batch(data_dir, "val", batch_size, block_size, gen, device)
         weight = (y != -1).sum() if chat else torch.ones((), device=device)
         with autocast:
             total += torch.stack([fast_model(x, y)[1].float() * weight, weight.float()])
@@ -485,7 +455,8 @@ while True:
     # ---- one optimizer step: grad_accum micro-steps, gradients synchronised only on the last one
     t0, step = time.monotonic(), iter_num
     progress = max((iter_num + 1) / decay_iters if decay_iters else 0.0, time_progress)  # at the end of this step
-    lr = get_lr(iter_num, progress)
+    lr = common.get_lr(iter_num, progress, learning_rate, min_lr, warmup_iters, lr_schedule,
+                       decay_fraction)
     for opt in optimizers:  # the schedule scales Muon's own peak alike
         for group in opt.param_groups:
             group["lr"] = lr * muon_lr / learning_rate if isinstance(opt, torch.optim.Muon) else lr

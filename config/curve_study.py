@@ -1,6 +1,6 @@
-# The Muon-against-AdamW curve (issue 18; BENCHMARKS.md, "Recipe"): one model small enough that the shared
+# The Muon-against-AdamW curve (BENCHMARKS.md, "Recipe"): one model small enough that the shared
 # Wikipedia's 13.5M train tokens, never repeated, reach the largest data-to-model ratio a 2-core CPU allows.
-#   python prepare.py --input ../shared/data/wikipedia --out data/wikipedia --val_fraction 0.05
+#   python prepare.py --input ../shared/data/wikipedia --data_dir=data/wikipedia --val_fraction 0.05
 #   bash study_curve.sh
 # Option A's block (RMSNorm, RoPE, SwiGLU, tied, no biases), 2 layers of 32: 1,633,088 parameters at vocab 50,257,
 # 1,608,224 of them the embedding, 24,864 in the blocks. 13.5M tokens are 8.3 per parameter, 544 per non-embedding
@@ -27,5 +27,5 @@ eval_iters = 40  # 40 x 4 x 256 = 41K held-out tokens, the same windows at every
 log_interval = 50
 
 device = "cpu"
-dtype = "float32"  # the CPU has no fast bf16 path here: fp32 is 1.25x faster than bf16 autocast, and exact
+dtype = "float32"  # exact, and faster than bf16 autocast on the study's CPU (BENCHMARKS.md)
 compile = False

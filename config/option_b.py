@@ -1,9 +1,8 @@
 # Option B, deeper: d_model 256, 24 layers, 8 heads of 32, SwiGLU 682, RMSNorm, RoPE, tied.
-# 31,740,416 parameters. Trained on OpenWebText for a 23-hour budget on 8×V100:
+# 31,740,416 parameters, for a 23-hour budget on 8×V100:
 #   torchrun --standalone --nproc_per_node=8 train.py config/option_b.py
 # The deep-and-thin end of MobileLLM's finding (Liu et al. 2024) that depth beats width below ~125M.
-# Same training recipe as option A (AdamW, cosine, lr 1e-3, warmup 1000: the reasons, from the recipe
-# study and the papers, are beside them in option_a.py); only the shape changes, so the two compare cleanly.
+# Option A's recipe, so the two compare cleanly: only the shape changes (docs/recipe.md says why).
 from pathlib import Path
 
 exec(Path(__file__).with_name("option_a.py").read_text())

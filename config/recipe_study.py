@@ -1,8 +1,8 @@
 # The recipe study (BENCHMARKS.md, "Recipe"): option A's block, small enough to compare optimizers and schedules
 # on a 2-core CPU, on data that never repeats (~14M tokens of Wikipedia, 188 held-out articles as val):
-#   python prepare.py --input ../shared/data/wikipedia --out data/wikipedia --val_fraction 0.05
+#   python prepare.py --input ../shared/data/wikipedia --data_dir=data/wikipedia --val_fraction 0.05
 #   OMP_NUM_THREADS=1 python train.py config/recipe_study.py --out_dir=out-recipe/adamw-3e-3 --learning_rate=3e-3
-# 300 steps x 1,024 tokens = 307K tokens, 2% of the data, never repeated; ~10 minutes on one busy core (bf16).
+# 300 steps x 1,024 tokens = 307K tokens, 2% of the data, never repeated (timings: BENCHMARKS.md).
 
 out_dir = "out-recipe/run"
 data_dir = "data/wikipedia"
@@ -25,5 +25,5 @@ eval_iters = 40  # 40 x 4 x 256 = 41K held-out tokens, the same windows at every
 log_interval = 10
 
 device = "cpu"
-dtype = "bfloat16"  # ~1.9x faster than fp32 on this CPU (AMX), same loss to 4 digits over 8 steps
+dtype = "bfloat16"  # faster than fp32 on the study's CPU (AMX), the same loss (BENCHMARKS.md)
 compile = False

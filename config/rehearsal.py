@@ -5,7 +5,8 @@
 # test_train.py checks that this file changes nothing else of option A's.
 
 out_dir = "out-rehearsal"
-data_dir = "data/owt_sample"  # python prepare.py --input ../shared/data/openwebtext_sample --out data/owt_sample
+# python prepare.py --input ../shared/data/openwebtext_sample --data_dir=data/owt_sample
+data_dir = "data/owt_sample"
 
 # the model shrinks (option A's block, heads of 64 as there): 2 layers of 64 instead of 16 of 320
 n_layer = 2

@@ -1,13 +1,10 @@
 # Supervised fine-tuning (SFT) of option A's 23-hour checkpoint on conversations, so that it answers in turns:
-#   python prepare_chat.py --hub smoltalk --hub_subset all --out data/smoltalk   # HuggingFaceTB/smoltalk
+#   python prepare_chat.py --hub=smoltalk --hub_subset=all --data_dir=data/smoltalk
 #   torchrun --standalone --nproc_per_node=8 train.py config/sft_option_a.py     # or: python train.py ... (1 GPU)
 #   python chat.py --out_dir=out-sft-option-a
 # smoltalk's everyday-conversations subset alone (--hub_subset everyday-conversations, ~2K conversations) suits a
 # small model but is over in a few steps; the whole set gives the run something to learn from.
-#
-# How long (a projection, not a measurement): 2,000 steps of 131,072 tokens = 262M tokens. At the rate BENCHMARKS.md
-# projects for option A on 8xV100 (90B tokens in 23 h at an assumed 30% MFU: ~1.09M tokens/s; a fine-tuning step
-# is a pretraining step on other tokens), that is ~4 minutes on 8 GPUs and ~32 minutes on one, plus the evals.
+# How long: docs/sft.md, "Training" (a projection from BENCHMARKS.md's, not a measurement).
 
 init_from = "out-option-a"  # the pretrained weights; the optimizer and schedule start fresh
 out_dir = "out-sft-option-a"

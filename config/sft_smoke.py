@@ -1,7 +1,7 @@
 # Supervised fine-tuning (SFT) of config/smoke.py's checkpoint on real conversations, on a CPU in a minute or two:
 #   python train.py config/smoke.py                     # the base model, out-smoke
 #   python prepare_chat.py --input ../shared/data/chat/hh_helpful_base_test.jsonl \
-#       ../shared/data/chat/chitchat.jsonl --out data/chat_smoke --block_size 128
+#       ../shared/data/chat/chitchat.jsonl --data_dir=data/chat_smoke --block_size 128
 #   python train.py config/sft_smoke.py                 # the chat-tuned model, out-sft-smoke
 #   python chat.py --out_dir=out-sft-smoke
 # The loop, resume, DDP and time budget are train.py's own; only the data (conversations, with the loss on the

@@ -1,6 +1,5 @@
-# A tiny model that trains on a CPU in minutes (5 m 21 s on a 2-core VM at load average 5), on the offline
-# OpenWebText sample:
-#   python prepare.py --input ../shared/data/openwebtext_sample --out data/owt_sample
+# A tiny model that trains on a CPU in minutes, on the offline OpenWebText sample:
+#   python prepare.py --input ../shared/data/openwebtext_sample --data_dir=data/owt_sample
 #   python train.py config/smoke.py
 #   torchrun --standalone --nproc_per_node=2 train.py config/smoke.py   # the same batch on 2 processes
 # For checking that everything runs end to end, not for quality.
