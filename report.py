@@ -5,22 +5,31 @@ train.py writes out_dir/report.md at each eval and at the end (train_report). sp
 pretraining, fine-tuning and evaluation on one page at the end:
 
     python report.py --out=out-demo/report.md --runs out-demo/base out-demo/sft \\
-        --eval out-demo/eval-base.json out-demo/eval-sft.json \\
-        --text out-demo/sample.txt out-demo/chat.txt --stages=out-demo/stages.tsv
+        --evals out-demo/eval-base.json out-demo/eval-sft.json \\
+        --texts out-demo/sample.txt out-demo/chat.txt --stages=out-demo/stages.tsv
 """
 
-import argparse
 import json
 import math
 import os
 import platform
 import re
 import statistics
+import sys
 
 import torch
 
 import compare
 from common import die, read_metrics
+from configurator import configure
+
+# -----------------------------------------------------------------------------
+out = "report.md"  # the page to write
+runs = []  # train.py out_dirs, each holding report.md
+evals = []  # eval.py --json files
+texts = []  # text files shown as they are (a sample, a chat)
+stages = ""  # a tab-separated file: stage, time, what it did
+# -----------------------------------------------------------------------------
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -120,19 +129,13 @@ def final_report(out: str, runs: list[str], evals: list[str], texts: list[str], 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Gather runs' reports, eval.py results and texts on one page.")
-    parser.add_argument("--out", required=True, help="the page to write (report.md)")
-    parser.add_argument("--runs", nargs="*", default=[], help="train.py out_dirs (with report.md)")
-    parser.add_argument("--eval", nargs="*", default=[], help="eval.py --json files")
-    parser.add_argument("--text", nargs="*", default=[], help="text files shown as they are")
-    parser.add_argument("--stages", default="", help="a tab-separated file: stage, time, what")
-    args = parser.parse_args(argv)
-    for path in [os.path.join(r, "report.md") for r in args.runs] + args.eval + args.text:
+    # a copy of the module's globals, so the defaults stay for the next call
+    a = configure(dict(globals()), sys.argv[1:] if argv is None else argv, verbose=False)
+    for path in [os.path.join(r, "report.md") for r in a["runs"]] + a["evals"] + a["texts"]:
         if not os.path.isfile(path):
             die(f"{path} not found: run the stage that writes it first")
-    write_atomic(args.out, final_report(args.out, args.runs, args.eval, args.text, args.stages))
-    print(f"report: {args.out}")
+    write_atomic(a["out"], final_report(a["out"], a["runs"], a["evals"], a["texts"], a["stages"]))
+    print(f"report: {a['out']}")
 
 
 if __name__ == "__main__":

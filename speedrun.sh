@@ -234,8 +234,8 @@ stage report "pretraining, fine-tuning and evaluation on one page"
 RUNS=("$OUT/base")
 [ "$SKIP_SFT" = 1 ] || RUNS+=("$OUT/sft")
 done_stage  # recorded first, so that the page lists this stage too
-"$PY" report.py --out="$OUT/report.md" --runs "${RUNS[@]}" --eval "${EVALS[@]}" \
-    --text "${TEXTS[@]}" --stages="$OUT/stages.tsv"
+"$PY" report.py --out="$OUT/report.md" --runs "${RUNS[@]}" --evals "${EVALS[@]}" \
+    --texts "${TEXTS[@]}" --stages="$OUT/stages.tsv"
 
 ACTIVATE=""
 [ "$INSTALL" = 0 ] || ACTIVATE="source .venv/bin/activate && "
