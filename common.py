@@ -242,7 +242,7 @@ def load_meta(data_dir: str) -> dict:
     path = os.path.join(data_dir, "meta.json")
     if not os.path.exists(path):
         die(f"no prepared data in '{data_dir}' (missing meta.json): run `python prepare.py` for OpenWebText, "
-            f"or `python prepare.py --input ../shared/data/openwebtext_sample "
+            f"or `python prepare.py --input demo_data/tinyshakespeare.txt "
             f"--data_dir={data_dir}` offline")
     again = f"prepare the data again (python prepare.py ... --data_dir={data_dir} --overwrite)"
     try:
@@ -388,14 +388,10 @@ def get_chat_batch(data_dir: str, split: str, batch_size: int, block_size: int, 
 
 
 def get_tokenizer():
-    """GPT-2's BPE through tiktoken, with a clear message when its files cannot be fetched."""
-    import tiktoken
+    """GPT-2's BPE from the files that ship in tokenizer/ (tokenizer.gpt2, which prepare.py uses too)."""
+    import tokenizer
 
-    try:
-        return tiktoken.get_encoding("gpt2")
-    except Exception as e:  # tiktoken raises requests' errors, or ValueError on a bad cache
-        die(f"could not load the GPT-2 tokenizer ({type(e).__name__}); without a network, point TIKTOKEN_CACHE_DIR "
-            f"at a folder holding its files, e.g. export TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache")
+    return tokenizer.gpt2()
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -1,4 +1,5 @@
-"""Shared test fixtures. Tests read real data from ../shared beside the checkout (never copied in)."""
+"""Shared test fixtures. Tests read real data from ../shared beside the checkout (never copied in), or from
+the folder SMALLGPT_SHARED names: the one environment variable the tests read, and no script does."""
 
 import atexit
 import contextlib
@@ -18,11 +19,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent
-SHARED = ROOT.parent / "shared"
-
-# No network in CI: tiktoken reads GPT-2's BPE files from the shared cache.
-if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken_cache").is_dir():
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED / "tiktoken_cache")
+SHARED = Path(os.environ.get("SMALLGPT_SHARED") or ROOT.parent / "shared").resolve()
+# the tasks' files, passed explicitly: a script's default downloads the official ones
+HELLASWAG = str(SHARED / "data" / "hellaswag" / "hellaswag_val.jsonl")
+LAMBADA = str(SHARED / "data" / "lambada" / "lambada_test.jsonl")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -268,5 +268,5 @@ def smoke_ckpt(owt_data, tmp_path_factory) -> Path:
     first 8 examples at each eval too, for test_eval's check of that hook (a run of its own cost a train.py)."""
     out = tmp_path_factory.mktemp("out-smoke")
     run_script("train.py", "config/smoke.py", f"--data_dir={owt_data}", f"--out_dir={out}", "--max_iters=40",
-               "--eval_interval=20", "--hellaswag_every_eval=8")
+               "--eval_interval=20", "--hellaswag_every_eval=8", f"--hellaswag_file={HELLASWAG}")
     return out

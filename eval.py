@@ -25,11 +25,13 @@ train.py imports load_hellaswag and hellaswag_accuracy to log HellaSwag beside t
 Results are deterministic: a fixed order, no sampling, the same batches on every run.
 """
 
+import hashlib
 import json as jsonlib  # 'json' is the name of a setting below
 import math
 import os
 import sys
 import time
+import urllib.request
 
 import numpy as np
 import torch
@@ -47,8 +49,6 @@ from common import (
     write_json,
 )
 
-_SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data"))
-
 # ---------------------------------------------------------------- settings (python eval.py --key=value)
 out_dir = "out"  # the checkpoint is out_dir/ckpt.pt ...
 ckpt = ""  # ... unless this names a checkpoint file
@@ -58,8 +58,8 @@ files = ""  # val: comma-separated .txt (one document each) / .jsonl ("text" per
 # chat: .jsonl files of {"messages": [...]} instead of the fine-tuning data's val split
 max_new_tokens = 64  # chat: a reply must end (<|endoftext|>) within this many tokens to count as ending by itself
 stride = 0  # val: a sliding window advances this many tokens; 0 = block_size // 2
-hellaswag_file = os.path.join(_SHARED_DATA, "hellaswag", "hellaswag_val.jsonl")
-lambada_file = os.path.join(_SHARED_DATA, "lambada", "lambada_test.jsonl")
+hellaswag_file = ""  # a local copy of HellaSwag's val set; "" = the official file, downloaded once into the cache
+lambada_file = ""  # a local copy of LAMBADA (OpenAI's test set); "" = downloaded once into the cache
 limit = 0  # at most this many examples per task (val: windows of val.bin, or documents of files; chat:
 # conversations); 0 = all
 batch_size = 16  # sequences per forward pass
@@ -185,7 +185,57 @@ def read_text(path: str) -> str:
         die(f"{path} is not UTF-8 text (bad byte at offset {e.start})")
 
 
-# ---------------------------------------------------------------- HellaSwag
+# ---------------------------------------------------------------- the tasks' files
+
+# The canonical files (url, sha256, examples), fetched on first use into cache_dir(). LAMBADA's sha256 is
+# the checksum older lm-evaluation-harness releases pinned for this file. HellaSwag's repository publishes
+# none, and no byte-exact copy was at hand to compute one (docs/eval.md), so its download is checked by
+# content instead: exactly the 10,042 validation examples, each one a HellaSwag example.
+DOWNLOADS = {
+    "hellaswag": ("https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl",
+                  None, 10042),
+    "lambada": ("https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl",
+                "4aa8d02cd17c719165fc8a7887fddd641f43fcafa4b1c806ca8abc31fabdb226", 5153),
+}
+
+
+def cache_dir() -> str:
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "smallgpt")
+
+
+def task_file(what: str, path: str) -> str:
+    """`path` when given, else the canonical file for `what`, downloaded into the cache on first use:
+    to a temporary name, checked, then renamed, so the cache never holds half a file."""
+    if path:
+        return path
+    url, sha256, examples = DOWNLOADS[what]
+    path = os.path.join(cache_dir(), os.path.basename(url))
+    if os.path.isfile(path):
+        return path
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(cache_dir(), exist_ok=True)
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f, \
+                tqdm(total=int(r.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
+                     desc=f"downloading {what}", leave=False) as bar:
+            while chunk := r.read(1 << 16):
+                bar.update(f.write(chunk))
+    except OSError as e:  # no network (URLError), a timeout, a full disk
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        die(f"cannot download {what} from {url} ({getattr(e, 'reason', None) or e}); offline, point "
+            f"--{what}_file at a local copy")
+    with open(tmp, "rb") as f:
+        data = f.read()
+    got = hashlib.sha256(data).hexdigest()
+    rows = sum(1 for line in data.split(b"\n") if line.strip())
+    if (sha256 and got != sha256) or rows != examples:
+        os.remove(tmp)
+        die(f"the {what} file downloaded from {url} is not the expected one ({rows} examples, sha256 {got}; "
+            f"expected {examples}{', ' + sha256 if sha256 else ''}); point --{what}_file at a good copy")
+    os.replace(tmp, path)
+    return path
+
 
 def read_jsonl(path: str, what: str, fields: dict) -> list[dict]:
     """Rows of a task's .jsonl file, each checked to have `fields` ({name: type}); one-line errors."""
@@ -208,9 +258,12 @@ def read_jsonl(path: str, what: str, fields: dict) -> list[dict]:
     return rows
 
 
-def load_hellaswag(path: str = hellaswag_file) -> list[dict]:
-    """HellaSwag examples {ctx, endings (4 strings), label (0-3)}: ../shared's file or the official
-    hellaswag_val.jsonl, which has the same three fields."""
+# ---------------------------------------------------------------- HellaSwag
+
+def load_hellaswag(path: str = "") -> list[dict]:
+    """HellaSwag examples {ctx, endings (4 strings), label (0-3)} from `path` (a local copy) or the official
+    hellaswag_val.jsonl (downloaded on first use), which has the same three fields."""
+    path = task_file("hellaswag", path)
     rows = read_jsonl(path, "hellaswag", {"ctx": str, "endings": list, "label": int})
     for n, row in enumerate(rows, 1):
         if len(row["endings"]) != 4 or not 0 <= row["label"] < 4:
@@ -251,8 +304,10 @@ def hellaswag_accuracy(model, enc, examples: list[dict], device: str, ctx, limit
 
 # ---------------------------------------------------------------- LAMBADA
 
-def load_lambada(path: str = lambada_file) -> list[dict]:
-    """LAMBADA passages {text}; the target is the last space-separated word."""
+def load_lambada(path: str = "") -> list[dict]:
+    """LAMBADA passages {text} from `path` or OpenAI's file (downloaded on first use); the target is the
+    last space-separated word."""
+    path = task_file("lambada", path)
     rows = read_jsonl(path, "lambada", {"text": str})
     for n, row in enumerate(rows, 1):
         context, _, word = row["text"].rpartition(" ")

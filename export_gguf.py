@@ -160,15 +160,15 @@ def quantized_copy(model: GPT, dtype: str) -> GPT:
 
 def gpt2_vocab() -> tuple[list[str], list[str]]:
     """GPT-2's tokens (byte-level strings, by id) and merges, from the files tiktoken builds its
-    ranks from (the same URLs and sha256 as export_hf.py; tiktoken's cache serves them offline)."""
+    ranks from (tokenizer/, as export_hf.py reads them, hash checked)."""
     from tiktoken.load import read_file_cached
 
     try:
         encoder = json.loads(read_file_cached(*GPT2_FILES["vocab.json"]))
         bpe = read_file_cached(*GPT2_FILES["merges.txt"]).decode("utf-8")
     except Exception as e:  # offline with no cache: requests' ConnectionError and the like
-        die(f"GPT-2's tokenizer files are not available ({type(e).__name__}), and a GGUF file needs them: set "
-            f"TIKTOKEN_CACHE_DIR to a folder holding them (e.g. ../shared/tiktoken_cache), or go online once")
+        die(f"GPT-2's tokenizer files are not available ({type(e).__name__}), and a GGUF file needs them: "
+            f"restore tokenizer/ (git checkout -- tokenizer/)")
     tokens = [t for t, _ in sorted(encoder.items(), key=lambda kv: kv[1])]
     merges = [line for line in bpe.split("\n")[1:] if line]  # the first line is a '#version' header
     return tokens, merges

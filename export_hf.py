@@ -7,8 +7,8 @@ and the rest of that ecosystem can run it:
 
 Options A and B are LLaMA's block and become `LlamaForCausalLM`; option C is GPT-2's and becomes
 `GPT2LMHeadModel`. The folder holds config.json, model.safetensors (fp32, the embedding cut to the
-real 50,257-token vocabulary) and GPT-2's tokenizer files (vocab.json, merges.txt) when tiktoken
-has them locally. Needs `safetensors`; with `transformers` installed too, the export is loaded back
+real 50,257-token vocabulary) and GPT-2's tokenizer files (vocab.json, merges.txt) from
+tokenizer/. Needs `safetensors`; with `transformers` installed too, the export is loaded back
 and its logits checked against this project's model before the script reports success.
 
 No weight permutation is needed for LLaMA: model.py's RoPE already uses Hugging Face's rotate-half
@@ -36,23 +36,18 @@ import chat_template
 from common import die, file_in_the_way, load_checkpoint, model_from_checkpoint
 from model import EOT_TOKEN as _EOT_TOKEN  # underscore: not a setting for configure()
 from model import GPT
+from tokenizer import FILES as _TOKENIZER_FILES  # underscore: not a setting (nor `tokenizer` below)
 
 # -----------------------------------------------------------------------------
 out_dir = "out"  # the checkpoint is out_dir/ckpt.pt ...
 ckpt = ""  # ... unless this names a checkpoint file
 hf_dir = ""  # where the Hugging Face folder goes; "" = <folder of the checkpoint>/hf
-tokenizer = True  # write GPT-2's tokenizer files (when tiktoken has them locally)
+tokenizer = True  # write GPT-2's tokenizer files (from tokenizer/)
 verify = True  # load the export with transformers (if installed) and compare logits with ours
 # -----------------------------------------------------------------------------
 
-# GPT-2's BPE files, as tiktoken fetches and caches them (tiktoken_ext/openai_public.py): the same
-# URLs and sha256, so the cache that makes tiktoken work offline serves this script too.
-GPT2_FILES = {
-    "vocab.json": ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
-                   "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
-    "merges.txt": ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
-                   "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
-}
+# GPT-2's BPE files as they ship in tokenizer/ (path, sha256): Hugging Face's names for them
+GPT2_FILES = {"vocab.json": _TOKENIZER_FILES["encoder.json"], "merges.txt": _TOKENIZER_FILES["vocab.bpe"]}
 
 
 def hf_architecture(config) -> str:
@@ -165,7 +160,7 @@ def gpt2_weights(model: GPT) -> dict[str, torch.Tensor]:
 
 
 def write_tokenizer(folder: str, block_size: int, chat: bool = False) -> bool:
-    """GPT-2's vocab.json and merges.txt byte for byte, from tiktoken's cache (or its download), and
+    """GPT-2's vocab.json and merges.txt byte for byte, from tokenizer/ (hash checked), and
     a tokenizer_config.json, so AutoTokenizer.from_pretrained(folder) gives tiktoken's token ids. For a
     chat-tuned model it carries chat_template.py's template in Jinja: apply_chat_template(messages,
     add_generation_prompt=True) then gives the ids chat.py prompts with, and generate() stops at the
@@ -177,7 +172,7 @@ def write_tokenizer(folder: str, block_size: int, chat: bool = False) -> bool:
             data = read_file_cached(url, sha256)
         except Exception as e:  # offline with no cache: requests' ConnectionError and the like
             print(f"note: GPT-2 tokenizer files not available ({type(e).__name__}); exported without them. "
-                  f"Set TIKTOKEN_CACHE_DIR to a folder holding them (e.g. ../shared/tiktoken_cache) to include them")
+                  f"Restore tokenizer/ (git checkout -- tokenizer/) to include them")
             return False
         with open(os.path.join(folder, name), "wb") as f:
             f.write(data)

@@ -3,8 +3,7 @@ Prepare a text corpus for training: GPT-2 BPE tokens in flat uint16 files.
 
     python prepare.py                              # all of OpenWebText from the Hugging Face hub, or an error
     python prepare.py --num_docs=100000            # a seeded random 100K-document subset
-    TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache \
-        python prepare.py --input ../shared/data/openwebtext_sample --data_dir=data/owt_sample
+    python prepare.py --input demo_data/tinyshakespeare.txt --data_dir=data/tinyshakespeare  # offline
 
 Writes DIR/train.bin and DIR/val.bin (np.uint16 token ids, each document followed by
 the end-of-text token 50256) and DIR/meta.json. Every file is written under a .tmp
@@ -41,6 +40,7 @@ import numpy as np
 import tiktoken
 from tqdm import tqdm
 
+import tokenizer
 from configurator import configure, named, shown
 from outputs import make_folder
 
@@ -62,8 +62,7 @@ FINAL = ("train.bin", "val.bin", "meta.json")  # written in this order, meta.jso
 TOKEN_SPLIT_VAL = 0.1  # too few documents to hold some out: the last 10% of tokens go to val
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-OFFLINE_HINT = ("to work offline, pass local files with --input and set "
-                "TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache")
+OFFLINE_HINT = "to work offline, pass local files with --input"
 
 # -----------------------------------------------------------------------------
 input = []  # local files or folders instead of the hub: .txt, .jsonl or .parquet (see above)
@@ -77,14 +76,6 @@ val_fraction = 0.005  # share of documents held out for val (docs/data.md: why 0
 seed = 2357  # seed of a hub subset's choice
 num_proc = CORES  # worker processes that read and tokenize, one per core this process may use
 # -----------------------------------------------------------------------------
-
-
-def load_tokenizer() -> tiktoken.Encoding:
-    # tiktoken downloads the GPT-2 BPE files once, then reads them from its cache
-    try:
-        return tiktoken.get_encoding("gpt2")
-    except Exception as e:
-        raise SystemExit(f"error: cannot load the GPT-2 tokenizer ({one_line(e)}); {OFFLINE_HINT}") from None
 
 
 def one_line(e: BaseException) -> str:
@@ -303,7 +294,7 @@ Chunk = tuple[np.ndarray, np.ndarray, int, float, float]
 def init_worker() -> None:
     global enc
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    enc = tiktoken.get_encoding("gpt2")  # from the cache the main process filled
+    enc = tokenizer.gpt2()
 
 
 def encode(texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -408,7 +399,7 @@ def plan_work(args: SimpleNamespace, out: Path) -> tuple[dict, int | None, Itera
         raise SystemExit(f"error: --data_dir {out} is a file, not a folder")
     if not args.overwrite and any(os.path.exists(out / n) for n in FINAL):
         raise SystemExit(f"error: {out} already holds prepared data; pass --overwrite to replace it")
-    load_tokenizer()
+    tokenizer.gpt2()
     if args.input:
         return {"files": [str(f) for f in files]}, None, local_work(files, args.num_docs or None)
     asked = args.num_docs or (round(args.fraction * HUB_TRAIN_DOCS) if args.fraction else None)

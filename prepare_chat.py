@@ -1,8 +1,7 @@
 """
 Prepare conversations for supervised fine-tuning (SFT): the chat template's tokens plus a loss mask.
 
-    python prepare_chat.py --input ../shared/data/chat/hh_helpful_base_test.jsonl \\
-        ../shared/data/chat/chitchat.jsonl --data_dir=data/chat_smoke --block_size=128   # offline
+    python prepare_chat.py --input demo_data/chat.jsonl --data_dir=data/demo_chat --block_size=128  # offline
     python prepare_chat.py --hub=smoltalk                   # HuggingFaceTB/smoltalk, everyday chats
     python prepare_chat.py --hub=smoltalk --hub_subset=all   # the whole of smoltalk
     python prepare_chat.py --hub=hh-rlhf                     # Anthropic/hh-rlhf, the 'chosen' side
@@ -37,13 +36,14 @@ import numpy as np
 import tiktoken
 
 import chat_template
+import tokenizer
 from configurator import configure, shown
 from outputs import make_folder
-from prepare import load_tokenizer, one_line
+from prepare import one_line
 
 # the hub datasets it reads; the subset (a config of the dataset) is chosen with --hub_subset
 HUB = {"smoltalk": ("HuggingFaceTB/smoltalk", "everyday-conversations"), "hh-rlhf": ("Anthropic/hh-rlhf", None)}
-OFFLINE_HINT = "to work offline, pass local .jsonl files with --input (e.g. ../shared/data/chat/*.jsonl)"
+OFFLINE_HINT = "to work offline, pass local .jsonl files with --input (e.g. demo_data/chat.jsonl)"
 SPLITS = ("train", "val")
 FILES = ("{}.bin", "{}_mask.bin", "{}_starts.bin")
 
@@ -155,7 +155,7 @@ def prepare(args: SimpleNamespace) -> dict:
         sys.exit(f"error: --data_dir {out} is a file, not a folder")
     if not args.overwrite and any(os.path.exists(p) for p in final):
         sys.exit(f"error: {out} already holds prepared data; pass --overwrite to replace it")
-    enc = load_tokenizer()
+    enc = tokenizer.gpt2()
     skipped = [0]
     conversations = ((m for path in args.input for m in chat_template.read_jsonl(path)) if args.input else
                      hub_conversations(args.hub, args.hub_subset or None, skipped))

@@ -6,9 +6,6 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-if [ -z "${TIKTOKEN_CACHE_DIR:-}" ] && [ -d ../shared/tiktoken_cache ]; then  # offline: eval.py's tokenizer
-    export TIKTOKEN_CACHE_DIR="$(cd ../shared/tiktoken_cache && pwd)"
-fi
 
 run() {  # run NAME ARGS...: train into out-recipe/NAME, log beside it
     local name=$1; shift

@@ -13,9 +13,6 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 export OMP_NUM_THREADS=${THREADS:-1}  # one run alone on both cores: THREADS=2 JOBS=1
-if [ -z "${TIKTOKEN_CACHE_DIR:-}" ] && [ -d ../shared/tiktoken_cache ]; then  # offline: eval.py's tokenizer
-    export TIKTOKEN_CACHE_DIR="$(cd ../shared/tiktoken_cache && pwd)"
-fi
 mkdir -p out-curve
 
 run() {  # run NAME STEPS ARGS...: train out-curve/NAME for STEPS steps (10% warmup, 4 evals), then score it on WebText

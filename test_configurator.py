@@ -332,7 +332,7 @@ SCRIPTS = {  # script: an int setting it takes (None: it has none)
     "prepare.py": "num_proc", "prepare_chat.py": "block_size", "compare.py": None,
     "study_curve.py": None, "train.py": "n_layer", "sample.py": "num_samples",
     "chat.py": "max_new_tokens", "eval.py": "batch_size", "bench.py": "iters", "export_hf.py": None,
-    "export_gguf.py": None,
+    "export_gguf.py": None, "report.py": None,
 }
 
 

@@ -4,6 +4,8 @@ scorers (build-nanogpt's loop; greedy generation), and the script end to end on 
 
 import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import torch.nn.functional as F
 
 import common
 import eval as ev
-from conftest import one_line_error, run_in_process, run_script
+from conftest import HELLASWAG, LAMBADA, one_line_error, run_in_process, run_script
 from model import GPT, OPTIONS, GPTConfig
 
 NO_AUTOCAST = common.autocast("cpu", "float32")
@@ -152,7 +154,7 @@ def naive_hellaswag(model, enc, ex) -> tuple[int, int]:
 
 def test_hellaswag_agrees_with_naive_scorer(model_a, enc):
     model = model_a
-    examples = ev.load_hellaswag()[:8]
+    examples = ev.load_hellaswag(HELLASWAG)[:8]
     preds = [naive_hellaswag(model, enc, ex) for ex in examples]
     assert any(s != m for s, m in preds), "want examples where acc and acc_norm disagree"
     # relabel with the reference's choices: our scorer must then be right on every one
@@ -172,10 +174,10 @@ def test_hellaswag_agrees_with_naive_scorer(model_a, enc):
 
 def test_lambada_agrees_with_greedy_generation(model_a, enc):
     model = model_a
-    real = ev.load_lambada()[:6]
+    real = ev.load_lambada(LAMBADA)[:6]
     # passages whose last word is the model's greedy continuation, built from real contexts
     made = []
-    for row in ev.load_lambada()[6:60]:
+    for row in ev.load_lambada(LAMBADA)[6:60]:
         context = row["text"].rpartition(" ")[0]
         ids = enc.encode_ordinary(context)[-40:]
         context = enc.decode(ids)
@@ -221,7 +223,7 @@ def test_val_loss_agrees_with_training(smoke_ckpt, owt_data):
 def test_script_end_to_end(smoke_ckpt, owt_data, tmp_path):
     out = tmp_path / "results.json"
     r = run_script("eval.py", f"--out_dir={smoke_ckpt}", f"--data_dir={owt_data}", "--limit=6", "--batch_size=5",
-                   f"--json={out}")
+                   f"--json={out}", f"--hellaswag_file={HELLASWAG}", f"--lambada_file={LAMBADA}")
     report = json.loads(out.read_text())
     res = report["results"]
     assert set(res) == {"val", "hellaswag", "lambada"} and report["iter_num"] == 40
@@ -257,7 +259,7 @@ def test_script_scores_every_token_of_val_bin(smoke_ckpt, tmp_path):
     model = common.model_from_checkpoint(common.load_checkpoint(str(smoke_ckpt))).eval()
     T = model.config.block_size
     enc = common.get_tokenizer()
-    val = enc.encode_ordinary(" ".join(ev.load_lambada()[0]["text"] for _ in range(4)))[:2 * T - 1] + [50256]
+    val = enc.encode_ordinary(" ".join(ev.load_lambada(LAMBADA)[0]["text"] for _ in range(4)))[:2 * T - 1] + [50256]
     assert len(val) == 2 * T
     data = tmp_path / "data"
     data.mkdir()
@@ -382,6 +384,64 @@ def test_train_logs_hellaswag(smoke_ckpt):
     evals = [r for r in evals if "val_loss" in r]
     assert [r["iter"] for r in evals] == [0, 20, 40] and all("hellaswag_acc_norm" in r for r in evals)
     model = common.model_from_checkpoint(common.load_checkpoint(str(smoke_ckpt)))
-    r = ev.hellaswag_accuracy(model, common.get_tokenizer(), ev.load_hellaswag(), "cpu", NO_AUTOCAST, limit=8,
+    r = ev.hellaswag_accuracy(model, common.get_tokenizer(), ev.load_hellaswag(HELLASWAG), "cpu", NO_AUTOCAST, limit=8,
                               batch_size=8)
     assert (evals[-1]["hellaswag_acc"], evals[-1]["hellaswag_acc_norm"]) == (r["acc"], r["acc_norm"])
+
+
+# -----------------------------------------------------------------------------
+# the tasks' files by default: downloaded once into the cache, from a local server standing in for the network
+
+@pytest.fixture
+def server(tmp_path):
+    """An HTTP server on localhost serving tmp_path/www; yields its base URL."""
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "www").mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
+    handler.log_message = lambda *args: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_download_checked_and_cached(server, tmp_path, monkeypatch):
+    """OpenAI's LAMBADA file (the shared copy, byte for byte) is fetched into the cache and then read from there;
+    a file with the wrong checksum is refused and leaves nothing in the cache."""
+    import shutil
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    shutil.copy(LAMBADA, tmp_path / "www" / "lambada_test.jsonl")
+    url, sha256, n = ev.DOWNLOADS["lambada"]
+    monkeypatch.setitem(ev.DOWNLOADS, "lambada", (f"{server}/lambada_test.jsonl", sha256, n))
+    assert ev.load_lambada() == ev.load_lambada(LAMBADA)
+    cached = tmp_path / "cache" / "smallgpt" / "lambada_test.jsonl"
+    assert cached.read_bytes() == Path(LAMBADA).read_bytes() and os.listdir(cached.parent) == [cached.name]
+    (tmp_path / "www" / "lambada_test.jsonl").unlink()
+    assert len(ev.load_lambada()) == 5153  # the cached copy: no second download
+
+    cached.unlink()
+    (tmp_path / "www" / "lambada_test.jsonl").write_text('{"text": "a changed passage"}\n' * 5153)
+    msg = one_line_error(ev.load_lambada)
+    assert "not the expected one" in msg and sha256 in msg and "--lambada_file" in msg
+    assert os.listdir(cached.parent) == []
+
+
+def test_download_offline_is_one_line(server, tmp_path, monkeypatch):
+    """No network (here: nothing served at the URL, and a port nobody listens on): one line naming the flag."""
+    import socket
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setitem(ev.DOWNLOADS, "hellaswag", (f"{server}/missing.jsonl", None, 10042))
+    msg = one_line_error(ev.load_hellaswag)
+    assert msg.startswith("error: cannot download hellaswag") and "--hellaswag_file" in msg
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed when the block ends: a refused connection
+    monkeypatch.setitem(ev.DOWNLOADS, "lambada", (f"http://127.0.0.1:{port}/lambada_test.jsonl", None, 5153))
+    msg = one_line_error(ev.load_lambada)
+    assert msg.startswith("error: cannot download lambada") and "--lambada_file" in msg
+    assert os.listdir(tmp_path / "cache" / "smallgpt") == []

@@ -232,13 +232,13 @@ def test_exported_files_share_one_mode(tmp_path):
 
 
 def test_export_without_tokenizer_files(tmp_path, monkeypatch, capsys):
-    """Offline with no tiktoken cache: the model is exported alone, with a note saying so."""
+    """tokenizer/'s files unreadable (a checkout without them): the model is exported alone, with a note."""
     import tiktoken.load
 
-    def offline(url, expected_hash=None):
-        raise ConnectionError(url)
+    def missing(path, expected_hash=None):
+        raise FileNotFoundError(path)
 
-    monkeypatch.setattr(tiktoken.load, "read_file_cached", offline)
+    monkeypatch.setattr(tiktoken.load, "read_file_cached", missing)
     export_hf.export(tiny_model("c"), str(tmp_path / "hf"))
     assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "generation_config.json", "model.safetensors"]
     assert "exported without them" in capsys.readouterr().out

@@ -12,7 +12,7 @@ table of the tanh GELU at fp16-rounded inputs (~3e-3 for GPT-2). With an fp32 KV
 import os
 
 import gguf
-import llama_cpp  # requirements.txt: llama.cpp itself, built from PyPI's source
+import llama_cpp  # requirements-dev.txt: llama.cpp itself, built from PyPI's source
 import numpy as np
 import pytest
 import torch

@@ -29,7 +29,7 @@ import chat_template  # noqa: E402
 import common  # noqa: E402
 import eval as ev  # noqa: E402
 import export_hf  # noqa: E402
-from conftest import ROOT, one_line_error  # noqa: E402
+from conftest import HELLASWAG, LAMBADA, ROOT, one_line_error  # noqa: E402
 
 N = 16  # examples of each task
 TOLERANCE = 1e-4  # nats, on each log-likelihood
@@ -38,7 +38,9 @@ CPU_FP32 = common.autocast("cpu", "float32")
 
 def lm_eval_run(folder, limit: int, metadata: dict | None = None, **kwargs) -> dict:
     """lm-eval's results and per-example samples for both local tasks on the export in `folder`; metadata is the
-    CLI's --metadata (utils.py reads hellaswag_file and lambada_file from it)."""
+    CLI's --metadata (utils.py reads hellaswag_file and lambada_file from it; the shared copies unless it names
+    others)."""
+    metadata = {"hellaswag_file": HELLASWAG, "lambada_file": LAMBADA, **(metadata or {})}
     return lm_eval.simple_evaluate(
         model="hf", model_args={"pretrained": str(folder), "dtype": "float32"},
         tasks=["hellaswag_local", "lambada_openai_local"],
@@ -49,7 +51,7 @@ def lm_eval_run(folder, limit: int, metadata: dict | None = None, **kwargs) -> d
 def lambada_with_hits(model, enc, path, real: int = 12, hits: int = 4) -> list[dict]:
     """Write a LAMBADA file of the first `real` passages and `hits` more that end in the word the model predicts:
     a later passage's context, then the model's greedy next token where it is a space and a word."""
-    rows = ev.load_lambada()
+    rows = ev.load_lambada(LAMBADA)
     out = rows[:real]
     for row in rows[real:]:
         if len(out) == real + hits:
@@ -85,7 +87,7 @@ def test_lm_eval_agrees_with_eval_py(smoke, tmp_path):
     export_hf.export(model, str(tmp_path / "hf"))  # a base checkpoint's export, as export_hf.py writes it
     lambada = lambada_with_hits(model, enc, tmp_path / "lambada.jsonl")
     out = lm_eval_run(tmp_path / "hf", N, metadata={"lambada_file": str(tmp_path / "lambada.jsonl")})
-    hellaswag = ev.load_hellaswag()[:N]
+    hellaswag = ev.load_hellaswag(HELLASWAG)[:N]
 
     # HellaSwag: the same context and four " " + ending continuations, then the same log-likelihoods
     got = samples(out, "hellaswag_local")
@@ -156,8 +158,8 @@ def test_task_data_errors_are_one_line(tmp_path):
     spec = importlib.util.spec_from_file_location("lm_eval_task_utils", ROOT / "lm_eval_tasks" / "utils.py")
     utils = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(utils)
-    assert len(utils.hellaswag(version=1.0)["validation"]) == 10042  # lm-eval passes the task's metadata too
-    assert len(utils.lambada()["test"]) == 5153
+    assert len(utils.hellaswag(HELLASWAG, version=1.0)["validation"]) == 10042  # lm-eval passes its metadata too
+    assert len(utils.lambada(LAMBADA)["test"]) == 5153
     missing = str(tmp_path / "nope.jsonl")
     assert one_line_error(utils.hellaswag, missing).endswith(
         "not found: see docs/eval.md for where it comes from, or point --hellaswag_file at a copy "

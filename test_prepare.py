@@ -12,12 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import tiktoken
 
 import prepare
-from conftest import SHARED, file_size_limit, one_line_error, run_script  # it points TIKTOKEN_CACHE_DIR at ../shared
+import tokenizer
+from conftest import SHARED, file_size_limit, one_line_error, run_script
 
-enc = tiktoken.get_encoding("gpt2")
+enc = tokenizer.gpt2()  # tiktoken's own "gpt2", token for token: test_tokenizer.py
 EOT = 50256
 OWT_SAMPLE = SHARED / "data" / "openwebtext_sample"
 WEBTEXT = SHARED / "data" / "webtext_snippets" / "webtext.valid.jsonl"
@@ -467,14 +467,17 @@ def test_failure_keeps_an_existing_empty_out_folder(tmp_path):
 # -----------------------------------------------------------------------------
 # what cannot be reached from here: the hub and the tokenizer download
 
-def test_tokenizer_unreachable(tmp_path, monkeypatch):
-    def no_network(name):
-        raise ConnectionError("Failed to resolve 'openaipublic.blob.core.windows.net'")
+def test_tokenizer_damaged(tmp_path, monkeypatch):
+    """The tokenizer ships in tokenizer/: a damaged copy is refused in one line before anything is written."""
+    import tokenizer
 
-    monkeypatch.setattr(prepare.tiktoken, "get_encoding", no_network)
+    bad = tmp_path / "vocab.bpe"
+    bad.write_bytes(Path(tokenizer.FILES["vocab.bpe"][0]).read_bytes().replace(b"h e", b"e h", 1))
+    monkeypatch.setitem(tokenizer.FILES, "vocab.bpe", (str(bad), tokenizer.FILES["vocab.bpe"][1]))
+    monkeypatch.setattr(tokenizer, "gpt2", tokenizer.gpt2.__wrapped__)  # not the cached Encoding
     src = write_jsonl(tmp_path / "a.jsonl", ["hello"])
     msg = one_line_error(prepare.main, ["--input", str(src), f"--data_dir={tmp_path / 'out'}"])
-    assert "GPT-2 tokenizer" in msg and "TIKTOKEN_CACHE_DIR" in msg and "ConnectionError" in msg
+    assert "GPT-2's tokenizer files" in msg and "damaged" in msg and "git checkout -- tokenizer/" in msg
     assert not (tmp_path / "out").exists()
 
 
@@ -728,7 +731,7 @@ def test_hub_unreachable_message(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", unreachable)
     msg = one_line_error(prepare.main, [f"--data_dir={tmp_path / 'out'}", "--num_docs", "10"])
     assert msg.startswith("error: cannot reach Skylion007/openwebtext")
-    assert "--input" in msg and "TIKTOKEN_CACHE_DIR" in msg
+    assert "--input" in msg
     assert not (tmp_path / "out").exists()
 
 
@@ -741,5 +744,5 @@ def test_hub_without_huggingface_hub_package(tmp_path, monkeypatch):
 def test_hub_offline_subprocess(tmp_path):
     out = tmp_path / "out"
     r = run(f"--data_dir={out}", "--num_docs", "10", env={"HF_HUB_OFFLINE": "1"})
-    assert_one_line_error(r, "cannot reach Skylion007/openwebtext", "--input", "TIKTOKEN_CACHE_DIR")
+    assert_one_line_error(r, "cannot reach Skylion007/openwebtext", "--input")
     assert not out.exists()

@@ -139,6 +139,13 @@ def test_ddp_two_ranks_on_gloo(owt_data, two_rank_run, optimizer):
     fresh = GPT(GPTConfig(**checkpoint["model_args"]))
     assert val_loss_of(trained, owt_data) < val_loss_of(fresh, owt_data) - 0.1
     assert (out / "loss.png").stat().st_size > 0
+    # report.md, rewritten at the end: the run's figures as metrics.jsonl and the checkpoint hold them
+    page = (out / "report.md").read_text()
+    assert "| status | finished (max_iters) at step 6 |" in page and "2 processes" in page
+    assert f"| torch | {torch.__version__} |" in page and "![loss](loss.png)" in page
+    assert f"{evals[0]['val_loss']:.4f} at step 0 → {evals[-1]['val_loss']:.4f} at step 6" in page
+    assert f"6 steps, {6 * 256:,} tokens ({train_rows[-1]['epochs']:.2f} epochs)" in page
+    assert f"optimizer = '{optimizer}'" in page and "## A sample" in page
 
 
 def signal_rank_1_at(point: str, args: list[str], tmp_path: Path, check=None) -> str:
@@ -645,8 +652,10 @@ def test_bad_input_stops_with_a_one_line_error(failures, case, expected):
     message, _ = failures[case]
     assert message.startswith("error: ") and "\n" not in message
     assert expected in message
-    if case == "v100":
-        assert "download.pytorch.org/whl/cu126" in message
+    if case == "v100":  # a command that replaces the build: pip keeps an installed torch of the same version
+        assert "pip uninstall -y torch && pip install torch==" in message
+        assert message.split("pip install torch==")[1].split()[1:3] == [
+            "--index-url", "https://download.pytorch.org/whl/cu126"]
 
 
 @pytest.mark.parametrize("case, expected", [

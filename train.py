@@ -54,10 +54,11 @@ def hold(point: str) -> None:
 
 import torch  # noqa: E402 (after the signal handlers)
 import torch.distributed as dist  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402 (no pyplot: no GUI backend, nothing to close)
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 import common  # noqa: E402
+import compare  # noqa: E402
+import report  # noqa: E402
 from common import die  # noqa: E402
 from configurator import configure  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
@@ -74,6 +75,7 @@ init_from = "scratch"  # 'scratch' (refuses to overwrite a checkpoint in out_dir
 eval_interval = 1000  # optimizer steps between evals; each eval also writes the checkpoint
 eval_iters = 100  # val batches per eval: the same batches every time, split across ranks
 hellaswag_every_eval = 0  # examples; 0 = off. HellaSwag (eval.py) on the first N at each eval, logged with the loss
+hellaswag_file = ""  # for hellaswag_every_eval: a local copy; "" = eval.py's download of the official file
 log_interval = 50  # optimizer steps between log lines
 wandb_log = False  # also send the metrics to Weights & Biases (pip install wandb)
 wandb_project = "smallgpt"
@@ -170,9 +172,12 @@ if device.startswith("cuda"):
     # A build without kernels for this GPU fails later with "no kernel image is available"; say why now.
     major, minor = torch.cuda.get_device_capability(device)
     if not common.runs_on(major, minor, torch.cuda.get_arch_list()):
+        # pip keeps an installed torch of the same version whatever its build: uninstall it first
+        build = (" --index-url https://download.pytorch.org/whl/cu126" if (major, minor) < (7, 5) else "")
         die(f"this torch {torch.__version__} has no kernels for {torch.cuda.get_device_name(device)} "
-            f"(sm_{major}{minor}; it has {' '.join(torch.cuda.get_arch_list())}): on V100 use the CUDA 12.6 build, "
-            f"pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126")
+            f"(sm_{major}{minor}; it has {' '.join(torch.cuda.get_arch_list())}): replace it with a build that has, "
+            f"pip uninstall -y torch && pip install torch=={torch.__version__.split('+')[0]}{build}"
+            + (" (CUDA 12.6, the last with Volta's kernels)" if build else ""))
     torch.cuda.set_device(device)
     torch.set_float32_matmul_precision("high")  # TF32 for any fp32 matmul on Ampere and later
 # after set_device, so that dtype=auto asks this rank's GPU
@@ -303,22 +308,34 @@ def log(record: dict) -> None:
 
 
 def plot_losses() -> None:
-    """out_dir/loss.png: train and val loss against tokens seen, from metrics.jsonl (so across resumes)."""
-    rows = common.read_metrics(metrics_path)
-    fig = Figure(figsize=(8, 4.5))
-    ax = fig.subplots()
-    for key, style, label in (("loss", "-", "train"), ("val_loss", "o-", "val")):
-        points = [(r["tokens"], r[key]) for r in rows if key in r and math.isfinite(r[key])]
-        ax.plot([t for t, _ in points], [v for _, v in points], style, label=label)
-    ax.set(xlabel="tokens", ylabel="loss", title=out_dir)
-    ax.legend()
+    """out_dir/loss.png: train and val loss against tokens and time, from metrics.jsonl (so across resumes)."""
     try:
-        fig.savefig(f"{out_dir}/loss.png.tmp", format="png", dpi=100)
-        os.replace(f"{out_dir}/loss.png.tmp", f"{out_dir}/loss.png")
+        compare.plot({os.path.basename(os.path.normpath(out_dir)): common.read_metrics(metrics_path)},
+                     f"{out_dir}/loss.png", out_dir)
     except OSError as e:
         with contextlib.suppress(OSError):
             os.remove(f"{out_dir}/loss.png.tmp")
         common.die_of_disk(f"{out_dir}/loss.png", e, ckpt_path)
+
+
+@torch.no_grad()
+def write_report(status: str) -> None:
+    """out_dir/report.md (report.py), with a sample from a fixed seed: its own generator, so the training's
+    random streams are untouched."""
+    raw_model.eval()
+    start = torch.tensor([[common.EOT_TOKEN]], device=device)
+    ids = raw_model.generate(start, 64, temperature=0.8, top_k=200,
+                             generator=torch.Generator(device).manual_seed(seed))[0, 1:].tolist()
+    raw_model.clear_kv_cache()
+    raw_model.train()
+    text = report.train_report(out_dir, config, status, report.hardware(device, world_size), raw_model.num_params(),
+                               train_tokens, enc.decode([t for t in ids if t < vocab_size]))
+    try:
+        report.write_atomic(f"{out_dir}/report.md", text)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(f"{out_dir}/report.md.tmp")
+        common.die_of_disk(f"{out_dir}/report.md", e, ckpt_path)
 
 
 @torch.no_grad()
@@ -386,11 +403,14 @@ def out_of_memory(what: str):
         "(`python bench.py --plan` shows what fits a GPU)")
 
 
+# the tokenizer for report.md's sample, loaded now: inside the first eval of a resumed run, its load time
+# would be missing from the eval time the budget reserves (the checkpoint's, from evals that had it)
+enc = common.get_tokenizer() if master else None
 # HellaSwag at each eval (opt-in): eval.py's scorer, on rank 0, over the same first examples every time
 if hellaswag_every_eval > 0 and master:
     from eval import hellaswag_accuracy, load_hellaswag
 
-    hellaswag_examples, enc = load_hellaswag(), common.get_tokenizer()
+    hellaswag_examples = load_hellaswag(hellaswag_file)
 
 # ---------------------------------------------------------------- training loop
 budget = time_budget_hours * 3600
@@ -439,6 +459,7 @@ while True:
                   + (f" | hellaswag acc_norm {hellaswag['hellaswag_acc_norm']:.4f}" if hellaswag else ""))
             log({"iter": iter_num, "val_loss": val_loss, **hellaswag, "tokens": tokens_seen, "elapsed": elapsed()})
             plot_losses()
+            write_report(f"training: step {iter_num}")
         eval_dt = time.monotonic() - t0
     if due or stop:
         # Only a healthy model is saved: a diverging one must never replace the last good checkpoint.
@@ -527,5 +548,7 @@ if master:  # each number with the step it is from: a signal stop skips the fina
     val = f"val loss {val_loss:.4f} (step {val_iter})" if val_iter is not None else "no eval"
     saved = f"checkpoint {ckpt_path} (step {saved_iter})" if saved_iter is not None else "no checkpoint written"
     print(f"stopped ({stop}) at step {iter_num} after {hms(elapsed())}: {val}, {tokens_seen:,} tokens; {saved}")
+    write_report(f"stopped by a signal at step {iter_num}: continue with --init_from=resume" if stop == "signal"
+                 else f"finished ({stop}) at step {iter_num}")
 if ddp:
     dist.destroy_process_group()

@@ -1,5 +1,4 @@
 # Supervised fine-tuning (SFT) of config/smoke.py's checkpoint on real conversations, on a CPU in a minute or two:
-#   export TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache  # offline only
 #   python train.py config/smoke.py                     # the base model, out-smoke
 #   python prepare_chat.py --input ../shared/data/chat/hh_helpful_base_test.jsonl \
 #       ../shared/data/chat/chitchat.jsonl --data_dir=data/chat_smoke --block_size 128

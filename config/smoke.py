@@ -1,5 +1,4 @@
 # A tiny model that trains on a CPU in minutes, on the offline OpenWebText sample:
-#   export TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache  # offline only
 #   python prepare.py --input ../shared/data/openwebtext_sample --data_dir=data/owt_sample
 #   python train.py config/smoke.py
 #   torchrun --standalone --nproc_per_node=2 train.py config/smoke.py   # the same batch on 2 processes

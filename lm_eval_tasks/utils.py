@@ -6,8 +6,8 @@ its `--metadata` JSON reaches them as keyword arguments, which is how another co
     lm_eval ... --include_path lm_eval_tasks --tasks hellaswag_local \
         --metadata '{"hellaswag_file": "/data/hellaswag_val.jsonl"}'
 
-Without it the files are eval.py's defaults, ../shared/data beside the repository, found from this file's place
-rather than the working directory, so the tasks run from anywhere and from any clone.
+Without it the files are eval.py's defaults: the official files, downloaded once into eval.py's cache
+(~/.cache/smallgpt), with their checks.
 """
 
 import os
@@ -29,12 +29,12 @@ def load(loader, path: str, what: str) -> datasets.Dataset:
         raise SystemExit(f"{e} (lm_eval: --metadata '{{\"{what}_file\": \"PATH\"}}')") from None
 
 
-def hellaswag(hellaswag_file: str = ev.hellaswag_file, **metadata) -> dict:
+def hellaswag(hellaswag_file: str = "", **metadata) -> dict:
     """{"validation": the HellaSwag examples}, each with eval.py's fields (ctx, endings, label); the other
     keyword arguments are lm-eval's metadata (the task's version, the model's arguments), not ours."""
     return {"validation": load(ev.load_hellaswag, hellaswag_file, "hellaswag")}
 
 
-def lambada(lambada_file: str = ev.lambada_file, **metadata) -> dict:
+def lambada(lambada_file: str = "", **metadata) -> dict:
     """{"test": the LAMBADA passages} ({"text"}), as lm-eval's lambada_openai reads them from the hub."""
     return {"test": load(ev.load_lambada, lambada_file, "lambada")}
