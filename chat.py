@@ -21,7 +21,7 @@ whitespace is dropped. When the transcript no longer fits the context, the oldes
 (the first line stays; a single message too long on its own keeps only its end).
 
 A chat-tuned checkpoint (train.py on prepare_chat.py's conversations, e.g. config/sft_smoke.py) was
-trained on chat_template.py's form of the same transcript, where <|endoftext|> starts the conversation
+trained on tokenizer/chat_template.py's form of the same transcript, where <|endoftext|> starts the conversation
 and ends each reply: it gets that template, and its reply ends at <|endoftext|> (or max_new_tokens)
 alone. --mode forces one or the other; the terminal and the page say which kind of model is loaded.
 
@@ -46,11 +46,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
-import chat_template
 from common import autocast, check_sampling, die, load_model, setup
 from configurator import configure
 from model import EOT_TOKEN
 from sample import stream_text
+from tokenizer import chat_template
 
 # -----------------------------------------------------------------------------
 out_dir = "out"  # folder holding ckpt.pt
@@ -91,7 +91,7 @@ def transcript(history: list[tuple[str, str]], message: str, head: str | None = 
 
 def messages_of(history: list[tuple[str, str]], message: str,
                 head: str | None = None) -> list[dict]:
-    """The conversation in the messages format, the header as its system message (chat_template.py)."""
+    """The conversation in the messages format, the header as its system message (tokenizer/chat_template.py)."""
     turns = [{"role": r, "content": c} for u, a in history for r, c in (("user", u), ("assistant", a))]
     system = header if head is None else head
     return [{"role": "system", "content": system}, *turns, {"role": "user", "content": message}]
@@ -108,7 +108,7 @@ def prompt_ids(enc, history: list[tuple[str, str]], message: str, budget: int, t
     """
     def encode(start: int) -> list[int]:
         # encode_ordinary: a user who types "<|endoftext|>" means the text, not the token (tiktoken's encode
-        # would refuse it), as prepare.py treats the training text; chat_template.py encodes so too
+        # would refuse it), as prepare.py treats the training text; tokenizer/chat_template.py encodes so too
         return (chat_template.prompt(enc, messages_of(history[start:], message, head)) if tuned else
                 enc.encode_ordinary(transcript(history[start:], message, head)))
 

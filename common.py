@@ -3,7 +3,7 @@ The pieces train.py, bench.py, sample.py, chat.py and eval.py share, each in one
 device and precision setup (setup), settings' range checks, the learning-rate schedule, one
 optimizer step, batch sampling from the token files, the tokenizer, and checkpoints that are
 written atomically and loaded without running code from the file. One-line errors (die) live in
-configurator.py and output folders in outputs.py, both torch-free; they are imported here too.
+configurator.py with the output-path checks, torch-free; they are imported here too.
 """
 
 import contextlib
@@ -24,15 +24,15 @@ import numpy as np  # noqa: E402 (after the setting above)
 import torch  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
-from configurator import die
-from model import EOT_TOKEN, GPT, GPTConfig
-from outputs import (  # noqa: F401 (re-exported: the scripts take them from here)
+from configurator import (  # noqa: F401 (re-exported: the scripts take them from here)
     check_json_path,
     check_writable,
+    die,
     file_in_the_way,
     make_folder,
     write_json,
 )
+from model import EOT_TOKEN, GPT, GPTConfig
 
 
 def _one_line_on_ctrl_c(kind, value, traceback) -> None:
@@ -242,7 +242,7 @@ def load_meta(data_dir: str) -> dict:
     path = os.path.join(data_dir, "meta.json")
     if not os.path.exists(path):
         die(f"no prepared data in '{data_dir}' (missing meta.json): run `python prepare.py` for OpenWebText, "
-            f"or `python prepare.py --input demo_data/tinyshakespeare.txt "
+            f"or `python prepare.py --input assets/demo/tinyshakespeare.txt "
             f"--data_dir={data_dir}` offline")
     again = f"prepare the data again (python prepare.py ... --data_dir={data_dir} --overwrite)"
     try:
@@ -348,10 +348,10 @@ def to_device(x: torch.Tensor, y: torch.Tensor, device: str) -> tuple[torch.Tens
 
 
 def chat_rows(rows: list[tuple[np.ndarray, np.ndarray]], block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs x and targets y for rows of (tokens, loss mask), each at most block_size + 1 tokens (chat_template.py
-    makes them): y is the next token where the mask makes it a target (the assistant's words and end-of-turn EOT)
-    and -1 elsewhere, so the loss is the mean over assistant tokens only. A short row is padded (x with EOT, y
-    with -1: never a target)."""
+    """Inputs x and targets y for rows of (tokens, loss mask), each at most block_size + 1 tokens
+    (tokenizer/chat_template.py makes them): y is the next token where the mask makes it a target
+    (the assistant's words and end-of-turn EOT) and -1 elsewhere, so the loss is the mean over
+    assistant tokens only. A short row is padded (x with EOT, y with -1: never a target)."""
     x = np.full((len(rows), block_size), EOT_TOKEN, dtype=np.int64)
     y = np.full((len(rows), block_size), -1, dtype=np.int64)
     for r, (tokens, mask) in enumerate(rows):

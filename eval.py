@@ -17,7 +17,7 @@ log p(token) over the continuation's tokens, noting whether each was also the gr
 - lambada (Paperno et al. 2016; OpenAI's detokenised test set): the passage's last word must come
   out of greedy decoding token for token (acc); ppl is exp of the mean negative log-likelihood of
   the word, as lm-evaluation-harness reports it.
-- chat: on held-out conversations in chat_template.py's form, the mean loss per assistant token
+- chat: on held-out conversations in tokenizer/chat_template.py's form, the mean loss per assistant token
   (what fine-tuning trains and train.py logs as its val loss), and the share of replies to each
   conversation's first user turn that end by themselves (greedy, <|endoftext|> within max_new_tokens).
 
@@ -37,7 +37,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import chat_template
 import common
 from common import (
     check_data,
@@ -48,6 +47,7 @@ from common import (
     setup,
     write_json,
 )
+from tokenizer import chat_template
 
 # ---------------------------------------------------------------- settings (python eval.py --key=value)
 out_dir = "out"  # the checkpoint is out_dir/ckpt.pt ...
@@ -347,7 +347,7 @@ def chat_conversations(data_dir: str, split: str = "val") -> list[tuple[np.ndarr
 @torch.no_grad()
 def chat_scores(model, conversations: list[tuple], device: str, ctx, batch_size: int = 16, max_new_tokens: int = 64,
                 progress: bool = False) -> dict:
-    """On conversations given as (tokens, loss mask) of at most block_size + 1 tokens (chat_template.py):
+    """On conversations given as (tokens, loss mask) of at most block_size + 1 tokens (tokenizer/chat_template.py):
 
     - loss: the mean loss per assistant token, one conversation a row (model.py's loss on targets that are -1
       outside the assistant's words and end-of-turn EOT, times the row's targets, summed);

@@ -40,11 +40,11 @@ import sys
 import numpy as np
 import torch
 
-import chat_template
 from common import die, load_checkpoint, model_from_checkpoint
 from export_hf import GPT2_FILES, hf_architecture
 from model import EOT_TOKEN as _EOT_TOKEN  # underscore: not a setting for configure()
 from model import GPT
+from tokenizer import chat_template
 
 # -----------------------------------------------------------------------------
 out_dir = "out"  # the checkpoint is out_dir/ckpt.pt ...

@@ -32,11 +32,11 @@ import sys
 
 import torch
 
-import chat_template
 from common import die, file_in_the_way, load_checkpoint, model_from_checkpoint
 from model import EOT_TOKEN as _EOT_TOKEN  # underscore: not a setting for configure()
 from model import GPT
 from tokenizer import FILES as _TOKENIZER_FILES  # underscore: not a setting (nor `tokenizer` below)
+from tokenizer import chat_template
 
 # -----------------------------------------------------------------------------
 out_dir = "out"  # the checkpoint is out_dir/ckpt.pt ...
@@ -162,7 +162,7 @@ def gpt2_weights(model: GPT) -> dict[str, torch.Tensor]:
 def write_tokenizer(folder: str, block_size: int, chat: bool = False) -> bool:
     """GPT-2's vocab.json and merges.txt byte for byte, from tokenizer/ (hash checked), and
     a tokenizer_config.json, so AutoTokenizer.from_pretrained(folder) gives tiktoken's token ids. For a
-    chat-tuned model it carries chat_template.py's template in Jinja: apply_chat_template(messages,
+    chat-tuned model it carries tokenizer/chat_template.py's template in Jinja: apply_chat_template(messages,
     add_generation_prompt=True) then gives the ids chat.py prompts with, and generate() stops at the
     reply's end, <|endoftext|>, the eos_token."""
     from tiktoken.load import read_file_cached

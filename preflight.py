@@ -3,7 +3,7 @@ Five minutes on the real machines that prove the long run before it starts. Laun
 
     torchrun --standalone --nproc_per_node=8 preflight.py config/option_a.py     # then the same for train.py
     python preflight.py config/smoke.py                                          # one process
-    python preflight.py --write_reference                                        # refresh preflight/reference.json
+    python preflight.py --write_reference      # refresh assets/preflight/reference.json
 
 It takes train.py's settings (read from train.py itself, so every key and config file of the run works here),
 runs one check per row, prints a go/no-go table with each check's measured figure, writes the figures to
@@ -48,7 +48,7 @@ def train_settings() -> dict:
 
 globals().update(train_settings())
 # ---------------------------------------------------------------- preflight's own settings
-write_reference = False  # write preflight/reference.json (fp32 on the CPU) from the numerics check, then stop
+write_reference = False  # write assets/preflight/reference.json (fp32 on the CPU) from the numerics check, then stop
 numerics_steps = 200  # steps of the reference model (at most the reference's), compared in windows of 20
 numerics_tolerance = 0.05  # nats: the largest gap allowed between a window's mean loss and the reference's
 scaler_warmup = 20  # steps the fp16 GradScaler may skip while it finds its scale; a skip after them is a no-go
@@ -58,8 +58,8 @@ inject_fault = ""  # testing only: comma-separated nan, scaler, compile, resume:
 PREFLIGHT_KEYS = ("write_reference", "numerics_steps", "numerics_tolerance", "scaler_warmup", "headroom",
                   "timed_steps", "inject_fault")
 HERE = os.path.dirname(os.path.abspath(__file__))
-REFERENCE = os.path.join(HERE, "preflight", "reference.json")
-# The fixed reference model: option A's block at toy size, on TinyShakespeare's characters (preflight/README.md).
+REFERENCE = os.path.join(HERE, "assets", "preflight", "reference.json")
+# The fixed reference model: option A's block at toy size, on TinyShakespeare's characters (assets/preflight/README.md).
 NUMERICS_MODEL = dict(block_size=64, vocab_size=65, n_layer=2, n_head=2, n_embd=64, loss_chunk=128)
 NUMERICS_BATCH, NUMERICS_LR, WINDOW = 8, 3e-3, 20
 OWT_TOKENS = 9.0e9  # OpenWebText's train split in GPT-2 tokens (bench.py's BUDGET)
@@ -187,7 +187,7 @@ def numerics_curve(dt: str, dev: str) -> tuple[list[float], int]:
     growth = 1 if "scaler" in faults else 2000  # a scaler that doubles each step overflows every other one
     scaler = torch.amp.GradScaler(dev.split(":")[0], enabled=dt == "float16", growth_interval=growth)
     gen = torch.Generator().manual_seed(0)
-    data = os.path.join(HERE, "preflight")
+    data = os.path.join(HERE, "assets", "preflight")
     B, T = NUMERICS_BATCH, NUMERICS_MODEL["block_size"]
     losses, late_skips = [], 0
     for step in range(numerics_steps):
@@ -207,15 +207,15 @@ def windows(losses: list[float]) -> list[float]:
 
 
 def check_numerics() -> dict:
-    """The reference model in the run's dtype tracks preflight/reference.json's fp32 curve within
+    """The reference model in the run's dtype tracks assets/preflight/reference.json's fp32 curve within
     numerics_tolerance nats in every window of 20 steps, and the scaler skips no step after its warm-up."""
     if not os.path.exists(REFERENCE):
         return row("numerics", "NO-GO", f"no {REFERENCE}: write it with python preflight.py --write_reference")
     with open(REFERENCE) as f:
         ref = json.load(f)
     if ref["model"] != NUMERICS_MODEL or ref["window"] != WINDOW or not WINDOW <= numerics_steps <= ref["steps"]:
-        return row("numerics", "NO-GO", f"preflight/reference.json is of another model, or numerics_steps is not "
-                                        f"{WINDOW} to {ref['steps']}: write the reference again")
+        return row("numerics", "NO-GO", f"assets/preflight/reference.json is of another model, or "
+                   f"numerics_steps is not {WINDOW} to {ref['steps']}: write the reference again")
     t0 = time.perf_counter()
     losses, late_skips = numerics_curve(dtype, device)
     ours = windows(losses)
@@ -492,7 +492,7 @@ def write_reference_curve() -> None:
     losses, _ = numerics_curve("float32", "cpu")
     common.write_json(REFERENCE, dict(
         what="mean training loss per window of steps of preflight.py's reference model (NUMERICS_MODEL) on "
-             "preflight/shakespeare.bin, fp32 on the CPU", model=NUMERICS_MODEL, steps=numerics_steps,
+             "assets/preflight/shakespeare.bin, fp32 on the CPU", model=NUMERICS_MODEL, steps=numerics_steps,
         window=WINDOW, window_means=windows(losses), torch=torch.__version__))
     print(f"wrote {REFERENCE}: final window {windows(losses)[-1]:.4f}")
 

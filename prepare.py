@@ -3,7 +3,7 @@ Prepare a text corpus for training: GPT-2 BPE tokens in flat uint16 files.
 
     python prepare.py                              # all of OpenWebText from the Hugging Face hub, or an error
     python prepare.py --num_docs=100000            # a seeded random 100K-document subset
-    python prepare.py --input demo_data/tinyshakespeare.txt --data_dir=data/tinyshakespeare  # offline
+    python prepare.py --input assets/demo/tinyshakespeare.txt --data_dir=data/tinyshakespeare  # offline
 
 Writes DIR/train.bin and DIR/val.bin (np.uint16 token ids, each document followed by
 the end-of-text token 50256) and DIR/meta.json. Every file is written under a .tmp
@@ -41,8 +41,7 @@ import tiktoken
 from tqdm import tqdm
 
 import tokenizer
-from configurator import configure, named, shown
-from outputs import make_folder
+from configurator import configure, make_folder, named, shown
 
 HUB_DATASET = "Skylion007/openwebtext"
 # The hub revisions that can hold the whole corpus, in the order "auto" tries them (docs/data.md has

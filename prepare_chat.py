@@ -1,14 +1,14 @@
 """
 Prepare conversations for supervised fine-tuning (SFT): the chat template's tokens plus a loss mask.
 
-    python prepare_chat.py --input demo_data/chat.jsonl --data_dir=data/demo_chat --block_size=128  # offline
+    python prepare_chat.py --input assets/demo/chat.jsonl --data_dir=data/demo_chat --block_size=128  # offline
     python prepare_chat.py --hub=smoltalk                   # HuggingFaceTB/smoltalk, everyday chats
     python prepare_chat.py --hub=smoltalk --hub_subset=all   # the whole of smoltalk
     python prepare_chat.py --hub=hh-rlhf                     # Anthropic/hh-rlhf, the 'chosen' side
 
 Input is the `messages` format of Hugging Face chat datasets, one JSON object a line:
 {"messages": [{"role": "user" | "assistant" | "system", "content": "..."}, ...]}. Each conversation
-becomes tokens through chat_template.py, the one definition chat.py, eval.py and export_hf.py use.
+becomes tokens through tokenizer/chat_template.py, the one definition chat.py, eval.py and export_hf.py use.
 
 Writes DIR/{train,val}.bin (uint16 token ids, conversations back to back), {train,val}_mask.bin (uint8:
 1 where the token is a target of the loss, the assistant's words and end-of-turn EOT), {train,val}_starts.bin
@@ -35,15 +35,14 @@ from types import SimpleNamespace
 import numpy as np
 import tiktoken
 
-import chat_template
 import tokenizer
-from configurator import configure, shown
-from outputs import make_folder
+from configurator import configure, make_folder, shown
 from prepare import one_line
+from tokenizer import chat_template
 
 # the hub datasets it reads; the subset (a config of the dataset) is chosen with --hub_subset
 HUB = {"smoltalk": ("HuggingFaceTB/smoltalk", "everyday-conversations"), "hh-rlhf": ("Anthropic/hh-rlhf", None)}
-OFFLINE_HINT = "to work offline, pass local .jsonl files with --input (e.g. demo_data/chat.jsonl)"
+OFFLINE_HINT = "to work offline, pass local .jsonl files with --input (e.g. assets/demo/chat.jsonl)"
 SPLITS = ("train", "val")
 FILES = ("{}.bin", "{}_mask.bin", "{}_starts.bin")
 

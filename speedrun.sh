@@ -2,7 +2,7 @@
 # From a fresh clone to a trained, fine-tuned, evaluated model, its report and a chat: one command.
 #
 #   bash speedrun.sh          # GPUs: OpenWebText, option A, the 23-hour budget, every GPU
-#   bash speedrun.sh --demo   # the same stages at demo scale on demo_data/, offline, on a CPU
+#   bash speedrun.sh --demo   # the same stages at demo scale on assets/demo/, offline, on a CPU
 #
 # Flags: --demo (also chosen when there is no GPU) | --option=a|b|c | --budget_hours=H
 # (pretraining's time budget) | --out=DIR (default out-speedrun, or out-demo) | --skip_sft |
@@ -119,16 +119,16 @@ done_stage "$("$PY" -c 'import torch; print("torch", torch.__version__)'), $NGPU
 # ---------------------------------------------------------------- each stage's settings
 if [ "$DEMO" = 1 ]; then
     DATA=$OUT/data/demo CHAT=$OUT/data/demo_chat
-    PREPARE=(prepare.py --input demo_data/tinyshakespeare.txt --data_dir="$DATA")
-    PREPARE_CHAT=(prepare_chat.py --input demo_data/chat.jsonl --data_dir="$CHAT" --block_size=128)
+    PREPARE=(prepare.py --input assets/demo/tinyshakespeare.txt --data_dir="$DATA")
+    PREPARE_CHAT=(prepare_chat.py --input assets/demo/chat.jsonl --data_dir="$CHAT" --block_size=128)
     LAUNCH=("$PY")
     TRAIN=(config/demo.py)
     SFT=(config/sft_demo.py)
-    TASK_FILES=(--hellaswag_file=demo_data/hellaswag_val_500.jsonl
-                --lambada_file=demo_data/lambada_test_500.jsonl)
+    TASK_FILES=(--hellaswag_file=assets/demo/hellaswag_val_500.jsonl
+                --lambada_file=assets/demo/lambada_test_500.jsonl)
     CHAT_LIMIT=()
     START="ROMEO:"
-    ABOUT_DATA="demo_data/'s TinyShakespeare and conversations"
+    ABOUT_DATA="assets/demo/'s TinyShakespeare and conversations"
     ABOUT_TRAIN="config/demo.py's tiny model on TinyShakespeare, on the CPU"
 else
     DATA=data/openwebtext CHAT=data/smoltalk

@@ -15,7 +15,15 @@ import pytest
 import torch
 from torch import nn
 
-from model import GPT, OPTIONS, ChunkedCrossEntropy, GPTConfig, apply_rotary_emb, fp16_grad_scale, precompute_rope
+from model import (
+    GPT,
+    OPTIONS,
+    ChunkedCrossEntropy,
+    GPTConfig,
+    apply_rotary_emb,
+    fp16_grad_scale,
+    precompute_rope,
+)
 
 OPTION_NAMES = sorted(OPTIONS)  # ["a", "b", "c"]
 EXPECTED_PARAMS = {"a": 35_763_840, "b": 31_740_416, "c": 33_860_736}

@@ -1,7 +1,7 @@
 # The demo's pretraining (bash speedrun.sh --demo): config/smoke.py's tiny model on the
-# TinyShakespeare that ships in demo_data/, on a CPU in minutes: the pipeline working and the loss
+# TinyShakespeare that ships in assets/demo/, on a CPU in minutes: the pipeline working and the loss
 # falling, not quality.
-#   python prepare.py --input demo_data/tinyshakespeare.txt --data_dir=data/demo
+#   python prepare.py --input assets/demo/tinyshakespeare.txt --data_dir=data/demo
 #   python train.py config/demo.py
 out_dir = "out-demo/base"
 data_dir = "data/demo"

@@ -1,6 +1,6 @@
 # The demo's fine-tuning on conversations (bash speedrun.sh --demo): config/demo.py's model on the
-# HH-RLHF and Chitchat slice that ships in demo_data/, towards the form of a turn and its end.
-#   python prepare_chat.py --input demo_data/chat.jsonl --data_dir=data/demo_chat --block_size=128
+# HH-RLHF and Chitchat slice that ships in assets/demo/, towards the form of a turn and its end.
+#   python prepare_chat.py --input assets/demo/chat.jsonl --data_dir=data/demo_chat --block_size=128
 #   python train.py config/sft_demo.py
 init_from = "out-demo/base"
 out_dir = "out-demo/sft"

@@ -1,0 +1,32 @@
+"""Shared test fixtures: real data prepared and a real checkpoint trained once a session. Running
+scripts and the data's paths are launch.py's."""
+
+from pathlib import Path
+
+import pytest
+
+from launch import HELLASWAG, SHARED, run_script
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def owt_data(tmp_path_factory) -> Path:
+    """The real OpenWebText sample, prepared once for the whole session (about 114K tokens)."""
+    out = tmp_path_factory.mktemp("data") / "owt_sample"
+    run_script("prepare.py", "--input", str(SHARED / "data" / "openwebtext_sample"),
+               f"--data_dir={out}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def smoke_ckpt(owt_data, tmp_path_factory) -> Path:
+    """out_dir of a short run of config/smoke.py: a real checkpoint for sample/eval/export tests. It scores HellaSwag's
+    first 8 examples at each eval too, for test_eval's check of that hook (a run of its own cost a train.py)."""
+    out = tmp_path_factory.mktemp("out-smoke")
+    run_script("train.py", "config/smoke.py", f"--data_dir={owt_data}", f"--out_dir={out}", "--max_iters=40",
+               "--eval_interval=20", "--hellaswag_every_eval=8", f"--hellaswag_file={HELLASWAG}")
+    return out
