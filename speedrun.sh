@@ -183,12 +183,12 @@ train() {  # train OUT_DIR ARGS...: keep a finished run, resume one cut short, e
 }
 
 stage pretrain "$ABOUT_TRAIN -> $OUT/base"
-# ---- hook: preflight.py, where this checkout has it, checks the machine before the long run
-if [ "$DEMO" = 0 ] && [ -f preflight.py ] && ! finished "$OUT/base"; then
+# preflight.py proves the GPUs in minutes, launched exactly as the run is, before the long run
+if [ "$DEMO" = 0 ] && ! finished "$OUT/base"; then
     echo "preflight.py: checking the machine before the long run"
-    "$PY" preflight.py "${TRAIN[@]}" || { echo "error: preflight.py failed (above)" >&2; exit 1; }
+    "${LAUNCH[@]}" preflight.py "${TRAIN[@]}" ||
+        { echo "error: preflight.py says no-go (its table above): fix that, then rerun" >&2; exit 1; }
 fi
-# ---- end of hook
 train "$OUT/base" "${TRAIN[@]}"
 done_stage
 
