@@ -174,13 +174,16 @@ def run_in_process(*argv: str, stdin: str = "") -> subprocess.CompletedProcess:
     threads, the global random state) is put back. A new process spends 2-4 s importing torch, for a script that
     stops at a bad setting or samples a few tokens most of its time. What this cannot see: output written to the
     file descriptors below Python (a C++ warning), and what a fresh interpreter does at start-up and exit; so each
-    script keeps tests that run it in a process of its own. Not for runs that train, serve or install signal
-    handlers: those get a process of their own (run_script, run_in_one_process)."""
+    script keeps tests that run it in a process of its own. Signal handlers are put back too. Not for runs
+    that train or serve: those get a process of their own (run_script, run_in_one_process)."""
     import torch
 
     out, err, returncode = io.StringIO(), io.StringIO(), 0
     saved, cwd = (sys.argv, sys.stdin), os.getcwd()
     threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    # train.py notes SIGTERM from its first line: left here, this process's forked children (a Pool's
+    # workers) would ignore the SIGTERM that ends them, and the Pool would wait for them forever
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
     sys.argv, sys.stdin = list(argv), io.StringIO(stdin)
     os.chdir(ROOT)
     try:
@@ -199,6 +202,8 @@ def run_in_process(*argv: str, stdin: str = "") -> subprocess.CompletedProcess:
         os.chdir(cwd)
         torch.set_num_threads(threads)
         torch.set_rng_state(rng)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return subprocess.CompletedProcess([sys.executable, *argv], returncode, out.getvalue(), err.getvalue())
 
 
