@@ -7,6 +7,7 @@ configurator.py with the output-path checks, torch-free; they are imported here 
 """
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -196,6 +197,16 @@ def get_lr(step: int, progress: float, learning_rate: float, min_lr: float, warm
 
 
 # ---------------------------------------------------------------- one optimizer step
+
+def wrap_ddp(model: torch.nn.Module, device_type: str, local_rank: int) -> DDP:
+    """DDP as train.py and preflight.py run it: no buffers synced each step (RoPE's tables, the only
+    buffers, are computed alike on every rank), and the gradients live in DDP's buckets instead of
+    beside them (one gradient copy, not two). Newer torch spells the first forward_sync_buffers."""
+    sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters \
+        else "broadcast_buffers"
+    return DDP(model, device_ids=[local_rank] if device_type == "cuda" else None,
+               gradient_as_bucket_view=True, **{sync: False})
+
 
 def train_step(model, optimizers: list[torch.optim.Optimizer], scaler: torch.amp.GradScaler, next_batch,
                grad_accum: int, grad_clip: float, ctx) -> tuple[torch.Tensor, torch.Tensor, bool]:

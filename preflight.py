@@ -25,7 +25,6 @@ from types import SimpleNamespace
 import torch
 import torch.distributed as dist
 from torch.nn import functional as F
-from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import common
@@ -256,8 +255,7 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
     """As train.py wraps it."""
     if not ddp:
         return model
-    return DDP(model, device_ids=[local_rank] if device_type == "cuda" else None, broadcast_buffers=False,
-               gradient_as_bucket_view=True)
+    return common.wrap_ddp(model, device_type, local_rank)
 
 
 def batches(split: str, b: int, seed_: int):

@@ -54,7 +54,6 @@ def hold(point: str) -> None:
 
 import torch  # noqa: E402 (after the signal handlers)
 import torch.distributed as dist  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 import common  # noqa: E402
 import compare  # noqa: E402
@@ -274,10 +273,7 @@ if init_from == "resume":
             print(f"resuming a {rng['world_size']}-rank run on {world_size}: data streams reseeded, not continued")
 checkpoint = None  # free the memory
 fast_model = torch.compile(raw_model) if compile else raw_model
-# no buffers to broadcast each step (RoPE's tables are computed alike on every rank), and the gradients live in
-# DDP's buckets instead of beside them: one gradient copy, not two
-model = DDP(fast_model, device_ids=[local_rank] if device_type == "cuda" else None, broadcast_buffers=False,
-            gradient_as_bucket_view=True) if ddp else fast_model
+model = common.wrap_ddp(fast_model, device_type, local_rank) if ddp else fast_model
 if master:
     print(f"{raw_model.num_params():,} parameters | {world_size} x {device} | {dtype} | compile {compile} | "
           f"{grad_accum} micro-steps of {batch_size}x{block_size} per step | {train_tokens:,} train tokens")
@@ -550,5 +546,6 @@ if master:  # each number with the step it is from: a signal stop skips the fina
     print(f"stopped ({stop}) at step {iter_num} after {hms(elapsed())}: {val}, {tokens_seen:,} tokens; {saved}")
     write_report(f"stopped by a signal at step {iter_num}: continue with --init_from=resume" if stop == "signal"
                  else f"finished ({stop}) at step {iter_num}")
-if ddp:
+if ddp:  # leave together: a rank that tears down its gloo/NCCL threads while rank 0 still writes its
+    dist.barrier()  # report was seen to abort at exit (SIGABRT), failing a run that had saved
     dist.destroy_process_group()

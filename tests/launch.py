@@ -212,7 +212,8 @@ def run_in_one_process(runs: dict[str, list[str]], **kwargs) -> dict[str, subpro
     once, not once a run): {name: what each run gave}. For scripts that must not run inside pytest's own process
     (train.py installs signal handlers and may start torch.distributed) and stop early, at a bad setting."""
     driver = ("import json, sys\n"
-              "from conftest import run_in_process\n"
+              f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+              "from launch import run_in_process\n"
               "runs = {name: run_in_process(*argv) for name, argv in json.loads(sys.argv[1]).items()}\n"
               "print('RESULTS ' + json.dumps({k: [r.returncode, r.stdout, r.stderr] for k, r in runs.items()}))\n")
     result = run_script("-c", driver, json.dumps(runs), **kwargs)

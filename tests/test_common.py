@@ -431,3 +431,19 @@ def test_lr_schedule_and_seeded_generator_are_importable():
     assert torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b))
     assert not torch.equal(torch.rand(3, generator=common.seeded_generator(1, 1, 0)),
                            torch.rand(3, generator=common.seeded_generator(1, 0, 0)))
+
+
+def test_ddp_syncs_no_buffers_and_keeps_one_gradient_copy():
+    """common.wrap_ddp, train.py's and preflight.py's DDP: RoPE's tables (computed alike on every
+    rank) are not broadcast each step, and the gradients are views into DDP's buckets."""
+    import torch.distributed as dist
+
+    store = dist.HashStore()
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=256))
+        assert any(True for _ in model.buffers())  # there are buffers it could have synced
+        ddp = common.wrap_ddp(model, "cpu", 0)
+        assert ddp.gradient_as_bucket_view and not ddp.will_sync_module_buffers()
+    finally:
+        dist.destroy_process_group()

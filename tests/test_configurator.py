@@ -13,7 +13,7 @@ import pytest
 from configurator import configure
 from model import GPT, GPTConfig
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 EXPECTED = {  # option: (n_layer, n_head, n_embd, mlp, norm, pos_emb, parameters)
     "a": (16, 5, 320, "swiglu", "rmsnorm", "rope", 35_763_840),
     "b": (24, 8, 256, "swiglu", "rmsnorm", "rope", 31_740_416),
