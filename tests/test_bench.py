@@ -538,7 +538,8 @@ def test_logits_transient_formula_against_the_live_bytes(dtype, n_tokens):
 
 
 def test_bench_plan_end_to_end():
-    r = run_script("bench.py", "--plan", "--block_size=32", "--threads=1")
-    assert "memory per GPU at block 32" in r.stdout and "largest micro-batch per GPU" in r.stdout
+    # block 8: the bf16 vocabulary GEMMs are slow on a CPU, and the plan runs the same at any block
+    r = run_script("bench.py", "--plan", "--block_size=8", "--threads=1")
+    assert "memory per GPU at block 8" in r.stdout and "largest micro-batch per GPU" in r.stdout
     for option in ("A", "B", "C"):
         assert any(line.startswith(f"{option} ") and "bfloat16" in line for line in r.stdout.splitlines())
