@@ -212,7 +212,8 @@ SAMPLING = dict(temperature=0.9, top_k=50, top_p=0.95)
 SAMPLING_ARGS = [f"--{k}={v}" for k, v in SAMPLING.items()] + ["--seed=1234", f"--max_new_tokens={MAX_NEW}"]
 
 
-@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["eager", "compiled"])
 def test_repl_through_piped_stdin(smoke_ckpt, compile):
     # starts greedy; /temp switches to sampling, from one generator seeded once per session. Compiled,
     # the warm-up at startup must not draw from that generator, and the replies must not change.

@@ -136,6 +136,7 @@ def test_cache_processes_prompt_once_then_one_position_per_token():
     assert all(block.attn.kv_cache is None for block in model.transformer.h)  # freed when done
 
 
+@pytest.mark.slow
 def test_compiled_generation_matches_eager_without_recompiling():
     # n_head=2 and a first call of 2 tokens from 1 (chat.py's warm-up) once made a recompile: the
     # decoded token was a slice of the sequence, whose stride (2) the graph had fixed

@@ -328,6 +328,7 @@ def test_exact_resume_with_fp16_scaler_and_dropout(small_data, tmp_path, optimiz
         assert a["optimizer"][0]["param_groups"][0]["lr"] == pytest.approx(3e-4 * 0.02 / 3e-2)
 
 
+@pytest.mark.slow
 def test_compiled_training_resumes_saves_plain_weights_and_recompiles_once(small_data, tmp_path):
     """compile is on by default on CUDA: here inductor compiles for the CPU. 2 compiled steps + a compiled resume to
     4 follow 4 eager steps (fused kernels round differently: 1e-4), the checkpoint's names are the plain model's
@@ -372,6 +373,7 @@ def test_a_resume_may_change_the_precision(small_data, tmp_path):
     assert all(math.isfinite(r["loss"]) for r in train_rows) and common.load_checkpoint(str(out))["iter_num"] == 6
 
 
+@pytest.mark.slow
 def test_time_budget_ends_in_time_and_a_resume_continues_it(owt_data, tmp_path):
     budget = 10.0
     args = [f"--time_budget_hours={budget / 3600}", "--eval_interval=1000", "--lr_decay_iters=100000"]
@@ -457,6 +459,7 @@ def test_a_micro_batch_too_big_for_memory_is_one_line_that_says_to_lower_batch_s
     assert not (out / "ckpt.pt").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_step_saves_and_exits_cleanly(owt_data, tmp_path):
     out = tmp_path / "sigterm"
     cmd = [sys.executable, "train.py", *TINY, f"--data_dir={owt_data}", f"--out_dir={out}", "--max_iters=100000",
