@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
+import common
 from common import (
     autocast,
     check_data,
@@ -110,7 +111,7 @@ BARE_FLAGS = {"compare": "options", "compile": "True"}  # what a bare --compare 
 
 # The 8×V100 projection (the V100's dense fp16 tensor-core peak comes from model.PEAK_FLOPS), and
 # the size of OpenWebText's train split in GPT-2 tokens (nanoGPT's prepare.py: 9,035,582,198).
-BUDGET = dict(gpus=8, hours=23.0, owt_train_tokens=9.0e9)  # a dict, so not a --key setting
+BUDGET = dict(gpus=8, hours=23.0, owt_train_tokens=common.OWT_TRAIN_TOKENS)  # a dict, so not a --key setting
 
 
 def parse_variants(spec: str, settings: dict) -> list[tuple[str, dict]]:
@@ -347,11 +348,7 @@ def describe_env() -> dict:
         env |= dict(gpu=torch.cuda.get_device_name(device), capability=f"sm{major}{minor}", cuda=torch.version.cuda,
                     gpu_memory_gib=torch.cuda.get_device_properties(device).total_memory / 2**30)
     else:
-        model_name = ""
-        if os.path.exists("/proc/cpuinfo"):
-            with open("/proc/cpuinfo") as f:
-                model_name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-        env |= dict(cpu=model_name or platform.processor(), cores=os.cpu_count(), load_avg_1min=os.getloadavg()[0])
+        env |= dict(cpu=common.cpu_name(), cores=os.cpu_count(), load_avg_1min=os.getloadavg()[0])
     return env
 
 

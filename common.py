@@ -11,6 +11,7 @@ import inspect
 import json
 import math
 import os
+import platform
 import sys
 from dataclasses import fields
 from typing import NamedTuple, NoReturn
@@ -127,6 +128,20 @@ class Setup(NamedTuple):
     dtype: str  # float32, bfloat16 or float16
     autocast: contextlib.AbstractContextManager  # enter it around each forward pass
     threads: str  # for the log: " (N threads)" on the CPU when chosen here, else ""
+
+
+# OpenWebText's train split in GPT-2 tokens: the projections' passes over it (bench.py, preflight.py)
+OWT_TRAIN_TOKENS = 9.0e9
+
+
+def cpu_name() -> str:
+    """The CPU's model name, for the records that say what a figure was measured on."""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+        if name:
+            return name
+    return platform.processor() or platform.machine()
 
 
 def setup(device: str, dtype: str = "auto", threads: int | str = 0) -> Setup:

@@ -61,7 +61,6 @@ REFERENCE = os.path.join(HERE, "assets", "preflight", "reference.json")
 # The fixed reference model: option A's block at toy size, on TinyShakespeare's characters (assets/preflight/README.md).
 NUMERICS_MODEL = dict(block_size=64, vocab_size=65, n_layer=2, n_head=2, n_embd=64, loss_chunk=128)
 NUMERICS_BATCH, NUMERICS_LR, WINDOW = 8, 3e-3, 20
-OWT_TOKENS = 9.0e9  # OpenWebText's train split in GPT-2 tokens (bench.py's BUDGET)
 
 config = configure(globals(), sys.argv[1:], verbose=False)
 run = SimpleNamespace(**config)  # the run's settings, as train.py reads them
@@ -81,8 +80,8 @@ if device_type == "cuda":
     device = f"cuda:{local_rank}" if ddp or device == "cuda" else device
     torch.cuda.set_device(device)
     torch.set_float32_matmul_precision("high")  # as train.py
-dtype = common.resolve_dtype(run.dtype, device_type)
-autocast = common.autocast(device_type, dtype)
+# after set_device, so that dtype=auto asks this rank's GPU (as train.py)
+device, device_type, dtype, autocast, _ = common.setup(device, run.dtype)
 compile = common.compile_default(device) if run.compile is None else run.compile
 changed = {}  # settings the run must change, for the command at the end
 
@@ -324,11 +323,12 @@ def check_speed(model, raw: GPT, opts, scaler) -> dict:
     mfu = raw.estimate_mfu(run.batch_tokens // world, dt, name, dtype)
     hours = run.time_budget_hours or 23.0
     tokens = tokens_s * hours * 3600
+    passes = tokens / common.OWT_TRAIN_TOKENS
     return row("speed", "GO", f"{tokens_s:,.0f} tokens/s, {dt:.2f} s/step, MFU "
                               + (f"{mfu:.1%}" if mfu else "n/a (no peak FLOP/s known here)")
-                              + f" | {hours:g} h: {tokens / 1e9:.2f}B tokens, {tokens / OWT_TOKENS:.2f} passes over "
+                              + f" | {hours:g} h: {tokens / 1e9:.2f}B tokens, {passes:.2f} passes over "
                                 f"OpenWebText", tokens_per_s=tokens_s, step_s=dt, mfu=mfu,
-               projected_tokens=tokens, owt_passes=tokens / OWT_TOKENS)
+               projected_tokens=tokens, owt_passes=passes)
 
 
 def check_memory(model, opts, scaler) -> dict:

@@ -12,13 +12,13 @@ pretraining, fine-tuning and evaluation on one page at the end:
 import json
 import math
 import os
-import platform
 import re
 import statistics
 import sys
 
 import torch
 
+import common
 import compare
 from common import die, read_metrics
 from configurator import configure
@@ -41,12 +41,7 @@ def write_atomic(path: str, text: str) -> None:
 def hardware(device: str, world_size: int) -> str:
     if device.startswith("cuda"):
         return f"{world_size} x {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    name = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        name = models[0] if models else name
-    return f"{name}, {os.cpu_count()} cores, {world_size} process{'es' if world_size > 1 else ''}"
+    return f"{common.cpu_name()}, {os.cpu_count()} cores, {world_size} process{'es' if world_size > 1 else ''}"
 
 
 def hms(seconds: float) -> str:

@@ -387,10 +387,6 @@ def elapsed() -> float:
     return elapsed_before + time.monotonic() - t_start
 
 
-def hms(seconds: float) -> str:
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m{int(seconds % 60):02d}s"
-
-
 def out_of_memory(what: str):
     """A micro-batch too big for the GPU: one line saying so, not torch's page of allocator statistics."""
     return common.out_of_memory_is_one_line(
@@ -411,8 +407,8 @@ if hellaswag_every_eval > 0 and master:
 # ---------------------------------------------------------------- training loop
 budget = time_budget_hours * 3600
 if master and init_from == "resume":  # where this leg of the run starts, as the checkpoint recorded it
-    print(f"resumed {ckpt_path}: step {iter_num}, {tokens_seen:,} tokens, {hms(elapsed_before)} elapsed"
-          + (f" of the {hms(budget)} budget" if budget else "") + f", val loss {val_loss:.4f} (step {val_iter})")
+    print(f"resumed {ckpt_path}: step {iter_num}, {tokens_seen:,} tokens, {report.hms(elapsed_before)} elapsed"
+          + (f" of the {report.hms(budget)} budget" if budget else "") + f", val loss {val_loss:.4f} (step {val_iter})")
 decay_iters = lr_decay_iters or max_iters
 # the step last evaluated and saved: a fresh run evaluates and saves at once, a resumed one starts from its checkpoint
 last_eval = saved_iter = iter_num if init_from == "resume" else None
@@ -517,7 +513,7 @@ while True:
         print(f"step {step}: loss {loss:.4f} | lr {lr:.2e} | grad norm {record['grad_norm']:.3f}"
               + (f" | scale {record['loss_scale']:g}" if scaler.is_enabled() else "")
               + f" | {record['tokens_per_s']:,.0f} tok/s" + (f" | MFU {100 * mfu:.1f}%" if mfu else "")
-              + f" | {tokens_seen / 1e6:.2f}M tokens | {epochs:.2f} epochs | {hms(min(left))} left"
+              + f" | {tokens_seen / 1e6:.2f}M tokens | {epochs:.2f} epochs | {report.hms(min(left))} left"
               + (f" | {skipped} skipped" if skipped else ""))
         log(record)
         window_steps, window_time = 0, 0.0
@@ -543,7 +539,7 @@ hold("exit")
 if master:  # each number with the step it is from: a signal stop skips the final eval, and may save nothing
     val = f"val loss {val_loss:.4f} (step {val_iter})" if val_iter is not None else "no eval"
     saved = f"checkpoint {ckpt_path} (step {saved_iter})" if saved_iter is not None else "no checkpoint written"
-    print(f"stopped ({stop}) at step {iter_num} after {hms(elapsed())}: {val}, {tokens_seen:,} tokens; {saved}")
+    print(f"stopped ({stop}) at step {iter_num} after {report.hms(elapsed())}: {val}, {tokens_seen:,} tokens; {saved}")
     write_report(f"stopped by a signal at step {iter_num}: continue with --init_from=resume" if stop == "signal"
                  else f"finished ({stop}) at step {iter_num}")
 if ddp:  # leave together: a rank that tears down its gloo/NCCL threads while rank 0 still writes its
