@@ -535,7 +535,8 @@ def test_the_export_gives_transformers_the_same_prompt_ids_and_greedy_reply(tune
     transformers = pytest.importorskip("transformers")
     import chat
     hf_dir = tmp_path / "hf"
-    result = run_in_process("export_hf.py", f"--out_dir={tuned}", f"--hf_dir={hf_dir}")  # test_export: its own process
+    # its own process, as in test_export_hf
+    result = run_in_process("export_hf.py", f"--out_dir={tuned}", f"--hf_dir={hf_dir}")
     assert result.returncode == 0, result.stderr
     assert "chat-tuned" in result.stdout
     assert json.loads((hf_dir / "tokenizer_config.json").read_text())["chat_template"] == chat_template.JINJA

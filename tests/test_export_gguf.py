@@ -21,7 +21,7 @@ import common  # noqa: E402
 import export_gguf  # noqa: E402
 from launch import one_line_error, run_in_process, run_script  # noqa: E402
 from model import apply_rotary_emb, precompute_rope  # noqa: E402
-from test_export import save_tiny_checkpoint, tiny_model  # noqa: E402
+from test_export_hf import save_tiny_checkpoint, tiny_model  # noqa: E402
 from tokenizer import chat_template  # noqa: E402
 
 pytestmark = pytest.mark.llamacpp

@@ -17,7 +17,7 @@ import math
 import os
 
 # transformers reaches for the hub only if asked (the export is a local folder; the tasks' data come from disk, not
-# through datasets' hub loader); say offline anyway, as test_export.py does, so nothing waits on a network
+# through datasets' hub loader); say offline anyway, as test_export_hf.py does, so nothing waits on a network
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import lm_eval  # noqa: E402
