@@ -68,15 +68,22 @@ def settings_of(namespace: dict) -> dict:
 
 
 def print_help(namespace: dict, config: dict) -> None:
-    """The script's docstring, then each setting as its source line declares it: default and comment."""
-    print((namespace.get("__doc__") or "").strip() + "\n\nsettings (change with a config file or --key=value):")
-    lines = {}
+    """The script's docstring, then each setting as its source declares it: default and comment,
+    with the indented comment lines that continue it (a comment too long for one line)."""
+    doc = (namespace.get("__doc__") or "").strip()
+    print(doc + "\n\nsettings (change with a config file or --key=value):")
+    lines, key = {}, None
     if namespace.get("__file__"):
         with open(namespace["__file__"]) as f:
             for line in f:
+                if key and line[0].isspace() and line.lstrip().startswith("#"):
+                    lines[key] += "\n  " + line.rstrip()
+                    continue
                 key = line.split("=", 1)[0].strip()
                 if "=" in line and not line[0].isspace() and key in config and key not in lines:
                     lines[key] = line.rstrip()
+                else:
+                    key = None
     for key, value in config.items():
         print("  " + lines.get(key, f"{key} = {value!r}"))
 
