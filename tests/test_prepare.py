@@ -25,7 +25,8 @@ WEBTEXT = SHARED / "data" / "webtext_snippets" / "webtext.valid.jsonl"
 
 def run(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs prepare.py the way a user does."""
-    return run_script("prepare.py", *map(str, args), env={**os.environ, **(env or {})}, check=False, timeout=120)
+    return run_script("prepare.py", *map(str, args), env={**os.environ, **(env or {})},
+                      check=False, timeout=120)
 
 
 def load(out: Path) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -39,7 +40,8 @@ def check_counts(out: Path, train: np.ndarray, val: np.ndarray, meta: dict) -> N
     for name, data in (("train", train), ("val", val)):
         assert meta[name]["tokens"] == len(data) > 0
         assert (out / f"{name}.bin").stat().st_size == 2 * len(data)
-    assert (meta["tokenizer"], meta["vocab_size"], meta["eot_token"], meta["dtype"]) == ("gpt2", 50257, EOT, "uint16")
+    assert (meta["tokenizer"], meta["vocab_size"], meta["eot_token"],
+            meta["dtype"]) == ("gpt2", 50257, EOT, "uint16")
 
 
 def tokens_of(docs: list[str]) -> list[int]:
@@ -98,19 +100,21 @@ def test_documents_round_trip(tmp_path, kind):
         with open(src / "a.jsonl", "a") as f:
             f.write("\n")  # a blank line is not a document
         with open(src / "a.jsonl", "a") as f:
-            f.write("".join(json.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(rows[200:])))
+            f.write("".join(json.dumps({"text": d, "id": i}) + "\n"
+                            for i, d in enumerate(rows[200:])))
         inputs, docs = [src / "a.jsonl"], rows
     elif kind == "parquet":
         # an empty or null text is skipped (it would be a lone EOT)
-        pq.write_table(pa.table({"text": rows[:100] + ["", None] + rows[100:], "n": list(range(452))}),
-                       src / "b.parquet")
+        pq.write_table(pa.table({"text": rows[:100] + ["", None] + rows[100:],
+                                 "n": list(range(452))}), src / "b.parquet")
         inputs, docs = [src / "b.parquet"], rows
     else:
         # read in sorted path order, recursively; other suffixes ignored
         (src / "sub").mkdir()
         pq.write_table(pa.table({"text": rows[300:]}), src / "sub" / "b.parquet")
         write_jsonl(src / "a.jsonl", rows[:300])
-        (src / "sub" / "c.txt").write_text("One whole file.\n\nIs one document.\n", encoding="utf-8")
+        (src / "sub" / "c.txt").write_text("One whole file.\n\nIs one document.\n",
+                                           encoding="utf-8")
         (src / "README.md").write_text("not data")
         inputs, docs = [src], rows + ["One whole file.\n\nIs one document.\n"]
 
@@ -146,8 +150,8 @@ def test_num_docs_and_val_fraction(tmp_path):
 
 @pytest.mark.parametrize("num_docs", [30, 120, 170, 260, 301])
 def test_num_docs_across_parquet_row_groups(tmp_path, num_docs):
-    """--num_docs cuts a .parquet file inside a row group, or stops in the .jsonl file after it; what
-    lies beyond the limit is not read at all (here: a file that is not Parquet)."""
+    """--num_docs cuts a .parquet file inside a row group, or stops in the .jsonl file after it;
+    what lies beyond the limit is not read at all (here: a file that is not Parquet)."""
     rows = webtext_rows(300)
     src = tmp_path / "src"
     src.mkdir()
@@ -168,7 +172,7 @@ def test_num_docs_across_parquet_row_groups(tmp_path, num_docs):
     assert meta["source"]["documents"] == num_docs
 
 
-@pytest.mark.parametrize("ndocs", [5, 10])  # 10 x 64 tokens puts the cut exactly on a document boundary
+@pytest.mark.parametrize("ndocs", [5, 10])  # 10 x 64 tokens: cut exactly on a document boundary
 def test_few_documents_split_tokens(tmp_path, ndocs):
     docs = webtext_rows(ndocs)
     out = tmp_path / "out"
@@ -201,8 +205,8 @@ def test_text_spelling_endoftext_is_ordinary_text(tmp_path):
 
 def test_val_fraction_rule_is_exact(tmp_path):
     """The documented rule, floor((i+1)*f) > floor(i*f), in exact arithmetic: 0.3 of 10 documents is
-    exactly 3 of them, 3, 6 and 9 (in binary floating point 10 * 0.3 is just under 3, which would drop
-    document 9). 0.7 is 7 of them, spread evenly."""
+    exactly 3 of them, 3, 6 and 9 (in binary floating point 10 * 0.3 is just under 3, which would
+    drop document 9). 0.7 is 7 of them, spread evenly."""
     docs = webtext_rows(10)
     src = write_jsonl(tmp_path / "a.jsonl", docs)
     for fraction, val_idx in (("0.3", [3, 6, 9]), ("0.7", [1, 2, 4, 5, 7, 8, 9])):
@@ -226,7 +230,8 @@ def test_folder_is_read_in_sorted_path_order(tmp_path):
     out = tmp_path / "out"
     prepare.main(["--input", str(src), f"--data_dir={out}", "--num_proc=1"])
     train, val, _ = load(out)
-    assert train.tolist() + val.tolist() == tokens_of([f"Document {name}." for name in sorted(names)])
+    assert train.tolist() + val.tolist() == tokens_of([f"Document {name}."
+                                                       for name in sorted(names)])
 
 
 # -----------------------------------------------------------------------------
@@ -259,7 +264,8 @@ def make_case(tmp_path: Path, case: str) -> tuple[list, list[str]]:
         return [tmp_path / "t.parquet"], ["t.parquet", '"text" column']
     if case == "parquet_not_parquet":
         (tmp_path / "junk.parquet").write_bytes(b"this is not a Parquet file\n" * 10)
-        return [tmp_path / "junk.parquet"], ["cannot read the Parquet file", "junk.parquet", "ArrowInvalid"]
+        return [tmp_path / "junk.parquet"], ["cannot read the Parquet file", "junk.parquet",
+                                             "ArrowInvalid"]
     if case == "parquet_truncated":
         # a download cut short: the footer, which holds the schema, is missing
         pq.write_table(pa.table({"text": webtext_rows(50)}), tmp_path / "whole.parquet")
@@ -267,12 +273,13 @@ def make_case(tmp_path: Path, case: str) -> tuple[list, list[str]]:
         (tmp_path / "cut.parquet").write_bytes(data[:len(data) // 2])
         return [tmp_path / "cut.parquet"], ["cannot read the Parquet file", "cut.parquet"]
     if case == "parquet_corrupt_page":
-        # the footer is fine but a data page is garbage: pyarrow fails while reading, not while opening
+        # the footer is fine but a data page is garbage: pyarrow fails reading it, not opening it
         rng = np.random.default_rng(0)
         docs = [" ".join(f"w{i}" for i in rng.integers(0, 10**6, 200)) for _ in range(2000)]
         pq.write_table(pa.table({"text": docs}), tmp_path / "whole.parquet", row_group_size=500)
         data = bytearray((tmp_path / "whole.parquet").read_bytes())
-        data[len(data) // 3:len(data) // 3 + 5000] = rng.integers(0, 256, 5000, dtype=np.uint8).tobytes()
+        data[len(data) // 3:len(data) // 3 + 5000] = rng.integers(0, 256, 5000,
+                                                                  dtype=np.uint8).tobytes()
         (tmp_path / "bad.parquet").write_bytes(bytes(data))
         return [tmp_path / "bad.parquet"], ["cannot read row group", "bad.parquet", "OSError"]
     if case == "wrong_suffix":
@@ -281,9 +288,10 @@ def make_case(tmp_path: Path, case: str) -> tuple[list, list[str]]:
     raise ValueError(case)
 
 
-@pytest.mark.parametrize("case", ["missing", "empty_file", "empty_folder", "no_text_field", "bad_json",
-                                  "not_utf8", "not_utf8_jsonl", "parquet_no_text", "parquet_not_parquet",
-                                  "parquet_truncated", "parquet_corrupt_page", "wrong_suffix"])
+@pytest.mark.parametrize("case", ["missing", "empty_file", "empty_folder", "no_text_field",
+                                  "bad_json", "not_utf8", "not_utf8_jsonl", "parquet_no_text",
+                                  "parquet_not_parquet", "parquet_truncated",
+                                  "parquet_corrupt_page", "wrong_suffix"])
 def test_input_errors(tmp_path, case):
     inputs, words = make_case(tmp_path, case)
     out = tmp_path / "out"
@@ -318,7 +326,8 @@ def test_argument_errors_are_one_line(args, words):
 
 @pytest.mark.parametrize("flag", ["--seed=1", "--revision=main", "--allow_partial"])
 def test_hub_options_with_input_are_refused_not_ignored(tmp_path, flag):
-    """--input takes its first --num_docs documents: a hub-only option beside it would be ignored."""
+    """--input takes its first --num_docs documents:
+    a hub-only option beside it would be ignored."""
     a = write_jsonl(tmp_path / "a.jsonl", ["first"])
     assert_one_line_error(run("--input", a, f"--data_dir={tmp_path / 'out'}", flag),
                           "are for the hub", "would ignore")
@@ -410,10 +419,12 @@ def test_crash_between_renames_leaves_no_meta(tmp_path, monkeypatch):
 
 
 def test_a_full_disk_midway_is_one_line_and_keeps_the_previous_data(tmp_path):
-    """The disk fills (here a file-size limit: writes fail with EFBIG as they would with ENOSPC) while train.bin is
-    written: one line (it was an OSError traceback), no .tmp left, the old complete folder as it was, and a new
-    folder that never got its data is not left behind either."""
-    small, large = write_jsonl(tmp_path / "a.jsonl", ["old"]), write_jsonl(tmp_path / "b.jsonl", webtext_rows(400))
+    """The disk fills (here a file-size limit: writes fail with EFBIG as they would with ENOSPC)
+    while train.bin is written: one line (it was an OSError traceback), no .tmp left, the old
+    complete folder as it was, and a new folder that never got its data is not left behind
+    either."""
+    small, large = (write_jsonl(tmp_path / "a.jsonl", ["old"]),
+                    write_jsonl(tmp_path / "b.jsonl", webtext_rows(400)))
     out = tmp_path / "out"
     prepare.main(["--input", str(small), f"--data_dir={out}", "--num_proc=1"])
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -429,7 +440,8 @@ def test_a_full_disk_midway_is_one_line_and_keeps_the_previous_data(tmp_path):
 
 
 def test_val_fraction_must_leave_train_data(tmp_path):
-    """--val_fraction 1 would put every document in val and leave train.bin empty: refused, like 0."""
+    """--val_fraction 1 would put every document in val and leave train.bin empty:
+    refused, like 0."""
     src = write_jsonl(tmp_path / "a.jsonl", webtext_rows(3))
     for fraction in ("1", "0", "1.5"):
         message = one_line_error(prepare.main, ["--input", str(src),
@@ -450,7 +462,8 @@ def test_partial_output_needs_overwrite(tmp_path):
         message = one_line_error(prepare.main, ["--input", str(src), f"--data_dir={out}",
                                                 "--num_proc=1"])
         assert "--overwrite" in message
-        assert sorted(p.name for p in out.iterdir()) == [name] and (out / name).read_bytes() == b"keep me"
+        assert (sorted(p.name for p in out.iterdir()) == [name]
+                and (out / name).read_bytes() == b"keep me")
 
 
 def test_failure_keeps_an_existing_empty_out_folder(tmp_path):
@@ -468,7 +481,8 @@ def test_failure_keeps_an_existing_empty_out_folder(tmp_path):
 # what cannot be reached from here: the hub and the tokenizer download
 
 def test_tokenizer_damaged(tmp_path, monkeypatch):
-    """The tokenizer ships in tokenizer/: a damaged copy is refused in one line before anything is written."""
+    """The tokenizer ships in tokenizer/: a damaged copy is refused in one line
+    before anything is written."""
     import tokenizer
 
     bad = tmp_path / "vocab.bpe"
@@ -477,14 +491,16 @@ def test_tokenizer_damaged(tmp_path, monkeypatch):
     monkeypatch.setattr(tokenizer, "gpt2", tokenizer.gpt2.__wrapped__)  # not the cached Encoding
     src = write_jsonl(tmp_path / "a.jsonl", ["hello"])
     msg = one_line_error(prepare.main, ["--input", str(src), f"--data_dir={tmp_path / 'out'}"])
-    assert "GPT-2's tokenizer files" in msg and "damaged" in msg and "git checkout -- tokenizer/" in msg
+    assert ("GPT-2's tokenizer files" in msg and "damaged" in msg
+            and "git checkout -- tokenizer/" in msg)
     assert not (tmp_path / "out").exists()
 
 
 # -----------------------------------------------------------------------------
-# the hub, through a stand-in: a local folder per revision, laid out as the hub lays out OpenWebText's
-# files. Only prepare.hub_snapshot (the hub's API: commit and file list) is replaced; the choice of
-# revision, the footers' counts, the refusals, the workers' reads and meta.json run as they do on the hub.
+# the hub, through a stand-in: a local folder per revision, laid out as the hub lays out
+# OpenWebText's files. Only prepare.hub_snapshot (the hub's API: commit and file list) is replaced;
+# the choice of revision, the footers' counts, the refusals, the workers' reads and meta.json run as
+# they do on the hub.
 
 HUB_DOCS = 600  # the stand-in's "whole OpenWebText"
 
@@ -496,9 +512,9 @@ def write_parquet(path: Path, docs: list[str]) -> None:
 
 def make_hub(root: Path, main: str, convert: str, pr18: bool = False) -> list[str]:
     """main: "script" (today's main: a loading script and tar archives) or "parquet" (main once the
-    script is replaced: datasets' convert_to_parquet layout). convert: "full" or "partial" (the dataset
-    viewer's conversion, cut at 5 GB, here at 250 documents). pr18: whether refs/pr/18 exists, with
-    the whole corpus in push_to_hub's layout. Returns the whole corpus's documents."""
+    script is replaced: datasets' convert_to_parquet layout). convert: "full" or "partial" (the
+    dataset viewer's conversion, cut at 5 GB, here at 250 documents). pr18: whether refs/pr/18
+    exists, with the whole corpus in push_to_hub's layout. Returns the whole corpus's documents."""
     docs = webtext_rows(HUB_DOCS)
     if pr18:
         for k in range(2):
@@ -510,9 +526,11 @@ def make_hub(root: Path, main: str, convert: str, pr18: bool = False) -> list[st
         (root / "main" / "subsets" / "urlsf_subset00.tar").write_bytes(b"tar")
     else:
         for k in range(3):
-            write_parquet(root / "main" / "plain_text" / f"train-{k:05d}-of-00003.parquet", docs[200 * k:200 * (k + 1)])
+            write_parquet(root / "main" / "plain_text" / f"train-{k:05d}-of-00003.parquet",
+                          docs[200 * k:200 * (k + 1)])
     (root / "main" / "README.md").write_text("# OpenWebText\n")
-    split = root / "refs" / "convert" / "parquet" / "plain_text" / ("train" if convert == "full" else "partial-train")
+    split = (root / "refs" / "convert" / "parquet" / "plain_text"
+             / ("train" if convert == "full" else "partial-train"))
     held = docs if convert == "full" else docs[:250]
     for k in range(0, len(held), 200):
         write_parquet(split / f"{k // 200:04d}.parquet", held[k:k + 200])
@@ -533,7 +551,8 @@ def hub(tmp_path, monkeypatch):
         folder = root / revision
         if not folder.is_dir():
             return None  # no such revision
-        files = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+        files = {str(p.relative_to(folder)): p.stat().st_size
+                 for p in sorted(folder.rglob("*")) if p.is_file()}
         return commit(revision), files, f"{folder}/"
 
     monkeypatch.setattr(prepare, "hub_snapshot", snapshot)
@@ -551,12 +570,15 @@ def hub_run(out: Path, *args: str) -> dict:
 
 
 @pytest.mark.parametrize("main,convert,pr18,revision,files", [
-    # today: main holds a loading script, so the dataset viewer's conversion is read when it is complete
-    ("script", "full", False, "refs/convert/parquet", [f"plain_text/train/{k:04d}.parquet" for k in range(3)]),
+    # today: main holds a loading script, so the dataset viewer's conversion is read if complete
+    ("script", "full", False, "refs/convert/parquet",
+     [f"plain_text/train/{k:04d}.parquet" for k in range(3)]),
     # ... and when it is not, the owner's refs/pr/18 if it holds everything
-    ("script", "partial", True, "refs/pr/18", [f"data/train-{k:05d}-of-00002.parquet" for k in range(2)]),
+    ("script", "partial", True, "refs/pr/18",
+     [f"data/train-{k:05d}-of-00002.parquet" for k in range(2)]),
     # once main holds Parquet files it comes first
-    ("parquet", "partial", True, "main", [f"plain_text/train-{k:05d}-of-00003.parquet" for k in range(3)]),
+    ("parquet", "partial", True, "main",
+     [f"plain_text/train-{k:05d}-of-00003.parquet" for k in range(3)]),
 ])
 def test_hub_source_choice_and_provenance(tmp_path, hub, main, convert, pr18, revision, files):
     docs = hub(main, convert, pr18)
@@ -568,17 +590,19 @@ def test_hub_source_choice_and_provenance(tmp_path, hub, main, convert, pr18, re
     assert val.tolist() == tokens_of(val_docs)
     assert train.tolist() == tokens_of([d for i, d in enumerate(docs) if i % 200 != 199])
     assert meta["source"] == {
-        "repository": "Skylion007/openwebtext", "revision": revision, "commit": hub.commit(revision),
-        "files": files, "file_bytes": sum((tmp_path / "hub" / revision / f).stat().st_size for f in files),
+        "repository": "Skylion007/openwebtext", "revision": revision,
+        "commit": hub.commit(revision), "files": files,
+        "file_bytes": sum((tmp_path / "hub" / revision / f).stat().st_size for f in files),
         "partial": False, "documents_in_source": HUB_DOCS, "documents": HUB_DOCS,
         "tokens": len(train) + len(val), "complete": True}
     tried = ["main", "refs/convert/parquet", "refs/pr/18"]
-    assert hub.calls == [("Skylion007/openwebtext", rev) for rev in tried[:tried.index(revision) + 1]]
+    assert hub.calls == [("Skylion007/openwebtext", rev)
+                         for rev in tried[:tried.index(revision) + 1]]
 
 
 def test_hub_many_workers_keep_the_order(tmp_path, hub):
-    """Three workers read the twelve row groups at once; the output is still the corpus in file order,
-    byte for byte what one worker writes."""
+    """Three workers read the twelve row groups at once; the output is still the corpus in file
+    order, byte for byte what one worker writes."""
     docs = hub("script", "full")
     hub_run(tmp_path / "one")
     prepare.main([f"--data_dir={tmp_path / 'three'}", "--num_proc", "3"])
@@ -598,9 +622,11 @@ def test_hub_partial_conversion_refused(tmp_path, hub):
     out = tmp_path / "out"
     msg = one_line_error(hub_run, out)
     for words in ("no revision of Skylion007/openwebtext holds OpenWebText's 600 documents",
-                  f"main (commit {hub.commit('main')[:12]}): no Parquet train files, only a loading script",
-                  f"refs/convert/parquet (commit {hub.commit('refs/convert/parquet')[:12]}): 250 documents under "
-                  "partial-train/", "refs/pr/18: no such revision", "Nothing was written", "--revision=REV",
+                  f"main (commit {hub.commit('main')[:12]}): no Parquet train files, "
+                  "only a loading script",
+                  f"refs/convert/parquet (commit {hub.commit('refs/convert/parquet')[:12]}): "
+                  "250 documents under partial-train/",
+                  "refs/pr/18: no such revision", "Nothing was written", "--revision=REV",
                   "--input", "--allow_partial to prepare the 250 of refs/convert/parquet"):
         assert words in msg, (words, msg)
     assert not out.exists()
@@ -609,37 +635,44 @@ def test_hub_partial_conversion_refused(tmp_path, hub):
     train, val, _ = load(out)
     assert val.tolist() == tokens_of([docs[199]])
     assert train.tolist() == tokens_of([d for i, d in enumerate(docs[:250]) if i != 199])
-    assert meta["source"]["files"] == ["plain_text/partial-train/0000.parquet", "plain_text/partial-train/0001.parquet"]
+    assert meta["source"]["files"] == ["plain_text/partial-train/0000.parquet",
+                                       "plain_text/partial-train/0001.parquet"]
     assert (meta["source"]["partial"], meta["source"]["complete"]) == (True, False)
     assert meta["source"]["documents"] == meta["source"]["documents_in_source"] == 250
 
 
 def test_hub_explicit_revision(tmp_path, hub):
-    """--revision reads that revision alone: a partial one is still refused, whatever the others hold."""
+    """--revision reads that revision alone:
+    a partial one is still refused, whatever the others hold."""
     hub("parquet", "partial", pr18=True)
     msg = one_line_error(hub_run, tmp_path / "out", "--revision", "refs/convert/parquet")
     assert "refs/convert/parquet (commit" in msg and "250 documents" in msg and "main" not in msg
     assert hub.calls == [("Skylion007/openwebtext", "refs/convert/parquet")]
-    assert "refs/pr/21: no such revision" in one_line_error(hub_run, tmp_path / "out", "--revision", "refs/pr/21")
+    assert "refs/pr/21: no such revision" in one_line_error(hub_run, tmp_path / "out",
+                                                            "--revision", "refs/pr/21")
 
 
 def test_hub_without_train_files(tmp_path, hub):
     hub("script", "full")
     msg = one_line_error(hub_run, tmp_path / "out", "--revision", "main")
-    assert "main (commit" in msg and "no Parquet train files, only a loading script" in msg and "--input" in msg
+    assert ("main (commit" in msg and "no Parquet train files, only a loading script" in msg
+            and "--input" in msg)
 
 
 def test_hub_subset_from_a_partial_revision(tmp_path, hub):
-    """A subset the partial conversion holds is taken from it (no revision holds the whole corpus)."""
+    """A subset the partial conversion holds is taken from it
+    (no revision holds the whole corpus)."""
     docs = hub("script", "partial")
     meta = hub_run(tmp_path / "out", "--num_docs", "200")
-    assert meta["source"]["revision"] == "refs/convert/parquet" and meta["source"]["complete"] is False
+    assert (meta["source"]["revision"] == "refs/convert/parquet"
+            and meta["source"]["complete"] is False)
     train, val, _ = load(tmp_path / "out")
     got = enc.decode(train.tolist() + val.tolist()).split("<|endoftext|>")[:-1]
     assert len(set(got)) == 200 and set(got) <= set(docs[:250])
 
 
-@pytest.mark.parametrize("args", [["--num_docs", "251"], ["--fraction", "0.5"]])  # 0.5 of 600 is 300
+@pytest.mark.parametrize("args", [["--num_docs", "251"],
+                                  ["--fraction", "0.5"]])  # 0.5 of 600 is 300
 def test_hub_subset_larger_than_source_refused(tmp_path, hub, args):
     hub("script", "partial")
     msg = one_line_error(hub_run, tmp_path / "out", *args)
@@ -650,8 +683,9 @@ def test_hub_subset_larger_than_source_refused(tmp_path, hub, args):
 
 
 def test_hub_subset(tmp_path, hub):
-    """A subset is whole row groups in a seeded random order, the last one cut: the same seed gives the
-    same files, another seed others; only the files read are recorded; it is never "complete"."""
+    """A subset is whole row groups in a seeded random order, the last one cut: the same seed gives
+    the same files, another seed others; only the files read are recorded;
+    it is never "complete"."""
     docs = hub("script", "full")
     metas = {name: hub_run(tmp_path / name, "--num_docs", "120", *seed)
              for name, seed in (("a", []), ("b", []), ("c", ["--seed", "1"]))}
@@ -670,18 +704,22 @@ def test_hub_subset(tmp_path, hub):
         docs.index(r[0]) // 200 for r in runs)] and len(read) == len(meta["source"]["files"])
     for name in ("train.bin", "val.bin"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert (tmp_path / "a" / "train.bin").read_bytes() != (tmp_path / "c" / "train.bin").read_bytes()
+    assert ((tmp_path / "a" / "train.bin").read_bytes()
+            != (tmp_path / "c" / "train.bin").read_bytes())
     assert metas["a"]["args"]["seed"] == 2357
 
 
 def test_hub_unreadable_row_group(tmp_path, hub):
-    """A row group that cannot be read (a dropped connection, a corrupt page) stops the run with one line
-    naming the file, and leaves nothing: the footers were fine, so this fails inside a worker."""
+    """A row group that cannot be read (a dropped connection, a corrupt page) stops the run with one
+    line naming the file, and leaves nothing: the footers were fine, so this fails inside
+    a worker."""
     hub("script", "full")
-    bad = tmp_path / "hub" / "refs" / "convert" / "parquet" / "plain_text" / "train" / "0001.parquet"
+    bad = (tmp_path / "hub" / "refs" / "convert" / "parquet" / "plain_text" / "train"
+           / "0001.parquet")
     data = bytearray(bad.read_bytes())
     n = len(data)
-    data[n // 4:n // 2] = np.random.default_rng(0).integers(0, 256, n // 2 - n // 4, dtype=np.uint8).tobytes()
+    data[n // 4:n // 2] = np.random.default_rng(0).integers(0, 256, n // 2 - n // 4,
+                                                            dtype=np.uint8).tobytes()
     bad.write_bytes(bytes(data))
     pq.ParquetFile(bad)  # the footer still reads ...
     with pytest.raises((pa.ArrowException, OSError)):
@@ -692,8 +730,9 @@ def test_hub_unreadable_row_group(tmp_path, hub):
 
 
 def test_hub_snapshot_reads_by_commit(monkeypatch):
-    """The one function that talks to the hub: it resolves the revision to a commit, and the files are
-    read at that commit (so all of them come from one snapshot), through fsspec's hf:// protocol."""
+    """The one function that talks to the hub: it resolves the revision to a commit, and the files
+    are read at that commit (so all of them come from one snapshot),
+    through fsspec's hf:// protocol."""
     from types import SimpleNamespace
 
     import huggingface_hub
@@ -701,32 +740,36 @@ def test_hub_snapshot_reads_by_commit(monkeypatch):
 
     def dataset_info(self, repo_id, **kwargs):
         calls.append((repo_id, kwargs))
-        return SimpleNamespace(sha="a" * 40, siblings=[SimpleNamespace(rfilename="plain_text/train/0000.parquet",
-                                                                       size=123),
-                                                       SimpleNamespace(rfilename="README.md", size=None)])
+        return SimpleNamespace(sha="a" * 40, siblings=[
+            SimpleNamespace(rfilename="plain_text/train/0000.parquet", size=123),
+            SimpleNamespace(rfilename="README.md", size=None)])
 
     monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", dataset_info)
     commit, files, root = prepare.hub_snapshot("Skylion007/openwebtext", "refs/convert/parquet")
-    assert calls == [("Skylion007/openwebtext", {"revision": "refs/convert/parquet", "files_metadata": True})]
+    assert calls == [("Skylion007/openwebtext", {"revision": "refs/convert/parquet",
+                                                 "files_metadata": True})]
     assert (commit, files) == ("a" * 40, {"plain_text/train/0000.parquet": 123, "README.md": 0})
     assert root == f"hf://datasets/Skylion007/openwebtext@{'a' * 40}/"
 
 
 def test_train_files_layouts():
-    files = ["README.md", "openwebtext.py", "subsets/urlsf_subset00.tar", "plain_text/train/0001.parquet",
-             "plain_text/train/0000.parquet", "plain_text/partial-train/0000.parquet",
-             "data/train-00000-of-00080.parquet", "plain_text/train-00001-of-00002.parquet",
-             "plain_text/validation/0000.parquet", "other/test-0.parquet"]
+    files = ["README.md", "openwebtext.py", "subsets/urlsf_subset00.tar",
+             "plain_text/train/0001.parquet", "plain_text/train/0000.parquet",
+             "plain_text/partial-train/0000.parquet", "data/train-00000-of-00080.parquet",
+             "plain_text/train-00001-of-00002.parquet", "plain_text/validation/0000.parquet",
+             "other/test-0.parquet"]
     assert prepare.train_files(files) == [
         "data/train-00000-of-00080.parquet", "plain_text/partial-train/0000.parquet",
-        "plain_text/train-00001-of-00002.parquet", "plain_text/train/0000.parquet", "plain_text/train/0001.parquet"]
+        "plain_text/train-00001-of-00002.parquet", "plain_text/train/0000.parquet",
+        "plain_text/train/0001.parquet"]
 
 
 def test_hub_unreachable_message(tmp_path, monkeypatch):
     import huggingface_hub
 
     def unreachable(self, *args, **kwargs):
-        raise ConnectionError("Couldn't reach 'Skylion007/openwebtext' on the Hub (LocalEntryNotFoundError)")
+        raise ConnectionError("Couldn't reach 'Skylion007/openwebtext' on the Hub "
+                              "(LocalEntryNotFoundError)")
 
     monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", unreachable)
     msg = one_line_error(prepare.main, [f"--data_dir={tmp_path / 'out'}", "--num_docs", "10"])
