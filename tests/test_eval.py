@@ -23,7 +23,8 @@ NO_AUTOCAST = common.autocast("cpu", "float32")
 def tiny_model(option: str) -> GPT:
     """A tiny random model with weights scaled up, so its predictions are confident and varied."""
     torch.manual_seed(0)
-    m = GPT(GPTConfig(**{**OPTIONS[option], "n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64}))
+    m = GPT(GPTConfig(**{**OPTIONS[option], "n_layer": 2, "n_head": 2, "n_embd": 64,
+                         "block_size": 64}))
     with torch.no_grad():
         for p in m.parameters():
             if p.dim() == 2:
@@ -55,7 +56,8 @@ def naive_loglikelihood(model: GPT, tokens: list[int], n: int) -> tuple[float, b
     logp = F.log_softmax(logits[0].double(), dim=-1)
     targets = torch.tensor(tokens[1:])
     pos = torch.arange(len(tokens) - 1 - n, len(tokens) - 1)
-    return logp[pos, targets[pos]].sum().item(), bool((logits[0, pos].argmax(-1) == targets[pos]).all())
+    return (logp[pos, targets[pos]].sum().item(),
+            bool((logits[0, pos].argmax(-1) == targets[pos]).all()))
 
 
 def test_loglikelihoods_match_naive_reference(model):
@@ -65,7 +67,8 @@ def test_loglikelihoods_match_naive_reference(model):
         tokens = torch.randint(0, 50257, (length,), generator=g).tolist()
         n = int(torch.randint(1, length, (1,), generator=g))
         requests.append((tokens, n))
-    # and requests whose continuation is the model's own greedy choice, so the greedy flag is tested both ways
+    # and requests whose continuation is the model's own greedy choice,
+    # so the greedy flag is tested both ways
     for length, n in [(10, 3), (40, 1), (20, 6)]:
         prompt = torch.randint(0, 50257, (1, length - n), generator=g)
         tokens = model.generate(prompt, n, temperature=0.0, stop=())[0].tolist()
@@ -74,14 +77,15 @@ def test_loglikelihoods_match_naive_reference(model):
     assert [r[1] for r in reference].count(True) >= 3
     for batch_size in (1, 4, 16):
         got = ev.loglikelihoods(model, requests, batch_size, "cpu", NO_AUTOCAST)
-        for (lp, n, greedy), (ref_lp, ref_greedy), (_, want_n) in zip(got, reference, requests, strict=True):
+        for (lp, n, greedy), (ref_lp, ref_greedy), (_, want_n) in zip(got, reference, requests,
+                                                                      strict=True):
             assert n == want_n and greedy == ref_greedy
             assert lp == pytest.approx(ref_lp, rel=1e-5, abs=1e-4)
 
 
 def test_greedy_flag_needs_every_token(model_a):
-    """LAMBADA's acc: a continuation is the greedy one only when every token of it is the argmax; one
-    token that is not (first, middle or last of three) makes the flag False."""
+    """LAMBADA's acc: a continuation is the greedy one only when every token of it is the argmax;
+    one token that is not (first, middle or last of three) makes the flag False."""
     prompt = torch.randint(0, 50257, (1, 10), generator=torch.Generator().manual_seed(5))
     tokens = model_a.generate(prompt, 3, temperature=0.0, stop=())[0].tolist()
     requests = [(tokens, 3)]
@@ -91,7 +95,8 @@ def test_greedy_flag_needs_every_token(model_a):
         requests.append((wrong, 3))
     got = ev.loglikelihoods(model_a, requests, 4, "cpu", NO_AUTOCAST)
     assert [g for _, _, g in got] == [True, False, False, False]
-    assert [naive_loglikelihood(model_a, t, n)[1] for t, n in requests] == [True, False, False, False]
+    assert [naive_loglikelihood(model_a, t, n)[1]
+            for t, n in requests] == [True, False, False, False]
 
 
 def test_continuation_longer_than_the_context(model_a):
@@ -103,14 +108,16 @@ def test_continuation_longer_than_the_context(model_a):
     tokens, n = ev.truncate(context, long, T)
     assert tokens == long[-(T + 1):] and n == T
     [(lp, got_n, _)] = ev.loglikelihoods(model_a, [(tokens, n)], 1, "cpu", NO_AUTOCAST)
-    assert got_n == T and lp == pytest.approx(naive_loglikelihood(model_a, long[-(T + 1):], T)[0], rel=1e-5)
+    assert got_n == T and lp == pytest.approx(naive_loglikelihood(model_a, long[-(T + 1):], T)[0],
+                                              rel=1e-5)
     tokens, n = ev.truncate(list(range(3000, 3000 + T)), [7, 8, 9], T)
-    assert tokens == list(range(3000 + T - (T + 1 - 3), 3000 + T)) + [7, 8, 9] and n == 3  # T + 1 tokens in all
+    # T + 1 tokens in all
+    assert tokens == list(range(3000 + T - (T + 1 - 3), 3000 + T)) + [7, 8, 9] and n == 3
 
 
 def test_sliding_windows_score_every_token_once():
-    for length, block_size, stride in [(1, 8, 4), (2, 8, 4), (9, 8, 4), (10, 8, 4), (100, 8, 3), (100, 8, 8),
-                                       (100, 16, 1), (33, 16, 16)]:
+    for length, block_size, stride in [(1, 8, 4), (2, 8, 4), (9, 8, 4), (10, 8, 4), (100, 8, 3),
+                                       (100, 8, 8), (100, 16, 1), (33, 16, 16)]:
         tokens = list(range(length))
         scored = []
         for i, (window, n) in enumerate(ev.sliding_windows(tokens, block_size, stride)):
@@ -192,11 +199,13 @@ def test_lambada_agrees_with_greedy_generation(model_a, enc):
     assert len(made) == 4
     examples = real + made
     acc, nll = 0, 0.0
-    for ex in examples:  # reference: greedy generation must spell the word; loss from forward(targets)
+    # reference: greedy generation must spell the word; loss from forward(targets)
+    for ex in examples:
         context, _, word = ex["text"].rpartition(" ")
         c, w = enc.encode_ordinary(context), enc.encode_ordinary(" " + word)
         c = c[-(model.config.block_size + 1 - len(w)):]
-        out = model.generate(torch.tensor(c)[None], len(w), temperature=0.0, stop=())[0, len(c):].tolist()
+        out = model.generate(torch.tensor(c)[None], len(w), temperature=0.0,
+                             stop=())[0, len(c):].tolist()
         acc += out == w
         x = torch.tensor(c + w)
         y = torch.cat([torch.full((len(c) - 1,), -1), x[len(c):]])
@@ -214,7 +223,8 @@ def test_val_loss_agrees_with_training(smoke_ckpt, owt_data):
     model = common.model_from_checkpoint(checkpoint).eval()
     T = model.config.block_size
     val = np.fromfile(owt_data / "val.bin", dtype=np.uint16)
-    r = ev.perplexity(model, ev.sliding_windows(np.concatenate([[50256], val]), T, T), 16, "cpu", NO_AUTOCAST)
+    r = ev.perplexity(model, ev.sliding_windows(np.concatenate([[50256], val]), T, T), 16, "cpu",
+                      NO_AUTOCAST)
     assert r["tokens"] == len(val)
     assert r["loss"] == pytest.approx(checkpoint["val_loss"], abs=0.15)
     assert r["loss"] < 10.0  # trained: well below uniform's ln(50257) = 10.8
@@ -222,12 +232,14 @@ def test_val_loss_agrees_with_training(smoke_ckpt, owt_data):
 
 def test_script_end_to_end(smoke_ckpt, owt_data, tmp_path):
     out = tmp_path / "results.json"
-    r = run_script("eval.py", f"--out_dir={smoke_ckpt}", f"--data_dir={owt_data}", "--limit=6", "--batch_size=5",
-                   f"--json={out}", f"--hellaswag_file={HELLASWAG}", f"--lambada_file={LAMBADA}")
+    r = run_script("eval.py", f"--out_dir={smoke_ckpt}", f"--data_dir={owt_data}", "--limit=6",
+                   "--batch_size=5", f"--json={out}", f"--hellaswag_file={HELLASWAG}",
+                   f"--lambada_file={LAMBADA}")
     report = json.loads(out.read_text())
     res = report["results"]
     assert set(res) == {"val", "hellaswag", "lambada"} and report["iter_num"] == 40
-    assert res["val"]["tokens"] == 6 * 64 + 64 and res["val"]["ppl"] == pytest.approx(math.exp(res["val"]["loss"]))
+    assert res["val"]["tokens"] == 6 * 64 + 64 and res["val"]["ppl"] == pytest.approx(
+        math.exp(res["val"]["loss"]))
     assert res["hellaswag"]["n"] == 6 and res["lambada"]["n"] == 6
     assert 0 <= res["hellaswag"]["acc"] <= 1 and res["lambada"]["ppl"] > 1
     for row in ("val        loss", "hellaswag  acc_norm", "lambada    acc"):
@@ -236,11 +248,14 @@ def test_script_end_to_end(smoke_ckpt, owt_data, tmp_path):
     # raw files instead of val.bin: a .txt is one document, a .jsonl one per line
     txt, jsonl = tmp_path / "a.txt", tmp_path / "b.jsonl"
     txt.write_text("The cat sat on the mat. " * 30)
-    jsonl.write_text('{"text": "Hello world."}\n\n{"text": "A second, longer document about the weather."}\n')
-    r = run_in_process("eval.py", f"--ckpt={smoke_ckpt / 'ckpt.pt'}", "--tasks=val", f"--files={txt},{jsonl}",
-                       "--json=-")  # the run above had a process of its own
+    jsonl.write_text('{"text": "Hello world."}\n\n'
+                     '{"text": "A second, longer document about the weather."}\n')
+    # the run above had a process of its own
+    r = run_in_process("eval.py", f"--ckpt={smoke_ckpt / 'ckpt.pt'}", "--tasks=val",
+                       f"--files={txt},{jsonl}", "--json=-")
     assert r.returncode == 0, r.stderr
-    report = json.loads(r.stdout)  # stdout is the JSON alone; the config line and the table went to stderr
+    # stdout is the JSON alone; the config line and the table went to stderr
+    report = json.loads(r.stdout)
     assert "val        loss" in r.stderr and "config: " in r.stderr
     files = report["results"]["val"]["files"]
     enc = common.get_tokenizer()
@@ -249,7 +264,8 @@ def test_script_end_to_end(smoke_ckpt, owt_data, tmp_path):
         len(enc.encode_ordinary("A second, longer document about the weather."))
     total = report["results"]["val"]
     assert total["tokens"] == sum(f["tokens"] for f in files.values())
-    assert total["loss"] == pytest.approx(sum(f["loss"] * f["tokens"] for f in files.values()) / total["tokens"])
+    assert total["loss"] == pytest.approx(sum(f["loss"] * f["tokens"] for f in files.values())
+                                          / total["tokens"])
 
 
 def test_script_scores_every_token_of_val_bin(smoke_ckpt, tmp_path):
@@ -259,15 +275,17 @@ def test_script_scores_every_token_of_val_bin(smoke_ckpt, tmp_path):
     model = common.model_from_checkpoint(common.load_checkpoint(str(smoke_ckpt))).eval()
     T = model.config.block_size
     enc = common.get_tokenizer()
-    val = enc.encode_ordinary(" ".join(ev.load_lambada(LAMBADA)[0]["text"] for _ in range(4)))[:2 * T - 1] + [50256]
+    val = enc.encode_ordinary(" ".join(ev.load_lambada(LAMBADA)[0]["text"]
+                                       for _ in range(4)))[:2 * T - 1] + [50256]
     assert len(val) == 2 * T
     data = tmp_path / "data"
     data.mkdir()
     np.array(val, dtype=np.uint16).tofile(data / "val.bin")
-    (data / "meta.json").write_text('{"vocab_size": 50257}')  # what check_data needs of prepare.py's meta.json
+    # what check_data needs of prepare.py's meta.json
+    (data / "meta.json").write_text('{"vocab_size": 50257}')
     out = tmp_path / "r.json"
-    assert run_in_process("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={data}", f"--stride={T}",
-                          f"--json={out}").returncode == 0
+    assert run_in_process("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={data}",
+                          f"--stride={T}", f"--json={out}").returncode == 0
     res = json.loads(out.read_text())["results"]["val"]
     x = torch.tensor([50256] + val)
     with torch.no_grad():
@@ -281,10 +299,12 @@ def test_script_limit_counts_documents_of_files(smoke_ckpt, tmp_path):
     docs = ["Hello world.", "A second document, about the weather.", "A third one."]
     jsonl = tmp_path / "d.jsonl"
     jsonl.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    r = run_in_process("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--files={jsonl}", "--limit=2", "--json=-")
+    r = run_in_process("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--files={jsonl}",
+                       "--limit=2", "--json=-")
     assert r.returncode == 0, r.stderr
     enc = common.get_tokenizer()
-    assert json.loads(r.stdout)["results"]["val"]["tokens"] == sum(len(enc.encode_ordinary(d)) for d in docs[:2])
+    assert json.loads(r.stdout)["results"]["val"]["tokens"] == sum(len(enc.encode_ordinary(d))
+                                                                   for d in docs[:2])
 
 
 def test_bad_input(tmp_path, shared):
@@ -295,42 +315,51 @@ def test_bad_input(tmp_path, shared):
     assert "line 2" in one_line_error(ev.read_documents, str(tmp_path / "bad.jsonl"))
     lambada = str(shared / "data" / "lambada" / "lambada_test.jsonl")
     assert "not a hellaswag example" in one_line_error(ev.load_hellaswag, lambada)
-    assert "not valid JSON" in one_line_error(ev.load_lambada, str(shared / "data" / "tinyshakespeare" / "input.txt"))
+    assert "not valid JSON" in one_line_error(
+        ev.load_lambada, str(shared / "data" / "tinyshakespeare" / "input.txt"))
     assert "not found" in one_line_error(ev.load_lambada, str(tmp_path / "nope.jsonl"))
     # a folder where a file goes is a folder, not "not found"
     assert f"file '{tmp_path}' is a folder" in one_line_error(ev.load_lambada, str(tmp_path))
     assert f"file '{tmp_path}' is a folder" in one_line_error(ev.read_documents, str(tmp_path))
     r = run_in_process("eval.py", "--tasks=val,winogrande")
     assert r.returncode != 0 and r.stderr.strip().splitlines() == [
-        "error: unknown task 'winogrande': choose from val, hellaswag, lambada, chat (e.g. --tasks=val,hellaswag)"]
+        "error: unknown task 'winogrande': choose from val, hellaswag, lambada, chat "
+        "(e.g. --tasks=val,hellaswag)"]
     r = run_in_process("eval.py", "--tasks=")  # evaluated nothing and exited 0
-    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --tasks is empty")
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith(
+        "error: --tasks is empty")
 
 
 def test_bad_hellaswag_examples(tmp_path):
     """An example must have 4 endings and a label that names one of them (0-3); anything else would
     be scored wrong in silence (a label of 4 is never right), so the file is refused."""
-    for endings, label in ((["a", "b", "c"], 0), (["a", "b", "c", "d"], 4), (["a", "b", "c", "d"], -1)):
+    for endings, label in ((["a", "b", "c"], 0), (["a", "b", "c", "d"], 4),
+                           (["a", "b", "c", "d"], -1)):
         path = tmp_path / "h.jsonl"
-        path.write_text(json.dumps({"ctx": "x", "endings": ["a", "b", "c", "d"], "label": 1}) + "\n" +
-                        json.dumps({"ctx": "y", "endings": endings, "label": label}) + "\n")
+        path.write_text(json.dumps({"ctx": "x", "endings": ["a", "b", "c", "d"], "label": 1})
+                        + "\n" + json.dumps({"ctx": "y", "endings": endings, "label": label})
+                        + "\n")
         message = one_line_error(ev.load_hellaswag, str(path))
         assert "example 2" in message and "4 endings and a label 0-3" in message
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--tasks=val", "--files={tmp}/a.txt", "--stride=129"], "--stride=129 is larger than the model's block_size"),
+    (["--tasks=val", "--files={tmp}/a.txt", "--stride=129"],
+     "--stride=129 is larger than the model's block_size"),
     (["--tasks=val", "--files={tmp}/empty.txt"], "no tokens to evaluate in '{tmp}/empty.txt'"),
-    (["--tasks=val", "--files={tmp}/a.txt", "--json={tmp}/missing/r.json"], "folder '{tmp}/missing' does not exist"),
+    (["--tasks=val", "--files={tmp}/a.txt", "--json={tmp}/missing/r.json"],
+     "folder '{tmp}/missing' does not exist"),
     # /sys refuses new files even to root, where a chmod-ed folder would not
-    (["--tasks=val", "--files={tmp}/a.txt", "--json=/sys/r.json"], "cannot write to '/sys' (Permission denied)"),
+    (["--tasks=val", "--files={tmp}/a.txt", "--json=/sys/r.json"],
+     "cannot write to '/sys' (Permission denied)"),
 ])
 def test_script_refuses_bad_settings(smoke_ckpt, tmp_path, args, message):
     """Refused with one line before the work (block_size is 128): not a traceback, a perplexity of
     nothing, or a results file that cannot be written once the run is over."""
     (tmp_path / "a.txt").write_text("The cat sat on the mat. " * 60)  # ~420 tokens: several windows
     (tmp_path / "empty.txt").write_text("")
-    r = run_in_process("eval.py", f"--out_dir={smoke_ckpt}", *[a.format(tmp=tmp_path) for a in args])
+    r = run_in_process("eval.py", f"--out_dir={smoke_ckpt}",
+                       *[a.format(tmp=tmp_path) for a in args])
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in r.stderr and message.format(tmp=tmp_path) in r.stderr
 
@@ -338,59 +367,71 @@ def test_script_refuses_bad_settings(smoke_ckpt, tmp_path, args, message):
 @pytest.mark.parametrize("args, message", [
     (["--tasks=hellaswag", "--files=a.txt"], "--files is read by --tasks=val or chat only"),
     (["--tasks=lambada", "--data_dir=data"], "--data_dir is read by --tasks=val or chat only"),
-    (["--tasks=val,hellaswag", "--max_new_tokens=8"], "--max_new_tokens is read by --tasks=chat only"),
+    (["--tasks=val,hellaswag", "--max_new_tokens=8"],
+     "--max_new_tokens is read by --tasks=chat only"),
     (["--tasks=chat", "--stride=16"], "--stride is read by --tasks=val only"),
-    (["--tasks=val", "--hellaswag_file=h.jsonl"], "--hellaswag_file is read by --tasks=hellaswag only"),
-    (["--tasks=hellaswag", "--lambada_file=l.jsonl"], "--lambada_file is read by --tasks=lambada only"),
-    (["--tasks=val", "--files=a.txt", "--data_dir=data"], "--files and --data_dir both name what to score"),
+    (["--tasks=val", "--hellaswag_file=h.jsonl"],
+     "--hellaswag_file is read by --tasks=hellaswag only"),
+    (["--tasks=hellaswag", "--lambada_file=l.jsonl"],
+     "--lambada_file is read by --tasks=lambada only"),
+    (["--tasks=val", "--files=a.txt", "--data_dir=data"],
+     "--files and --data_dir both name what to score"),
 ])
 def test_script_refuses_options_its_tasks_ignore(tmp_path, args, message):
-    """An option none of the chosen tasks reads is refused before the checkpoint is loaded (there is none at
-    --out_dir here), not ignored: results for something else than was asked are worse than an error."""
+    """An option none of the chosen tasks reads is refused before the checkpoint is loaded (there is
+    none at --out_dir here), not ignored:
+    results for something else than was asked are worse than an error."""
     r = run_in_process("eval.py", f"--out_dir={tmp_path / 'none'}", *args)
     assert r.returncode != 0 and r.stderr.strip().splitlines() == [r.stderr.strip()]
     assert r.stderr.startswith("error: ") and message in r.stderr
 
 
 def test_script_refuses_damaged_val_data(smoke_ckpt, owt_data, tmp_path):
-    """val.bin with an id past the embedding was an IndexError mid-scoring: one line, from the same check
-    train.py and bench.py make (common.check_data; test_train covers the other kinds of damage)."""
+    """val.bin with an id past the embedding was an IndexError mid-scoring: one line, from the same
+    check train.py and bench.py make
+    (common.check_data; test_train covers the other kinds of damage)."""
     (tmp_path / "val.bin").write_bytes(b"\x60\xea" * 300)  # id 60000
     (tmp_path / "meta.json").write_text((owt_data / "meta.json").read_text())
-    r = run_in_process("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val", f"--data_dir={tmp_path}")
+    r = run_in_process("eval.py", f"--out_dir={smoke_ckpt}", "--tasks=val",
+                       f"--data_dir={tmp_path}")
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in r.stderr and "val.bin holds token id 60000 at token 0" in r.stderr
 
 
 def test_autocast_path(model_a):
-    """The GPU path (transformer under bf16/fp16 autocast, lm_head in fp32), run on the CPU: close to
-    fp32, and the same answer every time."""
+    """The GPU path (transformer under bf16/fp16 autocast, lm_head in fp32), run on the CPU: close
+    to fp32, and the same answer every time."""
     g = torch.Generator().manual_seed(3)
-    requests = [(torch.randint(0, 50257, (n,), generator=g).tolist(), n // 2) for n in (20, 33, 65, 9)]
+    requests = [(torch.randint(0, 50257, (n,), generator=g).tolist(), n // 2)
+                for n in (20, 33, 65, 9)]
     fp32 = ev.loglikelihoods(model_a, requests, 2, "cpu", NO_AUTOCAST)
     for dtype in ("bfloat16", "float16"):
         half = ev.loglikelihoods(model_a, requests, 2, "cpu", common.autocast("cpu", dtype))
         assert half == ev.loglikelihoods(model_a, requests, 2, "cpu", common.autocast("cpu", dtype))
         for (lp, n, _), (ref, _, _) in zip(half, fp32, strict=True):
-            assert abs(lp - ref) / n < 0.05  # nats per token: reduced precision, not a different model
+            # nats per token: reduced precision, not a different model
+            assert abs(lp - ref) / n < 0.05
             assert lp != ref
 
 
 def test_train_logs_hellaswag(smoke_ckpt):
-    """train.py's opt-in hook: HellaSwag on the first N examples at each eval, in metrics.jsonl, equal
-    to scoring the saved checkpoint here (fp32 on the CPU: deterministic). conftest's smoke run has it on
-    (--hellaswag_every_eval=8)."""
+    """train.py's opt-in hook: HellaSwag on the first N examples at each eval, in metrics.jsonl,
+    equal to scoring the saved checkpoint here (fp32 on the CPU: deterministic). conftest's smoke
+    run has it on (--hellaswag_every_eval=8)."""
     evals = [json.loads(line) for line in (smoke_ckpt / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in evals if "val_loss" in r]
-    assert [r["iter"] for r in evals] == [0, 20, 40] and all("hellaswag_acc_norm" in r for r in evals)
+    assert ([r["iter"] for r in evals] == [0, 20, 40]
+            and all("hellaswag_acc_norm" in r for r in evals))
     model = common.model_from_checkpoint(common.load_checkpoint(str(smoke_ckpt)))
-    r = ev.hellaswag_accuracy(model, common.get_tokenizer(), ev.load_hellaswag(HELLASWAG), "cpu", NO_AUTOCAST, limit=8,
-                              batch_size=8)
-    assert (evals[-1]["hellaswag_acc"], evals[-1]["hellaswag_acc_norm"]) == (r["acc"], r["acc_norm"])
+    r = ev.hellaswag_accuracy(model, common.get_tokenizer(), ev.load_hellaswag(HELLASWAG), "cpu",
+                              NO_AUTOCAST, limit=8, batch_size=8)
+    assert (evals[-1]["hellaswag_acc"],
+            evals[-1]["hellaswag_acc_norm"]) == (r["acc"], r["acc_norm"])
 
 
 # -----------------------------------------------------------------------------
-# the tasks' files by default: downloaded once into the cache, from a local server standing in for the network
+# the tasks' files by default: downloaded once into the cache,
+# from a local server standing in for the network
 
 @pytest.fixture
 def server(tmp_path):
@@ -400,7 +441,8 @@ def server(tmp_path):
     import threading
 
     (tmp_path / "www").mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(tmp_path / "www"))
     handler.log_message = lambda *args: None
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -409,8 +451,8 @@ def server(tmp_path):
 
 
 def test_download_checked_and_cached(server, tmp_path, monkeypatch):
-    """OpenAI's LAMBADA file (the shared copy, byte for byte) is fetched into the cache and then read from there;
-    a file with the wrong checksum is refused and leaves nothing in the cache."""
+    """OpenAI's LAMBADA file (the shared copy, byte for byte) is fetched into the cache and then
+    read from there; a file with the wrong checksum is refused and leaves nothing in the cache."""
     import shutil
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -419,7 +461,8 @@ def test_download_checked_and_cached(server, tmp_path, monkeypatch):
     monkeypatch.setitem(ev.DOWNLOADS, "lambada", (f"{server}/lambada_test.jsonl", sha256, n))
     assert ev.load_lambada() == ev.load_lambada(LAMBADA)
     cached = tmp_path / "cache" / "smallgpt" / "lambada_test.jsonl"
-    assert cached.read_bytes() == Path(LAMBADA).read_bytes() and os.listdir(cached.parent) == [cached.name]
+    assert (cached.read_bytes() == Path(LAMBADA).read_bytes()
+            and os.listdir(cached.parent) == [cached.name])
     (tmp_path / "www" / "lambada_test.jsonl").unlink()
     assert len(ev.load_lambada()) == 5153  # the cached copy: no second download
 
@@ -431,7 +474,8 @@ def test_download_checked_and_cached(server, tmp_path, monkeypatch):
 
 
 def test_download_offline_is_one_line(server, tmp_path, monkeypatch):
-    """No network (here: nothing served at the URL, and a port nobody listens on): one line naming the flag."""
+    """No network (here: nothing served at the URL, and a port nobody listens on):
+    one line naming the flag."""
     import socket
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -441,7 +485,8 @@ def test_download_offline_is_one_line(server, tmp_path, monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed when the block ends: a refused connection
-    monkeypatch.setitem(ev.DOWNLOADS, "lambada", (f"http://127.0.0.1:{port}/lambada_test.jsonl", None, 5153))
+    monkeypatch.setitem(ev.DOWNLOADS, "lambada",
+                        (f"http://127.0.0.1:{port}/lambada_test.jsonl", None, 5153))
     msg = one_line_error(ev.load_lambada)
     assert msg.startswith("error: cannot download lambada") and "--lambada_file" in msg
     assert os.listdir(tmp_path / "cache" / "smallgpt") == []
