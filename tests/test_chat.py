@@ -37,8 +37,10 @@ MAX_NEW = 24  # tokens per reply in these tests
 enc = get_tokenizer()
 
 
-# the reply's first token is never one the reply's lstrip would leave nothing of, nor the end of text
-BLANK = [EOT_TOKEN] + [i for i in range(enc.n_vocab) if i != EOT_TOKEN and not enc.decode([i]).lstrip()]
+# the reply's first token is never one the reply's lstrip would leave nothing of,
+# nor the end of text
+BLANK = [EOT_TOKEN] + [i for i in range(enc.n_vocab)
+                       if i != EOT_TOKEN and not enc.decode([i]).lstrip()]
 
 
 def ref_transcript(history: list[tuple[str, str]], message: str, head: str = HEADER) -> str:
@@ -53,7 +55,8 @@ def ref_reply(model, history: list[tuple[str, str]], message: str, generator=Non
     """The reply as displayed: generated until EOT or until the decoded text, leading whitespace
     dropped, holds a stop string; then cut there. kwargs: sampling settings (default greedy)."""
     ids = enc.encode(ref_transcript(history, message, head))
-    assert len(ids) <= model.config.block_size // 2, "keep test chats short enough that no turn is trimmed"
+    assert len(ids) <= model.config.block_size // 2, (
+        "keep test chats short enough that no turn is trimmed")
     new: list[int] = []
     for token in model.generate_stream(torch.tensor([ids]), max_new, generator=generator,
                                        suppress_first=BLANK, **{"temperature": 0, **kwargs}):
@@ -91,12 +94,15 @@ def test_transcript_template():
 
 
 def test_old_turns_are_trimmed_to_fit():
-    history = [(f"question number {i}", f"answer number {i}, with a few more words") for i in range(5)]
+    history = [(f"question number {i}", f"answer number {i}, with a few more words")
+               for i in range(5)]
     sizes = [len(enc.encode(ref_transcript(history[i:], "last one"))) for i in range(6)]
     budget = (sizes[2] + sizes[3]) // 2  # the last two turns fit, three do not
     assert sizes[3] <= budget < sizes[2]
-    assert chat.prompt_ids(enc, history, "last one", budget) == enc.encode(ref_transcript(history[3:], "last one"))
-    assert chat.prompt_ids(enc, history, "last one", 10_000) == enc.encode(ref_transcript(history, "last one"))
+    assert chat.prompt_ids(enc, history, "last one", budget) == enc.encode(
+        ref_transcript(history[3:], "last one"))
+    assert chat.prompt_ids(enc, history, "last one", 10_000) == enc.encode(
+        ref_transcript(history, "last one"))
     # a message longer than the budget on its own: its end, next to the reply, is kept
     long_message = "word " * 200 + "the end"
     ids = chat.prompt_ids(enc, history, long_message, 50)
@@ -116,7 +122,8 @@ class CountingEncoder:
 
 
 def naive_prompt_ids(history, message, budget):
-    """The reference: drop the oldest turn until the transcript fits (what chat.py did, once per turn)."""
+    """The reference: drop the oldest turn until the transcript fits
+    (what chat.py did, once per turn)."""
     for start in range(len(history) + 1):
         if len(ids := enc.encode(ref_transcript(history[start:], message))) <= budget:
             return ids
@@ -128,13 +135,15 @@ def test_trimming_keeps_what_dropping_one_turn_at_a_time_keeps(turns):
     history = [(f"q{i} " + "x" * (i % 7), f"a{i} " * (i % 5)) for i in range(turns)]
     full = len(enc.encode(ref_transcript(history, "now?")))
     for budget in (10, full // 3, full // 2, full - 1, full):
-        assert chat.prompt_ids(enc, history, "now?", budget) == naive_prompt_ids(history, "now?", budget)
+        assert chat.prompt_ids(enc, history, "now?", budget) == naive_prompt_ids(history, "now?",
+                                                                                 budget)
 
 
 def test_the_largest_request_the_server_accepts_costs_little_work():
-    """The worst case MAX_REQUEST_BYTES allows: as many empty turns as fit, each dropped to fit the context.
-    Dropping them one at a time encoded ~8,000 transcripts of up to 64 KiB (88 s for 6,500, every other
-    request answered 429 meanwhile); now the tokenizer sees at most log2(turns) + 2 transcripts."""
+    """The worst case MAX_REQUEST_BYTES allows: as many empty turns as fit, each dropped to fit the
+    context. Dropping them one at a time encoded ~8,000 transcripts of up to 64 KiB (88 s for 6,500,
+    every other request answered 429 meanwhile);
+    now the tokenizer sees at most log2(turns) + 2 transcripts."""
     turn = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
     pairs = (chat.MAX_REQUEST_BYTES - 100) // len(json.dumps(turn))
     body = json.dumps({"messages": turn * pairs + [{"role": "user", "content": "hi"}]}).encode()
@@ -143,10 +152,12 @@ def test_the_largest_request_the_server_accepts_costs_little_work():
     counting = CountingEncoder()
     ids = chat.prompt_ids(counting, history, message, 64)
     transcript_chars = len(chat.transcript(history, message))
-    assert counting.calls <= pairs.bit_length() + 2 and counting.chars <= (pairs.bit_length() + 2) * transcript_chars
+    assert (counting.calls <= pairs.bit_length() + 2
+            and counting.chars <= (pairs.bit_length() + 2) * transcript_chars)
     assert len(ids) <= 64
     assert enc.decode(ids).endswith("User: x\nAssistant: y\nUser: hi\nAssistant:")
-    assert len(enc.encode(ref_transcript(history[-len(history) // 2:], message))) > 64  # most turns were dropped
+    # most turns were dropped
+    assert len(enc.encode(ref_transcript(history[-len(history) // 2:], message))) > 64
 
 
 def test_message_alone_when_no_turn_fits():
@@ -159,8 +170,9 @@ def test_message_alone_when_no_turn_fits():
 
 
 def test_typed_special_token_is_ordinary_text():
-    """A message (or an old turn) that spells out <|endoftext|> is text to the model, encoded as the training data
-    was (prepare.py's encode_ordinary), not the end-of-text token: it used to raise tiktoken's ValueError."""
+    """A message (or an old turn) that spells out <|endoftext|> is text to the model, encoded as the
+    training data was (prepare.py's encode_ordinary), not the end-of-text token:
+    it used to raise tiktoken's ValueError."""
     history = [("what is <|endoftext|>?", "It ends a document: <|endoftext|>")]
     message = "and <|endoftext|> again"
     ids = chat.prompt_ids(enc, history, message, 10_000)
@@ -209,20 +221,24 @@ def test_reply_stream_holds_back_possible_stop_strings(monkeypatch, pieces, expe
 
 
 SAMPLING = dict(temperature=0.9, top_k=50, top_p=0.95)
-SAMPLING_ARGS = [f"--{k}={v}" for k, v in SAMPLING.items()] + ["--seed=1234", f"--max_new_tokens={MAX_NEW}"]
+SAMPLING_ARGS = [f"--{k}={v}" for k, v in SAMPLING.items()] + ["--seed=1234",
+                                                                f"--max_new_tokens={MAX_NEW}"]
 
 
 @pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)],
                          ids=["eager", "compiled"])
 def test_repl_through_piped_stdin(smoke_ckpt, compile):
-    # starts greedy; /temp switches to sampling, from one generator seeded once per session. Compiled,
-    # the warm-up at startup must not draw from that generator, and the replies must not change.
-    lines = ["/temp 0.9", "Hello!", "What is your name?", "/reset", "What is your name?", "/quit", "never read"]
-    result = run_script("chat.py", f"--out_dir={smoke_ckpt}", *SAMPLING_ARGS, "--temperature=0", f"--compile={compile}",
-                        input="\n".join(lines) + "\n", timeout=120)
+    # starts greedy; /temp switches to sampling, from one generator seeded once per session.
+    # Compiled, the warm-up at startup must not draw from that generator,
+    # and the replies must not change.
+    lines = ["/temp 0.9", "Hello!", "What is your name?", "/reset", "What is your name?", "/quit",
+             "never read"]
+    result = run_script("chat.py", f"--out_dir={smoke_ckpt}", *SAMPLING_ARGS, "--temperature=0",
+                        f"--compile={compile}", input="\n".join(lines) + "\n", timeout=120)
     model, g = load(smoke_ckpt), torch.Generator().manual_seed(1234)
     r1 = ref_reply(model, [], "Hello!", g, **SAMPLING)
-    r2 = ref_reply(model, [("Hello!", r1.strip())], "What is your name?", g, **SAMPLING)  # the first turn is in it
+    r2 = ref_reply(model, [("Hello!", r1.strip())], "What is your name?", g,
+                   **SAMPLING)  # the first turn is in it
     r3 = ref_reply(model, [], "What is your name?", g, **SAMPLING)  # after /reset it is not
     assert len({r1, r2, r3}) == 3 and r1 != ref_reply(model, [], "Hello!")  # sampled, not greedy
     assert result.stdout == (
@@ -235,32 +251,39 @@ def test_repl_through_piped_stdin(smoke_ckpt, compile):
 
 
 def test_blank_ids_are_the_whitespace_tokens_and_eot():
-    assert chat.blank_ids(enc) == BLANK and {198, 628, 220, EOT_TOKEN} <= set(BLANK) and len(BLANK) == 24
+    assert (chat.blank_ids(enc) == BLANK and {198, 628, 220, EOT_TOKEN} <= set(BLANK)
+            and len(BLANK) == 24)
 
 
 def test_greedy_replies_of_a_model_that_only_writes_newlines_are_not_empty(tmp_path):
-    """The README's scripted example printed two empty replies: greedy, the smoke model answers "Assistant:" with
-    newlines only. Here a model made to prefer "\n" after every token (blocks silenced, every embedding
-    sharing one direction that the newline's holds three times over) must still say something: its best
-    non-blank token, then the blank line that ends the reply."""
+    """The README's scripted example printed two empty replies: greedy, the smoke model answers
+    "Assistant:" with newlines only. Here a model made to prefer "\n" after every token (blocks
+    silenced, every embedding sharing one direction that the newline's holds three times over) must
+    still say something: its best non-blank token, then the blank line that ends the reply."""
     config = GPTConfig(n_layer=1, n_embd=32, n_head=2, block_size=64)
     make_checkpoint(tmp_path / "ckpt.pt", config)
     checkpoint = load_checkpoint(str(tmp_path))
     state, g = checkpoint["model"], torch.Generator().manual_seed(0)
     u = torch.randn(32, generator=g)
-    state["transformer.wte.weight"] = u + 0.1 * torch.randn(state["transformer.wte.weight"].shape, generator=g)
+    state["transformer.wte.weight"] = u + 0.1 * torch.randn(state["transformer.wte.weight"].shape,
+                                                            generator=g)
     state["transformer.wte.weight"][198] = 3 * u
     state["lm_head.weight"] = state["transformer.wte.weight"]  # tied: one matrix
-    for name in [n for n in state if n.endswith("c_proj.weight")]:  # attention and MLP outputs: the blocks add 0
+    # attention and MLP outputs: the blocks add 0
+    for name in [n for n in state if n.endswith("c_proj.weight")]:
         state[name] = torch.zeros_like(state[name])
     save_checkpoint(checkpoint, str(tmp_path / "ckpt.pt"))
     model = load(tmp_path)
     ids = torch.tensor([enc.encode(ref_transcript([], "Hello!"))])
-    assert model.generate(ids, 5, temperature=0, stop=())[0, -5:].tolist() == [198] * 5  # the trap is set
-    # in this process, piped stdin and all (test_repl_through_piped_stdin runs chat.py in a process of its own)
-    result = run_in_process("chat.py", f"--out_dir={tmp_path}", "--temperature=0", stdin="Hello!\nWhat is a GPT?\n")
+    # the trap is set
+    assert model.generate(ids, 5, temperature=0, stop=())[0, -5:].tolist() == [198] * 5
+    # in this process, piped stdin and all
+    # (test_repl_through_piped_stdin runs chat.py in a process of its own)
+    result = run_in_process("chat.py", f"--out_dir={tmp_path}", "--temperature=0",
+                            stdin="Hello!\nWhat is a GPT?\n")
     assert result.returncode == 0, result.stderr
-    replies = [line.removeprefix("Assistant: ") for line in result.stdout.splitlines() if line.startswith("Assistant")]
+    replies = [line.removeprefix("Assistant: ") for line in result.stdout.splitlines()
+               if line.startswith("Assistant")]
     assert len(replies) == 2 and all(r.strip() for r in replies)
     assert replies[0] == ref_reply(model, [], "Hello!")
 
@@ -269,7 +292,8 @@ def test_repl_refuses_temperatures_it_cannot_use(tiny_dir):
     lines = ["/temp inf", "/temp nan", "/temp -1", "/temp 11", "/temp 2", "/quit"]
     result = run_in_process("chat.py", f"--out_dir={tiny_dir}", stdin="\n".join(lines) + "\n")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("(not a temperature") == 4 and result.stdout.endswith("(temperature 2.0)\nUser: /quit\n")
+    assert (result.stdout.count("(not a temperature") == 4
+            and result.stdout.endswith("(temperature 2.0)\nUser: /quit\n"))
 
 
 class FakeChat:
@@ -285,7 +309,8 @@ class FakeChat:
 
 
 def test_repl_keeps_history_until_reset(monkeypatch, capsys):
-    """Each reply sees the turns before it (the reply stripped, as displayed); /reset starts over."""
+    """Each reply sees the turns before it (the reply stripped, as displayed);
+    /reset starts over."""
     fake = FakeChat()
     monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\n  Again  \n/reset\nThird\n/temp 0.2\n"))
     chat.repl(fake)
@@ -294,17 +319,19 @@ def test_repl_keeps_history_until_reset(monkeypatch, capsys):
     assert "(new conversation)" in capsys.readouterr().out
 
 
-BAD_WEB_SETTINGS = [("--port=-5", "--port=-5"), ("--port=99999", "--port=99999"), ("--top_k=-1", "--top_k"),
-                    ("--temperature=11", "--temperature"), ("--PAGE=x", "unknown config key 'PAGE'")]
+BAD_WEB_SETTINGS = [("--port=-5", "--port=-5"), ("--port=99999", "--port=99999"),
+                    ("--top_k=-1", "--top_k"), ("--temperature=11", "--temperature"),
+                    ("--PAGE=x", "unknown config key 'PAGE'")]
 WEB_ONLY_SETTINGS = ["--port=9000", "--host=0.0.0.0"]
 
 
 @pytest.fixture(scope="module")
 def refusals(tiny_dir) -> dict:
-    """chat.py on each bad setting below, one run after another in one new process (torch imported once, not once a
-    setting): each must stop before the model loads. A setting let through would serve or chat instead, and the
-    process would time out: a failure, not a hang."""
-    runs = {f"--web {arg}": ["chat.py", f"--out_dir={tiny_dir}", "--web", arg] for arg, _ in BAD_WEB_SETTINGS}
+    """chat.py on each bad setting below, one run after another in one new process (torch imported
+    once, not once a setting): each must stop before the model loads. A setting let through would
+    serve or chat instead, and the process would time out: a failure, not a hang."""
+    runs = {f"--web {arg}": ["chat.py", f"--out_dir={tiny_dir}", "--web", arg]
+            for arg, _ in BAD_WEB_SETTINGS}
     runs.update({arg: ["chat.py", f"--out_dir={tiny_dir}", arg] for arg in WEB_ONLY_SETTINGS})
     return run_in_one_process(runs, timeout=120)
 
@@ -318,9 +345,11 @@ def test_chat_py_refuses_bad_settings_in_one_line(refusals, arg, words):
 
 @pytest.mark.parametrize("arg", WEB_ONLY_SETTINGS)
 def test_chat_py_refuses_web_settings_without_web(refusals, arg):
-    """--port without --web would be ignored (the terminal REPL serves nothing): refused, before the model loads."""
+    """--port without --web would be ignored (the terminal REPL serves nothing):
+    refused, before the model loads."""
     result = refusals[arg]
-    assert result.returncode == 1 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert (result.returncode == 1 and result.stderr.startswith("error: ")
+            and result.stderr.count("\n") == 1)
     assert "add --web" in result.stderr
 
 
@@ -329,7 +358,8 @@ def test_chat_py_port_in_use_is_one_line_error(tiny_dir):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "chat.py", f"--out_dir={tiny_dir}", "--web", f"--port={port}"],
+        result = subprocess.run([sys.executable, "chat.py", f"--out_dir={tiny_dir}", "--web",
+                                 f"--port={port}"],
                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "serving" not in result.stdout
     last = result.stderr.strip().splitlines()[-1]
@@ -614,7 +644,8 @@ def test_prompt_leaves_room_for_the_reply(server, monkeypatch):
         yield "ok"
 
     monkeypatch.setattr(chat, "reply_stream", capture)
-    history = [(f"question {i} about something", f"answer {i}, with a few more words") for i in range(12)]
+    history = [(f"question {i} about something", f"answer {i}, with a few more words")
+               for i in range(12)]
     message = "last one"
     assert "".join(c.reply(history, message)) == "ok"
     block_size = c.model.config.block_size
@@ -720,7 +751,8 @@ BODY = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
 
 @pytest.mark.parametrize("value", [b"-5", b"abc", b"1e3", b"+10", b"", b"\xb2"])
 def test_web_refuses_a_content_length_that_is_not_a_size_with_400(server, value):
-    """A negative or non-numeric Content-Length is a malformed request (400), not one too large (413)."""
+    """A negative or non-numeric Content-Length is a malformed request (400),
+    not one too large (413)."""
     _, port = server
     status, error = status_of(raw_post(port, b"Content-Length: " + value + b"\r\n", BODY))
     assert status == 400 and "Content-Length" in error
@@ -733,8 +765,8 @@ def test_web_content_length_of_thousands_of_digits_is_413(server):
 
 
 def test_web_body_shorter_than_its_content_length(server, monkeypatch):
-    """A body that stops short is answered once REQUEST_TIMEOUT_S has passed (408), or at once when the client
-    closes its side (400): neither holds the connection's thread without end."""
+    """A body that stops short is answered once REQUEST_TIMEOUT_S has passed (408), or at once when
+    the client closes its side (400): neither holds the connection's thread without end."""
     _, port = server
     monkeypatch.setattr(chat, "REQUEST_TIMEOUT_S", 1.0)
     t0 = time.time()
@@ -747,15 +779,16 @@ def test_web_body_shorter_than_its_content_length(server, monkeypatch):
 
 
 def test_web_body_trickled_in_is_bounded_in_all(server, monkeypatch):
-    """A per-read timeout alone lets a client send a byte just inside each interval for ever: the whole body has
-    REQUEST_TIMEOUT_S."""
+    """A per-read timeout alone lets a client send a byte just inside each interval for ever:
+    the whole body has REQUEST_TIMEOUT_S."""
     _, port = server
     monkeypatch.setattr(chat, "REQUEST_TIMEOUT_S", 1.0)
     sock = raw_post(port, b"Content-Length: %d\r\n" % len(BODY))
     t0 = time.time()
     for b in BODY:  # each wait far inside the timeout; the body's whole time past it
         if select.select([sock], [], [], 0.2)[0]:
-            break  # the server has answered: stop sending, so its close is clean and the answer can be read
+            # the server has answered: stop sending, so its close is clean and the answer readable
+            break
         sock.sendall(bytes([b]))
     status, error = status_of(sock)
     assert status == 408 and time.time() - t0 < 5
@@ -824,8 +857,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 @pytest.mark.browser
 def test_browser_chat(smoke_ckpt, tmp_path):
     from playwright.sync_api import sync_playwright  # requirements-dev.txt
-    assert os.path.exists("/usr/bin/chromium"), "the browser test needs Debian's chromium (.ci/run installs it)"
-    proc = subprocess.Popen([sys.executable, "chat.py", "--web", "--port=0", f"--out_dir={smoke_ckpt}", *SAMPLING_ARGS],
+    assert os.path.exists("/usr/bin/chromium"), (
+        "the browser test needs Debian's chromium (.ci/run installs it)")
+    proc = subprocess.Popen([sys.executable, "chat.py", "--web", "--port=0",
+                             f"--out_dir={smoke_ckpt}", *SAMPLING_ARGS],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()  # "serving on http://127.0.0.1:PORT/ ..."
@@ -838,7 +873,8 @@ def test_browser_chat(smoke_ckpt, tmp_path):
 
         with sync_playwright() as p:
             browser = p.chromium.launch_persistent_context(
-                str(tmp_path / "profile"), executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+                str(tmp_path / "profile"), executable_path="/usr/bin/chromium", headless=True,
+                args=CHROMIUM_ARGS)
             page = browser.new_page()
             page.goto(url)
             first, second = "Hello! Who are you?", "What do you like?"
@@ -854,20 +890,24 @@ def test_browser_chat(smoke_ckpt, tmp_path):
                 ".msg", "els => els.map(e => [e.classList[1], e.querySelector('span').textContent,"
                         " +(e.dataset.chunks || 0)])")
             model, g = load(smoke_ckpt), torch.Generator().manual_seed(1234)
-            r1 = ref_reply(model, [], first, g, **SAMPLING)  # the page sends the temperature field's value
+            # the page sends the temperature field's value
+            r1 = ref_reply(model, [], first, g, **SAMPLING)
             r2 = ref_reply(model, [(first, r1.strip())], second, g, **SAMPLING)
-            assert [m[:2] for m in messages] == [["user", first], ["assistant", r1], ["user", second],
-                                                 ["assistant", r2]]
-            # the page got each piece as the server streamed it: as many events as chat.py's stream yields
+            assert [m[:2] for m in messages] == [["user", first], ["assistant", r1],
+                                                 ["user", second], ["assistant", r2]]
+            # the page got each piece as the server streamed it:
+            # as many events as chat.py's stream yields
             g = torch.Generator().manual_seed(1234)
-            pieces = [len(list(chat.reply_stream(model, enc, enc.encode(ref_transcript(h, m)), "cpu", nullcontext(),
-                                                 max_new_tokens=MAX_NEW, generator=g, **SAMPLING)))
+            pieces = [len(list(chat.reply_stream(model, enc, enc.encode(ref_transcript(h, m)),
+                                                 "cpu", nullcontext(), max_new_tokens=MAX_NEW,
+                                                 generator=g, **SAMPLING)))
                       for h, m in (([], first), ([(first, r1.strip())], second))]
             assert [messages[1][2], messages[3][2]] == pieces and max(pieces) > 1
             page.click("#reset")
             assert page.eval_on_selector_all(".msg", "els => els.length") == 0
 
-            # a reply that fails midway: the page shows the server's error event on the reply, in the error style
+            # a reply that fails midway: the page shows the server's error event on the reply,
+            # in the error style
             page.route("**/v1/chat/completions", lambda route: route.fulfill(
                 status=200, content_type="text/event-stream",
                 body='data: {"choices": [{"delta": {"content": "Hel"}}]}\n\n'
@@ -876,7 +916,8 @@ def test_browser_chat(smoke_ckpt, tmp_path):
             page.press("#message", "Enter")
             page.wait_for_selector(".assistant.error", timeout=30_000)
             assert page.text_content(".assistant span") == "Hel [the reply failed (boom)]"
-            assert page.get_attribute(".assistant", "data-done") is None  # not taken into the history
+            # not taken into the history
+            assert page.get_attribute(".assistant", "data-done") is None
             browser.close()
     finally:
         proc.terminate()
