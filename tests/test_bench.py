@@ -1,6 +1,7 @@
-"""Tests for bench.py and the speed work it measures: the FLOPs/MFU arithmetic, the chunked lm_head +
-cross-entropy against the plain one, padded vocabulary ids never sampled, the micro-batch finder,
-gradient accumulation as train.py does it, the reported loss and generation speeds, and bench.py run end to end.
+"""Tests for bench.py and the speed work it measures: the FLOPs/MFU arithmetic, the chunked
+lm_head + cross-entropy against the plain one, padded vocabulary ids never sampled, the micro-batch
+finder, gradient accumulation as train.py does it, the reported loss and generation speeds, and
+bench.py run end to end.
 No timed assertions."""
 
 import json
@@ -20,7 +21,8 @@ from model import GPT, OPTIONS, ChunkedCrossEntropy, GPTConfig, flops_per_token,
 
 
 def tiny(option: str, **kw) -> GPTConfig:
-    """An option's architecture at a test's size; vocab 1000 pads to 1024, so padding is exercised."""
+    """An option's architecture at a test's size;
+    vocab 1000 pads to 1024, so padding is exercised."""
     shape = dict(OPTIONS[option], n_layer=2, n_embd=64, n_head=2 if option != "b" else 4)
     return GPTConfig(**(shape | dict(block_size=32, vocab_size=1000) | kw))
 
@@ -38,7 +40,8 @@ def test_flops_per_token_for_the_real_options():
     assert rows["B"]["params"] == 31_740_416
     # 8 GPUs × 125 TFLOP/s × 30% for 23 h, over OpenWebText's 9.0B train tokens
     tokens = 8 * 125e12 * 0.3 / a * 23 * 3600
-    assert rows["A"]["tokens"] == pytest.approx(tokens) and rows["A"]["tokens"] == pytest.approx(89.5e9, rel=1e-3)
+    assert (rows["A"]["tokens"] == pytest.approx(tokens)
+            and rows["A"]["tokens"] == pytest.approx(89.5e9, rel=1e-3))
     assert rows["A"]["epochs"] == pytest.approx(tokens / 9.0e9)
 
 
@@ -60,7 +63,8 @@ def test_estimate_mfu_by_hand():
     model = GPT(tiny("a"))
     fpt = flops_per_token(model.config, model.num_params())
     assert model.estimate_mfu(4096, 0.5, peak=1e12) == pytest.approx(fpt * 4096 / 0.5 / 1e12)
-    assert model.estimate_mfu(4096, 0.5, "NVIDIA H200", "bfloat16") == pytest.approx(fpt * 4096 / 0.5 / 989e12)
+    assert model.estimate_mfu(4096, 0.5, "NVIDIA H200", "bfloat16") == pytest.approx(
+        fpt * 4096 / 0.5 / 989e12)
     assert model.estimate_mfu(4096, 0.5, "cpu", "float32") is None
 
 
@@ -174,7 +178,8 @@ def test_padded_ids_are_never_sampled():
         assert (model.lm_head(h)[:, -1].argmax(-1) >= 1000).all()  # the test can fail
         assert model.logits(h).size(-1) == 1000
     prompt = torch.randint(0, 1000, (4, 3))
-    for kw in (dict(), dict(temperature=2.0), dict(top_k=50), dict(top_p=0.99), dict(temperature=0)):
+    for kw in (dict(), dict(temperature=2.0), dict(top_k=50), dict(top_p=0.99),
+               dict(temperature=0)):
         for use_cache in (True, False):
             g = torch.Generator().manual_seed(1)
             out = model.generate(prompt, 20, stop=(), generator=g, use_cache=use_cache, **kw)
@@ -216,7 +221,8 @@ def test_step_fits_catches_out_of_memory(monkeypatch, dtype):
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", oom_above_5)
     assert bench.largest_fitting(lambda b: bench.step_fits(run, b), 2, 64) == 5
     assert bench.step_fits(run, 4)  # still usable after the failures
-    assert run.pool == [] and all(p.grad is None for p in run.model.parameters())  # freed after each try
+    # freed after each try
+    assert run.pool == [] and all(p.grad is None for p in run.model.parameters())
 
 
 # ---------------------------------------------------------------- the step, as train.py takes it
@@ -229,7 +235,8 @@ def test_gradient_accumulation_matches_one_big_batch(monkeypatch, dtype):
     g = torch.Generator().manual_seed(3)
     tokens = torch.randint(0, 1000, (4, 17), generator=g)
     x, y = tokens[:, :-1], tokens[:, 1:]
-    runs = {accum: bench.build("", small_settings(grad_accum=accum, batch_size=B, grad_clip=0.0, dtype=dtype))
+    runs = {accum: bench.build("", small_settings(grad_accum=accum, batch_size=B, grad_clip=0.0,
+                                                  dtype=dtype))
             for accum, B in ((2, 2), (1, 4))}
     monkeypatch.setattr(bench, "next_batch", lambda r: next(r.feed))  # these batches, in this order
     grads = {}
@@ -249,8 +256,8 @@ def test_gradient_accumulation_matches_one_big_batch(monkeypatch, dtype):
 
 
 def test_step_reports_the_mean_loss_of_its_micro_batches(monkeypatch):
-    """bench.step's loss is the mean over the grad_accum micro-batches (as train.py logs it), not their sum:
-    recomputed from a copy of the weights before the step."""
+    """bench.step's loss is the mean over the grad_accum micro-batches (as train.py logs it), not
+    their sum: recomputed from a copy of the weights before the step."""
     monkeypatch.setattr(bench, "device", "cpu")
     g = torch.Generator().manual_seed(5)
     tokens = torch.randint(0, 1000, (4, 17), generator=g)
@@ -266,26 +273,32 @@ def test_step_reports_the_mean_loss_of_its_micro_batches(monkeypatch):
 
 
 def test_the_optimizers_preset_times_train_steps_with_muon(monkeypatch):
-    """--compare=optimizers builds AdamW alone and Muon + AdamW (train.py's split); bench.step runs the Muon variant
-    through the same train_step, so Muon's own work is inside the timed step: its momentum exists after a step."""
+    """--compare=optimizers builds AdamW alone and Muon + AdamW (train.py's split); bench.step runs
+    the Muon variant through the same train_step, so Muon's own work is inside the timed step: its
+    momentum exists after a step."""
     monkeypatch.setattr(bench, "device", "cpu")
     (n1, s1), (n2, s2) = bench.parse_variants("optimizers", small_settings())
-    assert (n1, s1["optimizer"], n2, s2["optimizer"]) == ("optimizer=adamw", "adamw", "optimizer=muon", "muon")
+    assert (n1, s1["optimizer"], n2, s2["optimizer"]) == ("optimizer=adamw", "adamw",
+                                                          "optimizer=muon", "muon")
     adamw, muon = bench.build(n1, s1), bench.build(n2, s2)
     assert [type(o) for o in adamw.optimizers] == [torch.optim.AdamW]
     assert [type(o) for o in muon.optimizers] == [torch.optim.Muon, torch.optim.AdamW]
     for run in (adamw, muon):
         bench.step(run)
-    momenta = [muon.optimizers[0].state[p]["momentum_buffer"] for p in muon.optimizers[0].param_groups[0]["params"]]
+    momenta = [muon.optimizers[0].state[p]["momentum_buffer"]
+               for p in muon.optimizers[0].param_groups[0]["params"]]
     assert len(momenta) == 4 * s2["n_layer"] and all(m.abs().sum() > 0 for m in momenta)
-    # resident memory counts both optimizers' state: Muon keeps one buffer per matrix where AdamW keeps two
+    # resident memory counts both optimizers' state:
+    # Muon keeps one buffer per matrix where AdamW keeps two
     block_matrix_bytes = sum(m.numel() * 4 for m in momenta)
-    assert bench.resident_bytes(adamw) - bench.resident_bytes(muon) == block_matrix_bytes + 4 * len(momenta)
+    assert (bench.resident_bytes(adamw) - bench.resident_bytes(muon)
+            == block_matrix_bytes + 4 * len(momenta))
 
 
 def test_generation_row_arithmetic(monkeypatch):
-    """tokens/s with and without the KV cache, each from its own timings: generate is replaced by one that takes
-    1 s per token with the cache and 4 s without, on a fake clock, so the figures are known exactly."""
+    """tokens/s with and without the KV cache, each from its own timings: generate is replaced by
+    one that takes 1 s per token with the cache and 4 s without, on a fake clock,
+    so the figures are known exactly."""
     clock = [0.0]
     calls = []
 
@@ -295,12 +308,14 @@ def test_generation_row_arithmetic(monkeypatch):
         return torch.cat([idx, torch.zeros(idx.size(0), max_new_tokens, dtype=idx.dtype)], dim=1)
 
     monkeypatch.setattr(GPT, "generate", fake_generate)
-    monkeypatch.setattr(bench, "time", type("FakeTime", (), {"perf_counter": staticmethod(lambda: clock[0])}))
+    monkeypatch.setattr(bench, "time",
+                        type("FakeTime", (), {"perf_counter": staticmethod(lambda: clock[0])}))
     for key, value in dict(device="cpu", gen_tokens=8, gen_prompt=4, gen_repeats=2).items():
         monkeypatch.setattr(bench, key, value)
     row = bench.bench_generation(small_settings(compile=False))
     assert calls.count(True) == calls.count(False) == 3  # a warm-up and two timed runs each
-    assert row["kv_cache_tokens_per_s"] == pytest.approx(1.0) and row["no_cache_tokens_per_s"] == pytest.approx(0.25)
+    assert (row["kv_cache_tokens_per_s"] == pytest.approx(1.0)
+            and row["no_cache_tokens_per_s"] == pytest.approx(0.25))
     assert row["speedup"] == pytest.approx(4.0) and row["new_tokens"] == 8 and row["prompt"] == 4
 
 
@@ -310,11 +325,12 @@ def test_expand_flags_and_variants():
     defaults = {"compare": "", "compile": None, "find_batch": False, "json": "", "batch_size": 16}
     assert expand_flags(["config/option_a.py", "--compare", "--compile", "--json", "x.json",
                          "--batch_size=8"], defaults, bench.BARE_FLAGS) == [
-        "config/option_a.py", "--compare=options", "--compile=True", "--json=x.json", "--batch_size=8"]
+        "config/option_a.py", "--compare=options", "--compile=True", "--json=x.json",
+        "--batch_size=8"]
     assert expand_flags(["--compare", "a,b", "--find_batch"], defaults, bench.BARE_FLAGS) == [
         "--compare=a,b", "--find_batch=True"]
-    assert expand_flags(["--config", "config/option_b.py", "--config=config/smoke.py"], defaults, {}) == [
-        "config/option_b.py", "config/smoke.py"]
+    assert expand_flags(["--config", "config/option_b.py", "--config=config/smoke.py"], defaults,
+                        {}) == ["config/option_b.py", "config/smoke.py"]
     base = small_settings()
     names = [n for n, _ in bench.parse_variants("options", base)]
     assert names == ["A", "B", "C"]
@@ -331,16 +347,20 @@ def test_expand_flags_and_variants():
 def test_bench_end_to_end(owt_data, tmp_path):
     """The real script on a tiny model: the table, the rows, and JSON whose arithmetic adds up."""
     out = tmp_path / "bench.json"
-    r = run_script("bench.py", "config/smoke.py", "--n_layer=1", "--block_size=32", "--batch_size=2", "--grad_accum=2",
-                   "--compare", "base,loss_chunk=0,vocab_multiple_of=1+ffn_multiple_of=64,dtype=float16",
+    r = run_script("bench.py", "config/smoke.py", "--n_layer=1", "--block_size=32",
+                   "--batch_size=2", "--grad_accum=2", "--compare",
+                   "base,loss_chunk=0,vocab_multiple_of=1+ffn_multiple_of=64,dtype=float16",
                    "--iters=1", "--repeats=2", "--warmup=1", "--gen_tokens=6", "--gen_prompt=4",
-                   "--loader_iters=3", f"--data={owt_data}", "--peak_tflops=2", "--threads=1", f"--json={out}")
-    assert "tokens/s" in r.stdout and "faster with the cache" in r.stdout and "data loader" in r.stdout
+                   "--loader_iters=3", f"--data={owt_data}", "--peak_tflops=2", "--threads=1",
+                   f"--json={out}")
+    assert ("tokens/s" in r.stdout and "faster with the cache" in r.stdout
+            and "data loader" in r.stdout)
     assert "projection, not a measurement" in r.stdout
     report = json.loads(out.read_text())
     assert report["env"]["threads"] == 1 and report["env"]["torch"] == torch.__version__
     rows = {v["variant"]: v for v in report["variants"]}
-    assert list(rows) == ["base", "loss_chunk=0", "vocab_multiple_of=1+ffn_multiple_of=64", "dtype=float16"]
+    assert list(rows) == ["base", "loss_chunk=0", "vocab_multiple_of=1+ffn_multiple_of=64",
+                          "dtype=float16"]
     for v in rows.values():
         assert len(v["ms_per_step_rounds"]) == 2 and v["tokens_per_step"] == 2 * 32 * 2
         assert v["tokens_per_s"] == pytest.approx(v["tokens_per_step"] / (v["ms_per_step"] / 1000))
@@ -364,9 +384,11 @@ def test_bench_end_to_end(owt_data, tmp_path):
     assert [p["option"] for p in report["projection"]] == ["A", "B", "C"]
 
 
-# a tiny run, so a setting that is not refused finishes quickly (and fails the test) instead of timing option A
-TINY_RUN = ["--n_layer=1", "--n_embd=32", "--n_head=1", "--block_size=8", "--batch_size=1", "--iters=1",
-            "--repeats=1", "--warmup=0", "--gen_tokens=2", "--gen_prompt=2", "--device=cpu"]
+# a tiny run, so a setting that is not refused finishes quickly (and fails the test)
+# instead of timing option A
+TINY_RUN = ["--n_layer=1", "--n_embd=32", "--n_head=1", "--block_size=8", "--batch_size=1",
+            "--iters=1", "--repeats=1", "--warmup=0", "--gen_tokens=2", "--gen_prompt=2",
+            "--device=cpu"]
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -375,10 +397,13 @@ TINY_RUN = ["--n_layer=1", "--n_embd=32", "--n_head=1", "--block_size=8", "--bat
     ("--gen_tokens=-1", "--gen_tokens must be 0 or more, got -1"),
     ("--gen_repeats=0", "--gen_repeats must be at least 1, got 0"),
     ("--compare=base,batch_size=0", "batch_size and grad_accum must be at least 1"),
-    ("--compare=base,optimizer=sgd", "optimizer must be 'adamw' or 'muon', got 'sgd' in optimizer=sgd"),
+    ("--compare=base,optimizer=sgd",
+     "optimizer must be 'adamw' or 'muon', got 'sgd' in optimizer=sgd"),
     ("--json={tmp}/missing/bench.json", "folder '{tmp}/missing' does not exist"),
-    ("--json=/sys/bench.json", "cannot write to '/sys' (Permission denied): choose another --json path"),
-    ("--project --compare=options", "would ignore --compare"),  # options a bench.py run would skip: refused
+    ("--json=/sys/bench.json",
+     "cannot write to '/sys' (Permission denied): choose another --json path"),
+    # options a bench.py run would skip: refused
+    ("--project --compare=options", "would ignore --compare"),
     ("--project --find_batch", "would ignore --find_batch"),
 ])
 def test_bench_refuses_bad_settings(tmp_path, bad, message):
@@ -399,25 +424,27 @@ def test_bench_errors_are_one_line(tmp_path):
 
 
 def test_a_run_stopped_while_timing_generation_keeps_the_training_rows(tmp_path):
-    """bench_gpu.sh runs each step under `timeout`: the JSON holds the training rows as soon as they are measured,
-    not only once the (compiled) generation row is done."""
+    """bench_gpu.sh runs each step under `timeout`: the JSON holds the training rows as soon as they
+    are measured, not only once the (compiled) generation row is done."""
     out = tmp_path / "bench.json"
     stopped = ("import sys, bench\n"
                "def generation(s): raise SystemExit('stopped while timing generation')\n"
                "bench.bench_generation = generation\n"
                "bench.main(sys.argv[1:])\n")
-    r = run_script("-c", stopped, "config/smoke.py", "--n_layer=1", "--block_size=32", "--batch_size=2",
-                   "--compare=base,loss_chunk=0", "--iters=1", "--repeats=1", "--warmup=0", "--gen_tokens=4",
-                   "--threads=1", f"--json={out}", check=False)
+    r = run_script("-c", stopped, "config/smoke.py", "--n_layer=1", "--block_size=32",
+                   "--batch_size=2", "--compare=base,loss_chunk=0", "--iters=1", "--repeats=1",
+                   "--warmup=0", "--gen_tokens=4", "--threads=1", f"--json={out}", check=False)
     assert r.returncode == 1 and "stopped while timing generation" in r.stderr
     report = json.loads(out.read_text())
-    assert [v["variant"] for v in report["variants"]] == ["base", "loss_chunk=0"] and report["generation"] is None
+    assert ([v["variant"] for v in report["variants"]] == ["base", "loss_chunk=0"]
+            and report["generation"] is None)
     assert all(v["ms_per_step"] > 0 for v in report["variants"])
 
 
 def test_bench_refuses_damaged_data_before_timing(owt_data, tmp_path):
-    """A train.bin with an id past the embedding was an IndexError inside the timed step: one line from
-    common.check_data, the check train.py makes (test_train covers the other kinds of damage)."""
+    """A train.bin with an id past the embedding was an IndexError inside the timed step: one line
+    from common.check_data, the check train.py makes
+    (test_train covers the other kinds of damage)."""
     (tmp_path / "train.bin").write_bytes(b"\x60\xea" * 64)  # id 60000
     (tmp_path / "meta.json").write_text((owt_data / "meta.json").read_text())
     r = run_in_process("bench.py", *TINY_RUN, f"--data={tmp_path}")
@@ -426,13 +453,14 @@ def test_bench_refuses_damaged_data_before_timing(owt_data, tmp_path):
     assert "train.bin holds token id 60000 at token 0, outside the vocabulary of 50257" in lines[0]
 
 
-# ---------------------------------------------------------------- --plan: memory per GPU by micro-batch
+# ------------------------------------------------------------ --plan: memory per GPU by micro-batch
 
 @pytest.mark.parametrize("option", ["a", "b", "c"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_saved_activations_are_linear_in_the_micro_batch_and_match_the_formula(option, dtype):
-    """The plan extrapolates from micro-batches 1 and 2 in a straight line and prints a formula beside the
-    measurement: both must hold on the measured bytes (one real forward and backward each)."""
+    """The plan extrapolates from micro-batches 1 and 2 in a straight line and prints a formula
+    beside the measurement: both must hold on the measured bytes
+    (one real forward and backward each)."""
     cfg = tiny(option)
     torch.manual_seed(0)
     model = GPT(cfg)
@@ -445,35 +473,41 @@ def test_saved_activations_are_linear_in_the_micro_batch_and_match_the_formula(o
         assert bench.activation_formula(cfg, B, 32, dtype)["total"] == pytest.approx(m, rel=0.01), B
     f = bench.activation_formula(cfg, 1, 32, dtype)
     assert f["per_token"] * 32 == pytest.approx(per_sample, rel=0.01)
-    assert all(p.grad is None for p in model.parameters())  # the backward ran and its gradients were let go
+    # the backward ran and its gradients were let go
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_half_precision_saves_less_than_fp32():
     cfg = tiny("a")
     model = GPT(cfg)
-    half, full = (bench.saved_activation_bytes(model, 2, 32, dt) - bench.saved_activation_bytes(model, 1, 32, dt)
+    half, full = (bench.saved_activation_bytes(model, 2, 32, dt)
+                  - bench.saved_activation_bytes(model, 1, 32, dt)
                   for dt in ("bfloat16", "float32"))
-    assert 0.5 < half / full < 0.75  # the norms' inputs, the loss's grad_x and the logsumexp stay fp32
+    # the norms' inputs, the loss's grad_x and the logsumexp stay fp32
+    assert 0.5 < half / full < 0.75
 
 
 def planned_total(r: dict, cfg: GPTConfig, opt: str, b: int) -> float:
-    """By hand: (state + activations + the loss's transient) x 1.15, + the (patched) 1 MiB context and 0.5 MiB of
-    NCCL buffers."""
+    """By hand: (state + activations + the loss's transient) x 1.15, + the (patched) 1 MiB context
+    and 0.5 MiB of NCCL buffers."""
     act = r["act_fixed"] + r["act_per_sample"] * b
-    return (r[f"state_{opt}"] + act + bench.logits_transient_bytes(cfg, b, 32, r["dtype"])) * 1.15 + (3 << 19)
+    return ((r[f"state_{opt}"] + act + bench.logits_transient_bytes(cfg, b, 32, r["dtype"])) * 1.15
+            + (3 << 19))
 
 
 def test_the_planned_micro_batch_fits_and_one_more_does_not(monkeypatch):
-    monkeypatch.setattr(bench, "V100_GIB", {0.02: 0.02, 0.05: 0.05})  # capacities a tiny model can fill
+    # capacities a tiny model can fill
+    monkeypatch.setattr(bench, "V100_GIB", {0.02: 0.02, 0.05: 0.05})
     monkeypatch.setattr(bench, "CUDA_CONTEXT_BYTES", 1 << 20)
     monkeypatch.setattr(bench, "NCCL_BYTES", 1 << 19)
-    rows = bench.memory_plan(["a", "c"], 32, shape_kw=dict(n_layer=2, n_embd=64, n_head=2, vocab_size=1000))
+    rows = bench.memory_plan(["a", "c"], 32,
+                             shape_kw=dict(n_layer=2, n_embd=64, n_head=2, vocab_size=1000))
     assert [(r["option"], r["dtype"]) for r in rows] == [("A", "bfloat16"), ("A", "float32"),
                                                          ("C", "bfloat16"), ("C", "float32")]
     for r in rows:
         assert r["ratio"] == pytest.approx(1.0, rel=0.01)
-        cfg = GPTConfig(**(OPTIONS[r["option"].lower()] | dict(n_layer=2, n_embd=64, n_head=2, vocab_size=1000,
-                                                               block_size=32)))
+        cfg = GPTConfig(**(OPTIONS[r["option"].lower()] | dict(n_layer=2, n_embd=64, n_head=2,
+                                                               vocab_size=1000, block_size=32)))
         for gib in bench.V100_GIB:
             for opt in ("adamw", "muon"):
                 pow2, best = r[f"fit{gib}_{opt}"]
@@ -481,12 +515,14 @@ def test_the_planned_micro_batch_fits_and_one_more_does_not(monkeypatch):
                 fits, fails = (planned_total(r, cfg, opt, b) for b in (best, best + 1))
                 assert fits <= gib * 2**30 < fails, (r["option"], r["dtype"], gib, opt)
         assert r["fit0.05_adamw"][1] > r["fit0.02_adamw"][1]
-        assert r["fit0.02_muon"][1] >= r["fit0.02_adamw"][1]  # Muon keeps one moment for the matrices, not two
+        # Muon keeps one moment for the matrices, not two
+        assert r["fit0.02_muon"][1] >= r["fit0.02_adamw"][1]
 
 
 def test_state_bytes_by_hand():
     s = bench.state_bytes(1000, "adamw")
-    assert (s["weights"], s["grads"], s["optimizer"], s["ddp_buckets"], s["total"]) == (4000, 4000, 8000, 0, 16000)
+    assert (s["weights"], s["grads"], s["optimizer"], s["ddp_buckets"],
+            s["total"]) == (4000, 4000, 8000, 0, 16000)
     assert bench.state_bytes(1000, "muon", n_muon=600)["optimizer"] == 8 * 400 + 4 * 600
 
 
@@ -499,8 +535,9 @@ def test_logits_transient_is_capped_at_the_loss_chunk():
 
 
 class LiveBytes(TorchDispatchMode):
-    """The bytes of the live storages made by aten ops inside the mode, and their peak: each op's outputs
-    are added once per storage, and storages no tensor holds any longer are dropped before the next op's."""
+    """The bytes of the live storages made by aten ops inside the mode, and their peak: each op's
+    outputs are added once per storage, and storages no tensor holds any longer are dropped before
+    the next op's."""
 
     def __init__(self):
         super().__init__()
@@ -542,4 +579,5 @@ def test_bench_plan_end_to_end():
     r = run_script("bench.py", "--plan", "--block_size=8", "--threads=1")
     assert "memory per GPU at block 8" in r.stdout and "largest micro-batch per GPU" in r.stdout
     for option in ("A", "B", "C"):
-        assert any(line.startswith(f"{option} ") and "bfloat16" in line for line in r.stdout.splitlines())
+        assert any(line.startswith(f"{option} ") and "bfloat16" in line
+                   for line in r.stdout.splitlines())
