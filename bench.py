@@ -520,8 +520,8 @@ def plan_total(state: int, act_fixed: float, act_per_sample: float, transient, B
 
 
 def largest_planned(fits_bytes: float, total_at) -> tuple[int, int]:
-    """(largest power of two, largest integer) micro-batch whose planned total fits in
-    fits_bytes."""
+    """(largest power of two, largest integer) micro-batch whose planned total
+    fits in fits_bytes."""
     best = largest_fitting(lambda b: total_at(b) <= fits_bytes, 1, 4096)
     pow2 = 1 << (best.bit_length() - 1) if best else 0
     return pow2, best
