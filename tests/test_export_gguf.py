@@ -47,6 +47,15 @@ def logits_of(llm, tokens) -> np.ndarray:
     return np.array(llm.scores[:len(tokens)], dtype=np.float32)
 
 
+def file_logits(path, tokens, fp32_cache=True) -> np.ndarray:
+    """llama.cpp's logits for tokens from the GGUF file at path (loaded, then closed)."""
+    llm = load(path, fp32_cache=fp32_cache)
+    try:
+        return logits_of(llm, tokens)
+    finally:
+        llm.close()
+
+
 @pytest.mark.parametrize("option, arch", [("a", "llama"), ("b", "llama"), ("c", "gpt2")])
 def test_llama_cpp_matches_our_model(option, arch, tmp_path):
     model = tiny_model(option)
@@ -80,11 +89,8 @@ def test_llama_cpp_matches_our_model(option, arch, tmp_path):
         assert theirs_gen == ours_gen
     finally:
         llm.close()
-    llm = load(path, fp32_cache=False)  # as users run it
-    try:
-        diff = float(np.abs(logits_of(llm, x[0].tolist()) - ours).max())
-    finally:
-        llm.close()
+    # as users run it
+    diff = float(np.abs(file_logits(path, x[0].tolist(), fp32_cache=False) - ours).max())
     print(f"option {option}, default fp16 KV cache: max |logit difference| {diff:.2e}")
     assert diff < DEFAULT_CACHE_ATOL
 
@@ -98,11 +104,7 @@ def test_float16(tmp_path):
     x = torch.randint(0, 50257, (1, 32), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         ours = model(x)[0][0].numpy()
-    llm = load(tmp_path / "f16.gguf")
-    try:
-        diff = float(np.abs(logits_of(llm, x[0].tolist()) - ours).max())
-    finally:
-        llm.close()
+    diff = float(np.abs(file_logits(tmp_path / "f16.gguf", x[0].tolist()) - ours).max())
     print(f"float16: max |logit difference| {diff:.2e}")
     assert diff < export_gguf.VERIFY_TOLERANCE["float16"]["llama"]
 
@@ -209,11 +211,7 @@ def test_biases(tmp_path):
         x = torch.randint(0, 50257, (1, 32), generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             ours = model(x)[0][0].numpy()
-        llm = load(tmp_path / f"{option}.gguf")
-        try:
-            diff = float(np.abs(logits_of(llm, x[0].tolist()) - ours).max())
-        finally:
-            llm.close()
+        diff = float(np.abs(file_logits(tmp_path / f"{option}.gguf", x[0].tolist()) - ours).max())
         print(f"option {option} with biases: max |logit difference| {diff:.2e}")
         assert diff < LOGIT_ATOL["llama" if option == "a" else "gpt2"]
 
@@ -227,11 +225,7 @@ def test_rope_permutation_is_needed(tmp_path, monkeypatch):
     x = torch.randint(0, 50257, (1, 32), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         ours = model(x)[0][0].numpy()
-    llm = load(tmp_path / "unpermuted.gguf")
-    try:
-        diff = float(np.abs(logits_of(llm, x[0].tolist()) - ours).max())
-    finally:
-        llm.close()
+    diff = float(np.abs(file_logits(tmp_path / "unpermuted.gguf", x[0].tolist()) - ours).max())
     print(f"unpermuted RoPE: max |logit difference| {diff:.2e}")
     assert diff > 0.5
 
@@ -339,11 +333,7 @@ def test_quantized_file_computes_its_quantized_weights(option, dtype, tmp_path):
     with torch.no_grad():
         ours = model(x)[0][0].numpy()
         stored = export_gguf.quantized_copy(model, dtype)(x)[0][0].numpy()
-    llm = load(path)
-    try:
-        theirs = logits_of(llm, x[0].tolist())
-    finally:
-        llm.close()
+    theirs = file_logits(path, x[0].tolist())
     diff = float(np.abs(theirs - stored).max())
     print(f"option {option}, {dtype}: max |logit difference| {diff:.2e} from model.py "
           f"with the file's weights, {np.abs(stored - ours).max():.2e} between those and fp32")
@@ -364,11 +354,7 @@ def test_quantized_smoke_model_stays_close_to_fp32(smoke_ckpt, owt_data, tmp_pat
         path = tmp_path / f"{dtype}.gguf"
         export_gguf.export(model, str(path), dtype)
         sizes[dtype] = os.path.getsize(path)
-        llm = load(path)
-        try:
-            logits[dtype] = logits_of(llm, tokens)
-        finally:
-            llm.close()
+        logits[dtype] = file_logits(path, tokens)
     for dtype in ["q8_0", "q4_0"]:
         diff = float(np.abs(logits[dtype] - logits["float32"]).max())
         agree = float((logits[dtype].argmax(-1) == logits["float32"].argmax(-1)).mean())
