@@ -15,15 +15,16 @@ A base model has never seen a chat, but it has seen transcripts. The conversatio
     Assistant:
 
 and the model continues it. The reply ends at <|endoftext|>, after max_new_tokens, or at the first
-stop string (STOP_STRINGS: the start of a next "User:" or "Assistant:" line, or a blank line), so the
-model does not write the user's next turn; its first token is never blank (blank_ids) and its leading
-whitespace is dropped. When the transcript no longer fits the context, the oldest turns are left out
-(the first line stays; a single message too long on its own keeps only its end).
+stop string (STOP_STRINGS: the start of a next "User:" or "Assistant:" line, or a blank line), so
+the model does not write the user's next turn; its first token is never blank (blank_ids) and its
+leading whitespace is dropped. When the transcript no longer fits the context, the oldest turns are
+left out (the first line stays; a single message too long on its own keeps only its end).
 
 A chat-tuned checkpoint (train.py on prepare_chat.py's conversations, e.g. config/sft_smoke.py) was
-trained on tokenizer/chat_template.py's form of the same transcript, where <|endoftext|> starts the conversation
-and ends each reply: it gets that template, and its reply ends at <|endoftext|> (or max_new_tokens)
-alone. --mode forces one or the other; the terminal and the page say which kind of model is loaded.
+trained on tokenizer/chat_template.py's form of the same transcript, where <|endoftext|> starts the
+conversation and ends each reply: it gets that template, and its reply ends at <|endoftext|> (or
+max_new_tokens) alone. --mode forces one or the other; the terminal and the page say which kind of
+model is loaded.
 
 --web serves OpenAI's protocol from the standard library's http.server (GET /v1/models, POST
 /v1/chat/completions, POST /v1/completions; docs/chat.md), and a page that chats through it. One
@@ -55,16 +56,19 @@ from tokenizer import chat_template
 # -----------------------------------------------------------------------------
 out_dir = "out"  # folder holding ckpt.pt
 ckpt = ""  # or the path of a checkpoint file; wins over out_dir
-header = chat_template.HEADER  # the transcript's first line (for a chat-tuned model: the system message)
-mode = "auto"  # 'auto': the chat template for a chat-tuned checkpoint, the transcript for a base one | 'base' | 'chat'
+header = chat_template.HEADER  # the transcript's first line (for a chat-tuned model: the system
+                               # message)
+mode = "auto"  # 'auto': the chat template for a chat-tuned checkpoint, the transcript for a base
+               # one | 'base' | 'chat'
 max_new_tokens = 128  # per reply
-temperature = 0.7  # 0 = greedy; /temp changes it in the terminal, a field on the page in the browser
+temperature = 0.7  # 0 = greedy; /temp changes it in the terminal, a field on the web page
 top_k = 50  # 0 = off
 top_p = 0.95  # 1.0 = off
 seed = 1337
 device = "auto"  # auto: cuda if available, else cpu
 dtype = "auto"  # auto: bf16 on GPUs that have it, fp16 on older ones, fp32 on the CPU
-compile = False  # torch.compile the one-token decoding step at startup (~20 s on a CPU), then faster replies
+compile = False  # torch.compile the one-token decoding step at startup (~20 s on a CPU), then
+                 # faster replies
 web = False  # serve the browser page instead of the terminal REPL (`--web` alone works too)
 host = "127.0.0.1"  # loopback: only this machine can reach the page
 port = 8000  # 0 = any free port (the one chosen is printed)
@@ -76,9 +80,9 @@ model_name = ""  # the model's id in GET /v1/models; "" = the checkpoint's folde
 
 STOP_STRINGS = ("\nUser:", "\nAssistant:", "\n\n")
 MAX_REQUEST_BYTES = 64 * 1024  # a web request (message + history) larger than this is refused
-# a client has this long to send a request's body (in all, however it trickles in), and each wait on a slow or
-# stalled connection (its headers, a reply it stops reading) ends after this long: its thread, and the model a
-# stalled reply holds, are not held without end
+# a client has this long to send a request's body (in all, however it trickles in), and each wait on
+# a slow or stalled connection (its headers, a reply it stops reading) ends after this long: its
+# thread, and the model a stalled reply holds, are not held without end
 REQUEST_TIMEOUT_S = 30.0
 
 
@@ -91,28 +95,34 @@ def transcript(history: list[tuple[str, str]], message: str, head: str | None = 
 
 def messages_of(history: list[tuple[str, str]], message: str,
                 head: str | None = None) -> list[dict]:
-    """The conversation in the messages format, the header as its system message (tokenizer/chat_template.py)."""
-    turns = [{"role": r, "content": c} for u, a in history for r, c in (("user", u), ("assistant", a))]
+    """The conversation in the messages format, the header as its system message
+    (tokenizer/chat_template.py)."""
+    turns = [{"role": r, "content": c}
+             for u, a in history for r, c in (("user", u), ("assistant", a))]
     system = header if head is None else head
     return [{"role": "system", "content": system}, *turns, {"role": "user", "content": message}]
 
 
 def prompt_ids(enc, history: list[tuple[str, str]], message: str, budget: int, tuned: bool = False,
                head: str | None = None) -> list[int]:
-    """Token ids of the transcript (tuned: of the chat template), leaving out the oldest turns until it fits in
-    budget tokens. A single message too long for the budget keeps only its end (the part nearest the reply).
+    """Token ids of the transcript (tuned: of the chat template), leaving out the oldest turns until
+    it fits in budget tokens. A single message too long for the budget keeps only its end (the part
+    nearest the reply).
 
     Each turn dropped shortens the transcript, so a binary search finds the first turn to keep in
     log2(turns) encodings: the work is linear in the request's size (times ~13 for 64 KiB), where
-    dropping one turn at a time re-encoded it once per turn (6,500 short turns: 88 s, the server held).
+    dropping one turn at a time re-encoded it once per turn (6,500 short turns: 88 s, the server
+    held).
     """
     def encode(start: int) -> list[int]:
-        # encode_ordinary: a user who types "<|endoftext|>" means the text, not the token (tiktoken's encode
-        # would refuse it), as prepare.py treats the training text; tokenizer/chat_template.py encodes so too
+        # encode_ordinary: a user who types "<|endoftext|>" means the text, not the token
+        # (tiktoken's encode would refuse it), as prepare.py treats the training text;
+        # tokenizer/chat_template.py encodes so too
         return (chat_template.prompt(enc, messages_of(history[start:], message, head)) if tuned else
                 enc.encode_ordinary(transcript(history[start:], message, head)))
 
-    lo, hi = 0, len(history)  # the answer lies in [lo, hi]; the transcript from hi on fits, or nothing does
+    # the answer lies in [lo, hi]; the transcript from hi on fits, or nothing does
+    lo, hi = 0, len(history)
     best = encode(hi)
     if len(best) > budget:
         return best[-budget:]
@@ -135,10 +145,10 @@ def held_back(text: str, stops: tuple[str, ...]) -> int:
 
 
 def blank_ids(enc) -> list[int]:
-    """The tokens a reply may not open with: <|endoftext|> and those that are whitespace alone (23 in
-    GPT-2's vocabulary: newlines, spaces, no-break spaces...), which the reply's lstrip would drop. A base
-    model often continues "Assistant:" with a newline; greedy, a small one then writes nothing but
-    newlines, and every reply came out empty."""
+    """The tokens a reply may not open with: <|endoftext|> and those that are whitespace alone (23
+    in GPT-2's vocabulary: newlines, spaces, no-break spaces...), which the reply's lstrip would
+    drop. A base model often continues "Assistant:" with a newline; greedy, a small one then writes
+    nothing but newlines, and every reply came out empty."""
     if enc.name not in BLANK_IDS:
         BLANK_IDS[enc.name] = [EOT_TOKEN] + [i for i in range(enc.n_vocab)
                                              if i != EOT_TOKEN and enc.decode([i]).isspace()]
@@ -188,20 +198,23 @@ def reply_stream(model, enc, ids: list[int], dev: str, ctx, stops: tuple[str, ..
 
 
 class Chat:
-    """The model of a chat and its settings (the globals above); lock: held while a reply is made."""
+    """The model of a chat and its settings (the globals above); lock: held while a reply
+    is made."""
 
     def __init__(self, path: str):
         self.dev, self.device_type, self.dtype, _, threads = setup(device, dtype, threads="idle")
         self.model, self.enc, checkpoint = load_model(path, self.dev)
         template = checkpoint.get("chat_template")
         if template not in (None, chat_template.NAME):
-            die(f"{path} was tuned with chat template '{template}', which this chat.py does not know "
-                f"(it knows '{chat_template.NAME}'): use the chat.py of the version that trained it")
+            die(f"{path} was tuned with chat template '{template}', which this chat.py does not "
+                f"know (it knows '{chat_template.NAME}'): use the chat.py of the version that "
+                "trained it")
         if mode not in ("auto", "base", "chat"):
             die(f"--mode={mode}: use auto (what the checkpoint is), base or chat")
         if mode == "chat" and template is None:
-            die(f"--mode=chat needs a chat-tuned checkpoint, and {path} is a base model: fine-tune it first "
-                f"(python train.py config/sft_smoke.py --init_from={path}), or use --mode=auto")
+            die(f"--mode=chat needs a chat-tuned checkpoint, and {path} is a base model: "
+                f"fine-tune it first (python train.py config/sft_smoke.py --init_from={path}), "
+                "or use --mode=auto")
         self.tuned = mode == "chat" or mode == "auto" and template is not None
         self.kind = "chat-tuned model" if self.tuned else "base model"
         self.generator = torch.Generator(device=self.dev).manual_seed(seed)
@@ -218,11 +231,13 @@ class Chat:
         if compile:
             print("compiling the decoding step...", file=sys.stderr)
             self.model.compile_generation()
-            with autocast(self.device_type, self.dtype):  # two tokens: the prompt pass, then one compiled step
+            # two tokens: the prompt pass, then one compiled step
+            with autocast(self.device_type, self.dtype):
                 self.model.generate(torch.tensor([[EOT_TOKEN]], device=self.dev), 2, temperature=0)
         how = f"template {template}" if self.tuned else "continues a transcript"
-        print(f"loaded {path}: a {self.kind} ({how}), {self.model.num_params() / 1e6:.1f}M parameters, "
-              f"iter {checkpoint.get('iter_num')}; {self.dev}{threads}, {self.dtype}", file=sys.stderr)
+        print(f"loaded {path}: a {self.kind} ({how}), {self.model.num_params() / 1e6:.1f}M "
+              f"parameters, iter {checkpoint.get('iter_num')}; {self.dev}{threads}, {self.dtype}",
+              file=sys.stderr)
 
     @property
     def stops(self) -> tuple[str, ...]:
@@ -283,7 +298,8 @@ HELP = "commands: /reset (new conversation), /temp [T] (show or set the temperat
 
 
 def repl(chat: Chat):
-    """Read messages line by line; with stdin piped, each is echoed so stdout reads as the transcript."""
+    """Read messages line by line; with stdin piped, each is echoed so stdout reads as the
+    transcript."""
     interactive = sys.stdin.isatty()
     history: list[tuple[str, str]] = []
     if interactive:
@@ -351,8 +367,10 @@ PAGE = """<!doctype html>
 <p id="about">__ABOUT__ Replies stream as they are made.</p>
 <div id="transcript"></div>
 <form id="form">
-  <textarea id="message" rows="2" placeholder="Say something (Enter sends, Shift+Enter for a new line)"></textarea>
-  <label>temperature <input id="temperature" type="number" min="0" step="0.1" value="__TEMPERATURE__"></label>
+  <textarea id="message" rows="2"
+            placeholder="Say something (Enter sends, Shift+Enter for a new line)"></textarea>
+  <label>temperature <input id="temperature" type="number" min="0" step="0.1"
+                            value="__TEMPERATURE__"></label>
   <button id="send" type="submit">Send</button>
   <button id="reset" type="button">New chat</button>
 </form>
@@ -431,7 +449,9 @@ $('form').addEventListener('submit', (e) => {
 $('message').addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); $('form').requestSubmit(); }
 });
-$('reset').addEventListener('click', () => { history.length = 0; $('transcript').replaceChildren(); });
+$('reset').addEventListener('click', () => {
+  history.length = 0; $('transcript').replaceChildren();
+});
 </script>
 </body></html>
 """
@@ -807,10 +827,11 @@ def serve(chat: Chat):
     try:
         server = make_server(chat, host, port)
     except OSError as e:
-        die(f"cannot serve on {host}:{port} ({e.strerror or e}): choose another --host (127.0.0.1 is this machine) "
-            f"or --port (0 = any free one)")
+        die(f"cannot serve on {host}:{port} ({e.strerror or e}): choose another --host "
+            f"(127.0.0.1 is this machine) or --port (0 = any free one)")
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving on {host}: anyone who can reach this port can use the model", file=sys.stderr)
+        print(f"warning: serving on {host}: anyone who can reach this port can use the model",
+              file=sys.stderr)
     print(f"serving on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
@@ -824,9 +845,10 @@ if __name__ == "__main__":
     defaults = {"host": host, "port": port}
     configure(globals(), ["--web=True" if a == "--web" else a for a in sys.argv[1:]], verbose=False)
     for key, value in (("host", host), ("port", port)):
-        if not web and value != defaults[key]:  # the terminal REPL serves nothing: a --port there is a mistake
-            die(f"--{key}={value} is where the web page is served, and without --web chat.py runs in the terminal: "
-                f"add --web, or drop --{key}")
+        # the terminal REPL serves nothing: a --port there is a mistake
+        if not web and value != defaults[key]:
+            die(f"--{key}={value} is where the web page is served, and without --web chat.py runs "
+                f"in the terminal: add --web, or drop --{key}")
     if max_new_tokens < 1:
         die(f"--max_new_tokens={max_new_tokens}: give at least 1")
     check_sampling(temperature, top_k, top_p, max_temperature=10)  # the web page's bound too

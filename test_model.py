@@ -56,18 +56,21 @@ def full_model():
 
 
 # Each option's head size (A 64, B 32, C 64) with a few heads, two layers and a short context.
-TINY_SHAPES = {"a": dict(n_embd=128, n_head=2), "b": dict(n_embd=96, n_head=3), "c": dict(n_embd=128, n_head=2)}
+TINY_SHAPES = {"a": dict(n_embd=128, n_head=2), "b": dict(n_embd=96, n_head=3),
+               "c": dict(n_embd=128, n_head=2)}
 
 
 def tiny_config(option: str, **overrides) -> GPTConfig:
     """An option's MLP, norm and positions at a size that runs in milliseconds on a CPU."""
-    args = {**OPTIONS[option], **TINY_SHAPES[option], "n_layer": 2, "block_size": 32, "vocab_size": TINY_VOCAB}
+    args = {**OPTIONS[option], **TINY_SHAPES[option], "n_layer": 2, "block_size": 32,
+            "vocab_size": TINY_VOCAB}
     return GPTConfig(**{**args, **overrides})
 
 
 def randomize_(model: GPT, seed: int = 0) -> GPT:
     """Weights far from init: attention peaked, norm gains and biases non-trivial, so that a wrong
-    mask, rotation or norm shows up as a large difference instead of hiding in near-uniform attention."""
+    mask, rotation or norm shows up as a large difference instead of hiding in near-uniform
+    attention."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -114,7 +117,8 @@ def ref_attention(attn: nn.Module, x: torch.Tensor, config: GPTConfig) -> torch.
     q, k, v = (t.reshape(B, T, H, d).transpose(1, 2) for t in (q, k, v))
     if config.pos_emb == "rope":
         pos = torch.arange(T)
-        q, k = ref_rope(q, config.rope_theta, pos).float(), ref_rope(k, config.rope_theta, pos).float()
+        q, k = (ref_rope(q, config.rope_theta, pos).float(),
+                ref_rope(k, config.rope_theta, pos).float())
     scores = q @ k.transpose(-2, -1) / math.sqrt(d)
     future = torch.ones(T, T, dtype=torch.bool).triu(diagonal=1)
     scores = scores.masked_fill(future, float("-inf"))
@@ -155,7 +159,7 @@ def test_ffn_hidden_derivation():
     assert GPTConfig(**OPTIONS["a"]).ffn_hidden == 854  # 8/3·320 = 853.3, rounded to even
     assert GPTConfig(**OPTIONS["b"]).ffn_hidden == 682  # 8/3·256 = 682.7
     assert GPTConfig(**OPTIONS["c"]).ffn_hidden == 1536  # GELU: 4·384
-    assert GPTConfig(**OPTIONS["a"], ffn_hidden=1000).ffn_hidden == 1000  # an explicit width is kept
+    assert GPTConfig(**OPTIONS["a"], ffn_hidden=1000).ffn_hidden == 1000  # an explicit width stays
 
 
 @pytest.mark.parametrize("option", OPTION_NAMES)
@@ -207,16 +211,19 @@ def test_causal(option):
         logits = model(idx)[0]
         for t in (0, 9, 30):
             changed = idx.clone()
-            changed[:, t + 1:] = (idx[:, t + 1:] + 1 + torch.randint(TINY_VOCAB - 1, idx[:, t + 1:].shape)) % TINY_VOCAB
+            changed[:, t + 1:] = (idx[:, t + 1:] + 1 + torch.randint(
+                TINY_VOCAB - 1, idx[:, t + 1:].shape)) % TINY_VOCAB
             new = model(changed)[0]
             torch.testing.assert_close(new[:, :t + 1], logits[:, :t + 1], atol=1e-5, rtol=0)
-            assert not torch.allclose(new[:, t + 1], logits[:, t + 1], atol=1e-3)  # the future did change
+            # the future did change
+            assert not torch.allclose(new[:, t + 1], logits[:, t + 1], atol=1e-3)
 
 
 @pytest.mark.parametrize("option", OPTION_NAMES)
 def test_dropout_only_in_training_mode(option):
-    """A model trained with dropout computes, in eval mode, exactly what the same weights without dropout do
-    (attention, residual and embedding dropout all off); in training mode dropout does act."""
+    """A model trained with dropout computes, in eval mode, exactly what the same weights without
+    dropout do (attention, residual and embedding dropout all off); in training mode
+    dropout does act."""
     torch.manual_seed(0)
     with_dropout = randomize_(GPT(tiny_config(option, dropout=0.5)))
     without = GPT(tiny_config(option, dropout=0.0))
@@ -255,7 +262,8 @@ def test_rope_matches_complex_reference(head_dim, theta):
 def test_model_rope_buffers_match_reference():
     model = GPT(tiny_config("a", block_size=256))
     d = model.config.head_dim
-    angles = torch.arange(256, dtype=torch.float64)[:, None] * 10000.0 ** (-2 * torch.arange(d // 2) / d)
+    angles = (torch.arange(256, dtype=torch.float64)[:, None]
+              * 10000.0 ** (-2 * torch.arange(d // 2) / d))
     torch.testing.assert_close(model.rope_cos.double(), angles.cos(), atol=1e-4, rtol=0)
     torch.testing.assert_close(model.rope_sin.double(), angles.sin(), atol=1e-4, rtol=0)
 
@@ -305,9 +313,11 @@ def test_tied_weights_are_one_tensor(option):
 def test_gpt2_init(full_model, option):
     model = full_model(option)
     c = model.config
-    residual = torch.cat([p.flatten() for n, p in model.named_parameters() if n.endswith("c_proj.weight")])
+    residual = torch.cat([p.flatten() for n, p in model.named_parameters()
+                          if n.endswith("c_proj.weight")])
     other = [p.flatten() for n, p in model.named_parameters()
-             if n.endswith("c_attn.weight") or n.endswith("c_fc.weight") or n.endswith("wpe.weight")]
+             if n.endswith("c_attn.weight") or n.endswith("c_fc.weight")
+             or n.endswith("wpe.weight")]
     other = torch.cat(other + [model.transformer.wte.weight[:c.vocab_size].flatten()])
     with torch.no_grad():
         assert residual.std().item() == pytest.approx(0.02 / math.sqrt(2 * c.n_layer), rel=0.02)
@@ -342,7 +352,8 @@ def test_padding_rows_get_zero_gradient(loss_chunk):
 @pytest.mark.parametrize("option", OPTION_NAMES)
 def test_initial_loss_is_log_vocab(full_model, option):
     """At init the prediction is near uniform: loss ≈ ln(50257) = 10.825 (plus ~σ²/2 for the small
-    random logits, 0.04-0.08 here). 1024 random targets make the sampling noise ~0.01, well below the 0.1 tolerance."""
+    random logits, 0.04-0.08 here). 1024 random targets make the sampling noise ~0.01, well below
+    the 0.1 tolerance."""
     g = torch.Generator().manual_seed(1)
     idx = torch.randint(VOCAB, (8, 128), generator=g)
     targets = torch.randint(VOCAB, (8, 128), generator=g)
@@ -394,26 +405,32 @@ def test_optimizer_groups(option, bias):
     everything = decayed + others
     assert len(everything) == len(set(everything)) == len(list(model.parameters()))
     if option == "c":
-        assert any(isinstance(m, nn.LayerNorm) and id(m.bias) in set(others) for m in model.modules())
+        assert any(isinstance(m, nn.LayerNorm) and id(m.bias) in set(others)
+                   for m in model.modules())
 
 
 @pytest.mark.parametrize("option,bias", [("a", False), ("b", False), ("c", False), ("c", True)])
 def test_muon_takes_the_blocks_matrices_and_adamw_the_rest(option, bias):
-    """optimizer='muon': every 2-D weight inside a block (attention and MLP) in Muon; the tied embedding / lm_head,
-    learned positions, norms' gains and biases in AdamW (matrices decayed, the rest not); each parameter once."""
+    """optimizer='muon': every 2-D weight inside a block (attention and MLP) in Muon; the tied
+    embedding / lm_head, learned positions, norms' gains and biases in AdamW (matrices decayed, the
+    rest not); each parameter once."""
     model = GPT(tiny_config(option, bias=bias))
     muon, adamw = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", "muon", 0.05, 0.9, 0.01)
     assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
     [group] = muon.param_groups
-    assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (0.05, 0.9, 0.01, True)
-    expected_muon = {id(m.weight) for block in model.transformer.h for m in block.modules() if isinstance(m, nn.Linear)}
-    assert len(expected_muon) == 4 * len(model.transformer.h)  # c_attn, attn c_proj, c_fc, mlp c_proj
+    assert ((group["lr"], group["momentum"], group["weight_decay"], group["nesterov"])
+            == (0.05, 0.9, 0.01, True))
+    expected_muon = {id(m.weight) for block in model.transformer.h for m in block.modules()
+                     if isinstance(m, nn.Linear)}
+    # c_attn, attn c_proj, c_fc, mlp c_proj
+    assert len(expected_muon) == 4 * len(model.transformer.h)
     assert {id(p) for p in group["params"]} == expected_muon
     decay_group, other_group = adamw.param_groups
     decayed, others = {id(p) for p in decay_group["params"]}, {id(p) for p in other_group["params"]}
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     assert decayed == embeddings and id(model.lm_head.weight) in decayed  # tied: one tensor
-    assert others == {id(p) for p in model.parameters() if p.dim() < 2} and decay_group["weight_decay"] == 0.1
+    assert (others == {id(p) for p in model.parameters() if p.dim() < 2}
+            and decay_group["weight_decay"] == 0.1)
     everything = [id(p) for opt in (muon, adamw) for g in opt.param_groups for p in g["params"]]
     assert len(everything) == len(set(everything)) == len(list(model.parameters()))
     assert len(model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")) == 1  # adamw: AdamW alone
@@ -421,9 +438,10 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest(option, bias):
 
 def reference_muon_update(grads: list[torch.Tensor], shape: tuple[int, int], lr: float,
                           momentum: float) -> torch.Tensor:
-    """Muon by hand (Jordan et al. 2024, torch's documented form): the momentum buffer B = mu B + (1 - mu) g, the
-    Nesterov step g + mu (B - g), five quintic Newton-Schulz iterations on the wide orientation, normalised by the
-    Frobenius norm, and the step scaled by sqrt(max(1, rows / cols)). Returns the summed update over the steps."""
+    """Muon by hand (Jordan et al. 2024, torch's documented form): the momentum buffer
+    B = mu B + (1 - mu) g, the Nesterov step g + mu (B - g), five quintic Newton-Schulz iterations
+    on the wide orientation, normalised by the Frobenius norm, and the step scaled by
+    sqrt(max(1, rows / cols)). Returns the summed update over the steps."""
     a, b, c = 3.4445, -4.7750, 2.0315
     buf, total = torch.zeros(shape), torch.zeros(shape)
     for g in grads:
@@ -440,8 +458,9 @@ def reference_muon_update(grads: list[torch.Tensor], shape: tuple[int, int], lr:
 
 
 def test_muon_step_matches_a_hand_written_reference():
-    """Three steps of configure_optimizers' Muon on a tall matrix (rows > cols: the transpose and the sqrt(3) LR
-    adjustment both matter) against the reference in float64; torch iterates in bf16, so within bf16's precision."""
+    """Three steps of configure_optimizers' Muon on a tall matrix (rows > cols: the transpose and
+    the sqrt(3) LR adjustment both matter) against the reference in float64; torch iterates in bf16,
+    so within bf16's precision."""
     model = GPT(tiny_config("a"))
     muon, _ = model.configure_optimizers(0.0, 1e-3, (0.9, 0.95), "cpu", "muon", 0.02, 0.9, 0.0)
     weight = model.transformer.h[0].attn.c_attn.weight  # (3 * 32, 32) in the tiny shape
@@ -476,17 +495,19 @@ def test_config_rejects_bad_values(bad):
 
 
 def fp16_cases():
-    """(x, w, targets) that push the fp16 gradient scale to its edges: tiny activations (a large scale, g
-    itself near the limit), large ones with every token one target (the weight gradient's column sums at
-    their largest), a peaked softmax, and a chunk of mostly ignored tokens."""
+    """(x, w, targets) that push the fp16 gradient scale to its edges: tiny activations (a large
+    scale, g itself near the limit), large ones with every token one target (the weight gradient's
+    column sums at their largest), a peaked softmax, and a chunk of mostly ignored tokens."""
     g = torch.Generator().manual_seed(0)
     N, V, C = 64, 128, 32
     t_mixed = torch.randint(0, 100, (N,), generator=g)
     one_valid = torch.full((N,), -1)
     one_valid[0] = 3
     return {
-        "tiny": (torch.randn(N, C, generator=g) * 0.01, torch.randn(V, C, generator=g) * 0.01, one_valid),
-        "large_one_target": (torch.randn(N, C, generator=g) * 40, torch.randn(V, C, generator=g), torch.full((N,), 7)),
+        "tiny": (torch.randn(N, C, generator=g) * 0.01, torch.randn(V, C, generator=g) * 0.01,
+                 one_valid),
+        "large_one_target": (torch.randn(N, C, generator=g) * 40, torch.randn(V, C, generator=g),
+                             torch.full((N,), 7)),
         "peaked": (torch.randn(N, C, generator=g) * 8, torch.randn(V, C, generator=g) * 4, t_mixed),
         "mostly_ignored": (torch.randn(N, C, generator=g), torch.randn(V, C, generator=g) * 0.02,
                            torch.where(torch.arange(N) % 8 == 0, t_mixed, -1)),
@@ -495,13 +516,15 @@ def fp16_cases():
 
 @pytest.mark.parametrize("case", list(fp16_cases()))
 def test_fp16_gradient_scale_bounds_both_products_and_the_gradients_match_fp64(case):
-    """fp16_grad_scale's bound, from x and w alone, holds against g and both products computed naively in
-    fp64 from the softmax (each at most 2^14 once scaled, far from fp16's 65504), and the fp16 chunked
-    loss's gradients are finite and match that fp64 reference (from the same fp16 inputs and logits)."""
+    """fp16_grad_scale's bound, from x and w alone, holds against g and both products computed
+    naively in fp64 from the softmax (each at most 2^14 once scaled, far from fp16's 65504), and the
+    fp16 chunked loss's gradients are finite and match that fp64 reference (from the same fp16
+    inputs and logits)."""
     x, w, t = fp16_cases()[case]
     V = 100
     xh, wh = x.half(), w.half()
-    logits = (xh.float() @ wh.float().t()).half().double()  # the fp16 GEMM's logits, as the loss reads them
+    # the fp16 GEMM's logits, as the loss reads them
+    logits = (xh.float() @ wh.float().t()).half().double()
     logits[:, V:] = float("-inf")
     g = torch.softmax(logits, dim=-1)
     valid = t != -1
@@ -511,7 +534,8 @@ def test_fp16_gradient_scale_bounds_both_products_and_the_gradients_match_fp64(c
     grad_x, grad_w = g @ wh.double(), g.t() @ xh.double()
     for product in (g, grad_x, grad_w):
         assert scale * product.abs().max().item() <= 2.0**14
-    bound = max(1.0, 2 * wh.abs().max().item(), valid.sum().item() ** 0.5 * xh.double().norm(dim=0).max().item())
+    bound = max(1.0, 2 * wh.abs().max().item(),
+                valid.sum().item() ** 0.5 * xh.double().norm(dim=0).max().item())
     assert 2.0**13 < scale * bound <= 2.0**14  # the largest power of two the bound allows
     x, w = xh.float().requires_grad_(), wh.float().requires_grad_()
     with torch.autocast("cpu", dtype=torch.float16):

@@ -24,9 +24,11 @@ def owt_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_ckpt(owt_data, tmp_path_factory) -> Path:
-    """out_dir of a short run of config/smoke.py: a real checkpoint for sample/eval/export tests. It scores HellaSwag's
-    first 8 examples at each eval too, for test_eval's check of that hook (a run of its own cost a train.py)."""
+    """out_dir of a short run of config/smoke.py: a real checkpoint for sample/eval/export tests. It
+    scores HellaSwag's first 8 examples at each eval too, for test_eval's check of that hook (a run
+    of its own cost a train.py)."""
     out = tmp_path_factory.mktemp("out-smoke")
-    run_script("train.py", "config/smoke.py", f"--data_dir={owt_data}", f"--out_dir={out}", "--max_iters=40",
-               "--eval_interval=20", "--hellaswag_every_eval=8", f"--hellaswag_file={HELLASWAG}")
+    run_script("train.py", "config/smoke.py", f"--data_dir={owt_data}", f"--out_dir={out}",
+               "--max_iters=40", "--eval_interval=20", "--hellaswag_every_eval=8",
+               f"--hellaswag_file={HELLASWAG}")
     return out

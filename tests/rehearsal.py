@@ -1,6 +1,6 @@
-# Option A's 8-GPU run, rehearsed on a CPU (docs/training.md, "Rehearsal"): every setting of
-# config/option_a.py except those below, which a CPU cannot afford, under torchrun with 8 gloo ranks:
-#   bash tests/rehearse.sh        # the whole rehearsal: budget, preemption, resume on 8 and on 4 ranks
+# Option A's 8-GPU run, rehearsed on a CPU under torchrun with 8 gloo ranks (docs/training.md,
+# "Rehearsal"): every setting of config/option_a.py except those below, which a CPU cannot afford:
+#   bash tests/rehearse.sh  # the whole rehearsal: budget, preemption, resume on 8 and on 4 ranks
 #   torchrun --standalone --nproc_per_node=8 train.py config/option_a.py tests/rehearsal.py
 # test_train.py checks that this file changes nothing else of option A's.
 

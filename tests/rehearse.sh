@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Option A's 8-GPU command, rehearsed on a CPU with 8 gloo ranks (docs/training.md, "Rehearsal"): each stage is
-# train.py under torchrun with config/option_a.py then tests/rehearsal.py, and each ends in a check that stops
-# the script with a message if it fails.
+# Option A's 8-GPU command, rehearsed on a CPU with 8 gloo ranks (docs/training.md, "Rehearsal"):
+# each stage is train.py under torchrun with config/option_a.py then tests/rehearsal.py, and each
+# ends in a check that stops the script with a message if it fails.
 #   python prepare.py --input ../shared/data/openwebtext_sample --data_dir=data/owt_sample
 #   bash tests/rehearse.sh
 set -euo pipefail
@@ -33,19 +33,25 @@ start=$SECONDS
 echo "== 1. the time budget ends an 8-rank run (72 s) with the final eval and checkpoint inside it"
 launch 8 "$out/budget" | tee "$out/budget.log"
 grep -q "stopped (time budget)" "$out/budget.log"
-check "$out/budget" "ckpt['elapsed'] <= 72 and evals[-1]['iter'] == ckpt['iter_num'] and train[-1]['lr'] < 2e-4"
+check "$out/budget" "ckpt['elapsed'] <= 72 and evals[-1]['iter'] == ckpt['iter_num'] and \
+    train[-1]['lr'] < 2e-4"
 
 echo "== 2. $steps steps uninterrupted, 8 ranks, 4 micro-steps each"
 launch 8 "$out/whole" --time_budget_hours=0 --max_iters=$steps | tee "$out/whole.log"
 grep -q "4 micro-steps of 1x256 per step" "$out/whole.log"
 
-echo "== 3. SIGTERM to rank 5 alone mid-run (a preemption): every rank stops at the same step, rank 0 saves"
+echo "== 3. SIGTERM to rank 5 alone mid-run (a preemption): every rank stops at the same step," \
+    "rank 0 saves"
 launch 8 "$out/preempted" --time_budget_hours=0 --max_iters=$steps > "$out/preempted.log" 2>&1 &
 launched=$!
-until [ -f "$out/preempted/metrics.jsonl" ] && grep -q '"iter": 5,' "$out/preempted/metrics.jsonl"; do sleep 0.2; done
+until [ -f "$out/preempted/metrics.jsonl" ] &&
+    grep -q '"iter": 5,' "$out/preempted/metrics.jsonl"; do sleep 0.2; done
 killed=0
-for pid in $(pgrep -f -- "--out_dir=$out/preempted"); do  # torchrun and its workers; RANK is in a worker's env
-    if tr '\0' '\n' < /proc/$pid/environ 2>/dev/null | grep -qx "RANK=5"; then kill -TERM "$pid"; killed=1; fi
+# torchrun and its workers; RANK is in a worker's env
+for pid in $(pgrep -f -- "--out_dir=$out/preempted"); do
+    if tr '\0' '\n' < /proc/$pid/environ 2>/dev/null | grep -qx "RANK=5"; then
+        kill -TERM "$pid"; killed=1
+    fi
 done
 [ $killed = 1 ] || { echo "rank 5's process was not found"; exit 1; }
 wait $launched  # torchrun exits 0: every rank left cleanly
@@ -55,21 +61,28 @@ check "$out/preempted" "5 <= ckpt['iter_num'] < $steps"
 cp -r "$out/preempted" "$out/preempted-4"
 
 echo "== 4. resumed on 8 ranks: the same run as the uninterrupted one, loss for loss"
-launch 8 "$out/preempted" --time_budget_hours=0 --max_iters=$steps --init_from=resume | tee "$out/resume8.log"
+launch 8 "$out/preempted" --time_budget_hours=0 --max_iters=$steps --init_from=resume |
+    tee "$out/resume8.log"
 python - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]
-runs = [[json.loads(line) for line in open(f"{out}/{name}/metrics.jsonl")] for name in ("whole", "preempted")]
-keys = [[(r["iter"], r.get("loss"), r.get("val_loss"), r.get("grad_norm")) for r in rows] for rows in runs]
+runs = [[json.loads(line) for line in open(f"{out}/{name}/metrics.jsonl")]
+        for name in ("whole", "preempted")]
+keys = [[(r["iter"], r.get("loss"), r.get("val_loss"), r.get("grad_norm")) for r in rows]
+        for rows in runs]
 assert keys[0] == keys[1], "the resumed 8-rank run differs from the uninterrupted one"
-print(f"ok: resumed == uninterrupted, {len(keys[0])} records, final val loss {runs[0][-1]['val_loss']:.4f}")
+print(f"ok: resumed == uninterrupted, {len(keys[0])} records, "
+      f"final val loss {runs[0][-1]['val_loss']:.4f}")
 PY
 
-echo "== 5. resumed on 4 ranks (another world size): 8 micro-steps each, fresh data streams, to the end"
-launch 4 "$out/preempted-4" --time_budget_hours=0 --max_iters=$steps --init_from=resume | tee "$out/resume4.log"
+echo "== 5. resumed on 4 ranks (another world size): 8 micro-steps each, fresh data streams," \
+    "to the end"
+launch 4 "$out/preempted-4" --time_budget_hours=0 --max_iters=$steps --init_from=resume |
+    tee "$out/resume4.log"
 grep -q "8 micro-steps of 1x256 per step" "$out/resume4.log"
 grep -q "data streams reseeded" "$out/resume4.log"
-# other batches from step 7 on, of the same data: the same loss to within a few hundredths, not to the digit
+# other batches from step 7 on, of the same data: the same loss to within a few hundredths,
+# not to the digit
 check "$out/preempted-4" "ckpt['iter_num'] == $steps and ckpt['tokens_seen'] == $steps * 8192 and \
     abs(evals[-1]['val_loss'] - common.load_checkpoint('$out/whole')['val_loss']) < 0.02"
 echo "rehearsal passed in $((SECONDS - start)) s"

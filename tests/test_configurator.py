@@ -22,11 +22,13 @@ EXPECTED = {  # option: (n_layer, n_head, n_embd, mlp, norm, pos_emb, parameters
 
 
 def script_globals() -> dict:
-    """What a script's globals() holds when it calls configure: settings plus modules and dunders."""
+    """What a script's globals() holds when it calls configure: settings plus
+    modules and dunders."""
     return {
         "__name__": "__main__", "sys": sys, "Path": Path, "_private": 1,
-        "n_layer": 12, "learning_rate": 6e-4, "compile": True, "out_dir": "out", "seed_text": "hello",
-        "init_from": None, "EOT_TOKEN": 50256, "PAGE": "<html>",  # constants, not settings
+        "n_layer": 12, "learning_rate": 6e-4, "compile": True, "out_dir": "out",
+        "seed_text": "hello", "init_from": None,
+        "EOT_TOKEN": 50256, "PAGE": "<html>",  # constants, not settings
     }
 
 
@@ -65,7 +67,8 @@ def test_overrides_win_and_later_arguments_win(tmp_path):
     assert config["n_layer"] == 8 and config["out_dir"] == "from-file"
     config = configure(script_globals(), ["--n_layer=8", path], verbose=False)
     assert config["n_layer"] == 4  # the file came later
-    config = configure(script_globals(), ["--n_layer=8", "--n_layer=9", "--compile=False"], verbose=False)
+    config = configure(script_globals(), ["--n_layer=8", "--n_layer=9", "--compile=False"],
+                       verbose=False)
     assert config["n_layer"] == 9 and config["compile"] is False
 
 
@@ -74,7 +77,8 @@ def test_int_may_set_float(tmp_path):
     assert config["learning_rate"] == 1.0 and type(config["learning_rate"]) is float
     config = configure(script_globals(), [write(tmp_path, "learning_rate = 2\n")], verbose=False)
     assert config["learning_rate"] == 2.0 and type(config["learning_rate"]) is float
-    assert configure(script_globals(), ["--learning_rate=6e-4"], verbose=False)["learning_rate"] == 6e-4
+    assert (configure(script_globals(), ["--learning_rate=6e-4"], verbose=False)["learning_rate"]
+            == 6e-4)
 
 
 @pytest.mark.parametrize("typed,expected", [
@@ -88,7 +92,8 @@ def test_string_setting_keeps_what_was_typed(typed, expected):
 
 def test_none_default_takes_any_value():
     assert configure(script_globals(), ["--init_from=5"], verbose=False)["init_from"] == 5
-    assert configure(script_globals(), ["--init_from=resume"], verbose=False)["init_from"] == "resume"
+    assert (configure(script_globals(), ["--init_from=resume"], verbose=False)["init_from"]
+            == "resume")
 
 
 # ---------------------------------------------------------------- refusals
@@ -110,14 +115,16 @@ def test_constants_are_not_settings():
 def test_unknown_key_in_config_file(tmp_path):
     path = write(tmp_path, "n_layer = 4\nlearning_rat = 1e-3\n")
     message = refused(script_globals(), [path])
-    assert "learning_rat" in message and path in message and "did you mean 'learning_rate'" in message
+    assert ("learning_rat" in message and path in message
+            and "did you mean 'learning_rate'" in message)
 
 
 def test_unknown_file_keys_skipped_when_not_strict(tmp_path):
     path = write(tmp_path, "n_layer = 4\nbatch_tokens = 1024\n")
     config = configure(script_globals(), [path], verbose=False, strict_files=False)
     assert config["n_layer"] == 4 and "batch_tokens" not in config
-    assert "did you mean" in refused(script_globals(), ["--n_layers=4"], strict_files=False)  # CLI stays strict
+    # CLI stays strict
+    assert "did you mean" in refused(script_globals(), ["--n_layers=4"], strict_files=False)
 
 
 @pytest.mark.parametrize("arg,expected_type", [
@@ -132,18 +139,20 @@ def test_wrong_type_on_command_line(arg, expected_type):
 
 
 @pytest.mark.parametrize("line,expected_type", [
-    ("n_layer = '12'", "int"), ("n_layer = 2.5", "int"), ("compile = 1", "bool"), ("out_dir = 5", "str"),
+    ("n_layer = '12'", "int"), ("n_layer = 2.5", "int"), ("compile = 1", "bool"),
+    ("out_dir = 5", "str"),
 ])
 def test_wrong_type_in_config_file(tmp_path, line, expected_type):
     message = refused(script_globals(), [write(tmp_path, line + "\n")])
     assert f"expects {expected_type}" in message
 
 
-@pytest.mark.parametrize("text", ['learning_rate = float("nan")\n', 'learning_rate = float("inf")\n',
+@pytest.mark.parametrize("text", ['learning_rate = float("nan")\n',
+                                  'learning_rate = float("inf")\n',
                                   'learning_rate = -float("inf")\n', 'learning_rate = 1e999\n'])
 def test_nan_or_inf_float_in_config_file(tmp_path, text):
-    """NaN slips through a script's range checks (nan <= 0 is False) into one that blames another setting
-    (train.py's min_lr check did): the setting itself is refused."""
+    """NaN slips through a script's range checks (nan <= 0 is False) into one that blames another
+    setting (train.py's min_lr check did): the setting itself is refused."""
     message = refused(script_globals(), [write(tmp_path, text)])
     assert "'learning_rate'" in message and "finite" in message
 
@@ -155,12 +164,13 @@ def test_inf_float_on_command_line(arg):
 
 
 def test_config_file_with_a_nul_byte(tmp_path):
-    """compile() refuses a NUL byte with a SyntaxError that has no line ('line None'): name the file, the line
-    and what is wrong."""
+    """compile() refuses a NUL byte with a SyntaxError that has no line ('line None'): name the
+    file, the line and what is wrong."""
     path = tmp_path / "cfg.py"
     path.write_bytes(b"n_layer = 3\nlearning_rate = 1e-3\x00\n")
     message = refused(script_globals(), [str(path)])
-    assert str(path) in message and "NUL byte" in message and "line 2" in message and "None" not in message
+    assert (str(path) in message and "NUL byte" in message and "line 2" in message
+            and "None" not in message)
 
 
 def test_missing_config_file():
@@ -175,19 +185,22 @@ def test_override_without_value():
 
 def test_shorthands():
     ns = script_globals()
-    config = configure(ns, ["--out_dir", "out-x", "--compile", "--config", str(ROOT / "config" / "smoke.py")],
-                       verbose=False, strict_files=False)
+    config = configure(ns, ["--out_dir", "out-x", "--compile", "--config",
+                            str(ROOT / "config" / "smoke.py")], verbose=False, strict_files=False)
     assert config["out_dir"] == "out-smoke"  # the config file came later and wins
     assert config["compile"] is False  # smoke.py sets compile = False after the bare --compile
-    config = configure(script_globals(), ["--compile=False", "--compile", "--n_layer", "3"], verbose=False)
+    config = configure(script_globals(), ["--compile=False", "--compile", "--n_layer", "3"],
+                       verbose=False)
     assert config["compile"] is True and config["n_layer"] == 3
 
 
 def test_bare_flag_before_a_config_file(tmp_path):
-    """A config file after a bare --flag is read as a file, not taken as the flag's value (bench.py's
-    `--compare config/option_a.py`): the flag gets its bare meaning, or is asked for a value."""
+    """A config file after a bare --flag is read as a file, not taken as the flag's value
+    (bench.py's `--compare config/option_a.py`): the flag gets its bare meaning, or is asked for a
+    value."""
     path = write(tmp_path, "n_layer = 4\n")
-    config = configure(script_globals(), ["--out_dir", path], verbose=False, bare={"out_dir": "out-bare"})
+    config = configure(script_globals(), ["--out_dir", path], verbose=False,
+                       bare={"out_dir": "out-bare"})
     assert config["out_dir"] == "out-bare" and config["n_layer"] == 4
     assert "--out_dir=VALUE" in refused(script_globals(), ["--out_dir", path])
 
@@ -218,9 +231,11 @@ def test_option_config_builds_the_exact_model(option, monkeypatch):
     n_layer, n_head, n_embd, mlp, norm, pos_emb, n_params = EXPECTED[option]
     assert (config["n_layer"], config["n_head"], config["n_embd"]) == (n_layer, n_head, n_embd)
     assert (config["mlp"], config["norm"], config["pos_emb"]) == (mlp, norm, pos_emb)
-    assert config["block_size"] == 1024 and config["vocab_size"] == 50257 and config["bias"] is False
+    assert (config["block_size"] == 1024 and config["vocab_size"] == 50257
+            and config["bias"] is False)
     assert config["out_dir"] == f"out-option-{option}"
-    assert config["learning_rate"] == 1e-3 and config["time_budget_hours"] == 23.0  # A's recipe, inherited
+    # A's recipe, inherited
+    assert config["learning_rate"] == 1e-3 and config["time_budget_hours"] == 23.0
     model = GPT(GPTConfig(**{f.name: config[f.name] for f in MODEL_FIELDS}))
     assert model.num_params() == n_params
 
@@ -228,36 +243,42 @@ def test_option_config_builds_the_exact_model(option, monkeypatch):
 def test_help_lists_the_settings_with_their_comments(tmp_path, capsys):
     script = tmp_path / "script.py"
     script.write_text('"""Does a thing."""\nn_layer = 12  # depth\n              # of the stack\n'
-                      '# not help\nlearning_rate = 6e-4\nif True:\n    # not help either\n    pass\n')
+                      '# not help\nlearning_rate = 6e-4\n'
+                      'if True:\n    # not help either\n    pass\n')
     ns = {"__doc__": "Does a thing.", "__file__": str(script), "n_layer": 12, "learning_rate": 6e-4}
     with pytest.raises(SystemExit) as info:
         configure(ns, ["--n_layer=3", "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("Does a thing.")
-    assert "  n_layer = 12  # depth\n                # of the stack\n  learning_rate = 6e-4\n" in out
+    assert ("  n_layer = 12  # depth\n                # of the stack\n  learning_rate = 6e-4\n"
+            in out)
     assert "not help" not in out  # only an indented comment right under a setting continues it
     assert ns["n_layer"] == 12  # --help changes nothing
 
 
 def test_checkpoint_or_folder_given_as_a_config_file(tmp_path):
-    """A checkpoint typed where a config goes (python sample.py out/ckpt.pt) is binary, not a traceback
-    from the decoder: the message says how this script takes a checkpoint; a folder is a folder, not
-    'not found'."""
+    """A checkpoint typed where a config goes (python sample.py out/ckpt.pt) is binary, not a
+    traceback from the decoder: the message says how this script takes a checkpoint; a folder is a
+    folder, not 'not found'."""
     ckpt = tmp_path / "ckpt.pt"
     ckpt.write_bytes(b"PK\x03\x04\x80\x02\xff\xfe binary")  # a torch.save zip starts like this
     ns = {**script_globals(), "ckpt": "", "out_dir": "out"}
     message = refused(ns, [str(ckpt)])
-    assert "not a config file" in message and f"--ckpt={ckpt}" in message and f"--out_dir={tmp_path}" in message
+    assert ("not a config file" in message and f"--ckpt={ckpt}" in message
+            and f"--out_dir={tmp_path}" in message)
     message = refused(ns, [str(tmp_path)])
-    assert "is a folder" in message and f"--out_dir={tmp_path}" in message and "not found" not in message
-    assert "--ckpt" not in refused(script_globals(), [str(ckpt)])  # a script without --ckpt does not offer it
+    assert ("is a folder" in message and f"--out_dir={tmp_path}" in message
+            and "not found" not in message)
+    # a script without --ckpt does not offer it
+    assert "--ckpt" not in refused(script_globals(), [str(ckpt)])
 
 
 @pytest.mark.slow
 def test_errors_are_printed_by_the_first_rank_of_a_node_only(monkeypatch):
-    """Under torchrun every rank parses the same arguments and fails alike: local rank 0 says why, the others
-    exit with status 1 and nothing to print, so the message is read once (common.die's rule)."""
+    """Under torchrun every rank parses the same arguments and fails alike: local rank 0 says why,
+    the others exit with status 1 and nothing to print, so the message is read once (common.die's
+    rule)."""
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(SystemExit) as e:
         configure(script_globals(), ["--n_layr=3"], verbose=False)
@@ -275,18 +296,17 @@ def test_list_setting_takes_the_values_that_follow(tmp_path):
     path = write(tmp_path, "n_layer = 4\n")
     ns = {**script_globals(), "input": []}
     config = configure(dict(ns), ["--input", "a.txt", "b c.jsonl", "--n_layer=3", "--input=d", "e",
-                                  path],
-                       verbose=False)
-    assert config["input"] == ["d",
-                               "e"] and config["n_layer"] == 4  # later ones win; the file is a file
+                                  path], verbose=False)
+    # later ones win; the file is a file
+    assert config["input"] == ["d", "e"] and config["n_layer"] == 4
     assert configure(dict(ns), ["--input=a.txt"], verbose=False)["input"] == ["a.txt"]
-    assert configure(dict(ns), ["--input=123"],
-                     verbose=False)["input"] == ["123"]  # a path, not a number
+    # a path, not a number
+    assert configure(dict(ns), ["--input=123"], verbose=False)["input"] == ["123"]
     assert configure(dict(ns), ["--input="], verbose=False)["input"] == []
     listed = write(tmp_path, "input = ['x.txt', 'y.txt']\n", "list.py")
     assert configure(dict(ns), [listed], verbose=False)["input"] == ["x.txt", "y.txt"]
-    assert "expects a list of strings" in refused(dict(ns), [write(tmp_path, "input = 'x.txt'\n",
-                                                                   "s.py")])
+    assert "expects a list of strings" in refused(dict(ns),
+                                                  [write(tmp_path, "input = 'x.txt'\n", "s.py")])
     assert "--input=VALUE" in refused(dict(ns), ["--input"])
 
 
@@ -297,8 +317,8 @@ LONG = "Once upon a time, " * 500  # a prompt pasted where a number goes
     ("--n_layer=", ["'n_layer'", "expects int", "got str ''"]),
     ("--n_layer=twelve", ["'n_layer'", "expects int", "'twelve'"]),
     ("--n_layer=" + LONG, ["'n_layer'", "expects int", f"({len(repr(LONG))} characters)"]),
-    ("--n_layer=" + "[" * 100_000, ["'n_layer'",
-                                    "expects int"]),  # too deep for the parser: a string
+    # too deep for the parser: a string
+    ("--n_layer=" + "[" * 100_000, ["'n_layer'", "expects int"]),
     ("--n_layer=3\n4", ["'n_layer'", "'3\\n4'"]),  # a newline stays on the one line
     ("--learning_rate=\u00e9\"'", ["'learning_rate'", "expects float"]),  # unicode and quotes
     ("--learning_rate=1e999", ["'learning_rate'", "finite"]),
@@ -315,8 +335,8 @@ def test_what_a_user_may_type_is_one_line_naming_the_setting(arg, words):
 def test_odd_characters_and_long_values_are_kept_as_typed():
     """A string setting takes what was typed, whatever the characters; nothing is cut."""
     for value in (LONG, "caf\u00e9 \u2603 \U0001f600", "a 'quoted' \"word\"", "two\nlines", ""):
-        assert configure(script_globals(), [f"--seed_text={value}"],
-                         verbose=False)["seed_text"] == value
+        assert (configure(script_globals(), [f"--seed_text={value}"], verbose=False)["seed_text"]
+                == value)
 
 
 def test_die_needs_no_torch():
@@ -352,8 +372,8 @@ def test_every_script_takes_the_same_command_line(script):
     cases = [("--no_such_setting=1", "unknown config key 'no_such_setting'")]
     if SCRIPTS[script]:
         key = SCRIPTS[script]
-        cases += [(f"--{key}=", f"'{key}'"), (f"--{key}=three", f"'{key}'"), (f"--{key}={LONG}",
-                                                                              "characters)")]
+        cases += [(f"--{key}=", f"'{key}'"), (f"--{key}=three", f"'{key}'"),
+                  (f"--{key}={LONG}", "characters)")]
     for arg, words in cases:
         r = run_in_process(script, arg)
         lines = r.stderr.strip().splitlines()

@@ -36,8 +36,8 @@ VOCAB = 1000  # padded to 1024: padded ids must never be generated
 def tiny_model(option: str, seed: int = 0, **overrides) -> GPT:
     """An option's kind at a size that runs in milliseconds, with weights far from init: peaked
     attention and spread-out logits, so a wrong position or mask changes the tokens."""
-    config = GPTConfig(**{**OPTIONS[option], "n_layer": 2, "n_embd": 64, "n_head": 4, "block_size": BLOCK,
-                          "vocab_size": VOCAB, **overrides})
+    config = GPTConfig(**{**OPTIONS[option], "n_layer": 2, "n_embd": 64, "n_head": 4,
+                          "block_size": BLOCK, "vocab_size": VOCAB, **overrides})
     torch.manual_seed(seed)
     model = GPT(config)
     g = torch.Generator().manual_seed(seed)
@@ -49,7 +49,8 @@ def tiny_model(option: str, seed: int = 0, **overrides) -> GPT:
 
 
 def ref_greedy(model: GPT, idx: torch.Tensor, n: int) -> torch.Tensor:
-    """nanoGPT's generate at temperature 0: the whole sequence, cropped to block_size, every step."""
+    """nanoGPT's generate at temperature 0: the whole sequence, cropped to block_size,
+    every step."""
     for _ in range(n):
         logits, _ = model(idx[:, -model.config.block_size:])
         idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
@@ -60,9 +61,9 @@ def make_checkpoint(path, config: GPTConfig, **extra) -> str:
     """A checkpoint in train.py's format (common.save_checkpoint) holding a fresh GPT."""
     torch.manual_seed(0)
     model = GPT(config)
-    checkpoint = dict(model=model.state_dict(), model_args=model_args(config), tokenizer="gpt2", config={},
-                      iter_num=0, elapsed=0.0, tokens_seen=0, best_val_loss=None, val_loss=None, optimizer={},
-                      scaler=None, rng={})
+    checkpoint = dict(model=model.state_dict(), model_args=model_args(config), tokenizer="gpt2",
+                      config={}, iter_num=0, elapsed=0.0, tokens_seen=0, best_val_loss=None,
+                      val_loss=None, optimizer={}, scaler=None, rng={})
     save_checkpoint({**checkpoint, **extra}, str(path))
     return str(path)
 
@@ -103,8 +104,9 @@ def test_kv_cache_hidden_states_match_full_forward(option):
 
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_suppress_first_bans_tokens_from_the_first_new_token_only(use_cache):
-    """suppress_first (chat.py's blank opening): the first token is the best one outside the set, by the
-    full forward pass's logits; every later token is plain greedy again, the banned ones included."""
+    """suppress_first (chat.py's blank opening): the first token is the best one outside the set, by
+    the full forward pass's logits; every later token is plain greedy again, the banned ones
+    included."""
     model = tiny_model("a")
     idx = torch.randint(0, VOCAB, (2, 7), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -112,10 +114,13 @@ def test_suppress_first_bans_tokens_from_the_first_new_token_only(use_cache):
     banned = logits.topk(3, dim=-1).indices.flatten().tolist()  # each row's three favourites
     out = model.generate(idx, 1, temperature=0, stop=())
     assert set(out[:, -1].tolist()) <= set(banned)  # the control: unbanned, a favourite comes first
-    first = next(model.generate_stream(idx, 1, temperature=0, stop=(), suppress_first=banned, use_cache=use_cache))
-    expected = logits.masked_fill(torch.isin(torch.arange(VOCAB), torch.tensor(banned)), float("-inf")).argmax(-1)
+    first = next(model.generate_stream(idx, 1, temperature=0, stop=(), suppress_first=banned,
+                                       use_cache=use_cache))
+    expected = logits.masked_fill(torch.isin(torch.arange(VOCAB), torch.tensor(banned)),
+                                  float("-inf")).argmax(-1)
     assert torch.equal(first, expected)
-    steps = list(model.generate_stream(idx, 12, temperature=0, stop=(), suppress_first=banned, use_cache=use_cache))
+    steps = list(model.generate_stream(idx, 12, temperature=0, stop=(), suppress_first=banned,
+                                       use_cache=use_cache))
     assert torch.equal(torch.cat([idx] + [s[:, None] for s in steps], dim=1),
                        ref_greedy(model, torch.cat([idx, expected[:, None]], dim=1), 11))
 
@@ -130,7 +135,8 @@ def test_cache_processes_prompt_once_then_one_position_per_token():
         return original(idx, start_pos)
 
     model.hidden_states = counting
-    list(model.generate_stream(torch.zeros(1, BLOCK - 2, dtype=torch.long), 5, temperature=0, stop=()))
+    list(model.generate_stream(torch.zeros(1, BLOCK - 2, dtype=torch.long), 5, temperature=0,
+                               stop=()))
     # 62 prompt tokens once, then positions 62 and 63; past block_size the last 64 are re-run
     assert seen == [(BLOCK - 2, 0), (1, BLOCK - 2), (1, BLOCK - 1), (BLOCK, 0), (BLOCK, 0)]
     assert all(block.attn.kv_cache is None for block in model.transformer.h)  # freed when done
@@ -142,17 +148,20 @@ def test_compiled_generation_matches_eager_without_recompiling():
     # decoded token was a slice of the sequence, whose stride (2) the graph had fixed
     model = tiny_model("a", n_head=2)
     idx = torch.randint(0, VOCAB, (1, 8), generator=torch.Generator().manual_seed(3))
-    expected = model.generate(idx, BLOCK, temperature=0, stop=())  # slides past block_size at the end
+    # slides past block_size at the end
+    expected = model.generate(idx, BLOCK, temperature=0, stop=())
     idx2 = torch.randint(0, VOCAB, (1, 13), generator=torch.Generator().manual_seed(4))
     expected2 = model.generate(idx2, 20, temperature=0, stop=())
     model.compile_generation()
     model.generate(idx[:, :1], 2, temperature=0)  # compiles here
-    assert torch.equal(model.generate(idx, 12, temperature=0, stop=(), use_cache=False), expected[:, :20])
+    assert torch.equal(model.generate(idx, 12, temperature=0, stop=(), use_cache=False),
+                       expected[:, :20])
     # one graph serves every position, prompt length and later call: a recompile would raise
     with torch.compiler.set_stance("fail_on_recompile"):
         assert torch.equal(model.generate(idx, BLOCK, temperature=0, stop=()), expected)
         assert torch.equal(model.generate(idx2, 20, temperature=0, stop=()), expected2)
-        assert torch.equal(model.generate(idx, 30, temperature=0, stop=(), use_cache=False), expected[:, :38])
+        assert torch.equal(model.generate(idx, 30, temperature=0, stop=(), use_cache=False),
+                           expected[:, :38])
 
 
 # ---------------------------------------------------------------- stopping
@@ -175,7 +184,8 @@ def test_stops_at_eot_unless_told_otherwise():
     idx = torch.zeros(1, 4, dtype=torch.long)
     assert model.generate(idx, 10, temperature=0)[0, 4:].tolist() == [7, 7, EOT_TOKEN]
     steps.clear()
-    assert model.generate(idx, 10, temperature=0, stop=())[0, 4:].tolist() == [7, 7] + [EOT_TOKEN] * 8
+    assert (model.generate(idx, 10, temperature=0, stop=())[0, 4:].tolist()
+            == [7, 7] + [EOT_TOKEN] * 8)
     steps.clear()
     assert model.generate(idx, 10, temperature=0, stop={7})[0, 4:].tolist() == [7]
 
@@ -185,7 +195,8 @@ def test_stopped_row_repeats_its_stop_token_while_others_continue():
     idx = torch.randint(0, VOCAB, (2, 6), generator=torch.Generator().manual_seed(3))
     free = model.generate(idx, 12, temperature=0, stop=())
     row0, row1 = free[0, 6:].tolist(), free[1, 6:].tolist()
-    stop_tok = next(t for t in row0[2:] if t not in row1 and t != row0[-1])  # only row 0 makes it, mid-way
+    # only row 0 makes it, mid-way
+    stop_tok = next(t for t in row0[2:] if t not in row1 and t != row0[-1])
     out = model.generate(idx, 12, temperature=0, stop={stop_tok})
     first = row0.index(stop_tok)
     assert out[0, 6:6 + first + 1].tolist() == row0[:first + 1]
@@ -214,22 +225,25 @@ def kept(logits: torch.Tensor) -> set[int]:
     (None, 0.8, {1, 3, 4}),  # 0.5, 0.7 < 0.8, 0.85 >= 0.8
     (None, 0.9, {0, 1, 3, 4}),
     (None, 1.0, {0, 1, 2, 3, 4}),
-    # composed: top_p acts on the renormalised top 3 (0.588, 0.235, 0.176): 0.588, 0.824 >= 0.8 -> 2;
-    # either filter alone would keep 3
+    # composed: top_p acts on the renormalised top 3 (0.588, 0.235, 0.176):
+    # 0.588, 0.824 >= 0.8 -> 2; either filter alone would keep 3
     (3, 0.8, {1, 3}),
 ])
 def test_top_k_top_p_masks(top_k, top_p, expected):
     filtered = top_k_top_p_filter(LOGITS, top_k, top_p)
     assert kept(filtered) == expected
-    assert torch.equal(filtered[0, sorted(expected)], LOGITS[0, sorted(expected)])  # survivors untouched
+    # survivors untouched
+    assert torch.equal(filtered[0, sorted(expected)], LOGITS[0, sorted(expected)])
 
 
 def test_filters_act_per_row():
     rows = torch.stack([PROBS.log(), PROBS.flip(0).log()])
     filtered = top_k_top_p_filter(rows, None, 0.6)
-    assert [set(torch.isfinite(r).nonzero().flatten().tolist()) for r in filtered] == [{1, 3}, {3, 1}]
+    assert ([set(torch.isfinite(r).nonzero().flatten().tolist()) for r in filtered]
+            == [{1, 3}, {3, 1}])
     filtered = top_k_top_p_filter(rows, 2, None)
-    assert [set(torch.isfinite(r).nonzero().flatten().tolist()) for r in filtered] == [{1, 3}, {3, 1}]
+    assert ([set(torch.isfinite(r).nonzero().flatten().tolist()) for r in filtered]
+            == [{1, 3}, {3, 1}])
 
 
 def frequencies(logits: torch.Tensor, n: int, **kwargs) -> torch.Tensor:
@@ -243,7 +257,8 @@ def test_sampling_follows_temperature_and_filters():
     assert sample_logits(LOGITS.expand(3, -1), temperature=0).tolist() == [1, 1, 1]
     torch.testing.assert_close(frequencies(LOGITS, n), PROBS, atol=0.01, rtol=0)
     # temperature T samples softmax(logits / T)
-    torch.testing.assert_close(frequencies(LOGITS, n, temperature=2.0), F.softmax(LOGITS[0] / 2, -1), atol=0.01, rtol=0)
+    torch.testing.assert_close(frequencies(LOGITS, n, temperature=2.0),
+                               F.softmax(LOGITS[0] / 2, -1), atol=0.01, rtol=0)
     # top_p 0.8 keeps 0.5, 0.2, 0.15 and renormalises them
     expected = torch.tensor([0, 0.5, 0, 0.2, 0.15]) / 0.85
     torch.testing.assert_close(frequencies(LOGITS, n, top_p=0.8), expected, atol=0.01, rtol=0)
@@ -270,7 +285,8 @@ def test_stream_decoder_holds_split_characters():
     enc = get_tokenizer()
     text = "Café ☕ and a smile 😀😀, 日本語 too."
     ids = enc.encode(text)
-    assert any(not _utf8_complete(enc.decode_single_token_bytes(t)) for t in ids), "needs a split character"
+    assert any(not _utf8_complete(enc.decode_single_token_bytes(t))
+               for t in ids), "needs a split character"
     decoder = StreamDecoder(enc)
     pieces = [decoder.push(t) for t in ids] + [decoder.flush()]
     assert "".join(pieces) == text
@@ -293,7 +309,8 @@ def test_prompt_encoding(capsys):
 
 
 def test_prompt_file_errors_are_one_line(tmp_path):
-    """--start=FILE:path reads the file as UTF-8; a missing, non-UTF-8 or empty file is a one-line error."""
+    """--start=FILE:path reads the file as UTF-8; a missing, non-UTF-8 or empty file is a
+    one-line error."""
     (tmp_path / "p.txt").write_text("Grüße\n", encoding="utf-8")
     assert read_prompt(f"FILE:{tmp_path / 'p.txt'}") == "Grüße\n"
     assert read_prompt("plain text") == "plain text"
@@ -324,7 +341,8 @@ def test_load_model_refuses_other_tokenizers_and_corrupt_files(tmp_path):
     assert not model.training and enc.n_vocab == 50257
 
     with pytest.raises(SystemExit, match="tokenizer 'llama'"):
-        load_model(make_checkpoint(tmp_path / "llama.pt", GPTConfig(**tiny), tokenizer="llama"), "cpu")
+        load_model(make_checkpoint(tmp_path / "llama.pt", GPTConfig(**tiny), tokenizer="llama"),
+                   "cpu")
     with pytest.raises(SystemExit, match="vocab_size=32000"):
         load_model(make_checkpoint(tmp_path / "v.pt", GPTConfig(**tiny, vocab_size=32000)), "cpu")
     truncated = tmp_path / "truncated.pt"
@@ -363,34 +381,38 @@ def expected_text(model: GPT, enc, prompt: str, n: int, **kwargs) -> str:
 def test_sample_py_greedy_from_file_prompt(smoke_ckpt, tmp_path):
     prompt = "The meaning of life is"
     (tmp_path / "prompt.txt").write_text(prompt, encoding="utf-8")
-    result = run_script("sample.py", f"--out_dir={smoke_ckpt}", f"--start=FILE:{tmp_path / 'prompt.txt'}",
-                        "--temperature=0", "--max_new_tokens=40", "--device=cpu")
+    result = run_script("sample.py", f"--out_dir={smoke_ckpt}",
+                        f"--start=FILE:{tmp_path / 'prompt.txt'}", "--temperature=0",
+                        "--max_new_tokens=40", "--device=cpu")
     model = model_from_checkpoint(load_checkpoint(str(smoke_ckpt))).eval()
     assert result.stdout == expected_text(model, get_tokenizer(), prompt, 40, temperature=0) + "\n"
     assert "tokens/s" in result.stderr
 
 
 def test_sample_py_seeded_samples(smoke_ckpt):
-    args = ["sample.py", f"--ckpt={smoke_ckpt / 'ckpt.pt'}", "--start=Once upon a time", "--num_samples=2",
-            "--max_new_tokens=30", "--temperature=1.0", "--top_k=50", "--top_p=0.9", "--seed=7"]
+    args = ["sample.py", f"--ckpt={smoke_ckpt / 'ckpt.pt'}", "--start=Once upon a time",
+            "--num_samples=2", "--max_new_tokens=30", "--temperature=1.0", "--top_k=50",
+            "--top_p=0.9", "--seed=7"]
     result = run_in_process(*args)  # a process of its own: test_sample_py_greedy_from_file_prompt
     assert result.returncode == 0, result.stderr
     model = model_from_checkpoint(load_checkpoint(str(smoke_ckpt))).eval()
     g = torch.Generator().manual_seed(7)  # one generator for all samples, as sample.py does
-    samples = [expected_text(model, get_tokenizer(), "Once upon a time", 30, temperature=1.0, top_k=50, top_p=0.9,
-                             generator=g) for _ in range(2)]
+    samples = [expected_text(model, get_tokenizer(), "Once upon a time", 30, temperature=1.0,
+                             top_k=50, top_p=0.9, generator=g) for _ in range(2)]
     assert samples[0] != samples[1]
     assert result.stdout == "\n---------------\n".join(samples) + "\n"
 
 
 def test_sample_py_ends_a_sample_at_eot(tmp_path):
-    """A model that always predicts <|endoftext|> after the prompt: sample.py prints the prompt alone (EOT ends the
-    sample and is not text), and with --stop_at_eot=False the EOT tokens come out as text."""
+    """A model that always predicts <|endoftext|> after the prompt: sample.py prints the prompt
+    alone (EOT ends the sample and is not text), and with --stop_at_eot=False the EOT tokens come
+    out as text."""
     enc = get_tokenizer()
     prompt = "Hello"
     config = GPTConfig(n_layer=1, n_embd=32, n_head=2, block_size=16)
     model = GPT(config)
-    with torch.no_grad():  # blocks add nothing; the last prompt token's embedding points at EOT's, which is longer
+    with torch.no_grad():
+        # blocks add nothing; the last prompt token's embedding points at EOT's, which is longer
         for name, p in model.named_parameters():
             if name.endswith("c_proj.weight"):
                 p.zero_()
@@ -399,12 +421,13 @@ def test_sample_py_ends_a_sample_at_eot(tmp_path):
         model.transformer.wte.weight[enc.encode(prompt)[-1]] = v
         model.transformer.wte.weight[EOT_TOKEN] = 2 * v
     path = tmp_path / "eot.pt"
-    save_checkpoint(dict(model=model.state_dict(), model_args=model_args(config), tokenizer="gpt2", iter_num=0,
-                         val_loss=None), str(path))
-    args = ["sample.py", f"--ckpt={path}", f"--start={prompt}", "--temperature=0", "--max_new_tokens=3",
-            "--device=cpu"]
+    save_checkpoint(dict(model=model.state_dict(), model_args=model_args(config), tokenizer="gpt2",
+                         iter_num=0, val_loss=None), str(path))
+    args = ["sample.py", f"--ckpt={path}", f"--start={prompt}", "--temperature=0",
+            "--max_new_tokens=3", "--device=cpu"]
     assert run_in_process(*args).stdout == prompt + "\n"
-    assert run_in_process(*args, "--stop_at_eot=False").stdout == prompt + "<|endoftext|>" * 3 + "\n"
+    assert (run_in_process(*args, "--stop_at_eot=False").stdout
+            == prompt + "<|endoftext|>" * 3 + "\n")
 
 
 def test_sample_py_missing_checkpoint_is_one_line_error(tmp_path):
@@ -414,16 +437,18 @@ def test_sample_py_missing_checkpoint_is_one_line_error(tmp_path):
     assert not os.listdir(tmp_path)
 
 
-@pytest.mark.parametrize("arg,words", [("--top_k=-5", "--top_k=-5"), ("--temperature=-1", "--temperature=-1"),
-                                       ("--top_p=0", "--top_p=0"), ("--EOT_TOKEN=3", "unknown config key"),
-                                       ("--num_samples=0", "--num_samples"),
-                                       ("--device=mps", "unknown device 'mps'"),  # --help used to offer it
-                                       # greedy decoding would ignore them
-                                       ("--temperature=0 --top_k=5", "--top_k=5 shapes sampling"),
-                                       ("--temperature=0 --top_p=0.5", "--top_p=0.5 shapes sampling")])
+@pytest.mark.parametrize("arg,words", [
+    ("--top_k=-5", "--top_k=-5"), ("--temperature=-1", "--temperature=-1"),
+    ("--top_p=0", "--top_p=0"), ("--EOT_TOKEN=3", "unknown config key"),
+    ("--num_samples=0", "--num_samples"),
+    ("--device=mps", "unknown device 'mps'"),  # --help used to offer it
+    # greedy decoding would ignore them
+    ("--temperature=0 --top_k=5", "--top_k=5 shapes sampling"),
+    ("--temperature=0 --top_p=0.5", "--top_p=0.5 shapes sampling"),
+])
 def test_sample_py_refuses_bad_settings_in_one_line(tmp_path, arg, words):
-    """Refused before the checkpoint is looked for: in this process (the missing checkpoint above runs the script in
-    one of its own, for what a real process prints)."""
+    """Refused before the checkpoint is looked for: in this process (the missing checkpoint above
+    runs the script in one of its own, for what a real process prints)."""
     result = run_in_process("sample.py", f"--out_dir={tmp_path}", *arg.split())
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: ") and words in result.stderr

@@ -89,7 +89,8 @@ def test_rerun_skips_what_is_complete_and_resumes_what_was_cut_short(run):
     # what came from the kept base model is kept; what came from the fine-tuned one is made again
     assert (out / "eval-base.json").read_text() == base_results
     assert f"checkpoint {out}/base:" not in r.stdout and f"loaded {out}/base:" not in r.stdout
-    assert f"checkpoint {out}/sft: iter {STEPS}" in r.stdout  # eval.py's line for the model it scores
+    # eval.py's line for the model it scores
+    assert f"checkpoint {out}/sft: iter {STEPS}" in r.stdout
     assert (out / "chat.txt").read_text().startswith("User: Hello! Who are you?")
 
 
