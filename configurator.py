@@ -20,6 +20,7 @@ import difflib
 import json
 import math
 import os
+import re
 import sys
 import traceback
 from ast import literal_eval
@@ -76,6 +77,8 @@ def print_help(namespace: dict, config: dict) -> None:
     if namespace.get("__file__"):
         with open(namespace["__file__"]) as f:
             for line in f:
+                if re.match(r"(\w+ = )?configure\(", line):
+                    break  # settings are declared above the call; what follows reuses their names
                 if key and line[0].isspace() and line.lstrip().startswith("#"):
                     lines[key] += "\n  " + line.rstrip()
                     continue
