@@ -244,7 +244,8 @@ def test_help_lists_the_settings_with_their_comments(tmp_path, capsys):
     script = tmp_path / "script.py"
     script.write_text('"""Does a thing."""\nn_layer = 12  # depth\n              # of the stack\n'
                       '# not help\nlearning_rate = 6e-4\n'
-                      'if True:\n    # not help either\n    pass\n')
+                      'if True:\n    # not help either\n    pass\n'
+                      'config = configure(globals(), [])\nn_layer = 2  # not a setting: a reuse\n')
     ns = {"__doc__": "Does a thing.", "__file__": str(script), "n_layer": 12, "learning_rate": 6e-4}
     with pytest.raises(SystemExit) as info:
         configure(ns, ["--n_layer=3", "--help"])
@@ -253,7 +254,7 @@ def test_help_lists_the_settings_with_their_comments(tmp_path, capsys):
     assert out.startswith("Does a thing.")
     assert ("  n_layer = 12  # depth\n                # of the stack\n  learning_rate = 6e-4\n"
             in out)
-    assert "not help" not in out  # only an indented comment right under a setting continues it
+    assert "not help" not in out and "reuse" not in out  # only an indented comment right under a setting continues it
     assert ns["n_layer"] == 12  # --help changes nothing
 
 
