@@ -245,8 +245,9 @@ def test_help_lists_the_settings_with_their_comments(tmp_path, capsys):
     script.write_text('"""Does a thing."""\nn_layer = 12  # depth\n              # of the stack\n'
                       '# not help\nlearning_rate = 6e-4\n'
                       'if True:\n    # not help either\n    pass\n'
-                      'config = configure(globals(), [])\nn_layer = 2  # not a setting: a reuse\n')
-    ns = {"__doc__": "Does a thing.", "__file__": str(script), "n_layer": 12, "learning_rate": 6e-4}
+                      'config = configure(globals(), [])\ndevice = pick(device)  # a reuse\n')
+    ns = {"__doc__": "Does a thing.", "__file__": str(script), "n_layer": 12, "learning_rate": 6e-4,
+          "device": "auto"}
     with pytest.raises(SystemExit) as info:
         configure(ns, ["--n_layer=3", "--help"])
     assert info.value.code == 0
@@ -254,7 +255,8 @@ def test_help_lists_the_settings_with_their_comments(tmp_path, capsys):
     assert out.startswith("Does a thing.")
     assert ("  n_layer = 12  # depth\n                # of the stack\n  learning_rate = 6e-4\n"
             in out)
-    assert "not help" not in out and "reuse" not in out  # only an indented comment right under a setting continues it
+    # only an indented comment right under a setting continues it; only lines above configure()
+    assert "not help" not in out and "reuse" not in out and "  device = 'auto'\n" in out
     assert ns["n_layer"] == 12  # --help changes nothing
 
 
