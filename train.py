@@ -352,8 +352,8 @@ def log(record: dict) -> None:
     try:
         with open(metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
-    # a full disk: the checkpoint save would be next to fail; stop with the last one intact
     except OSError as e:
+        # a full disk: the checkpoint save would be next to fail; stop with the last one intact
         common.die_of_disk(metrics_path, e, ckpt_path)
     if wandb_log:
         wandb.log(record, step=record["iter"])
