@@ -27,14 +27,17 @@ title = ""  # a title for both panels
 
 
 def summarise(rows: list[dict]) -> dict:
-    """What a run reached: steps, tokens and time of its last record, its training throughput (the median
-    of the logged tokens/s, so evals and start-up do not count) and its final and best val loss."""
+    """What a run reached: steps, tokens and time of its last record, its training throughput (the
+    median of the logged tokens/s, so evals and start-up do not count) and its final and best val
+    loss."""
     train = [r for r in rows if "loss" in r]
     evals = [r for r in rows if "val_loss" in r and math.isfinite(r["val_loss"])]
     last = max(rows, key=lambda r: (r["iter"], r.get("elapsed", 0.0)))
     return {
-        "steps": last["iter"], "tokens": last["tokens"], "elapsed": last.get("elapsed", float("nan")),
-        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in train) if train else float("nan"),
+        "steps": last["iter"], "tokens": last["tokens"],
+        "elapsed": last.get("elapsed", float("nan")),
+        "tokens_per_s": (statistics.median(r["tokens_per_s"] for r in train) if train
+                         else float("nan")),
         "final_val": evals[-1]["val_loss"] if evals else float("nan"),
         "final_val_iter": evals[-1]["iter"] if evals else None,
         "best_val": min(r["val_loss"] for r in evals) if evals else float("nan"),
@@ -43,31 +46,35 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def table(summaries: dict[str, dict]) -> str:
-    header = f"{'run':<28} {'steps':>6} {'tokens':>11} {'time':>8} {'tokens/s':>9} {'final val':>15} " \
-             f"{'best val':>9} {'train':>7}"
+    header = f"{'run':<28} {'steps':>6} {'tokens':>11} {'time':>8} {'tokens/s':>9} " \
+             f"{'final val':>15} {'best val':>9} {'train':>7}"
     lines = [header, "-" * len(header)]
     for name, s in summaries.items():
-        final = f"{s['final_val']:.4f} @{s['final_val_iter']}" if s["final_val_iter"] is not None else "no eval"
-        lines.append(f"{name:<28} {s['steps']:>6} {s['tokens']:>11,} {s['elapsed']:>7.0f}s {s['tokens_per_s']:>9,.0f} "
-                     f"{final:>15} {s['best_val']:>9.4f} {s['final_train']:>7.4f}")
+        final = (f"{s['final_val']:.4f} @{s['final_val_iter']}" if s["final_val_iter"] is not None
+                 else "no eval")
+        lines.append(f"{name:<28} {s['steps']:>6} {s['tokens']:>11,} {s['elapsed']:>7.0f}s "
+                     f"{s['tokens_per_s']:>9,.0f} {final:>15} {s['best_val']:>9.4f} "
+                     f"{s['final_train']:>7.4f}")
     return "\n".join(lines)
 
 
 def plot(runs: dict[str, list[dict]], path: str, title: str) -> None:
-    """Two panels, loss against tokens and against time: each run one colour, train a line, val dots."""
+    """Two panels, loss against tokens and time: each run one colour, train a line, val dots."""
     fig = Figure(figsize=(13, 5))
     axes = fig.subplots(1, 2, sharey=True)
     for i, (name, rows) in enumerate(runs.items()):
         color = f"C{i % 10}"
         for ax, x in zip(axes, ("tokens", "elapsed"), strict=True):
-            for key, style, label in (("loss", "-", f"{name} train"), ("val_loss", "o-", f"{name} val")):
-                points = [(r[x], r[key]) for r in rows if key in r and x in r and math.isfinite(r[key])]
-                ax.plot([p for p, _ in points], [v for _, v in points], style, color=color, label=label,
-                        alpha=0.45 if key == "loss" else 1.0, markersize=3)
+            for key, style, label in (("loss", "-", f"{name} train"),
+                                      ("val_loss", "o-", f"{name} val")):
+                points = [(r[x], r[key]) for r in rows
+                          if key in r and x in r and math.isfinite(r[key])]
+                ax.plot([p for p, _ in points], [v for _, v in points], style, color=color,
+                        label=label, alpha=0.45 if key == "loss" else 1.0, markersize=3)
     axes[0].set(xlabel="tokens", ylabel="loss", title=title)
     axes[1].set(xlabel="wall-clock seconds", title=title)
     axes[1].legend(fontsize=7)
-    # the loss at init (~10.8) would squash the part worth reading: show from each run's second eval down
+    # the loss at init (~10.8) would squash the part worth reading: start at each run's second eval
     later = [v for rows in runs.values() for v in [r["val_loss"] for r in rows if "val_loss" in r
                                                   and math.isfinite(r["val_loss"])][1:]]
     if later:
@@ -91,8 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         path = os.path.join(out_dir, "metrics.jsonl")
         rows = read_metrics(path)
         if not rows:
-            why = "no metrics.jsonl" if not os.path.exists(path) else "an empty metrics.jsonl (no step logged yet)"
-            print(f"{out_dir}: {why}: not a train.py out_dir, or the run has not logged yet; skipped")
+            why = ("no metrics.jsonl" if not os.path.exists(path)
+                   else "an empty metrics.jsonl (no step logged yet)")
+            print(f"{out_dir}: {why}: not a train.py out_dir, "
+                  f"or the run has not logged yet; skipped")
             continue
         found[name if name not in found else out_dir] = rows
     if not found:

@@ -110,10 +110,11 @@ def _check_type(key: str, value, default, where: str):
             return value
     elif isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            # NaN passes every range check a script makes (nan <= 0 is False) and then fails a later one
-            # that names another setting; no float setting here means anything at NaN or infinity
+            # NaN passes every range check a script makes (nan <= 0 is False), then fails a later
+            # one that names another setting; no float setting here means anything at NaN or inf
             if not math.isfinite(value):
-                die(f"config key '{key}' {where} must be a finite number (like {default!r}), got {value!r}")
+                die(f"config key '{key}' {where} must be a finite number (like {default!r}), "
+                    f"got {value!r}")
             return float(value)  # an int may set a float
     elif isinstance(value, type(default)) and not isinstance(value, bool):
         return value
@@ -152,8 +153,8 @@ def expand_flags(argv: list[str], config: dict, bare: dict) -> list[str]:
 
 
 def read_config_file(path: str, config: dict) -> str:
-    """The text of a config file; a folder, a missing file or one that is not UTF-8 text (a checkpoint
-    typed where a config goes, say) is a one-line error that says what to give instead."""
+    """The text of a config file; a folder, a missing file or one that is not UTF-8 text (a
+    checkpoint typed where a config goes, say) is a one-line error saying what to give instead."""
     if os.path.isdir(path):  # an out_dir or a data folder, typed without its --key=
         keys = ("out_dir", "data_dir", "runs")
         instead = " or ".join(f"--{k}={path}" for k in keys if k in config)
@@ -167,15 +168,18 @@ def read_config_file(path: str, config: dict) -> str:
                          f"or --key=value)")
     except UnicodeDecodeError:  # a checkpoint, most likely: say how this script takes one
         folder = os.path.dirname(path) or "."
-        instead = " or ".join(f"--{k}={v}" for k, v in (("ckpt", path), ("out_dir", folder)) if k in config)
+        instead = " or ".join(f"--{k}={v}" for k, v in (("ckpt", path), ("out_dir", folder))
+                              if k in config)
         die(f"'{path}' is not a config file (configs are Python text; this file is not UTF-8)"
                          + (f": for a checkpoint write {instead}" if instead else ""))
     except OSError as e:
         die(f"cannot read config file '{path}' ({e.strerror})")
-    if "\0" in text:  # UTF-8, yet not text: compile() refuses it with no line number (a SyntaxError at "line None")
+    # UTF-8, yet not text: compile() refuses it with no line number (a SyntaxError at "line None")
+    if "\0" in text:
         line = text.count("\n", 0, text.index("\0")) + 1
-        die(f"config file '{path}' line {line} holds a NUL byte, so it is not a Python text file (a binary file, "
-            f"or one saved as UTF-16?): save it as plain UTF-8 text, like config/option_a.py")
+        die(f"config file '{path}' line {line} holds a NUL byte, so it is not a Python text file "
+            f"(a binary file, or one saved as UTF-16?): save it as plain UTF-8 text, like "
+            f"config/option_a.py")
     return text
 
 
@@ -183,7 +187,8 @@ def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_fil
               bare: dict | None = None) -> dict:
     """strict_files=False: keys a config file sets that this script does not declare are skipped
     (bench.py and eval.py read the training configs for the model settings alone).
-    bare: what a bare --key means for settings that are not booleans, e.g. {"compare": "options"}."""
+    bare: what a bare --key means for settings that are not booleans, e.g.
+    {"compare": "options"}."""
     config = settings_of(namespace)
     if "-h" in argv or "--help" in argv:
         print_help(namespace, config)
@@ -198,7 +203,8 @@ def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_fil
             try:
                 exec(compile(source, arg, "exec"), file_vars)
             except Exception as e:  # a typo in a config file: say where, without a traceback
-                line = e.lineno if isinstance(e, SyntaxError) else traceback.extract_tb(e.__traceback__)[-1].lineno
+                line = (e.lineno if isinstance(e, SyntaxError)
+                        else traceback.extract_tb(e.__traceback__)[-1].lineno)
                 at = f" line {line}" if line else ""  # compile's own refusals may carry no line
                 die(f"config file '{arg}'{at}: {type(e).__name__}: {e}")
             for key, value in file_vars.items():
@@ -222,7 +228,8 @@ def configure(namespace: dict, argv: list[str], verbose: bool = True, strict_fil
             except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
                 value = raw  # a bare string, e.g. --out_dir=out-a (or one nested too deep to parse)
             if isinstance(config[key], str) and not isinstance(value, str):
-                value = raw  # a string setting keeps what was typed, e.g. --dtype=float16 or --seed_text=123
+                # a string setting keeps what was typed, e.g. --dtype=float16 or --seed_text=123
+                value = raw
             if isinstance(config[key], list) and not isinstance(value, list):
                 value = [raw] if raw else []  # one value, e.g. --input=a.txt; --input= is none
             config[key] = _check_type(key, value, namespace.get(key), "on the command line")

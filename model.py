@@ -43,7 +43,7 @@ class GPTConfig:
     # Embedding rows padded to a multiple of 64 so the lm_head GEMM hits fast kernels (nanoGPT
     # measured ~25%). Padded ids are never targets and are masked out of every softmax.
     vocab_multiple_of: int = 64
-    # Tokens per chunk of the fused lm_head + cross-entropy; 0 = plain, full [tokens x vocab] logits.
+    # Tokens per chunk of the fused lm_head + cross-entropy; 0 = plain, full [tokens x vocab] logits
     loss_chunk: int = 4096
     padded_vocab_size: int = field(init=False)
 
@@ -87,8 +87,10 @@ OPTIONS = {
 }
 
 
-def precompute_rope(head_dim: int, seq_len: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of m·θ_j for positions m < seq_len and frequencies θ_j = theta^(-2j/head_dim)."""
+def precompute_rope(head_dim: int, seq_len: int,
+                    theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of m·θ_j for positions m < seq_len and frequencies
+    θ_j = theta^(-2j/head_dim)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)  # (T, head_dim/2)
     return angles.cos(), angles.sin()
@@ -112,10 +114,12 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.head_dim = config.head_dim
         self.dropout = config.dropout
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one GEMM
+        # q, k, v in one GEMM
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None  # (k, v), each (B, H, block_size, d)
+        # (k, v), each (B, H, block_size, d)
+        self.kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 start_pos: int | None = None) -> torch.Tensor:
@@ -126,7 +130,7 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rotary_emb(q, *rope), apply_rotary_emb(k, *rope)
         is_causal, mask = True, None
         if start_pos is not None:
-            # Generation: write this step's keys/values into the cache by index, attend to all of it.
+            # Generation: write this step's keys/values into the cache by index, attend to all of it
             if start_pos == 0 or self.kv_cache is None or self.kv_cache[0].size(0) != B:
                 shape = (B, self.n_head, self.kv_cache_len, self.head_dim)
                 self.kv_cache = (k.new_zeros(shape), v.new_zeros(shape))
@@ -140,7 +144,8 @@ class CausalSelfAttention(nn.Module):
                 mask = None if T == 1 else torch.ones(T, start_pos + T, dtype=torch.bool,
                                                       device=x.device).tril(diagonal=start_pos)
         dropout_p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                           is_causal=is_causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -192,13 +197,15 @@ class Block(nn.Module):
 
 
 def fp16_grad_scale(xc: torch.Tensor, n: torch.Tensor, w_max: torch.Tensor) -> torch.Tensor:
-    """The power of two ChunkedCrossEntropy multiplies a chunk's g = softmax - onehot by before its two
-    fp16 GEMMs (exact to undo). fp16 (V100) has 5 exponent bits: softmax gradients near 1e-6 flush to
-    zero unless scaled up, and a product past 65504 overflows; so the largest scale that keeps g and
-    both products under 2^14, bounded from x and w alone (a pass over g's tokens x vocab elements costs
-    as much as the loss itself; x and w are a vocab-th and a chunk-th of its size):
-      |g_tv| <= 1, and a row of g sums to 2(1 - p_target) <= 2 in absolute value, so |g @ w| <= 2·max|w|;
-      |(g.T @ x)_vc| = |sum_t g_tv x_tc| <= ||g_:v|| ||x_:c|| (Cauchy-Schwarz) <= sqrt(n)·max_c ||x_:c||,
+    """The power of two ChunkedCrossEntropy multiplies a chunk's g = softmax - onehot by before its
+    two fp16 GEMMs (exact to undo). fp16 (V100) has 5 exponent bits: softmax gradients near 1e-6
+    flush to zero unless scaled up, and a product past 65504 overflows; so the largest scale that
+    keeps g and both products under 2^14, bounded from x and w alone (a pass over g's tokens x vocab
+    elements costs as much as the loss itself; x and w are a vocab-th and a chunk-th of its size):
+      |g_tv| <= 1, and a row of g sums to 2(1 - p_target) <= 2 in absolute value,
+      so |g @ w| <= 2·max|w|;
+      |(g.T @ x)_vc| = |sum_t g_tv x_tc| <= ||g_:v|| ||x_:c|| (Cauchy-Schwarz)
+                     <= sqrt(n)·max_c ||x_:c||,
       as sum_t g_tv^2 <= n, the chunk's valid tokens (rows of ignored tokens are 0).
     xc: the chunk's hidden states in fp16; n: its valid tokens; w_max: max|w| of the fp16 weight."""
     col = n.float().sqrt() * xc.float().norm(dim=0).max()
@@ -227,7 +234,8 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         w = weight.to(dtype)
         needs_grad = grad_enabled and (ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
         n_valid = (targets != -1).sum().clamp(min=1)
-        w_max = w.abs().max().float() if needs_grad and dtype == torch.float16 else None  # once, not per chunk
+        # once, not per chunk
+        w_max = w.abs().max().float() if needs_grad and dtype == torch.float16 else None
         loss = torch.zeros((), dtype=torch.float32, device=x.device)
         grad_x = torch.empty_like(x, dtype=torch.float32) if needs_grad else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if needs_grad else None
@@ -238,7 +246,8 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             logits = (xc @ w.t()).float()
             logits[:, vocab_size:] = float("-inf")  # padded ids: zero probability, zero gradient
             # log-sum-exp by hand, in place: torch.logsumexp allocates a shifted copy and its exp is
-            # thrown away, while the softmax below needs exactly that exp (a CPU step 1.1-1.2x faster: BENCHMARKS.md)
+            # thrown away, while the softmax below needs exactly that exp (a faster CPU step:
+            # BENCHMARKS.md, "Recipe")
             target_logit = logits.gather(1, tgt[:, None]).squeeze(1)
             m = logits.amax(dim=-1, keepdim=True)
             g = logits.sub_(m).exp_()  # unnormalised softmax: one fp32 chunk alive, not three
@@ -326,7 +335,8 @@ class GPT(nn.Module):
         B, T = idx.size()
         p0 = start_pos or 0
         if p0 + T > self.config.block_size:
-            raise ValueError(f"sequence of length {p0 + T} is longer than block_size={self.config.block_size}")
+            raise ValueError(f"sequence of length {p0 + T} is longer than "
+                             f"block_size={self.config.block_size}")
         x = self.transformer.wte(idx)
         rope = None
         if self.config.pos_emb == "learned":
@@ -339,7 +349,7 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """lm_head on hidden states, sliced to the logical vocab: padded ids can never be sampled."""
+        """lm_head on hidden states, sliced to the logical vocab: padded ids are never sampled."""
         return self.lm_head(h)[..., :self.config.vocab_size]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
@@ -350,34 +360,38 @@ class GPT(nn.Module):
             return self.logits(h), None
         h, targets = h.view(-1, h.size(-1)), targets.reshape(-1)
         if self.config.loss_chunk > 0:
-            loss = ChunkedCrossEntropy.apply(h, self.lm_head.weight, targets, self.config.vocab_size,
-                                             self.config.loss_chunk, torch.is_grad_enabled())
+            loss = ChunkedCrossEntropy.apply(h, self.lm_head.weight, targets,
+                                             self.config.vocab_size, self.config.loss_chunk,
+                                             torch.is_grad_enabled())
         else:
             loss = F.cross_entropy(self.logits(h).float(), targets, ignore_index=-1)
         return None, loss
 
-    def configure_optimizers(self, weight_decay: float, learning_rate: float, betas: tuple[float, float],
-                             device_type: str, optimizer: str = "adamw", muon_lr: float = 0.02,
+    def configure_optimizers(self, weight_decay: float, learning_rate: float,
+                             betas: tuple[float, float], device_type: str,
+                             optimizer: str = "adamw", muon_lr: float = 0.02,
                              muon_momentum: float = 0.95,
                              muon_weight_decay: float = 0.0) -> list[torch.optim.Optimizer]:
         """The optimizers train.py steps together: [AdamW], or [Muon, AdamW] with optimizer='muon'.
 
-        Muon (Jordan et al. 2024) orthogonalises the momentum of a weight matrix by Newton-Schulz, so it
-        is for the hidden layers' 2-D weights only: those inside the blocks (attention and MLP). The
-        tied embedding / lm_head, the norms' gains and any biases stay with AdamW, the split of
-        modded-nanogpt and nanochat. Fused matrices (q, k, v in c_attn; SwiGLU's gate and up in c_fc)
-        are orthogonalised whole, as one matrix."""
-        params = {name: p for name, p in self.named_parameters() if p.requires_grad}  # the tied matrix once
+        Muon (Jordan et al. 2024) orthogonalises the momentum of a weight matrix by Newton-Schulz,
+        so it is for the hidden layers' 2-D weights only: those inside the blocks (attention and
+        MLP). The tied embedding / lm_head, the norms' gains and any biases stay with AdamW, the
+        split of modded-nanogpt and nanochat. Fused matrices (q, k, v in c_attn; SwiGLU's gate and
+        up in c_fc) are orthogonalised whole, as one matrix."""
+        # the tied matrix once
+        params = {name: p for name, p in self.named_parameters() if p.requires_grad}
         muon = [p for name, p in params.items() if optimizer == "muon" and p.dim() == 2
                 and name.startswith("transformer.h.")]
         rest = [p for p in params.values() if all(p is not q for q in muon)]
-        # AdamW decays only matrices (embeddings, linear weights); norms' gains and biases are left alone.
+        # AdamW decays only matrices (embeddings, linear weights), not norms' gains or biases.
         groups = [
             {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
         ]
         # The fused kernel does the whole update in one launch; CUDA only.
-        use_fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        use_fused = (device_type == "cuda"
+                     and "fused" in inspect.signature(torch.optim.AdamW).parameters)
         extra = dict(fused=True) if use_fused else dict()
         optimizers = [torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)]
         if muon:
@@ -387,8 +401,8 @@ class GPT(nn.Module):
                                                   weight_decay=muon_weight_decay))
         return optimizers
 
-    def estimate_mfu(self, tokens_per_iter: int, dt: float, device_name: str = "", dtype: str = "bfloat16",
-                     peak: float | None = None) -> float | None:
+    def estimate_mfu(self, tokens_per_iter: int, dt: float, device_name: str = "",
+                     dtype: str = "bfloat16", peak: float | None = None) -> float | None:
         """Model FLOPs utilisation: achieved FLOP/s over the GPU's peak (from PEAK_FLOPS by name, or
         given). None when the peak is unknown, e.g. on a CPU."""
         peak = peak or peak_flops(device_name, dtype)
@@ -407,7 +421,8 @@ class GPT(nn.Module):
         single pass stays eager."""
         self.compiled_step = torch.compile(self.hidden_states, dynamic=True)
 
-    @torch.inference_mode()  # like no_grad, and skips autograd's version counting: ~5% per decoded token
+    # like no_grad, and skips autograd's version counting: faster decoding (BENCHMARKS.md)
+    @torch.inference_mode()
     def generate_stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                         top_k: int | None = None, top_p: float | None = None, stop=None,
                         generator: torch.Generator | None = None, use_cache: bool = True,
@@ -418,14 +433,14 @@ class GPT(nn.Module):
         sequence outgrows block_size, the most recent block_size tokens are re-run to rebuild the
         cache (the same result as re-running the cropped sequence, at the cost of a full pass).
         stop: token ids that end a row (default: EOT; pass () to never stop). Generation ends when
-        every row has stopped; a stopped row keeps emitting its stop token. suppress_first: token ids
-        the first new token may not be (Whisper's suppress_blank, Radford et al. 2022: a reply that
-        would open with a blank or end at once starts with its next most likely token instead).
+        every row has stopped; a stopped row keeps emitting its stop token. suppress_first: token
+        ids the first new token may not be (Whisper's suppress_blank, Radford et al. 2022: a reply
+        that would open with a blank or end at once starts with its next most likely token instead).
         """
         if idx.numel() == 0 or idx.dim() != 2:
             raise ValueError("generate needs a non-empty (batch, time) tensor of prompt token ids")
-        stop_ids = torch.tensor(sorted({EOT_TOKEN} if stop is None else set(stop)), dtype=torch.long,
-                                device=idx.device)
+        stop_ids = torch.tensor(sorted({EOT_TOKEN} if stop is None else set(stop)),
+                                dtype=torch.long, device=idx.device)
         T = self.config.block_size
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         # clone: an inference tensor like every later one, so compiled code sees one kind of input
@@ -463,7 +478,8 @@ class GPT(nn.Module):
                  top_k: int | None = None, top_p: float | None = None, stop=None,
                  generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
         """Prompt plus generated tokens, (B, T + n). See generate_stream."""
-        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, stop, generator, use_cache))
+        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, stop,
+                                        generator, use_cache))
         return torch.cat([idx] + [t[:, None] for t in new], dim=1)
 
     def clear_kv_cache(self):
@@ -471,7 +487,8 @@ class GPT(nn.Module):
             block.attn.kv_cache = None
 
 
-def top_k_top_p_filter(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+def top_k_top_p_filter(logits: torch.Tensor, top_k: int | None = None,
+                       top_p: float | None = None) -> torch.Tensor:
     """Set to -inf every logit outside the top k and outside the nucleus of mass top_p
     (Holtzman et al. 2019); the two compose. The most likely token always survives."""
     if top_k is not None and top_k > 0:
@@ -488,7 +505,8 @@ def top_k_top_p_filter(logits: torch.Tensor, top_k: int | None = None, top_p: fl
 
 
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                  top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                  top_p: float | None = None,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Next token ids (B,) from logits (B, V). temperature 0 means greedy."""
     if temperature == 0:
         return logits.argmax(dim=-1)
@@ -503,8 +521,9 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
 
 # ---------------------------------------------------------------- FLOPs and MFU
 
-# Dense peak FLOP/s per GPU for the training dtype (tensor cores, no sparsity), from NVIDIA's data sheets, by
-# the variant torch.cuda.get_device_name() names: PCIe and NVL cards run lower clocks than SXM ones (10-25%).
+# Dense peak FLOP/s per GPU for the training dtype (tensor cores, no sparsity), from NVIDIA's data
+# sheets, by the variant torch.cuda.get_device_name() names: PCIe and NVL cards run lower clocks
+# than SXM ones (10-25%).
 # The first entry whose name is in the GPU's name wins, so each variant comes before its family.
 PEAK_FLOPS = {
     ("V100S", "float16"): 130e12,  # 'Tesla V100S-PCIE-32GB'

@@ -41,7 +41,8 @@ def write_atomic(path: str, text: str) -> None:
 def hardware(device: str, world_size: int) -> str:
     if device.startswith("cuda"):
         return f"{world_size} x {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"{common.cpu_name()}, {os.cpu_count()} cores, {world_size} process{'es' if world_size > 1 else ''}"
+    return (f"{common.cpu_name()}, {os.cpu_count()} cores, "
+            f"{world_size} process{'es' if world_size > 1 else ''}")
 
 
 def hms(seconds: float) -> str:

@@ -22,13 +22,15 @@ from model import EOT_TOKEN, GPT
 # -----------------------------------------------------------------------------
 out_dir = "out"  # folder holding ckpt.pt, as train.py writes it
 ckpt = ""  # or the path of a checkpoint file; wins over out_dir
-start = "\n"  # the prompt; "FILE:prompt.txt" reads it from a file; "" starts a fresh document (from EOT)
+start = "\n"  # the prompt; "FILE:prompt.txt" reads it from a file;
+              # "" starts a fresh document (from EOT)
 num_samples = 1
 max_new_tokens = 500
 temperature = 0.8  # 0 = greedy; <1 sharper, >1 more random
 top_k = 200  # keep only the k most likely tokens; 0 = off
-top_p = 1.0  # nucleus sampling (Holtzman et al. 2019): the smallest set holding this mass; 1.0 = off
-stop_at_eot = True  # end a sample at <|endoftext|>, the document boundary prepare.py puts after every text
+top_p = 1.0  # nucleus sampling (Holtzman et al. 2019): the smallest set with this mass; 1.0 = off
+stop_at_eot = True  # end a sample at <|endoftext|>,
+                    # the document boundary prepare.py puts after every text
 seed = 1337
 device = "auto"  # auto: cuda if available, else cpu; or cpu, cuda, cuda:1
 dtype = "auto"  # auto: bf16 on GPUs that have it, fp16 on older ones, fp32 on the CPU
@@ -63,28 +65,31 @@ def read_prompt(start: str) -> str:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
         except (OSError, UnicodeDecodeError) as e:
-            die(f"cannot read the prompt file '{path}' ({type(e).__name__}): give --start=FILE:path of a UTF-8 text")
+            die(f"cannot read the prompt file '{path}' ({type(e).__name__}): give "
+                f"--start=FILE:path of a UTF-8 text")
         if not text:  # surely a mistake; a fresh document is asked for by --start=""
-            die(f"the prompt file '{path}' is empty: write the prompt in it, or give --start=\"\" to start a fresh "
-                f"document")
+            die(f"the prompt file '{path}' is empty: write the prompt in it, or give --start=\"\" "
+                f"to start a fresh document")
         return text
     return start
 
 
 def encode_prompt(enc, text: str, block_size: int) -> list[int]:
-    """Prompt token ids; an empty prompt starts a new document, as after <|endoftext|> in training."""
+    """Prompt token ids; an empty one starts a new document, as after <|endoftext|> in training."""
     ids = enc.encode(text, allowed_special={"<|endoftext|>"}) or [EOT_TOKEN]
     if len(ids) > block_size:
-        print(f"note: the prompt has {len(ids)} tokens; the model sees only the last {block_size}", file=sys.stderr)
+        print(f"note: the prompt has {len(ids)} tokens; the model sees only the last {block_size}",
+              file=sys.stderr)
     return ids
 
 
 def stream_text(model: GPT, enc, ids: list[int], device: str, ctx, stop: set[int], **kwargs):
-    """Yield (token, text) for each generated token, text being what became printable with it ("" while a
-    character is incomplete), then (None, text held at the end). Stops before any token in stop, which
-    is not part of the text; kwargs go to model.generate_stream."""
+    """Yield (token, text) for each generated token, text being what became printable with it (""
+    while a character is incomplete), then (None, text held at the end). Stops before any token in
+    stop, which is not part of the text; kwargs go to model.generate_stream."""
     decoder = StreamDecoder(enc)
-    steps = model.generate_stream(torch.tensor([ids], dtype=torch.long, device=device), stop=stop, **kwargs)
+    steps = model.generate_stream(torch.tensor([ids], dtype=torch.long, device=device), stop=stop,
+                                  **kwargs)
     try:
         while True:
             # the autocast context is entered around each step only, never held across a yield,
@@ -102,22 +107,26 @@ def stream_text(model: GPT, enc, ids: list[int], device: str, ctx, stop: set[int
 def main():
     defaults = {"top_k": top_k, "top_p": top_p}
     configure(globals(), sys.argv[1:], verbose=False)
-    if temperature == 0:  # greedy decoding takes the most likely token: top-k and top-p never see a draw
+    # greedy decoding takes the most likely token: top-k and top-p never see a draw
+    if temperature == 0:
         for key, value in (("top_k", top_k), ("top_p", top_p)):
             if value != defaults[key]:
-                die(f"--{key}={value} shapes sampling, and --temperature=0 is greedy, so it would be ignored: "
-                    f"drop --{key}, or give a temperature above 0")
+                die(f"--{key}={value} shapes sampling, and --temperature=0 is greedy, so it would "
+                    f"be ignored: drop --{key}, or give a temperature above 0")
     if num_samples < 1 or max_new_tokens < 0:
         die("--num_samples must be at least 1 and --max_new_tokens at least 0")
     check_sampling(temperature, top_k, top_p)
     dev, _, dt, ctx, threads = setup(device, dtype, threads="idle")
     torch.manual_seed(seed)
-    generator = torch.Generator(device=dev).manual_seed(seed)  # one stream: samples differ, runs repeat
+    # one stream: samples differ, runs repeat
+    generator = torch.Generator(device=dev).manual_seed(seed)
     prompt = read_prompt(start)
     model, enc, checkpoint = load_model(ckpt or out_dir, dev)
     val_loss = checkpoint.get("val_loss")
-    print(f"loaded {ckpt or out_dir}: {model.num_params() / 1e6:.1f}M parameters, iter {checkpoint.get('iter_num')}, "
-          f"val loss {'?' if val_loss is None else f'{val_loss:.4f}'}; {dev}{threads}, {dt}", file=sys.stderr)
+    print(f"loaded {ckpt or out_dir}: {model.num_params() / 1e6:.1f}M parameters, "
+          f"iter {checkpoint.get('iter_num')}, "
+          f"val loss {'?' if val_loss is None else f'{val_loss:.4f}'}; {dev}{threads}, {dt}",
+          file=sys.stderr)
     if compile:
         print("compiling the decoding step: the first token waits for it", file=sys.stderr)
         model.compile_generation()
@@ -140,7 +149,8 @@ def main():
         sys.exit(130)
     sys.stdout.write("\n")
     dt_s = time.time() - t0
-    print(f"{n_tokens} tokens in {dt_s:.1f}s ({n_tokens / max(dt_s, 1e-9):.1f} tokens/s)", file=sys.stderr)
+    print(f"{n_tokens} tokens in {dt_s:.1f}s ({n_tokens / max(dt_s, 1e-9):.1f} tokens/s)",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

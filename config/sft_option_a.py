@@ -1,9 +1,11 @@
-# Supervised fine-tuning (SFT) of option A's 23-hour checkpoint on conversations, so that it answers in turns:
+# Supervised fine-tuning (SFT) of option A's 23-hour checkpoint on conversations, so that it answers
+# in turns (on one GPU, python train.py in place of torchrun):
 #   python prepare_chat.py --hub=smoltalk --hub_subset=all --data_dir=data/smoltalk
-#   torchrun --standalone --nproc_per_node=8 train.py config/sft_option_a.py     # or: python train.py ... (1 GPU)
+#   torchrun --standalone --nproc_per_node=8 train.py config/sft_option_a.py
 #   python chat.py --out_dir=out-sft-option-a
-# smoltalk's everyday-conversations subset alone (--hub_subset everyday-conversations, ~2K conversations) suits a
-# small model but is over in a few steps; the whole set gives the run something to learn from.
+# smoltalk's everyday-conversations subset alone (--hub_subset everyday-conversations, ~2K
+# conversations) suits a small model but is over in a few steps; the whole set gives the run
+# something to learn from.
 # How long: docs/sft.md, "Training" (a projection from BENCHMARKS.md's, not a measurement).
 
 init_from = "out-option-a"  # the pretrained weights; the optimizer and schedule start fresh
@@ -15,7 +17,8 @@ block_size = 1024
 batch_size = 16
 batch_tokens = 131072  # 8 GPUs x 16 x 1024: one micro-step each; 8 on one GPU
 
-# fine-tuning: a lower peak than pretraining's 1e-3 (the weights are already good), a short warmup, cosine to 10%
+# fine-tuning: a lower peak than pretraining's 1e-3 (the weights are already good), a short warmup,
+# cosine to 10%
 learning_rate = 3e-4
 min_lr = 3e-5
 warmup_iters = 100

@@ -1,7 +1,7 @@
 # A tiny model that trains on a CPU in minutes, on the offline OpenWebText sample:
 #   python prepare.py --input ../shared/data/openwebtext_sample --data_dir=data/owt_sample
 #   python train.py config/smoke.py
-#   torchrun --standalone --nproc_per_node=2 train.py config/smoke.py   # the same batch on 2 processes
+#   torchrun --standalone --nproc_per_node=2 train.py config/smoke.py  # same batch on 2 processes
 # For checking that everything runs end to end, not for quality.
 
 out_dir = "out-smoke"
@@ -12,7 +12,7 @@ n_head = 2
 n_embd = 64
 block_size = 128
 batch_size = 4
-batch_tokens = 1024  # 2 micro-steps of 4x128 on one process, 1 on each of 2 (torchrun --nproc_per_node=2)
+batch_tokens = 1024  # 2 micro-steps of 4x128 on one process, 1 on each of 2 (--nproc_per_node=2)
 loss_chunk = 512
 
 learning_rate = 3e-3  # tiny models take large steps
