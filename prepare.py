@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from fractions import Fraction
 from itertools import groupby, islice
 from multiprocessing import Pool
@@ -120,17 +121,10 @@ def local_docs(files: list[Path]) -> Iterator[str]:
 
 
 def jsonl_docs(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SystemExit(f"error: {path} line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise SystemExit(f'error: {path} line {n}: no "text" field holding a string')
-            yield row["text"]
+    for n, row in tokenizer.json_lines(path):
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise SystemExit(f'error: {path} line {n}: no "text" field holding a string')
+        yield row["text"]
 
 
 class SourceError(Exception):
@@ -474,6 +468,27 @@ def commit(tmp: dict[str, Path], final: dict[str, Path], meta: dict) -> None:
         os.replace(tmp[name], final[name])
 
 
+@contextmanager
+def writing(out: Path, tmp: dict) -> Iterator[None]:
+    """The folder out (--data_dir) made, for a body that writes the tmp files into it. A failure is
+    one line; then the tmp files left go, and so does out if this run made it and it is empty: a
+    failed run leaves no trace. prepare_chat.py writes its folder through this too."""
+    created = not os.path.exists(out)
+    make_folder(str(out), "--data_dir")
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise SystemExit(f"error: interrupted; {out} holds no new data") from None
+    except OSError as e:  # a full disk or a quota, hours into OpenWebText
+        raise SystemExit(f"error: cannot write {out} ({e.strerror or e}): free space or give "
+                         f"another --data_dir; {out} holds no new data") from None
+    finally:
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
+
+
 def prepare(args: SimpleNamespace) -> dict:
     t0 = time.time()
     check_settings(args)
@@ -483,11 +498,12 @@ def prepare(args: SimpleNamespace) -> dict:
     out = Path(args.data_dir)
     source, total, todo = plan_work(args, out)
     final = {name: out / name for name in FINAL}
-    created = not os.path.exists(out)
-    make_folder(str(out), "--data_dir")
     tmp = {name: p.with_name(p.name + ".tmp") for name, p in final.items()}
-    try:
-        counts, rows_read, seconds = tokenize_into(tmp, todo, total, args)
+    with writing(out, tmp):
+        try:
+            counts, rows_read, seconds = tokenize_into(tmp, todo, total, args)
+        except SourceError as e:
+            raise SystemExit(f"error: {e}; nothing was written") from None
         ndocs = counts["train"][1] + counts["val"][1]
         if ndocs == 0:
             raise SystemExit(f"error: no text in the input ({', '.join(args.input or [HUB_DATASET])})")
@@ -520,18 +536,6 @@ def prepare(args: SimpleNamespace) -> dict:
             "process_seconds": {k: round(v, 1) for k, v in seconds.items()},
         }
         commit(tmp, final, meta)
-    except SourceError as e:
-        raise SystemExit(f"error: {e}; nothing was written") from None
-    except KeyboardInterrupt:
-        raise SystemExit(f"error: interrupted; {out} holds no new data") from None
-    except OSError as e:  # a full disk or a quota, hours into OpenWebText: one line, and the .tmp files go
-        raise SystemExit(f"error: cannot write {out} ({e.strerror or e}): free space or give "
-                         f"another --data_dir; {out} holds no new data") from None
-    finally:
-        for path in tmp.values():
-            path.unlink(missing_ok=True)
-        if created and not any(out.iterdir()):
-            out.rmdir()  # a failed run leaves no trace
     return meta
 
 

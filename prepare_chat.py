@@ -36,8 +36,8 @@ import numpy as np
 import tiktoken
 
 import tokenizer
-from configurator import configure, make_folder, shown
-from prepare import one_line
+from configurator import configure, shown
+from prepare import one_line, writing
 from tokenizer import chat_template
 
 # the hub datasets it reads; the subset (a config of the dataset) is chosen with --hub_subset
@@ -161,10 +161,8 @@ def prepare(args: SimpleNamespace) -> dict:
     conversations = islice(conversations, args.num_conversations or None)
     source = args.input or [f"hf://datasets/{HUB[args.hub][0]}/{args.hub_subset or HUB[args.hub][1] or ''}"]
 
-    created = not os.path.exists(out)
-    make_folder(str(out), "--data_dir")
     tmp = {p: p.with_name(p.name + ".tmp") for p in final}
-    try:
+    with writing(out, tmp):
         counts = tokenize_into({s: [tmp[out / name.format(s)] for name in FILES] for s in SPLITS},
                                conversations, enc, args)
         for s in SPLITS:
@@ -184,16 +182,6 @@ def prepare(args: SimpleNamespace) -> dict:
         (out / "meta.json").unlink(missing_ok=True)  # while it is missing the folder is incomplete
         for p in final:  # meta.json last
             os.replace(tmp[p], p)
-    except KeyboardInterrupt:
-        sys.exit(f"error: interrupted; {out} holds no new data")
-    except OSError as e:  # a full disk or a quota: one line, and the .tmp files go
-        sys.exit(f"error: cannot write {out} ({e.strerror or e}): free space or give another "
-                 f"--data_dir; {out} holds no new data")
-    finally:
-        for p in tmp.values():
-            p.unlink(missing_ok=True)
-        if created and not any(out.iterdir()):
-            out.rmdir()  # a failed run leaves no trace
     return meta
 
 

@@ -34,10 +34,11 @@ and ' x' never share a pre-token). Text a user types that spells "<|endoftext|>"
 here (encode_ordinary), as in prepare.py; transformers' tokenizer would read it as the token.
 """
 
-import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
+
+from tokenizer import json_lines
 
 NAME = "smallgpt-chat-v1"  # stored in checkpoints and meta.json: which template a model was tuned with
 HEADER = "A conversation between a user and a helpful assistant."
@@ -158,20 +159,13 @@ def read_jsonl(path: str) -> Iterator[list[dict]]:
     each checked by check(); anything wrong is a one-line error naming the file and line."""
     if not os.path.isfile(path) or not path.endswith(".jsonl"):
         sys.exit(f"error: {path}: not a .jsonl file; give files of one {{\"messages\": [...]}} object a line")
-    with open(path, encoding="utf-8") as f:
-        try:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    sys.exit(f"error: {path} line {n}: not valid JSON ({e.msg})")
-                if not isinstance(row, dict) or "messages" not in row:
-                    sys.exit(f"error: {path} line {n}: no 'messages' field: each line must be "
-                             f"{{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}")
-                if problem := check(row["messages"]):
-                    sys.exit(f"error: {path} line {n}: {problem}")
-                yield row["messages"]
-        except UnicodeDecodeError as e:
-            sys.exit(f"error: {path} is not UTF-8 text (bad byte at offset {e.start})")
+    try:
+        for n, row in json_lines(path):
+            if not isinstance(row, dict) or "messages" not in row:
+                sys.exit(f"error: {path} line {n}: no 'messages' field: each line must be "
+                         f"{{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}")
+            if problem := check(row["messages"]):
+                sys.exit(f"error: {path} line {n}: {problem}")
+            yield row["messages"]
+    except UnicodeDecodeError as e:
+        sys.exit(f"error: {path} is not UTF-8 text (bad byte at offset {e.start})")
