@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from common import die, load_checkpoint, model_from_checkpoint
-from export_hf import GPT2_FILES, hf_architecture
+from export_hf import GPT2_FILES, gpt2_weights, hf_architecture, llama_weights
 from model import EOT_TOKEN as _EOT_TOKEN  # underscore: not a setting for configure()
 from model import GPT
 from tokenizer import chat_template
@@ -75,42 +75,48 @@ def permute_rope(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+# export_hf.py's names -> llama.cpp's, as convert_hf_to_gguf.py maps them; gguf_name() replaces
+# each piece of a name in turn
+GGUF_NAMES = {
+    # LlamaForCausalLM
+    "model.embed_tokens.": "token_embd.", "model.norm.": "output_norm.", "model.layers.": "blk.",
+    ".input_layernorm.": ".attn_norm.", ".post_attention_layernorm.": ".ffn_norm.",
+    ".self_attn.q_proj.": ".attn_q.", ".self_attn.k_proj.": ".attn_k.", ".self_attn.v_proj.": ".attn_v.",
+    ".self_attn.o_proj.": ".attn_output.",
+    ".mlp.gate_proj.": ".ffn_gate.", ".mlp.up_proj.": ".ffn_up.", ".mlp.down_proj.": ".ffn_down.",
+    # GPT2LMHeadModel
+    "transformer.wte.": "token_embd.", "transformer.wpe.": "position_embd.",
+    "transformer.ln_f.": "output_norm.", "transformer.h.": "blk.",
+    ".ln_1.": ".attn_norm.", ".ln_2.": ".ffn_norm.", ".attn.c_attn.": ".attn_qkv.",
+    ".attn.c_proj.": ".attn_output.", ".mlp.c_fc.": ".ffn_up.", ".mlp.c_proj.": ".ffn_down.",
+}
+
+
+def gguf_name(name: str) -> str:
+    for hf, gguf in GGUF_NAMES.items():
+        name = name.replace(hf, gguf)
+    return name
+
+
 def llama_tensors(model: GPT) -> dict[str, torch.Tensor]:
-    c = model.config
-    sd = model.state_dict()
-    out = {"token_embd.weight": sd["transformer.wte.weight"][:c.vocab_size],  # drop the padding rows
-           "output_norm.weight": sd["transformer.ln_f.weight"]}
-    for i in range(c.n_layer):
-        p, q = f"transformer.h.{i}.", f"blk.{i}."
-        out[q + "attn_norm.weight"] = sd[p + "ln_1.weight"]
-        out[q + "ffn_norm.weight"] = sd[p + "ln_2.weight"]
-        for kind in ["weight", "bias"] if c.bias else ["weight"]:
-            wq, wk, wv = sd[p + f"attn.c_attn.{kind}"].split(c.n_embd, dim=0)
-            gate, up = sd[p + f"mlp.c_fc.{kind}"].split(c.ffn_hidden, dim=0)
-            out.update({q + f"attn_q.{kind}": permute_rope(wq, c.n_head),
-                        q + f"attn_k.{kind}": permute_rope(wk, c.n_head),
-                        q + f"attn_v.{kind}": wv, q + f"attn_output.{kind}": sd[p + f"attn.c_proj.{kind}"],
-                        q + f"ffn_gate.{kind}": gate, q + f"ffn_up.{kind}": up,
-                        q + f"ffn_down.{kind}": sd[p + f"mlp.c_proj.{kind}"]})
+    """export_hf.py's weights for LlamaForCausalLM under llama.cpp's names, with the rows of W_q and
+    W_k (and their biases) permuted for llama.cpp's RoPE (see above)."""
+    out = {}
+    for name, w in llama_weights(model).items():
+        if ".q_proj." in name or ".k_proj." in name:
+            w = permute_rope(w, model.config.n_head)
+        out[gguf_name(name)] = w
     return out
 
 
 def gpt2_tensors(model: GPT) -> dict[str, torch.Tensor]:
-    c = model.config
-    sd = model.state_dict()
-    out = {"token_embd.weight": sd["transformer.wte.weight"][:c.vocab_size],
-           "position_embd.weight": sd["transformer.wpe.weight"],
-           "output_norm.weight": sd["transformer.ln_f.weight"], "output_norm.bias": sd["transformer.ln_f.bias"]}
-    names = {"attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
-    for i in range(c.n_layer):
-        p, q = f"transformer.h.{i}.", f"blk.{i}."
-        for ours, theirs in (("ln_1", "attn_norm"), ("ln_2", "ffn_norm")):
-            out[q + f"{theirs}.weight"], out[q + f"{theirs}.bias"] = sd[p + f"{ours}.weight"], sd[p + f"{ours}.bias"]
-        for ours, theirs in names.items():
-            w = sd[p + f"{ours}.weight"]  # nn.Linear's (out, in) is GGUF's layout: no transpose, unlike HF's Conv1D
-            out[q + f"{theirs}.weight"] = w
-            # llama.cpp's gpt2 requires the biases: a model trained without them gets zeros (the same function)
-            out[q + f"{theirs}.bias"] = sd[p + f"{ours}.bias"] if c.bias else torch.zeros(w.size(0))
+    """export_hf.py's weights for GPT2LMHeadModel under llama.cpp's names. They have every bias, which
+    llama.cpp's gpt2 requires too (zeros for a model trained without them)."""
+    out = {}
+    for name, w in gpt2_weights(model).items():
+        if name.startswith("transformer.h.") and w.ndim == 2:
+            w = w.t()  # Conv1D's (in, out) back to nn.Linear's (out, in), GGUF's layout
+        out[gguf_name(name)] = w
     return out
 
 
