@@ -9,12 +9,11 @@ Ollama, LM Studio...) runs it:
 Options A and B are LLaMA's block and become llama.cpp's "llama" architecture; option C is GPT-2's
 and becomes "gpt2". The file holds the weights (fp32, or fp16 for the matrices with --dtype=float16;
 the norms stay fp32 as llama.cpp's own converter keeps them; or quantized, --dtype=q8_0 or q4_0, see
-stored()), the hyperparameters, and GPT-2's BPE
-tokenizer (tokens and merges from the same vocab.json / vocab.bpe tiktoken caches, pre-tokenizer
-"gpt-2", <|endoftext|> = 50256 as bos and eos, no bos added). A chat-tuned checkpoint gets its chat
-template (chat_template.JINJA) as tokenizer.chat_template. Needs `pip install gguf`; with
-llama-cpp-python installed too, the file is loaded back and its logits checked against this
-project's model before it replaces anything.
+stored()), the hyperparameters, and GPT-2's BPE tokenizer (tokens and merges from the same
+vocab.json / vocab.bpe tiktoken caches, pre-tokenizer "gpt-2", <|endoftext|> = 50256 as bos and eos,
+no bos added). A chat-tuned checkpoint gets its chat template (chat_template.JINJA) as
+tokenizer.chat_template. Needs `pip install gguf`; with llama-cpp-python installed too, the file is
+loaded back and its logits checked against this project's model before it replaces anything.
 
 RoPE: model.py rotates the pairs (x_j, x_{j+d/2}) ("rotate-half", Hugging Face's layout), while
 llama.cpp's "llama" architecture rotates adjacent pairs (x_{2j}, x_{2j+1}) (the LLaMA reference
@@ -22,15 +21,16 @@ code's layout). So the rows of each head of W_q and W_k are permuted, row j -> 2
 2j+1, exactly as llama.cpp's convert_hf_to_gguf.py does for a Hugging Face Llama: q·k is unchanged
 (the same permutation on both sides), and each rotated pair lands where llama.cpp rotates it.
 
-    model.py (this project)        llama (options A, B)                 gpt2 (option C)
-    transformer.wte                token_embd (tied: no output.weight)  token_embd (tied)
-    transformer.wpe                -                                    position_embd
-    h.i.ln_1 / ln_2                blk.i.attn_norm / ffn_norm           blk.i.attn_norm / ffn_norm (+bias)
-    h.i.attn.c_attn [q; k; v]      blk.i.attn_q, attn_k (permuted), attn_v   blk.i.attn_qkv
-    h.i.attn.c_proj                blk.i.attn_output                    blk.i.attn_output
-    h.i.mlp.c_fc [gate; up]        blk.i.ffn_gate, ffn_up               blk.i.ffn_up
-    h.i.mlp.c_proj                 blk.i.ffn_down                       blk.i.ffn_down
-    transformer.ln_f               output_norm                          output_norm (+bias)
+    model.py (this project)     llama (options A, B)                      gpt2 (option C)
+    transformer.wte             token_embd (tied: no output.weight)       token_embd (tied)
+    transformer.wpe             -                                         position_embd
+    h.i.ln_1                    blk.i.attn_norm                           blk.i.attn_norm (+bias)
+    h.i.ln_2                    blk.i.ffn_norm                            blk.i.ffn_norm (+bias)
+    h.i.attn.c_attn [q; k; v]   blk.i.attn_q, attn_k (permuted), attn_v   blk.i.attn_qkv
+    h.i.attn.c_proj             blk.i.attn_output                         blk.i.attn_output
+    h.i.mlp.c_fc [gate; up]     blk.i.ffn_gate, ffn_up                    blk.i.ffn_up
+    h.i.mlp.c_proj              blk.i.ffn_down                            blk.i.ffn_down
+    transformer.ln_f            output_norm                               output_norm (+bias)
 """
 
 import json
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from common import die, load_checkpoint, model_from_checkpoint
-from export_hf import GPT2_FILES, hf_architecture
+from export_hf import GPT2_FILES, gpt2_weights, hf_architecture, llama_weights
 from model import EOT_TOKEN as _EOT_TOKEN  # underscore: not a setting for configure()
 from model import GPT
 from tokenizer import chat_template
@@ -55,9 +55,10 @@ verify = True  # load the file with llama-cpp-python (if installed) and compare 
 replace = False  # overwrite an existing --gguf_file
 # -----------------------------------------------------------------------------
 
-# The check's bound on max |logit difference| against llama.cpp (run with an fp32 KV cache), by dtype and
-# architecture; docs/export.md has what was measured: ~3e-5 for llama in fp32; ~3e-3 for gpt2, whose
-# GELU llama.cpp's CPU code reads from a table at fp16-rounded inputs; ~2e-2 with fp16 weights.
+# The check's bound on max |logit difference| against llama.cpp (run with an fp32 KV cache), by
+# dtype and architecture, above what docs/export.md measured: looser for gpt2, whose GELU
+# llama.cpp's CPU code reads from a table at fp16-rounded inputs, and looser still with fp16
+# weights.
 # A quantized file is compared with the function it stores (this model with its weights quantized
 # and restored: quantized_copy()); llama.cpp's CPU kernels for these types also round each
 # activation row to 8 bits, which the bound allows for.
@@ -72,45 +73,52 @@ FILE_TYPES = {"float32": "ALL_F32", "float16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_
 def permute_rope(w: torch.Tensor, n_head: int) -> torch.Tensor:
     """Rows of each head from rotate-half order (j, j+d/2) to llama.cpp's adjacent pairs (2j, 2j+1):
     convert_hf_to_gguf.py's LlamaModel.permute. Works for a weight (out, in) and a bias (out,)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2)
+            .reshape(w.shape))
+
+
+# export_hf.py's names -> llama.cpp's, as convert_hf_to_gguf.py maps them; gguf_name() replaces
+# each piece of a name in turn
+GGUF_NAMES = {
+    # LlamaForCausalLM
+    "model.embed_tokens.": "token_embd.", "model.norm.": "output_norm.", "model.layers.": "blk.",
+    ".input_layernorm.": ".attn_norm.", ".post_attention_layernorm.": ".ffn_norm.",
+    ".self_attn.q_proj.": ".attn_q.", ".self_attn.k_proj.": ".attn_k.",
+    ".self_attn.v_proj.": ".attn_v.", ".self_attn.o_proj.": ".attn_output.",
+    ".mlp.gate_proj.": ".ffn_gate.", ".mlp.up_proj.": ".ffn_up.", ".mlp.down_proj.": ".ffn_down.",
+    # GPT2LMHeadModel
+    "transformer.wte.": "token_embd.", "transformer.wpe.": "position_embd.",
+    "transformer.ln_f.": "output_norm.", "transformer.h.": "blk.",
+    ".ln_1.": ".attn_norm.", ".ln_2.": ".ffn_norm.", ".attn.c_attn.": ".attn_qkv.",
+    ".attn.c_proj.": ".attn_output.", ".mlp.c_fc.": ".ffn_up.", ".mlp.c_proj.": ".ffn_down.",
+}
+
+
+def gguf_name(name: str) -> str:
+    for hf, gguf in GGUF_NAMES.items():
+        name = name.replace(hf, gguf)
+    return name
 
 
 def llama_tensors(model: GPT) -> dict[str, torch.Tensor]:
-    c = model.config
-    sd = model.state_dict()
-    out = {"token_embd.weight": sd["transformer.wte.weight"][:c.vocab_size],  # drop the padding rows
-           "output_norm.weight": sd["transformer.ln_f.weight"]}
-    for i in range(c.n_layer):
-        p, q = f"transformer.h.{i}.", f"blk.{i}."
-        out[q + "attn_norm.weight"] = sd[p + "ln_1.weight"]
-        out[q + "ffn_norm.weight"] = sd[p + "ln_2.weight"]
-        for kind in ["weight", "bias"] if c.bias else ["weight"]:
-            wq, wk, wv = sd[p + f"attn.c_attn.{kind}"].split(c.n_embd, dim=0)
-            gate, up = sd[p + f"mlp.c_fc.{kind}"].split(c.ffn_hidden, dim=0)
-            out.update({q + f"attn_q.{kind}": permute_rope(wq, c.n_head),
-                        q + f"attn_k.{kind}": permute_rope(wk, c.n_head),
-                        q + f"attn_v.{kind}": wv, q + f"attn_output.{kind}": sd[p + f"attn.c_proj.{kind}"],
-                        q + f"ffn_gate.{kind}": gate, q + f"ffn_up.{kind}": up,
-                        q + f"ffn_down.{kind}": sd[p + f"mlp.c_proj.{kind}"]})
+    """export_hf.py's weights for LlamaForCausalLM under llama.cpp's names, with the rows of W_q and
+    W_k (and their biases) permuted for llama.cpp's RoPE (see above)."""
+    out = {}
+    for name, w in llama_weights(model).items():
+        if ".q_proj." in name or ".k_proj." in name:
+            w = permute_rope(w, model.config.n_head)
+        out[gguf_name(name)] = w
     return out
 
 
 def gpt2_tensors(model: GPT) -> dict[str, torch.Tensor]:
-    c = model.config
-    sd = model.state_dict()
-    out = {"token_embd.weight": sd["transformer.wte.weight"][:c.vocab_size],
-           "position_embd.weight": sd["transformer.wpe.weight"],
-           "output_norm.weight": sd["transformer.ln_f.weight"], "output_norm.bias": sd["transformer.ln_f.bias"]}
-    names = {"attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
-    for i in range(c.n_layer):
-        p, q = f"transformer.h.{i}.", f"blk.{i}."
-        for ours, theirs in (("ln_1", "attn_norm"), ("ln_2", "ffn_norm")):
-            out[q + f"{theirs}.weight"], out[q + f"{theirs}.bias"] = sd[p + f"{ours}.weight"], sd[p + f"{ours}.bias"]
-        for ours, theirs in names.items():
-            w = sd[p + f"{ours}.weight"]  # nn.Linear's (out, in) is GGUF's layout: no transpose, unlike HF's Conv1D
-            out[q + f"{theirs}.weight"] = w
-            # llama.cpp's gpt2 requires the biases: a model trained without them gets zeros (the same function)
-            out[q + f"{theirs}.bias"] = sd[p + f"{ours}.bias"] if c.bias else torch.zeros(w.size(0))
+    """export_hf.py's weights for GPT2LMHeadModel under llama.cpp's names. They have every bias,
+    which llama.cpp's gpt2 requires too (zeros for a model trained without them)."""
+    out = {}
+    for name, w in gpt2_weights(model).items():
+        if name.startswith("transformer.h.") and w.ndim == 2:
+            w = w.t()  # Conv1D's (in, out) back to nn.Linear's (out, in), GGUF's layout
+        out[gguf_name(name)] = w
     return out
 
 
@@ -167,15 +175,17 @@ def gpt2_vocab() -> tuple[list[str], list[str]]:
         encoder = json.loads(read_file_cached(*GPT2_FILES["vocab.json"]))
         bpe = read_file_cached(*GPT2_FILES["merges.txt"]).decode("utf-8")
     except Exception as e:  # offline with no cache: requests' ConnectionError and the like
-        die(f"GPT-2's tokenizer files are not available ({type(e).__name__}), and a GGUF file needs them: "
-            f"restore tokenizer/ (git checkout -- tokenizer/)")
+        die(f"GPT-2's tokenizer files are not available ({type(e).__name__}), and a GGUF file "
+            f"needs them: restore tokenizer/ (git checkout -- tokenizer/)")
     tokens = [t for t, _ in sorted(encoder.items(), key=lambda kv: kv[1])]
     merges = [line for line in bpe.split("\n")[1:] if line]  # the first line is a '#version' header
     return tokens, merges
 
 
-def write_gguf(model: GPT, path: str, dtype: str = "float32", chat: bool = False, name: str = "smallgpt") -> str:
-    """Write `model` to path; returns llama.cpp's architecture name. The caller renames into place."""
+def write_gguf(model: GPT, path: str, dtype: str = "float32", chat: bool = False,
+               name: str = "smallgpt") -> str:
+    """Write `model` to path; returns llama.cpp's architecture name. The caller renames into
+    place."""
     import gguf
 
     if dtype not in VERIFY_TOLERANCE:
@@ -216,7 +226,8 @@ def write_gguf(model: GPT, path: str, dtype: str = "float32", chat: bool = False
     w.add_token_merges(merges)
     w.add_bos_token_id(_EOT_TOKEN)
     w.add_eos_token_id(_EOT_TOKEN)
-    w.add_add_bos_token(False)  # prompts are as tiktoken encodes them; the chat template writes its own EOT
+    # prompts are as tiktoken encodes them; the chat template writes its own EOT
+    w.add_add_bos_token(False)
     if chat:
         w.add_chat_template(chat_template.JINJA)
 
@@ -230,13 +241,16 @@ def write_gguf(model: GPT, path: str, dtype: str = "float32", chat: bool = False
     return arch
 
 
-def export(model: GPT, path: str, dtype: str = "float32", chat: bool = False, check=None, replace=False) -> str:
-    """Write the GGUF file to path (written beside as path.tmp, then renamed); returns the architecture.
-    An existing file is refused unless replace. check(tmp_path), if given, runs on the finished file
-    before the rename: when it fails, the file is removed and nothing at path changes."""
+def export(model: GPT, path: str, dtype: str = "float32", chat: bool = False, check=None,
+           replace=False) -> str:
+    """Write the GGUF file to path (written beside as path.tmp, then renamed); returns the
+    architecture. An existing file is refused unless replace. check(tmp_path), if given, runs on the
+    finished file before the rename: when it fails, the file is removed and nothing at path
+    changes."""
     path = os.path.normpath(path)
     if os.path.isdir(path):
-        die(f"'{path}' is a folder: give --gguf_file a file name, e.g. {os.path.join(path, 'model.gguf')}")
+        die(f"'{path}' is a folder: give --gguf_file a file name, "
+            f"e.g. {os.path.join(path, 'model.gguf')}")
     if os.path.exists(path) and not replace:
         die(f"'{path}' already exists: remove it, give another --gguf_file, or pass --replace=True")
     tmp = path + ".tmp"
@@ -246,7 +260,8 @@ def export(model: GPT, path: str, dtype: str = "float32", chat: bool = False, ch
     except OSError as e:  # a full disk, no permission, a missing folder: no half-written file left
         if os.path.exists(tmp):
             os.remove(tmp)
-        die(f"cannot write '{tmp}' ({e.strerror or e}): free space, or give --gguf_file a writable place")
+        die(f"cannot write '{tmp}' ({e.strerror or e}): free space, or give --gguf_file a "
+            "writable place")
     except BaseException:  # Ctrl-C, die()
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -262,13 +277,14 @@ def export(model: GPT, path: str, dtype: str = "float32", chat: bool = False, ch
 
 
 def llama_cpp_logits(path: str, tokens: list[int], n_threads: int | None = None) -> np.ndarray:
-    """llama.cpp's logits (len(tokens), vocab) for one sequence, through llama-cpp-python, with an fp32
-    KV cache (llama.cpp's default fp16 cache alone moves the logits by ~1e-2: docs/export.md)."""
+    """llama.cpp's logits (len(tokens), vocab) for one sequence, through llama-cpp-python, with an
+    fp32 KV cache (llama.cpp's default fp16 cache alone moves the logits by ~1e-2:
+    docs/export.md)."""
     import llama_cpp
 
     llm = llama_cpp.Llama(model_path=path, logits_all=True, n_ctx=len(tokens), n_batch=len(tokens),
-                          n_threads=n_threads, type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32,
-                          verbose=False)
+                          n_threads=n_threads, type_k=llama_cpp.GGML_TYPE_F32,
+                          type_v=llama_cpp.GGML_TYPE_F32, verbose=False)
     try:
         llm.eval(tokens)
         return np.array(llm.scores[:len(tokens)], dtype=np.float32)
@@ -280,7 +296,8 @@ def max_logit_difference(model: GPT, path: str, n: int = 128, seed: int = 0) -> 
     """Largest |logit difference| between our model (fp32, CPU) and llama.cpp on n random tokens."""
     model = model.float().cpu().eval()
     n = min(n, model.config.block_size)
-    x = torch.randint(0, model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(seed))
+    x = torch.randint(0, model.config.vocab_size, (1, n),
+                      generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         ours = model(x)[0][0].numpy()
     return float(np.abs(ours - llama_cpp_logits(path, x[0].tolist())).max())
@@ -293,21 +310,23 @@ def main():
     try:
         import gguf  # noqa: F401
     except ImportError:
-        die("export_gguf.py needs the gguf package: pip install gguf (and llama-cpp-python to check the result)")
+        die("export_gguf.py needs the gguf package: pip install gguf "
+            "(and llama-cpp-python to check the result)")
     if dtype not in VERIFY_TOLERANCE:
         die(f"unknown dtype '{dtype}': use float32, float16, q8_0 or q4_0")
     source = ckpt or out_dir
     checkpoint = load_checkpoint(source)
     if checkpoint.get("tokenizer", "gpt2") != "gpt2":
-        die(f"checkpoint was trained with tokenizer '{checkpoint['tokenizer']}'; GGUF export carries GPT-2's only")
+        die(f"checkpoint was trained with tokenizer '{checkpoint['tokenizer']}'; "
+            "GGUF export carries GPT-2's only")
     model = model_from_checkpoint(checkpoint)
     suffix = {"float32": "f32", "float16": "f16"}.get(dtype, dtype)
     folder = os.path.dirname(ckpt) if ckpt else out_dir
     path = gguf_file or os.path.join(folder, f"model-{suffix}.gguf")
     chat = checkpoint.get("chat_template") is not None
     if chat and checkpoint["chat_template"] != chat_template.NAME:
-        die(f"{source} was tuned with chat template '{checkpoint['chat_template']}', not this version's "
-            f"'{chat_template.NAME}': export it with the version that trained it")
+        die(f"{source} was tuned with chat template '{checkpoint['chat_template']}', not this "
+            f"version's '{chat_template.NAME}': export it with the version that trained it")
 
     def check(tmp: str) -> None:
         try:
@@ -319,14 +338,16 @@ def main():
         diff = max_logit_difference(reference, tmp)
         bound = VERIFY_TOLERANCE[dtype][hf_architecture(model.config)]
         if not diff <= bound:
-            die(f"llama.cpp's logits differ from this model's by up to {diff:.2e} (> {bound:g}), so '{path}' was "
-                f"not written: please report this with your llama-cpp-python version ({llama_cpp.__version__})")
-        print(f"checked with llama-cpp-python {llama_cpp.__version__}: logits match, max |difference| {diff:.1e}")
+            die(f"llama.cpp's logits differ from this model's by up to {diff:.2e} (> {bound:g}), "
+                f"so '{path}' was not written: please report this with your llama-cpp-python "
+                f"version ({llama_cpp.__version__})")
+        print(f"checked with llama-cpp-python {llama_cpp.__version__}: logits match, "
+              f"max |difference| {diff:.1e}")
 
     arch = export(model, path, dtype, chat, check if verify else None, replace)
     kind = ", chat-tuned: with its chat template" if chat else ""
-    print(f"exported {source} ({model.num_params():,} parameters{kind}) to {path} as GGUF '{arch}' ({dtype}), "
-          f"{os.path.getsize(path) / 1e6:.1f} MB")
+    print(f"exported {source} ({model.num_params():,} parameters{kind}) to {path} as GGUF "
+          f"'{arch}' ({dtype}), {os.path.getsize(path) / 1e6:.1f} MB")
 
 if __name__ == "__main__":
     main()

@@ -14,15 +14,16 @@ and its logits checked against this project's model before the script reports su
 No weight permutation is needed for LLaMA: model.py's RoPE already uses Hugging Face's rotate-half
 layout. The weight-name mapping is the whole of the conversion:
 
-    model.py (this project)          LlamaForCausalLM                        GPT2LMHeadModel
-    transformer.wte                  model.embed_tokens (= lm_head, tied)    transformer.wte (tied)
-    transformer.wpe                  -                                       transformer.wpe
-    h.i.ln_1 / ln_2                  layers.i.input_/post_attention_layernorm  h.i.ln_1 / ln_2
-    h.i.attn.c_attn [q; k; v]        self_attn.q_proj, k_proj, v_proj        h.i.attn.c_attn (transposed)
-    h.i.attn.c_proj                  self_attn.o_proj                        h.i.attn.c_proj (transposed)
-    h.i.mlp.c_fc [gate; up]          mlp.gate_proj, mlp.up_proj              h.i.mlp.c_fc (transposed)
-    h.i.mlp.c_proj                   mlp.down_proj                           h.i.mlp.c_proj (transposed)
-    transformer.ln_f                 model.norm                              transformer.ln_f
+    model.py (this project)     LlamaForCausalLM                       GPT2LMHeadModel
+    transformer.wte             model.embed_tokens (= lm_head, tied)   transformer.wte (tied)
+    transformer.wpe             -                                      transformer.wpe
+    h.i.ln_1                    layers.i.input_layernorm               h.i.ln_1
+    h.i.ln_2                    layers.i.post_attention_layernorm      h.i.ln_2
+    h.i.attn.c_attn [q; k; v]   self_attn.q_proj, k_proj, v_proj       h.i.attn.c_attn (transposed)
+    h.i.attn.c_proj             self_attn.o_proj                       h.i.attn.c_proj (transposed)
+    h.i.mlp.c_fc [gate; up]     mlp.gate_proj, mlp.up_proj             h.i.mlp.c_fc (transposed)
+    h.i.mlp.c_proj              mlp.down_proj                          h.i.mlp.c_proj (transposed)
+    transformer.ln_f            model.norm                             transformer.ln_f
 """
 
 import json
@@ -47,7 +48,8 @@ verify = True  # load the export with transformers (if installed) and compare lo
 # -----------------------------------------------------------------------------
 
 # GPT-2's BPE files as they ship in tokenizer/ (path, sha256): Hugging Face's names for them
-GPT2_FILES = {"vocab.json": _TOKENIZER_FILES["encoder.json"], "merges.txt": _TOKENIZER_FILES["vocab.bpe"]}
+GPT2_FILES = {"vocab.json": _TOKENIZER_FILES["encoder.json"],
+              "merges.txt": _TOKENIZER_FILES["vocab.bpe"]}
 
 
 def hf_architecture(config) -> str:
@@ -57,9 +59,9 @@ def hf_architecture(config) -> str:
         return "llama"
     if shape == ("gelu", "layernorm", "learned"):
         return "gpt2"
-    die(f"no Hugging Face architecture for mlp={config.mlp}, norm={config.norm}, pos_emb={config.pos_emb}: "
-        f"export supports swiglu+rmsnorm+rope (LlamaForCausalLM, options A/B) and gelu+layernorm+learned "
-        f"(GPT2LMHeadModel, option C)")
+    die(f"no Hugging Face architecture for mlp={config.mlp}, norm={config.norm}, "
+        f"pos_emb={config.pos_emb}: export supports swiglu+rmsnorm+rope (LlamaForCausalLM, "
+        f"options A/B) and gelu+layernorm+learned (GPT2LMHeadModel, option C)")
 
 
 def llama_config(config) -> dict:
@@ -103,7 +105,8 @@ def gpt2_config(config) -> dict:
         "n_layer": config.n_layer,
         "n_head": config.n_head,
         "n_inner": config.ffn_hidden,
-        "activation_function": "gelu_new",  # the tanh approximation, as model.py's F.gelu(approximate="tanh")
+        # the tanh approximation, as model.py's F.gelu(approximate="tanh")
+        "activation_function": "gelu_new",
         "layer_norm_epsilon": config.norm_eps,
         "resid_pdrop": 0.0,
         "embd_pdrop": 0.0,
@@ -121,7 +124,8 @@ def gpt2_config(config) -> dict:
 def llama_weights(model: GPT) -> dict[str, torch.Tensor]:
     c = model.config
     sd = model.state_dict()
-    out = {"model.embed_tokens.weight": sd["transformer.wte.weight"][:c.vocab_size],  # drop the padding rows
+    # [:c.vocab_size]: drop the padding rows
+    out = {"model.embed_tokens.weight": sd["transformer.wte.weight"][:c.vocab_size],
            "model.norm.weight": sd["transformer.ln_f.weight"]}
     for i in range(c.n_layer):
         p, q = f"transformer.h.{i}.", f"model.layers.{i}."
@@ -149,64 +153,71 @@ def gpt2_weights(model: GPT) -> dict[str, torch.Tensor]:
     for i in range(c.n_layer):
         p = f"transformer.h.{i}."
         for norm in ("ln_1", "ln_2"):
-            out[p + f"{norm}.weight"], out[p + f"{norm}.bias"] = sd[p + f"{norm}.weight"], sd[p + f"{norm}.bias"]
+            out[p + f"{norm}.weight"], out[p + f"{norm}.bias"] = (sd[p + f"{norm}.weight"],
+                                                                  sd[p + f"{norm}.bias"])
         for lin in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
             w = sd[p + f"{lin}.weight"]
-            # GPT-2's Conv1D stores weights as (in, out), the transpose of nn.Linear; it always has a
-            # bias, so a model trained without biases gets zeros (the same function).
+            # GPT-2's Conv1D stores weights as (in, out), the transpose of nn.Linear; it always has
+            # a bias, so a model trained without biases gets zeros (the same function).
             out[p + f"{lin}.weight"] = w.t()
             out[p + f"{lin}.bias"] = sd[p + f"{lin}.bias"] if c.bias else torch.zeros(w.size(0))
     return out
 
 
 def write_tokenizer(folder: str, block_size: int, chat: bool = False) -> bool:
-    """GPT-2's vocab.json and merges.txt byte for byte, from tokenizer/ (hash checked), and
-    a tokenizer_config.json, so AutoTokenizer.from_pretrained(folder) gives tiktoken's token ids. For a
-    chat-tuned model it carries tokenizer/chat_template.py's template in Jinja: apply_chat_template(messages,
-    add_generation_prompt=True) then gives the ids chat.py prompts with, and generate() stops at the
-    reply's end, <|endoftext|>, the eos_token."""
+    """GPT-2's vocab.json and merges.txt byte for byte, from tokenizer/ (hash checked), and a
+    tokenizer_config.json, so AutoTokenizer.from_pretrained(folder) gives tiktoken's token ids. For
+    a chat-tuned model it carries tokenizer/chat_template.py's template in Jinja:
+    apply_chat_template(messages, add_generation_prompt=True) then gives the ids chat.py prompts
+    with, and generate() stops at the reply's end, <|endoftext|>, the eos_token."""
     from tiktoken.load import read_file_cached
 
     for name, (url, sha256) in GPT2_FILES.items():
         try:
             data = read_file_cached(url, sha256)
         except Exception as e:  # offline with no cache: requests' ConnectionError and the like
-            print(f"note: GPT-2 tokenizer files not available ({type(e).__name__}); exported without them. "
-                  f"Restore tokenizer/ (git checkout -- tokenizer/) to include them")
+            print(f"note: GPT-2 tokenizer files not available ({type(e).__name__}); exported "
+                  f"without them. Restore tokenizer/ (git checkout -- tokenizer/) to include them")
             return False
         with open(os.path.join(folder, name), "wb") as f:
             f.write(data)
     eot = "<|endoftext|>"
     with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
-        json.dump({"tokenizer_class": "GPT2Tokenizer", "model_max_length": block_size, "add_prefix_space": False,
-                   "bos_token": eot, "eos_token": eot, "unk_token": eot, "clean_up_tokenization_spaces": False,
+        json.dump({"tokenizer_class": "GPT2Tokenizer", "model_max_length": block_size,
+                   "add_prefix_space": False, "bos_token": eot, "eos_token": eot, "unk_token": eot,
+                   "clean_up_tokenization_spaces": False,
                    **({"chat_template": chat_template.JINJA} if chat else {})}, f, indent=2)
     with open(os.path.join(folder, "special_tokens_map.json"), "w") as f:
         json.dump({"bos_token": eot, "eos_token": eot, "unk_token": eot}, f, indent=2)
     return True
 
 
-def export(model: GPT, folder: str, with_tokenizer: bool = True, chat: bool = False, check=None) -> str:
+def export(model: GPT, folder: str, with_tokenizer: bool = True, chat: bool = False,
+           check=None) -> str:
     """Write the Hugging Face folder for `model` (written beside, then moved into place), with the
-    chat template when chat; returns the architecture name. check(path), if given, runs on the finished
-    folder before it moves into place: when it fails, the folder is removed and a previous export stays
-    as it was."""
+    chat template when chat; returns the architecture name. check(path), if given, runs on the
+    finished folder before it moves into place: when it fails, the folder is removed and a previous
+    export stays as it was."""
     from safetensors.torch import save_file
 
     arch = hf_architecture(model.config)
     folder = os.path.normpath(folder)
     if os.path.exists(folder) and not os.path.isdir(folder):
-        die(f"'{folder}' is a file, not a folder: give --hf_dir a folder to create (or a previous export)")
-    if os.path.exists(folder) and not os.path.isfile(os.path.join(folder, "config.json")) and os.listdir(folder):
-        die(f"'{folder}' exists and does not look like an export (no config.json): choose another --hf_dir")
+        die(f"'{folder}' is a file, not a folder: give --hf_dir a folder to create "
+            "(or a previous export)")
+    if (os.path.exists(folder) and not os.path.isfile(os.path.join(folder, "config.json"))
+            and os.listdir(folder)):
+        die(f"'{folder}' exists and does not look like an export (no config.json): "
+            "choose another --hf_dir")
     tmp = folder + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         os.makedirs(tmp)
-    except OSError as e:  # e.g. below a file (--hf_dir=notes.txt/hf), under /proc, a read-only disk, no permission
+    except OSError as e:  # below a file (--hf_dir=notes.txt/hf), /proc, a read-only disk, no access
         blocker = file_in_the_way(tmp)
         why = f"'{blocker}' is a file, not a folder" if blocker else e.strerror
-        die(f"cannot create '{tmp}' beside '{folder}' ({why}): give --hf_dir a path in a writable folder")
+        die(f"cannot create '{tmp}' beside '{folder}' ({why}): "
+            "give --hf_dir a path in a writable folder")
     model = model.float().cpu()
     hf_config = llama_config(model.config) if arch == "llama" else gpt2_config(model.config)
     weights = llama_weights(model) if arch == "llama" else gpt2_weights(model)
@@ -219,15 +230,16 @@ def export(model: GPT, folder: str, with_tokenizer: bool = True, chat: bool = Fa
         weights_path = os.path.join(tmp, "model.safetensors")
         save_file({k: v.detach().contiguous().clone() for k, v in weights.items()}, weights_path,
                   metadata={"format": "pt"})
-        # safetensors writes through a private temp file (mode 0600) and renames it; give the weights the
-        # mode every other file here got from open() and the umask, so whoever may read the folder may load it
+        # safetensors writes through a private temp file (mode 0600) and renames it; give the
+        # weights the mode every other file here got from open() and the umask, so whoever may read
+        # the folder may load it
         shutil.copymode(os.path.join(tmp, "config.json"), weights_path)
         if with_tokenizer:
             write_tokenizer(tmp, model.config.block_size, chat)
-    except OSError as e:  # a full disk mid-write: no half-made folder left, the previous export untouched
+    except OSError as e:  # a full disk mid-write: no half-made folder left, the old export kept
         shutil.rmtree(tmp, ignore_errors=True)
-        die(f"cannot write the export into '{tmp}' ({e.strerror or e}): free space, or give --hf_dir another place "
-            f"('{folder}' is as it was)")
+        die(f"cannot write the export into '{tmp}' ({e.strerror or e}): free space, or give "
+            f"--hf_dir another place ('{folder}' is as it was)")
     except BaseException:  # Ctrl-C
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -264,15 +276,17 @@ def main():
     try:
         import safetensors  # noqa: F401
     except ImportError:
-        die("export needs safetensors: pip install safetensors (and transformers to load the result)")
+        die("export needs safetensors: pip install safetensors "
+            "(and transformers to load the result)")
     source = ckpt or out_dir
     checkpoint = load_checkpoint(source)
     model = model_from_checkpoint(checkpoint)
     folder = hf_dir or os.path.join(os.path.dirname(ckpt) if ckpt else out_dir, "hf")
-    chat = checkpoint.get("chat_template") is not None  # chat-tuned (train.py on prepare_chat.py's data)
+    # chat-tuned (train.py on prepare_chat.py's data)
+    chat = checkpoint.get("chat_template") is not None
     if chat and checkpoint["chat_template"] != chat_template.NAME:
-        die(f"{source} was tuned with chat template '{checkpoint['chat_template']}', not this version's "
-            f"'{chat_template.NAME}': export it with the version that trained it")
+        die(f"{source} was tuned with chat template '{checkpoint['chat_template']}', not this "
+            f"version's '{chat_template.NAME}': export it with the version that trained it")
 
     def check(path: str) -> None:  # transformers loads the export back, before it replaces anything
         try:
@@ -282,9 +296,11 @@ def main():
             return
         diff = max_logit_difference(model, path)
         if not diff <= 1e-4:
-            die(f"the export's logits differ from this model's by up to {diff:.2e} (> 1e-4), so it was not "
-                f"written: please report this with your transformers version ({transformers.__version__})")
-        print(f"checked with transformers {transformers.__version__}: logits match, max |difference| {diff:.1e}")
+            die(f"the export's logits differ from this model's by up to {diff:.2e} (> 1e-4), so it "
+                f"was not written: please report this with your transformers version "
+                f"({transformers.__version__})")
+        print(f"checked with transformers {transformers.__version__}: logits match, "
+              f"max |difference| {diff:.1e}")
 
     arch = export(model, folder, tokenizer and checkpoint.get("tokenizer", "gpt2") == "gpt2", chat,
                   check if verify else None)

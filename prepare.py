@@ -1,9 +1,9 @@
 """
 Prepare a text corpus for training: GPT-2 BPE tokens in flat uint16 files.
 
-    python prepare.py                              # all of OpenWebText from the Hugging Face hub, or an error
-    python prepare.py --num_docs=100000            # a seeded random 100K-document subset
-    python prepare.py --input assets/demo/tinyshakespeare.txt --data_dir=data/tinyshakespeare  # offline
+    python prepare.py                    # all of OpenWebText from the Hugging Face hub, or an error
+    python prepare.py --num_docs=100000  # a seeded random 100K-document subset
+    python prepare.py --input assets/demo/tinyshakespeare.txt  # offline, into data/tinyshakespeare
 
 Writes DIR/train.bin and DIR/val.bin (np.uint16 token ids, each document followed by
 the end-of-text token 50256) and DIR/meta.json. Every file is written under a .tmp
@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from fractions import Fraction
 from itertools import groupby, islice
 from multiprocessing import Pool
@@ -44,17 +45,17 @@ import tokenizer
 from configurator import configure, make_folder, named, shown
 
 HUB_DATASET = "Skylion007/openwebtext"
-# The hub revisions that can hold the whole corpus, in the order "auto" tries them (docs/data.md has
-# the evidence). main, once it holds Parquet files: today it holds a loading script (openwebtext.py),
-# which datasets >= 4 refuses to run (nanoGPT issue #633), and discussion #22 on the hub proposes to
-# replace it. refs/convert/parquet, the dataset viewer's automatic conversion: complete for a dataset
-# under 5 GB, otherwise only its first 5 GB, under partial-train/ (OpenWebText is ~38 GB of text).
-# refs/pr/18, the dataset owner's own pull request "convert-parquet-full" (93 Parquet shards), open
-# and unmerged as far as we could see. Whatever the revision, its documents are counted from the
-# files' footers before anything is downloaded, and only one that holds all of them is read for the
-# whole corpus.
+# The hub revisions that can hold the whole corpus, in the order "auto" tries them (docs/data.md
+# has the evidence). main, once it holds Parquet files: today it holds a loading script
+# (openwebtext.py), which datasets >= 4 refuses to run (nanoGPT issue #633), and discussion #22 on
+# the hub proposes to replace it. refs/convert/parquet, the dataset viewer's automatic conversion:
+# complete for a dataset under 5 GB, otherwise only its first 5 GB, under partial-train/
+# (OpenWebText is ~38 GB of text). refs/pr/18, the dataset owner's own pull request
+# "convert-parquet-full" (93 Parquet shards), open and unmerged as far as we could see. Whatever the
+# revision, its documents are counted from the files' footers before anything is downloaded, and
+# only one that holds all of them is read for the whole corpus.
 HUB_REVISIONS = ("main", "refs/convert/parquet", "refs/pr/18")
-HUB_TRAIN_DOCS = 8_013_769  # documents of OpenWebText (Gokaslan & Cohen 2019), all in its train split
+HUB_TRAIN_DOCS = 8_013_769  # OpenWebText's documents (Gokaslan & Cohen 2019), all in train
 EOT = 50256  # <|endoftext|>, appended after every document
 VOCAB_SIZE = 50257
 FINAL = ("train.bin", "val.bin", "meta.json")  # written in this order, meta.json last
@@ -100,7 +101,8 @@ def find_files(paths: list[str]) -> list[Path]:
             files += found
         elif p.is_file():
             if p.suffix not in SUFFIXES:
-                raise SystemExit(f"error: {p}: unsupported file type (want .txt, .jsonl or .parquet)")
+                raise SystemExit(f"error: {p}: unsupported file type "
+                                 "(want .txt, .jsonl or .parquet)")
             files.append(p)
         else:
             raise SystemExit(f"error: input path not found: {named(p)}")
@@ -108,7 +110,8 @@ def find_files(paths: list[str]) -> list[Path]:
 
 
 def local_docs(files: list[Path]) -> Iterator[str]:
-    """The documents of .txt and .jsonl files, read here (a .parquet file's row groups are read by the workers)."""
+    """The documents of .txt and .jsonl files, read here (a .parquet file's row groups are read by
+    the workers)."""
     for path in files:
         try:
             if path.suffix == ".txt":
@@ -116,39 +119,33 @@ def local_docs(files: list[Path]) -> Iterator[str]:
             else:
                 yield from jsonl_docs(path)
         except UnicodeDecodeError as e:
-            raise SystemExit(f"error: {path} is not UTF-8 text (bad byte at offset {e.start})") from None
+            raise SystemExit(f"error: {path} is not UTF-8 text "
+                             f"(bad byte at offset {e.start})") from None
 
 
 def jsonl_docs(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SystemExit(f"error: {path} line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise SystemExit(f'error: {path} line {n}: no "text" field holding a string')
-            yield row["text"]
+    for n, row in tokenizer.json_lines(path):
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise SystemExit(f'error: {path} line {n}: no "text" field holding a string')
+        yield row["text"]
 
 
 class SourceError(Exception):
-    """A source that cannot be read, raised in a worker (where SystemExit would kill the worker, not the run)
-    and turned into a one-line error by the main process."""
+    """A source that cannot be read, raised in a worker (where SystemExit would kill the worker, not
+    the run) and turned into a one-line error by the main process."""
 
 
 def hub_snapshot(repo: str, revision: str) -> tuple[str, dict[str, int], str] | None:
-    """The commit that revision of the dataset repository points at, its files at that commit (path ->
-    bytes), and the URL prefix that fsspec reads them with; None if there is no such revision. The only
-    function that talks to the hub's API: the tests replace it with a local folder laid out as the hub
-    is, and everything else runs as it does on the hub."""
+    """The commit that revision of the dataset repository points at, its files at that commit
+    (path -> bytes), and the URL prefix that fsspec reads them with; None if there is no such
+    revision. The only function that talks to the hub's API: the tests replace it with a local
+    folder laid out as the hub is, and everything else runs as it does on the hub."""
     try:
         from huggingface_hub import HfApi
         from huggingface_hub.errors import RevisionNotFoundError
     except ImportError:
-        raise SystemExit("error: reading the hub needs the huggingface_hub package (pip install huggingface_hub); "
-                         + OFFLINE_HINT) from None
+        raise SystemExit("error: reading the hub needs the huggingface_hub package "
+                         "(pip install huggingface_hub); " + OFFLINE_HINT) from None
     try:
         info = HfApi().dataset_info(repo, revision=revision, files_metadata=True)
     except RevisionNotFoundError:
@@ -157,22 +154,26 @@ def hub_snapshot(repo: str, revision: str) -> tuple[str, dict[str, int], str] | 
         raise SystemExit(f"error: cannot reach {repo} on the Hugging Face hub ({one_line(e)}); "
                          + OFFLINE_HINT) from None
     # reading by commit, not by branch, so that every file comes from the same snapshot
-    return info.sha, {f.rfilename: f.size or 0 for f in info.siblings or []}, f"hf://datasets/{repo}@{info.sha}/"
+    return (info.sha, {f.rfilename: f.size or 0 for f in info.siblings or []},
+            f"hf://datasets/{repo}@{info.sha}/")
 
 
 def train_files(files: Iterable[str]) -> list[str]:
     """The train split's Parquet files, in the layouts of the hub: {config}/train/NNNN.parquet and
-    {config}/partial-train/NNNN.parquet (refs/convert/parquet), {config}/train-NNNNN-of-NNNNN.parquet
-    (datasets' convert_to_parquet) and data/train-NNNNN-of-NNNNN.parquet (push_to_hub)."""
+    {config}/partial-train/NNNN.parquet (refs/convert/parquet),
+    {config}/train-NNNNN-of-NNNNN.parquet (datasets' convert_to_parquet) and
+    data/train-NNNNN-of-NNNNN.parquet (push_to_hub)."""
     return sorted(f for f in files if f.endswith(".parquet")
-                  and (Path(f).parent.name in ("train", "partial-train") or Path(f).name.startswith("train-")))
+                  and (Path(f).parent.name in ("train", "partial-train")
+                       or Path(f).name.startswith("train-")))
 
 
 def choose_hub_source(revision: str, num_docs: int | None, allow_partial: bool) -> dict:
-    """The revision to read: of --revision, or of HUB_REVISIONS in order for auto, the first that holds
-    the whole corpus (all 8,013,769 documents, counted from the Parquet files' footers before anything
-    is downloaded); failing that, for a subset, the first that holds num_docs. Otherwise it refuses, in
-    one line that says what each revision holds, unless --allow_partial takes the largest on purpose."""
+    """The revision to read: of --revision, or of HUB_REVISIONS in order for auto, the first that
+    holds the whole corpus (all 8,013,769 documents, counted from the Parquet files' footers before
+    anything is downloaded); failing that, for a subset, the first that holds num_docs. Otherwise it
+    refuses, in one line that says what each revision holds, unless --allow_partial takes the
+    largest on purpose."""
     held, notes = [], []
     for rev in HUB_REVISIONS if revision == "auto" else (revision,):
         snapshot = hub_snapshot(HUB_DATASET, rev)
@@ -193,33 +194,36 @@ def choose_hub_source(revision: str, num_docs: int | None, allow_partial: bool) 
         except SourceError as e:
             raise SystemExit(f"error: {e}; nothing was written") from None
         source = {"repository": HUB_DATASET, "revision": rev, "commit": commit, "root": root,
-                  "sizes": {f: files[f] for f in train}, "partial": any("partial-" in f for f in train),
-                  "groups": [(url, i, n) for url, rows in zip(urls, footers, strict=True) for i, n in enumerate(rows)]}
+                  "sizes": {f: files[f] for f in train},
+                  "partial": any("partial-" in f for f in train),
+                  "groups": [(url, i, n) for url, rows in zip(urls, footers, strict=True)
+                             for i, n in enumerate(rows)]}
         source["documents_in_source"] = sum(n for _, _, n in source["groups"])
         if source["documents_in_source"] == HUB_TRAIN_DOCS:
             return source
         held.append(source)
         notes.append(f"{rev} (commit {commit[:12]}): {source['documents_in_source']:,} documents"
-                     + (" under partial-train/, the hub having converted only the first 5 GB" if source["partial"]
-                        else ""))
+                     + (" under partial-train/, the hub having converted only the first 5 GB"
+                        if source["partial"] else ""))
     if num_docs is not None:
         for source in held:
             if source["documents_in_source"] >= num_docs:
                 return source
     most = max(held, key=lambda source: source["documents_in_source"], default=None)
     if num_docs is None and allow_partial and most is not None:
-        print(f"warning: --allow_partial: preparing the {most['documents_in_source']:,} documents of "
-              f"{HUB_DATASET}@{most['revision']}, not OpenWebText's {HUB_TRAIN_DOCS:,}; meta.json records "
-              "complete: false", file=sys.stderr)
+        print(f"warning: --allow_partial: preparing the {most['documents_in_source']:,} documents "
+              f"of {HUB_DATASET}@{most['revision']}, not OpenWebText's {HUB_TRAIN_DOCS:,}; "
+              "meta.json records complete: false", file=sys.stderr)
         return most
     asked = (f"OpenWebText's {HUB_TRAIN_DOCS:,} documents" if num_docs is None
              else f"the {num_docs:,} documents asked for (--num_docs or --fraction)")
     fix = "pass --revision=REV for a revision that holds them, or --input for a complete local copy"
     if most is not None:
-        fix += (f", or --allow_partial to prepare the {most['documents_in_source']:,} of {most['revision']} on purpose"
+        fix += (f", or --allow_partial to prepare the {most['documents_in_source']:,} of "
+                f"{most['revision']} on purpose"
                 if num_docs is None else f", or ask for at most {most['documents_in_source']:,}")
-    raise SystemExit(f"error: no revision of {HUB_DATASET} holds {asked}: {'; '.join(notes)}. Nothing was "
-                     f"written; {fix} (docs/data.md)")
+    raise SystemExit(f"error: no revision of {HUB_DATASET} holds {asked}: {'; '.join(notes)}. "
+                     f"Nothing was written; {fix} (docs/data.md)")
 
 
 def parquet_footer(url: str) -> list[int]:
@@ -255,15 +259,17 @@ def plan_hub(source: dict, num_docs: int | None, seed: int) -> list[tuple[str, i
         if left == 0:
             break
     # provenance: the files read, in the order first read, and their size
-    source["files"] = [url[len(source["root"]):] for url in dict.fromkeys(url for url, _, _ in tasks)]
+    source["files"] = [url[len(source["root"]):]
+                       for url in dict.fromkeys(url for url, _, _ in tasks)]
     sizes = source.pop("sizes")
     source["file_bytes"] = sum(sizes[f] for f in source["files"])
     return tasks
 
 
-def local_work(files: list[Path], num_docs: int | None) -> Iterator[list[str] | tuple[str, int, int]]:
-    """The --input files as the workers' work, in order, up to num_docs documents: each row group of a
-    .parquet file (the worker reads it), and batches of the documents of the .txt and .jsonl files
+def local_work(files: list[Path],
+               num_docs: int | None) -> Iterator[list[str] | tuple[str, int, int]]:
+    """The --input files as the workers' work, in order, up to num_docs documents: each row group of
+    a .parquet file (the worker reads it), and batches of the documents of the .txt and .jsonl files
     between them (read here)."""
     left = num_docs  # None: all of them
     for is_parquet, run in groupby(files, key=lambda f: f.suffix == ".parquet"):
@@ -285,7 +291,8 @@ def local_work(files: list[Path], num_docs: int | None) -> Iterator[list[str] | 
 
 # -----------------------------------------------------------------------------
 # reading and tokenization, in worker processes. A chunk is (tokens, lengths, rows, read seconds,
-# tokenize seconds): the documents' tokens back to back, each followed by EOT, and each one's length.
+# tokenize seconds): the documents' tokens back to back, each followed by EOT, and each one's
+# length.
 
 Chunk = tuple[np.ndarray, np.ndarray, int, float, float]
 
@@ -297,8 +304,8 @@ def init_worker() -> None:
 
 
 def encode(texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
-    # encode_ordinary: text that spells "<|endoftext|>" is ordinary text, so 50256 marks only our boundaries.
-    # An empty (or null) document would be a lone EOT: it is skipped.
+    # encode_ordinary: text that spells "<|endoftext|>" is ordinary text, so 50256 marks only our
+    # boundaries. An empty (or null) document would be a lone EOT: it is skipped.
     docs = [np.array(enc.encode_ordinary(t) + [EOT], dtype=np.uint16) for t in texts if t]
     lengths = np.array([len(d) for d in docs], dtype=np.int64)
     return (np.concatenate(docs) if docs else np.zeros(0, dtype=np.uint16)), lengths
@@ -320,7 +327,8 @@ def read_and_encode(task: tuple[str, int, int]) -> Chunk:
     try:
         with fsspec.open(url, "rb") as f:
             t = time.perf_counter()
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=1024, row_groups=[group], columns=["text"]):
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=1024, row_groups=[group],
+                                                        columns=["text"]):
                 texts = batch.column(0)[:rows - done].to_pylist()
                 read_s += time.perf_counter() - t
                 t = time.perf_counter()
@@ -330,8 +338,9 @@ def read_and_encode(task: tuple[str, int, int]) -> Chunk:
                 if done == rows:
                     break
                 t = time.perf_counter()
-    except Exception as e:  # pyarrow's (a corrupt page), or the network's: either way one line, not a traceback
-        raise SourceError(f"cannot read row group {group} of the Parquet file {url} ({one_line(e)})") from None
+    except Exception as e:  # pyarrow's (a corrupt page) or the network's: one line, no traceback
+        raise SourceError(f"cannot read row group {group} of the Parquet file {url} "
+                          f"({one_line(e)})") from None
     tokens = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros(0, dtype=np.uint16)
     lengths = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros(0, dtype=np.int64)
     return tokens, lengths, done, read_s, tokenize_s
@@ -382,8 +391,8 @@ def check_settings(args: SimpleNamespace) -> None:
     # seed is the default here: main() configures a copy of these globals
     if args.input and (args.fraction or args.revision != "auto" or args.allow_partial
                        or args.seed != seed):  # --input takes the first --num_docs: no seed
-        raise SystemExit("error: --fraction, --revision, --allow_partial and --seed are for the hub, and --input "
-                         "would ignore them; use --num_docs with --input")
+        raise SystemExit("error: --fraction, --revision, --allow_partial and --seed are for the "
+                         "hub, and --input would ignore them; use --num_docs with --input")
     if args.num_proc < 1:
         raise SystemExit("error: --num_proc must be at least 1")
 
@@ -397,7 +406,8 @@ def plan_work(args: SimpleNamespace, out: Path) -> tuple[dict, int | None, Itera
     if os.path.exists(out) and not os.path.isdir(out):
         raise SystemExit(f"error: --data_dir {out} is a file, not a folder")
     if not args.overwrite and any(os.path.exists(out / n) for n in FINAL):
-        raise SystemExit(f"error: {out} already holds prepared data; pass --overwrite to replace it")
+        raise SystemExit(f"error: {out} already holds prepared data; "
+                         "pass --overwrite to replace it")
     tokenizer.gpt2()
     if args.input:
         return {"files": [str(f) for f in files]}, None, local_work(files, args.num_docs or None)
@@ -474,6 +484,27 @@ def commit(tmp: dict[str, Path], final: dict[str, Path], meta: dict) -> None:
         os.replace(tmp[name], final[name])
 
 
+@contextmanager
+def writing(out: Path, tmp: dict) -> Iterator[None]:
+    """The folder out (--data_dir) made, for a body that writes the tmp files into it. A failure is
+    one line; then the tmp files left go, and so does out if this run made it and it is empty: a
+    failed run leaves no trace. prepare_chat.py writes its folder through this too."""
+    created = not os.path.exists(out)
+    make_folder(str(out), "--data_dir")
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise SystemExit(f"error: interrupted; {out} holds no new data") from None
+    except OSError as e:  # a full disk or a quota, hours into OpenWebText
+        raise SystemExit(f"error: cannot write {out} ({e.strerror or e}): free space or give "
+                         f"another --data_dir; {out} holds no new data") from None
+    finally:
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
+
+
 def prepare(args: SimpleNamespace) -> dict:
     t0 = time.time()
     check_settings(args)
@@ -483,17 +514,19 @@ def prepare(args: SimpleNamespace) -> dict:
     out = Path(args.data_dir)
     source, total, todo = plan_work(args, out)
     final = {name: out / name for name in FINAL}
-    created = not os.path.exists(out)
-    make_folder(str(out), "--data_dir")
     tmp = {name: p.with_name(p.name + ".tmp") for name, p in final.items()}
-    try:
-        counts, rows_read, seconds = tokenize_into(tmp, todo, total, args)
+    with writing(out, tmp):
+        try:
+            counts, rows_read, seconds = tokenize_into(tmp, todo, total, args)
+        except SourceError as e:
+            raise SystemExit(f"error: {e}; nothing was written") from None
         ndocs = counts["train"][1] + counts["val"][1]
         if ndocs == 0:
-            raise SystemExit(f"error: no text in the input ({', '.join(args.input or [HUB_DATASET])})")
-        if total is not None and rows_read != total:  # the footers promised more than the files held
-            raise SystemExit(f"error: read {rows_read:,} documents of the {total:,} the files' footers promised; "
-                             "nothing was written")
+            raise SystemExit("error: no text in the input "
+                             f"({', '.join(args.input or [HUB_DATASET])})")
+        if total is not None and rows_read != total:  # the footers promised more than the files had
+            raise SystemExit(f"error: read {rows_read:,} documents of the {total:,} the files' "
+                             "footers promised; nothing was written")
         method = "documents"
         if counts["val"][1] == 0:
             method = "tokens"
@@ -509,7 +542,8 @@ def prepare(args: SimpleNamespace) -> dict:
             "tokenizer": "gpt2", "vocab_size": VOCAB_SIZE, "eot_token": EOT, "dtype": "uint16",
             "source": source,
             "split": {"method": method,
-                      "val_fraction": args.val_fraction if method == "documents" else TOKEN_SPLIT_VAL},
+                      "val_fraction": (args.val_fraction if method == "documents"
+                                       else TOKEN_SPLIT_VAL)},
             "train": {"tokens": counts["train"][0], "documents": counts["train"][1]},
             "val": {"tokens": counts["val"][0], "documents": counts["val"][1]},
             "args": dict(vars(args)),
@@ -520,18 +554,6 @@ def prepare(args: SimpleNamespace) -> dict:
             "process_seconds": {k: round(v, 1) for k, v in seconds.items()},
         }
         commit(tmp, final, meta)
-    except SourceError as e:
-        raise SystemExit(f"error: {e}; nothing was written") from None
-    except KeyboardInterrupt:
-        raise SystemExit(f"error: interrupted; {out} holds no new data") from None
-    except OSError as e:  # a full disk or a quota, hours into OpenWebText: one line, and the .tmp files go
-        raise SystemExit(f"error: cannot write {out} ({e.strerror or e}): free space or give "
-                         f"another --data_dir; {out} holds no new data") from None
-    finally:
-        for path in tmp.values():
-            path.unlink(missing_ok=True)
-        if created and not any(out.iterdir()):
-            out.rmdir()  # a failed run leaves no trace
     return meta
 
 
@@ -545,11 +567,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{Path(args.data_dir) / (split + '.bin')}: {counts['tokens']:,} tokens, "
               f"{counts['documents']:,} documents")
     busy = meta["process_seconds"]
-    print(f"split by {meta['split']['method']}, {meta['seconds']}s ({args.num_proc} workers, busy for "
-          f"{busy['read']}s reading and {busy['tokenize']}s tokenizing in all)")
+    print(f"split by {meta['split']['method']}, {meta['seconds']}s ({args.num_proc} workers, busy "
+          f"for {busy['read']}s reading and {busy['tokenize']}s tokenizing in all)")
     if meta["val"]["tokens"] < 1025:
-        print(f"warning: val.bin has {meta['val']['tokens']} tokens, fewer than one 1024-token block plus its target",
-              file=sys.stderr)
+        print(f"warning: val.bin has {meta['val']['tokens']} tokens, fewer than one 1024-token "
+              "block plus its target", file=sys.stderr)
     return meta
 
 

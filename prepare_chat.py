@@ -1,22 +1,25 @@
-"""
+r"""
 Prepare conversations for supervised fine-tuning (SFT): the chat template's tokens plus a loss mask.
 
-    python prepare_chat.py --input assets/demo/chat.jsonl --data_dir=data/demo_chat --block_size=128  # offline
+    python prepare_chat.py --input assets/demo/chat.jsonl --data_dir=data/demo_chat \
+        --block_size=128                                    # offline
     python prepare_chat.py --hub=smoltalk                   # HuggingFaceTB/smoltalk, everyday chats
-    python prepare_chat.py --hub=smoltalk --hub_subset=all   # the whole of smoltalk
-    python prepare_chat.py --hub=hh-rlhf                     # Anthropic/hh-rlhf, the 'chosen' side
+    python prepare_chat.py --hub=smoltalk --hub_subset=all  # the whole of smoltalk
+    python prepare_chat.py --hub=hh-rlhf                    # Anthropic/hh-rlhf, the 'chosen' side
 
 Input is the `messages` format of Hugging Face chat datasets, one JSON object a line:
 {"messages": [{"role": "user" | "assistant" | "system", "content": "..."}, ...]}. Each conversation
-becomes tokens through tokenizer/chat_template.py, the one definition chat.py, eval.py and export_hf.py use.
+becomes tokens through tokenizer/chat_template.py, the one definition chat.py, eval.py and
+export_hf.py use.
 
-Writes DIR/{train,val}.bin (uint16 token ids, conversations back to back), {train,val}_mask.bin (uint8:
-1 where the token is a target of the loss, the assistant's words and end-of-turn EOT), {train,val}_starts.bin
-(int64: where each conversation starts) and meta.json ("kind": "chat", the template's name), each under a
-.tmp name renamed when complete, meta.json last, as prepare.py does. Conversation i goes to val when
-floor((i+1)·f) > floor(i·f): whole conversations, spread evenly. A conversation longer than block_size + 1
-tokens is cut at a turn boundary (the last exchanges left out), never mid-turn; one whose first exchange
-alone is too long is dropped; both are counted in meta.json.
+Writes DIR/{train,val}.bin (uint16 token ids, conversations back to back), {train,val}_mask.bin
+(uint8: 1 where the token is a target of the loss, the assistant's words and end-of-turn EOT),
+{train,val}_starts.bin (int64: where each conversation starts) and meta.json ("kind": "chat", the
+template's name), each under a .tmp name renamed when complete, meta.json last, as prepare.py does.
+Conversation i goes to val when floor((i+1)·f) > floor(i·f): whole conversations, spread evenly. A
+conversation longer than block_size + 1 tokens is cut at a turn boundary (the last exchanges left
+out), never mid-turn; one whose first exchange alone is too long is dropped; both are counted in
+meta.json.
 """
 
 import json
@@ -36,12 +39,13 @@ import numpy as np
 import tiktoken
 
 import tokenizer
-from configurator import configure, make_folder, shown
-from prepare import one_line
+from configurator import configure, shown
+from prepare import one_line, writing
 from tokenizer import chat_template
 
 # the hub datasets it reads; the subset (a config of the dataset) is chosen with --hub_subset
-HUB = {"smoltalk": ("HuggingFaceTB/smoltalk", "everyday-conversations"), "hh-rlhf": ("Anthropic/hh-rlhf", None)}
+HUB = {"smoltalk": ("HuggingFaceTB/smoltalk", "everyday-conversations"),
+       "hh-rlhf": ("Anthropic/hh-rlhf", None)}
 OFFLINE_HINT = "to work offline, pass local .jsonl files with --input (e.g. assets/demo/chat.jsonl)"
 SPLITS = ("train", "val")
 FILES = ("{}.bin", "{}_mask.bin", "{}_starts.bin")
@@ -66,20 +70,25 @@ def hh_messages(text: str) -> list[dict]:
 
 
 def hub_conversations(name: str, subset: str | None, skipped: list[int]) -> Iterator[list[dict]]:
-    """Stream a hub dataset's train split as messages. Rows that break the template's rules (HH-RLHF has a few
-    that do not alternate) are skipped and counted: they are the dataset's, not the user's to fix."""
+    """Stream a hub dataset's train split as messages. Rows that break the template's rules (HH-RLHF
+    has a few that do not alternate) are skipped and counted: they are the dataset's, not the user's
+    to fix."""
     try:
         from datasets import load_dataset
     except ImportError:
-        sys.exit(f"error: reading the hub needs the datasets package (pip install datasets); {OFFLINE_HINT}")
+        sys.exit("error: reading the hub needs the datasets package (pip install datasets); "
+                 f"{OFFLINE_HINT}")
     path, default = HUB[name]
     subset = subset or default
     try:
-        # smoltalk's subsets are configs; HH-RLHF's are data folders (helpful-base, harmless-base, ...)
-        rows = iter(load_dataset(path, subset, split="train", streaming=True) if name == "smoltalk" else
-                    load_dataset(path, split="train", streaming=True, **({"data_dir": subset} if subset else {})))
+        # smoltalk's subsets are configs, HH-RLHF's data folders (helpful-base, harmless-base, ...)
+        rows = iter(load_dataset(path, subset, split="train", streaming=True)
+                    if name == "smoltalk" else
+                    load_dataset(path, split="train", streaming=True,
+                                 **({"data_dir": subset} if subset else {})))
     except Exception as e:
-        sys.exit(f"error: cannot reach {path} on the Hugging Face hub ({one_line(e)}); {OFFLINE_HINT}")
+        sys.exit(f"error: cannot reach {path} on the Hugging Face hub ({one_line(e)}); "
+                 f"{OFFLINE_HINT}")
     while True:
         try:
             row = next(rows)
@@ -106,7 +115,8 @@ def check_settings(args: SimpleNamespace) -> None:
     if args.hub and args.hub not in HUB:
         sys.exit(f"error: --hub={args.hub!r} is not one of {', '.join(sorted(HUB))}")
     if args.input and args.hub_subset:  # else ignored: the files are read as they are
-        sys.exit("error: --hub_subset chooses a subset of a --hub dataset, and --input would ignore it: drop it")
+        sys.exit("error: --hub_subset chooses a subset of a --hub dataset, and --input would "
+                 "ignore it: drop it")
     if not 0 < args.val_fraction < 1:
         sys.exit("error: --val_fraction must be between 0 and 1")
     if args.block_size < 8:
@@ -156,25 +166,26 @@ def prepare(args: SimpleNamespace) -> dict:
         sys.exit(f"error: {out} already holds prepared data; pass --overwrite to replace it")
     enc = tokenizer.gpt2()
     skipped = [0]
-    conversations = ((m for path in args.input for m in chat_template.read_jsonl(path)) if args.input else
+    conversations = ((m for path in args.input for m in chat_template.read_jsonl(path))
+                     if args.input else
                      hub_conversations(args.hub, args.hub_subset or None, skipped))
     conversations = islice(conversations, args.num_conversations or None)
-    source = args.input or [f"hf://datasets/{HUB[args.hub][0]}/{args.hub_subset or HUB[args.hub][1] or ''}"]
+    source = args.input or [f"hf://datasets/{HUB[args.hub][0]}/"
+                            f"{args.hub_subset or HUB[args.hub][1] or ''}"]
 
-    created = not os.path.exists(out)
-    make_folder(str(out), "--data_dir")
     tmp = {p: p.with_name(p.name + ".tmp") for p in final}
-    try:
+    with writing(out, tmp):
         counts = tokenize_into({s: [tmp[out / name.format(s)] for name in FILES] for s in SPLITS},
                                conversations, enc, args)
         for s in SPLITS:
             if counts[s]["conversations"] == 0:
-                sys.exit(f"error: the {s} split holds no conversation ({counts[s]['dropped']} too long for "
-                         f"{args.block_size + 1} tokens): give more conversations, another --val_fraction or a "
-                         f"larger --block_size")
+                sys.exit(f"error: the {s} split holds no conversation ({counts[s]['dropped']} "
+                         f"too long for {args.block_size + 1} tokens): give more conversations, "
+                         f"another --val_fraction or a larger --block_size")
         meta = {
-            "kind": "chat", "chat_template": chat_template.NAME, "tokenizer": "gpt2", "vocab_size": enc.n_vocab,
-            "eot_token": chat_template.EOT, "dtype": "uint16", "block_size": args.block_size, "source": source,
+            "kind": "chat", "chat_template": chat_template.NAME, "tokenizer": "gpt2",
+            "vocab_size": enc.n_vocab, "eot_token": chat_template.EOT, "dtype": "uint16",
+            "block_size": args.block_size, "source": source,
             "split": {"method": "conversations", "val_fraction": args.val_fraction}, **counts,
             "skipped": skipped[0], "args": dict(vars(args)),
             "tiktoken": tiktoken.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -184,16 +195,6 @@ def prepare(args: SimpleNamespace) -> dict:
         (out / "meta.json").unlink(missing_ok=True)  # while it is missing the folder is incomplete
         for p in final:  # meta.json last
             os.replace(tmp[p], p)
-    except KeyboardInterrupt:
-        sys.exit(f"error: interrupted; {out} holds no new data")
-    except OSError as e:  # a full disk or a quota: one line, and the .tmp files go
-        sys.exit(f"error: cannot write {out} ({e.strerror or e}): free space or give another "
-                 f"--data_dir; {out} holds no new data")
-    finally:
-        for p in tmp.values():
-            p.unlink(missing_ok=True)
-        if created and not any(out.iterdir()):
-            out.rmdir()  # a failed run leaves no trace
     return meta
 
 
@@ -206,7 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
     for s in SPLITS:
         c = meta[s]
         print(f"{out}/{s}.bin: {c['conversations']:,} conversations, {c['tokens']:,} tokens "
-              f"({c['target_tokens']:,} in the loss); {c['cut']:,} cut at a turn boundary, {c['dropped']:,} dropped "
+              f"({c['target_tokens']:,} in the loss); {c['cut']:,} cut at a turn boundary, "
+              f"{c['dropped']:,} dropped "
               f"(first exchange over {args.block_size + 1} tokens)")
     if meta["skipped"]:
         print(f"skipped {meta['skipped']:,} hub rows that break the template's rules")

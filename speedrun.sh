@@ -120,7 +120,8 @@ done_stage "$("$PY" -c 'import torch; print("torch", torch.__version__)'), $NGPU
 if [ "$DEMO" = 1 ]; then
     DATA=$OUT/data/demo CHAT=$OUT/data/demo_chat
     PREPARE=(prepare.py --input assets/demo/tinyshakespeare.txt --data_dir="$DATA")
-    PREPARE_CHAT=(prepare_chat.py --input assets/demo/chat.jsonl --data_dir="$CHAT" --block_size=128)
+    PREPARE_CHAT=(prepare_chat.py --input assets/demo/chat.jsonl --data_dir="$CHAT"
+                  --block_size=128)
     LAUNCH=("$PY")
     TRAIN=(config/demo.py)
     SFT=(config/sft_demo.py)
@@ -187,7 +188,8 @@ stage pretrain "$ABOUT_TRAIN -> $OUT/base"
 if [ "$DEMO" = 0 ] && ! finished "$OUT/base"; then
     echo "preflight.py: checking the machine before the long run"
     "${LAUNCH[@]}" preflight.py "${TRAIN[@]}" ||
-        { echo "error: preflight.py says no-go (its table above): fix that, then rerun" >&2; exit 1; }
+        { echo "error: preflight.py says no-go (its table above): fix that, then rerun" >&2
+          exit 1; }
 fi
 train "$OUT/base" "${TRAIN[@]}"
 done_stage
@@ -214,7 +216,8 @@ done_stage
 stage sample "a sample from $OUT/base$([ "$SKIP_SFT" = 1 ] || echo " and a chat with $OUT/sft")"
 TEXTS=("$OUT/sample.txt")
 if [ ! -f "$OUT/sample.txt" ]; then
-    "$PY" sample.py --out_dir="$OUT/base" --start="$START" --max_new_tokens=80 > "$OUT/sample.txt.tmp"
+    "$PY" sample.py --out_dir="$OUT/base" --start="$START" --max_new_tokens=80 \
+        > "$OUT/sample.txt.tmp"
     mv "$OUT/sample.txt.tmp" "$OUT/sample.txt"
 fi
 cat "$OUT/sample.txt"

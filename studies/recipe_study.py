@@ -1,7 +1,9 @@
-# The recipe study (BENCHMARKS.md, "Recipe"): option A's block, small enough to compare optimizers and schedules
-# on a 2-core CPU, on data that never repeats (~14M tokens of Wikipedia, 188 held-out articles as val):
+# The recipe study (BENCHMARKS.md, "Recipe"): option A's block, small enough to compare optimizers
+# and schedules on a 2-core CPU, on data that never repeats (~14M tokens of Wikipedia, 188 held-out
+# articles as val):
 #   python prepare.py --input ../shared/data/wikipedia --data_dir=data/wikipedia --val_fraction 0.05
-#   OMP_NUM_THREADS=1 python train.py studies/recipe_study.py --out_dir=out-recipe/adamw-3e-3 --learning_rate=3e-3
+#   OMP_NUM_THREADS=1 python train.py studies/recipe_study.py --out_dir=out-recipe/adamw-3e-3 \
+#       --learning_rate=3e-3
 # 300 steps x 1,024 tokens = 307K tokens, 2% of the data, never repeated (timings: BENCHMARKS.md).
 
 out_dir = "out-recipe/run"

@@ -1,8 +1,11 @@
 """GPT-2's BPE tokenizer from the files in this folder, through tiktoken: no download, no cache
-folder, no environment variable. Free of torch, so prepare.py can use it too."""
+folder, no environment variable. Free of torch, so prepare.py can use it too, and the JSON Lines
+reader that prepare.py and chat_template.py share."""
 
 import functools
+import json
 import os
+from collections.abc import Iterator
 
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
@@ -34,3 +37,18 @@ def gpt2() -> tiktoken.Encoding:
                          ) from None
     return tiktoken.Encoding(name="gpt2", pat_str=PAT_STR, mergeable_ranks=ranks,
                              special_tokens={"<|endoftext|>": EOT}, explicit_n_vocab=50257)
+
+
+def json_lines(path) -> Iterator[tuple[int, object]]:
+    """(line number, value) of each line of a JSON Lines file, blank lines skipped; one that is not
+    JSON is a one-line error naming the file and line. Bytes that are not UTF-8 raise
+    UnicodeDecodeError, for the caller to name."""
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"error: {path} line {n}: not valid JSON ({e.msg})") from None
+            yield n, row

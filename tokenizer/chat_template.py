@@ -9,7 +9,8 @@ A conversation in the `messages` format of Hugging Face chat datasets,
      {"role": "user", "content": "Hello!"},
      {"role": "assistant", "content": "Hi! How can I help?"}, ...]
 
-is written as chat.py's transcript, with GPT-2's one special token, <|endoftext|> (EOT), at both ends:
+is written as chat.py's transcript, with GPT-2's one special token, <|endoftext|> (EOT), at both
+ends:
 
     <|endoftext|>Be brief.                                   <- the system message, or HEADER
     <blank line>
@@ -28,28 +29,32 @@ is written as chat.py's transcript, with GPT-2's one special token, <|endoftext|
   InstructGPT's and nanochat's fine-tuning.
 
 Token ids are exactly those of tokenizing the whole rendered string as transformers does (special
-tokens split out, BPE on the text between them): the pieces below are cut only around EOT and between
-"Assistant:" and the space that starts a reply, where GPT-2's pre-tokenizer always splits anyway (':'
-and ' x' never share a pre-token). Text a user types that spells "<|endoftext|>" is ordinary text
-here (encode_ordinary), as in prepare.py; transformers' tokenizer would read it as the token.
+tokens split out, BPE on the text between them): the pieces below are cut only around EOT and
+between "Assistant:" and the space that starts a reply, where GPT-2's pre-tokenizer always splits
+anyway (':' and ' x' never share a pre-token). Text a user types that spells "<|endoftext|>" is
+ordinary text here (encode_ordinary), as in prepare.py; transformers' tokenizer would read it as the
+token.
 """
 
-import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
 
-NAME = "smallgpt-chat-v1"  # stored in checkpoints and meta.json: which template a model was tuned with
+from tokenizer import json_lines
+
+NAME = "smallgpt-chat-v1"  # in checkpoints and meta.json: the template a model was tuned with
 HEADER = "A conversation between a user and a helpful assistant."
 EOT = 50256  # <|endoftext|>
 EOT_TEXT = "<|endoftext|>"
 ROLES = ("system", "user", "assistant")
 
-# The same template for transformers (tokenizer_config.json's chat_template). transformers renders it with
-# trim_blocks and lstrip_blocks, which eat newlines after tags, so every literal is a {{ '...' }} string.
+# The same template for transformers (tokenizer_config.json's chat_template). transformers renders
+# it with trim_blocks and lstrip_blocks, which eat newlines after tags, so every literal is a
+# {{ '...' }} string.
 JINJA = (
     "{{ bos_token }}"
-    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}{% else %}{{ '" + HEADER + "' }}{% endif %}"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}"
+    "{% else %}{{ '" + HEADER + "' }}{% endif %}"
     "{{ '\\n\\n' }}"
     "{% for message in messages %}"
     "{% if message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\\n' }}"
@@ -61,9 +66,9 @@ JINJA = (
 
 
 def check(messages, partial: bool = False) -> str | None:
-    """What is wrong with a conversation, or None. A complete one (for training and eval) is an optional
-    system message, then user and assistant turns alternating, ending with the assistant; partial=True
-    (a prompt) ends with the user instead."""
+    """What is wrong with a conversation, or None. A complete one (for training and eval) is an
+    optional system message, then user and assistant turns alternating, ending with the assistant;
+    partial=True (a prompt) ends with the user instead."""
     if not isinstance(messages, list) or not messages:
         return "'messages' must be a non-empty list"
     for i, m in enumerate(messages):
@@ -101,8 +106,10 @@ def render(messages: list[dict], add_generation_prompt: bool = False) -> str:
     return text + ("Assistant:" if add_generation_prompt else "")
 
 
-def pieces(messages: list[dict], add_generation_prompt: bool = False) -> Iterable[tuple[str | None, bool]]:
-    """(text, in the loss) pieces of render(); None is EOT. Cut only where tokenization splits anyway."""
+def pieces(messages: list[dict],
+           add_generation_prompt: bool = False) -> Iterable[tuple[str | None, bool]]:
+    """(text, in the loss) pieces of render(); None is EOT. Cut only where tokenization splits
+    anyway."""
     head = messages[0]["content"] if messages[0]["role"] == "system" else HEADER
     yield None, False
     context = head + "\n\n"
@@ -116,13 +123,14 @@ def pieces(messages: list[dict], add_generation_prompt: bool = False) -> Iterabl
             context = ""
     if add_generation_prompt and context:
         yield context, False
-    elif context:  # a conversation ending with the user, without the prompt: the "Assistant:" is not written
+    elif context:  # ending with the user, without the prompt: the "Assistant:" is not written
         yield context.removesuffix("Assistant:"), False
 
 
-def encode(enc, messages: list[dict], add_generation_prompt: bool = False) -> tuple[list[int], list[bool]]:
-    """Token ids of the conversation and, for each, whether it is a target of the loss (assistant text and
-    its end-of-turn EOT). enc is tiktoken's GPT-2 encoding."""
+def encode(enc, messages: list[dict],
+           add_generation_prompt: bool = False) -> tuple[list[int], list[bool]]:
+    """Token ids of the conversation and, for each, whether it is a target of the loss (assistant
+    text and its end-of-turn EOT). enc is tiktoken's GPT-2 encoding."""
     ids, mask = [], []
     for text, target in pieces(messages, add_generation_prompt):
         new = [EOT] if text is None else enc.encode_ordinary(text)
@@ -132,9 +140,10 @@ def encode(enc, messages: list[dict], add_generation_prompt: bool = False) -> tu
 
 
 def encode_fit(enc, messages: list[dict], max_tokens: int) -> tuple[list[int], list[bool], int]:
-    """encode() of the longest beginning of the conversation that ends with an assistant turn and fits in
-    max_tokens: a long conversation is cut at a turn boundary, never mid-turn. Returns ids, mask and the
-    number of user+assistant exchanges left out; ids is empty when not even the first exchange fits."""
+    """encode() of the longest beginning of the conversation that ends with an assistant turn and
+    fits in max_tokens: a long conversation is cut at a turn boundary, never mid-turn. Returns ids,
+    mask and the number of user+assistant exchanges left out; ids is empty when not even the first
+    exchange fits."""
     first = 1 if messages[0]["role"] == "system" else 0
     for drop in range(0, (len(messages) - first) // 2 + 1):
         kept = messages[:len(messages) - 2 * drop]
@@ -154,24 +163,19 @@ def prompt(enc, messages: list[dict]) -> list[int]:
 
 
 def read_jsonl(path: str) -> Iterator[list[dict]]:
-    """The conversations of a JSON Lines file of {"messages": [...]} (prepare_chat.py's input, eval.py's --files),
-    each checked by check(); anything wrong is a one-line error naming the file and line."""
+    """The conversations of a JSON Lines file of {"messages": [...]} (prepare_chat.py's input,
+    eval.py's --files), each checked by check(); anything wrong is a one-line error naming the file
+    and line."""
     if not os.path.isfile(path) or not path.endswith(".jsonl"):
-        sys.exit(f"error: {path}: not a .jsonl file; give files of one {{\"messages\": [...]}} object a line")
-    with open(path, encoding="utf-8") as f:
-        try:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    sys.exit(f"error: {path} line {n}: not valid JSON ({e.msg})")
-                if not isinstance(row, dict) or "messages" not in row:
-                    sys.exit(f"error: {path} line {n}: no 'messages' field: each line must be "
-                             f"{{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}")
-                if problem := check(row["messages"]):
-                    sys.exit(f"error: {path} line {n}: {problem}")
-                yield row["messages"]
-        except UnicodeDecodeError as e:
-            sys.exit(f"error: {path} is not UTF-8 text (bad byte at offset {e.start})")
+        sys.exit(f"error: {path}: not a .jsonl file; "
+                 "give files of one {\"messages\": [...]} object a line")
+    try:
+        for n, row in json_lines(path):
+            if not isinstance(row, dict) or "messages" not in row:
+                sys.exit(f"error: {path} line {n}: no 'messages' field: each line must be "
+                         f"{{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}")
+            if problem := check(row["messages"]):
+                sys.exit(f"error: {path} line {n}: {problem}")
+            yield row["messages"]
+    except UnicodeDecodeError as e:
+        sys.exit(f"error: {path} is not UTF-8 text (bad byte at offset {e.start})")
