@@ -10,8 +10,9 @@ import json
 import os
 import resource
 import runpy
-import select
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,46 +31,74 @@ LAMBADA = str(SHARED / "data" / "lambada" / "lambada_test.jsonl")
 
 # A new Python process spends 4-5 s importing torch (and the torch._dynamo that an optimizer imports
 # when it is first made), numpy, tiktoken and matplotlib: for a train.py that trains a few steps of
-# a tiny model, most of its time, over 40 runs a suite. So run_script asks one process that has
-# imported them (the zygote, started at the first run) to fork: the child is a process of its own
-# (its own pid, file descriptors, environment, signal handlers, exit status and interpreter exit),
-# set up as `python ARGS...` would be, that runs the script as __main__; only those modules are
-# already imported. Runs whose environment differs in what torch reads at import (but TORCH_LOGS),
-# or that need a preexec_fn, start a new interpreter as a user's would, and so does every run under
-# FRESH_INTERPRETERS=1 (to check that the zygote hides nothing). torchrun's launcher is forked too;
-# the workers it starts are new interpreters.
+# a tiny model, most of its time, over 60 runs a suite. So a run is forked from a process that has
+# imported them (a zygote; one for each set of the environment variables read at import). The
+# child is a process of its own (its own pid, file descriptors, environment, signal handlers, exit
+# status and interpreter exit), set up as `python ARGS...` would be, that runs the script as
+# __main__; only those modules are already imported. run_script asks a zygote itself; what the
+# tests do not start themselves (speedrun.sh's `python`, torchrun's workers) asks one through
+# forking_python's stand-in. A run whose environment differs in what is read at import, or that
+# needs a preexec_fn or an interpreter option other than -u, -c and -m, starts a new interpreter as
+# a user's would, and so does every run under FRESH_INTERPRETERS=1 (to check that the zygotes hide
+# nothing).
 ZYGOTE = r"""
-import json, os, sys
+import json, os, select, signal, socket, sys
+started_with = dict(os.environ)  # what the imports saw (inductor's sets TORCHINDUCTOR_CACHE_DIR)
 devnull = os.open(os.devnull, os.O_RDWR)
-requests, replies = os.fdopen(os.dup(0)), os.fdopen(os.dup(1), "w")
-# sys.stdin is never read here: a child's starts empty of buffered bytes
-os.dup2(devnull, 0), os.dup2(devnull, 1)
+os.dup2(devnull, 0), os.dup2(devnull, 1)  # a run's stdin, stdout and stderr are its caller's
 # the 4-5 s: torch._dynamo is what an optimizer's first construction imports (2.4 s of a tiny
 # train.py run)
 import matplotlib.figure, numpy, tiktoken, torch, torch._dynamo
 import torch.distributed, torch.nn.parallel
 import torch._inductor.compile_fx  # 1.3 s more, for the runs that compile
-for line in requests:
-    r = json.loads(line)
-    sys.stdout.flush(), sys.stderr.flush()
-    pid = os.fork()  # torch has run nothing here, so no thread pool is forked half-way
-    if pid == 0:
+listener = socket.socket(fileno=int(sys.argv[1]))  # listening already: callers queue meanwhile
+read_at_import, read_later = (tuple(prefixes) for prefixes in json.loads(sys.argv[2]))
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the watchers
+while True:
+    conn = listener.accept()[0]
+    if os.fork() == 0:
         break
-    with open(r["pid"], "w") as f:
-        f.write(str(pid))
-    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), file=replies, flush=True)
-else:
-    sys.exit(0)
-requests.close(), replies.close()
+    conn.close()
+# A watcher, one a run: it takes the request (its length, then JSON) with the caller's stdin,
+# stdout and stderr, forks the run, and answers the run's pid, then its wait status. A caller that
+# goes away (a killed stand-in, a test's timeout) takes its run with it.
+listener.close()
+signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+head, fds, _, _ = socket.recv_fds(conn, 10, 3)
+data = b""
+while len(data) < int(head):
+    data += conn.recv(1 << 16)
+r = json.loads(data)
+pid = os.fork()  # torch has run nothing here, so no thread pool is forked half-way
+if pid:
+    conn.sendall(b"%d\n" % pid)
+    if conn in select.select([conn, os.pidfd_open(pid)], [], [])[0]:  # readable: the caller left
+        os.kill(pid, signal.SIGKILL)
+    status = os.waitpid(pid, 0)[1]
+    try:
+        conn.sendall(b"%d\n" % status)
+    finally:
+        os._exit(0)
+conn.close()
+for fd, std in zip(fds, (0, 1, 2)):
+    os.dup2(fd, std), os.close(fd)
 os.chdir(r["cwd"])
+unbuffered = r["argv"][:1] == ["-u"]  # as torchrun starts its workers
+argv = r["argv"][1:] if unbuffered else r["argv"]
+def imported_with(env):
+    return {k: v for k, v in env.items() if k.startswith(read_at_import)
+            and not k.startswith(read_later)}
+if (r["fresh"] or imported_with(r["env"]) != imported_with(started_with)
+        or (argv[0].startswith("-") and argv[0] not in ("-c", "-m"))):
+    os.execve(sys.executable, [sys.executable, *r["argv"]], r["env"])
+if unbuffered:
+    sys.stdout.reconfigure(write_through=True), sys.stderr.reconfigure(write_through=True)
 logs = os.environ.get("TORCH_LOGS")
 os.environ.clear(), os.environ.update(r["env"])
 # the one setting torch reads at import that it can read again
 if os.environ.get("TORCH_LOGS") != logs:
     torch._logging._internal._init_logs()
-for fd, path in enumerate((r["stdin"], r["stdout"], r["stderr"])):
-    os.dup2(os.open(path, os.O_RDONLY if fd == 0 else os.O_WRONLY), fd)
-import resource, signal
+import resource
 if r["file_size_limit"] is not None:  # as limit_file_size below
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE,
@@ -80,17 +109,16 @@ if r["memory_limit"] is not None:
 import atexit, runpy, threading
 status, interrupted = 0, False
 try:
-    if r["argv"][0] == "-c":
-        sys.argv, sys.path[0] = ["-c", *r["argv"][2:]], ""
-        exec(compile(r["argv"][1], "<string>", "exec"),
+    if argv[0] == "-c":
+        sys.argv, sys.path[0] = ["-c", *argv[2:]], ""
+        exec(compile(argv[1], "<string>", "exec"),
              {"__name__": "__main__", "__builtins__": __builtins__})
-    elif r["argv"][0] == "-m":
-        # torchrun: the launcher is forked; its workers are new interpreters, as for a user
-        sys.argv, sys.path[0] = ["-m", *r["argv"][2:]], os.getcwd()
-        runpy.run_module(r["argv"][1], run_name="__main__", alter_sys=True)
+    elif argv[0] == "-m":
+        sys.argv, sys.path[0] = ["-m", *argv[2:]], os.getcwd()
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
     else:
-        sys.argv, sys.path[0] = r["argv"], os.path.dirname(os.path.abspath(r["argv"][0]))
-        runpy.run_path(r["argv"][0], run_name="__main__")
+        sys.argv, sys.path[0] = argv, os.path.dirname(os.path.abspath(argv[0]))
+        runpy.run_path(argv[0], run_name="__main__")
 except SystemExit as e:
     # as Py_Exit takes it: None is 0, an int the status, anything else printed and 1
     status = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
@@ -110,64 +138,127 @@ if interrupted:  # Python exits by SIGINT after a KeyboardInterrupt
     os.kill(os.getpid(), signal.SIGINT)
 os._exit(status)
 """
-_zygote: subprocess.Popen | None = None
-# what torch, OpenMP and CUDA read at import (the zygote's): a run with other values needs a new
-# interpreter
+# `python` for what the tests do not start themselves: it hands its arguments, environment, working
+# folder, stdin, stdout and stderr to a zygote, passes on the signals it is sent, and exits as the
+# run did (by its signal, if a signal ended it)
+STAND_IN = r"""#!{python} -S
+import json, os, signal, socket, sys
+conn = socket.socket(socket.AF_UNIX)
+conn.connect({path!r})
+request = json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ),
+                      "fresh": {fresh!r}, "file_size_limit": None, "memory_limit": None}}).encode()
+socket.send_fds(conn, [b"%10d" % len(request)], [0, 1, 2])
+conn.sendall(request)
+replies = conn.makefile()
+pid = int(replies.readline())
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
+    signal.signal(sig, lambda sig, _: os.kill(pid, sig))
+status = int(replies.readline())
+if os.WIFSIGNALED(status):
+    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    os.kill(os.getpid(), os.WTERMSIG(status))
+os._exit(os.waitstatus_to_exitcode(status))
+"""
+# what torch, OpenMP and CUDA read at import (a zygote's): a run with other values needs another
+# zygote. torchrun's own variables for its workers (TORCHELASTIC_*, TORCH_NCCL_*, PYTHON_EXEC) and
+# TORCH_LOGS (the zygote reads it again) are read later
 _IMPORT_TIME_ENV = ("TORCH", "PYTORCH", "OMP_", "MKL_", "KMP_", "CUDA", "PYTHON")
+_READ_LATER = ("TORCH_LOGS", "TORCHELASTIC_", "TORCH_NCCL_", "PYTHON_EXEC")
+_zygotes: dict[str, tuple[subprocess.Popen, Path]] = {}
 
 
 def _import_time_env(env: dict) -> dict:
-    return {k: v for k, v in env.items() if k.startswith(_IMPORT_TIME_ENV) and k != "TORCH_LOGS"}
+    return {k: v for k, v in env.items()
+            if k.startswith(_IMPORT_TIME_ENV) and not k.startswith(_READ_LATER)}
+
+
+def _zygote(env: dict) -> Path:
+    """The socket of the zygote for env's import-time variables, started at its first run."""
+    key = json.dumps(_import_time_env(env), sort_keys=True)
+    if key in _zygotes and _zygotes[key][0].poll() is None:
+        return _zygotes[key][1]
+    path = Path(tempfile.mkdtemp(prefix="zygote-")) / "socket"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        listener.listen(64)
+        prefixes = json.dumps([_IMPORT_TIME_ENV, _READ_LATER])
+        own = {k: v for k, v in os.environ.items() if k not in _import_time_env(os.environ)}
+        zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE, str(listener.fileno()), prefixes],
+                                  cwd=ROOT, env={**own, **_import_time_env(env)},
+                                  pass_fds=[listener.fileno()])
+    _zygotes[key] = zygote, path
+    return path
+
+
+def forking_python(env: dict | None = None) -> str:
+    """The path of a stand-in for `python` that runs each command forked from the zygote for env
+    (this process's by default): for speedrun.sh's PATH, or torchrun's PYTHON_EXEC."""
+    path = _zygote(env or dict(os.environ))
+    python = path.parent / "python"
+    if not python.exists():
+        fresh = os.environ.get("FRESH_INTERPRETERS") == "1"
+        python.write_text(STAND_IN.format(python=sys.executable, path=str(path), fresh=fresh))
+        python.chmod(0o755)
+    return str(python)
 
 
 def _run_forked(args: tuple[str, ...], timeout: float, input: str | None,
                 file_size_limit: int | None, memory_limit: int | None,
                 env: dict) -> subprocess.CompletedProcess:
-    global _zygote
-    if _zygote is None or _zygote.poll() is not None:
-        _zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], cwd=ROOT, stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, text=True)
-        _zygote.env = dict(os.environ)
-    with tempfile.TemporaryDirectory() as tmp:
-        files = {name: Path(tmp) / name for name in ("stdin", "stdout", "stderr", "pid")}
-        files["stdin"].write_text(input or "")
-        files["stdout"].touch(), files["stderr"].touch()
-        request = {"argv": list(args), "cwd": str(ROOT), "env": env,
-                   "file_size_limit": file_size_limit, "memory_limit": memory_limit,
-                   **{k: str(v) for k, v in files.items()}}
-        _zygote.stdin.write(json.dumps(request) + "\n")
-        _zygote.stdin.flush()
-        # wait for its one line: the exit status
-        timed_out = not select.select([_zygote.stdout], [], [], timeout)[0]
-        if timed_out:
-            os.kill(int(files["pid"].read_text()), signal.SIGKILL)
-        returncode = int(_zygote.stdout.readline())
-        stdout, stderr = files["stdout"].read_text(), files["stderr"].read_text()
+    request = json.dumps({"argv": list(args), "cwd": str(ROOT), "env": env, "fresh": False,
+                          "file_size_limit": file_size_limit,
+                          "memory_limit": memory_limit}).encode()
+    with (tempfile.TemporaryFile("w+") as stdin, tempfile.TemporaryFile("w+") as stdout,
+          tempfile.TemporaryFile("w+") as stderr, socket.socket(socket.AF_UNIX) as conn):
+        stdin.write(input or "")
+        stdin.flush(), stdin.seek(0)
+        conn.connect(str(_zygote(env)))
+        socket.send_fds(conn, [b"%10d" % len(request)], [f.fileno() for f in (stdin, stdout, stderr)])
+        conn.sendall(request)
+        replies, timed_out = conn.makefile(), False
+        conn.settimeout(timeout)
+        try:
+            replies.readline()  # the run's pid
+            status = int(replies.readline())
+        except TimeoutError:
+            timed_out = True
+            replies.close(), conn.close()  # the watcher kills the run
+        stdout.seek(0), stderr.seek(0)
+        out, err = stdout.read(), stderr.read()
     if timed_out:
-        raise subprocess.TimeoutExpired([sys.executable, *args], timeout, stdout, stderr)
-    return subprocess.CompletedProcess([sys.executable, *args], returncode, stdout, stderr)
+        raise subprocess.TimeoutExpired([sys.executable, *args], timeout, out, err)
+    return subprocess.CompletedProcess([sys.executable, *args], os.waitstatus_to_exitcode(status),
+                                       out, err)
 
 
 @atexit.register
-def _stop_zygote() -> None:
-    if _zygote is not None:
-        _zygote.stdin.close()
-        _zygote.wait(timeout=30)
+def _stop_zygotes() -> None:
+    for zygote, path in _zygotes.values():
+        zygote.kill()
+        zygote.wait(timeout=30)
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def torchrun_workers(env: dict, args) -> dict:
+    """The environment torchrun gives its workers, as far as their imports go: OMP_NUM_THREADS=1
+    where it starts more than one a node and none is set."""
+    nproc = next((int(a.split("=")[1]) for a in args if a.startswith("--nproc_per_node=")), 1)
+    return env if "OMP_NUM_THREADS" in env or nproc == 1 else {**env, "OMP_NUM_THREADS": "1"}
 
 
 def run_script(*args: str, check: bool = True, timeout: float = 300, input: str | None = None,
                file_size_limit: int | None = None, memory_limit: int | None = None,
                **kwargs) -> subprocess.CompletedProcess:
     """Run one of the project's scripts the way a user does, from the repository root:
-    `python ARGS...`, forked from the zygote above unless env or preexec_fn needs a new interpreter.
+    `python ARGS...`, forked from a zygote (above) unless a preexec_fn needs a new interpreter.
     file_size_limit: writes past it fail as on a full disk (limit_file_size); memory_limit: the
     bytes of address space the process may map (RLIMIT_AS), past which an allocation fails as a
     GPU's does when it is full."""
     env = kwargs.pop("env", None) or dict(os.environ)
-    # the environment the zygote's imports saw
-    zygote_env = _zygote.env if _zygote is not None and _zygote.poll() is None else os.environ
-    if (kwargs or os.environ.get("FRESH_INTERPRETERS") == "1"
-            or _import_time_env(zygote_env) != _import_time_env(env)):
+    fresh = kwargs or os.environ.get("FRESH_INTERPRETERS") == "1"
+    if args[:2] == ("-m", "torch.distributed.run") and "PYTHON_EXEC" not in env and not fresh:
+        env = {**env, "PYTHON_EXEC": forking_python(torchrun_workers(env, args))}
+    if fresh:
         def limits() -> None:  # as the zygote's child sets them
             if file_size_limit is not None:
                 limit_file_size(file_size_limit)

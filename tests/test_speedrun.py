@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import common
-from launch import ROOT
+from launch import ROOT, forking_python
 
 STEPS = 3
 FINISHED = f"| status | finished (max_iters) at step {STEPS} |"
@@ -20,9 +20,11 @@ pytestmark = pytest.mark.slow  # the whole pipeline, stage by stage
 
 
 def speedrun(*args: str) -> subprocess.CompletedProcess:
-    # `python` on PATH is this interpreter, as in an activated virtual environment
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
-           "OMP_NUM_THREADS": "1"}
+    # `python` on PATH is this interpreter, as in an activated virtual environment, each run forked
+    # from one that has imported torch (launch.py)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    python = os.path.dirname(forking_python(env))
+    env["PATH"] = f"{python}:{os.path.dirname(sys.executable)}:{os.environ['PATH']}"
     return subprocess.run(["bash", str(ROOT / "speedrun.sh"), *args], cwd=ROOT, env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import common
-from launch import ROOT, run_script
+from launch import ROOT, forking_python, run_script, torchrun_workers
 from model import GPT, GPTConfig
 
 # a 1-layer, 16-wide model on 32-token windows: ~0.1-0.5 s a step on 2 busy cores
@@ -153,9 +153,13 @@ def signal_rank_1_at(point: str, args: list[str], tmp_path: Path, check=None) ->
     """Run train.py on 2 gloo ranks with rank 1 held at point (train.py's hold), send it SIGTERM there, let it go on,
     and return the run's output once torchrun has exited 0. check(pid), if given, looks at the held process first."""
     held = tmp_path / f"held-{point}"
+    # workers forked from a zygote (launch.py), but where the signal lands while torch is imported
+    workers = {} if point == "startup" else {
+        "PYTHON_EXEC": forking_python(torchrun_workers(dict(os.environ), ["--nproc_per_node=2"]))}
     run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                             "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           env={**os.environ, "SMALLGPT_TEST_HOLD": f"{point}:1", "SMALLGPT_TEST_HOLD_FILE": str(held)})
+                           env={**os.environ, "SMALLGPT_TEST_HOLD": f"{point}:1", "SMALLGPT_TEST_HOLD_FILE": str(held),
+                                **workers})
     try:
         while not (held.exists() and held.read_text()):
             assert run.poll() is None, run.stdout.read()
@@ -230,6 +234,7 @@ def test_two_nodes_meeting_at_a_c10d_rendezvous_train_and_resume_as_one_node_doe
         for f in owt_data.iterdir():  # train.bin, val.bin, meta.json
             (node / f.name).write_bytes(f.read_bytes())
     shared_out = tmp_path / "shared-out"
+    python = forking_python({**os.environ, "OMP_NUM_THREADS": "1"})  # for the workers (launch.py)
 
     def two_nodes(*extra: str) -> list[str]:
         with socket.socket() as s:  # a free port for the rendezvous (node 0's address in a real cluster)
@@ -241,7 +246,7 @@ def test_two_nodes_meeting_at_a_c10d_rendezvous_train_and_resume_as_one_node_doe
              f"--out_dir={shared_out}", *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             # torchrun sets OMP_NUM_THREADS=1 for 2 processes a node, not for 1; another thread count sums the
             # same floats in another order (the grad norm differed in the 8th digit)
-            env={**os.environ, "OMP_NUM_THREADS": "1"})
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHON_EXEC": python})
             for node in nodes]
         try:
             outputs = [launcher.communicate(timeout=240)[0] for launcher in launchers]
