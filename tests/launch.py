@@ -213,7 +213,8 @@ def _run_forked(args: tuple[str, ...], timeout: float, input: str | None,
         stdin.write(input or "")
         stdin.flush(), stdin.seek(0)
         conn.connect(str(_zygote(env)))
-        socket.send_fds(conn, [b"%10d" % len(request)], [f.fileno() for f in (stdin, stdout, stderr)])
+        socket.send_fds(conn, [b"%10d" % len(request)], [stdin.fileno(), stdout.fileno(),
+                                                         stderr.fileno()])
         conn.sendall(request)
         replies, timed_out = conn.makefile(), False
         conn.settimeout(timeout)
