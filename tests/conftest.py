@@ -29,6 +29,6 @@ def smoke_ckpt(owt_data, tmp_path_factory) -> Path:
     of its own cost a train.py)."""
     out = tmp_path_factory.mktemp("out-smoke")
     run_script("train.py", "config/smoke.py", f"--data_dir={owt_data}", f"--out_dir={out}",
-               "--max_iters=40", "--eval_interval=20", "--hellaswag_every_eval=8",
-               f"--hellaswag_file={HELLASWAG}")
+               "--max_iters=40", "--batch_tokens=512", "--eval_interval=20",
+               "--hellaswag_every_eval=8", f"--hellaswag_file={HELLASWAG}")
     return out

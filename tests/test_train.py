@@ -177,10 +177,11 @@ def signal_rank_1_at(point: str, args: list[str], tmp_path: Path, check=None) ->
     there, let it go on, and return the run's output once torchrun has exited 0. check(pid), if
     given, looks at the held process first."""
     held = tmp_path / f"held-{point}"
-    # workers forked from a zygote (launch.py), but where the signal lands while torch is imported
+    # torchrun and its workers forked from a zygote (launch.py), but where the signal lands while
+    # torch is imported: there the workers are new interpreters
     workers = {} if point == "startup" else {
         "PYTHON_EXEC": forking_python(torchrun_workers(dict(os.environ), ["--nproc_per_node=2"]))}
-    run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+    run = subprocess.Popen([forking_python(), "-m", "torch.distributed.run", "--standalone",
                             "--nproc_per_node=2", "train.py", *args],
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            env={**os.environ, "SMALLGPT_TEST_HOLD": f"{point}:1",
@@ -268,7 +269,8 @@ def test_two_nodes_meeting_at_a_c10d_rendezvous_train_and_resume_as_one_node_doe
         for f in owt_data.iterdir():  # train.bin, val.bin, meta.json
             (node / f.name).write_bytes(f.read_bytes())
     shared_out = tmp_path / "shared-out"
-    python = forking_python({**os.environ, "OMP_NUM_THREADS": "1"})  # for the workers (launch.py)
+    # torchrun and its workers, forked from a zygote (launch.py)
+    python = forking_python({**os.environ, "OMP_NUM_THREADS": "1"})
 
     def two_nodes(*extra: str) -> list[str]:
         # a free port for the rendezvous (node 0's address in a real cluster)
@@ -276,7 +278,7 @@ def test_two_nodes_meeting_at_a_c10d_rendezvous_train_and_resume_as_one_node_doe
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         launchers = [subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+            [python, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
              "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id={port}",
              "train.py", *DDP, f"--data_dir={node}", f"--out_dir={shared_out}", *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
