@@ -26,7 +26,7 @@ from test_sample import make_checkpoint
 
 import chat
 from common import get_tokenizer, load_checkpoint, model_from_checkpoint, save_checkpoint
-from launch import ROOT, run_in_one_process, run_in_process, run_script
+from launch import ROOT, forking_python, run_in_one_process, run_in_process, run_script
 from model import EOT_TOKEN, GPTConfig
 from tokenizer import chat_template
 
@@ -358,7 +358,7 @@ def test_chat_py_port_in_use_is_one_line_error(tiny_dir):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "chat.py", f"--out_dir={tiny_dir}", "--web",
+        result = subprocess.run([forking_python(), "chat.py", f"--out_dir={tiny_dir}", "--web",
                                  f"--port={port}"],
                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "serving" not in result.stdout
@@ -859,7 +859,7 @@ def test_browser_chat(smoke_ckpt, tmp_path):
     from playwright.sync_api import sync_playwright  # requirements-dev.txt
     assert os.path.exists("/usr/bin/chromium"), (
         "the browser test needs Debian's chromium (.ci/run installs it)")
-    proc = subprocess.Popen([sys.executable, "chat.py", "--web", "--port=0",
+    proc = subprocess.Popen([forking_python(), "chat.py", "--web", "--port=0",
                              f"--out_dir={smoke_ckpt}", *SAMPLING_ARGS],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
