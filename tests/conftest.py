@@ -1,11 +1,20 @@
-"""Shared test fixtures: real data prepared and a real checkpoint trained once a session. Running
-scripts and the data's paths are launch.py's."""
+"""Shared test fixtures: real data prepared and a real checkpoint trained once a session, on a
+background thread from the session's start (in_background). Running scripts and the data's paths
+are launch.py's."""
 
 from pathlib import Path
 
 import pytest
 
-from launch import HELLASWAG, SHARED, run_script
+from launch import HELLASWAG, SHARED, Background, in_background, run_script
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background(request, tmp_path_factory) -> Background:
+    """Starts the in_background fixtures that the selected tests use."""
+    jobs = Background(tmp_path_factory)
+    jobs.start({name for item in request.session.items for name in item.fixturenames})
+    return jobs
 
 
 @pytest.fixture(scope="session")
@@ -13,8 +22,8 @@ def shared() -> Path:
     return SHARED
 
 
-@pytest.fixture(scope="session")
-def owt_data(tmp_path_factory) -> Path:
+@in_background
+def owt_data(tmp_path_factory, need) -> Path:
     """The real OpenWebText sample, prepared once for the whole session (about 114K tokens)."""
     out = tmp_path_factory.mktemp("data") / "owt_sample"
     run_script("prepare.py", "--input", str(SHARED / "data" / "openwebtext_sample"),
@@ -22,13 +31,13 @@ def owt_data(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def smoke_ckpt(owt_data, tmp_path_factory) -> Path:
+@in_background
+def smoke_ckpt(tmp_path_factory, need) -> Path:
     """out_dir of a short run of config/smoke.py: a real checkpoint for sample/eval/export tests. It
     scores HellaSwag's first 8 examples at each eval too, for test_eval's check of that hook (a run
     of its own cost a train.py)."""
     out = tmp_path_factory.mktemp("out-smoke")
-    run_script("train.py", "config/smoke.py", f"--data_dir={owt_data}", f"--out_dir={out}",
+    run_script("train.py", "config/smoke.py", f"--data_dir={need('owt_data')}", f"--out_dir={out}",
                "--max_iters=40", "--batch_tokens=512", "--eval_interval=20",
                "--hellaswag_every_eval=8", f"--hellaswag_file={HELLASWAG}")
     return out

@@ -16,7 +16,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -172,34 +174,37 @@ def _import_time_env(env: dict) -> dict:
             if k.startswith(_IMPORT_TIME_ENV) and not k.startswith(_READ_LATER)}
 
 
+_zygotes_lock = threading.Lock()  # runs start from a background thread too (in_background)
+
+
 def _zygote(env: dict) -> Path:
-    """The socket of the zygote for env's import-time variables, started at its first run."""
+    """The socket of the zygote for env's import-time variables, started at its first run, with
+    the stand-in `python` that asks it (forking_python) beside it."""
     key = json.dumps(_import_time_env(env), sort_keys=True)
-    if key in _zygotes and _zygotes[key][0].poll() is None:
-        return _zygotes[key][1]
-    path = Path(tempfile.mkdtemp(prefix="zygote-")) / "socket"
-    with socket.socket(socket.AF_UNIX) as listener:
-        listener.bind(str(path))
-        listener.listen(64)
-        prefixes = json.dumps([_IMPORT_TIME_ENV, _READ_LATER])
-        own = {k: v for k, v in os.environ.items() if k not in _import_time_env(os.environ)}
-        zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE, str(listener.fileno()), prefixes],
-                                  cwd=ROOT, env={**own, **_import_time_env(env)},
-                                  pass_fds=[listener.fileno()])
-    _zygotes[key] = zygote, path
-    return path
+    with _zygotes_lock:
+        if key in _zygotes and _zygotes[key][0].poll() is None:
+            return _zygotes[key][1]
+        path = Path(tempfile.mkdtemp(prefix="zygote-")) / "socket"
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(str(path))
+            listener.listen(64)
+            prefixes = json.dumps([_IMPORT_TIME_ENV, _READ_LATER])
+            own = {k: v for k, v in os.environ.items() if k not in _import_time_env(os.environ)}
+            zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE, str(listener.fileno()),
+                                       prefixes], cwd=ROOT, env={**own, **_import_time_env(env)},
+                                      pass_fds=[listener.fileno()])
+        fresh = os.environ.get("FRESH_INTERPRETERS") == "1"
+        python = path.parent / "python"
+        python.write_text(STAND_IN.format(python=sys.executable, path=str(path), fresh=fresh))
+        python.chmod(0o755)
+        _zygotes[key] = zygote, path
+        return path
 
 
 def forking_python(env: dict | None = None) -> str:
     """The path of a stand-in for `python` that runs each command forked from the zygote for env
     (this process's by default): for speedrun.sh's PATH, or torchrun's PYTHON_EXEC."""
-    path = _zygote(env or dict(os.environ))
-    python = path.parent / "python"
-    if not python.exists():
-        fresh = os.environ.get("FRESH_INTERPRETERS") == "1"
-        python.write_text(STAND_IN.format(python=sys.executable, path=str(path), fresh=fresh))
-        python.chmod(0o755)
-    return str(python)
+    return str(_zygote(env or dict(os.environ)).parent / "python")
 
 
 def _run_forked(args: tuple[str, ...], timeout: float, input: str | None,
@@ -369,3 +374,53 @@ def file_size_limit(nbytes: int):
         resource.setrlimit(resource.RLIMIT_FSIZE,
                            (soft, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
         signal.signal(signal.SIGXFSZ, handler)
+
+
+# ---------------------------------------------------------------- fixtures that train, meanwhile
+# A few session fixtures train a model or run the whole pipeline, 15-20 s each, while most tests
+# leave one of two cores idle. Made with in_background, each starts on a background thread as the
+# session starts (in the order they are defined, if a selected test uses it), and its fixture
+# waits for it.
+_JOBS: dict[str, Callable] = {}
+
+
+def in_background(job: Callable) -> Callable:
+    """A session fixture named as job, its value job(tmp_path_factory, need) computed on the
+    background thread from the session's start; need(name) gives another such fixture's value."""
+    _JOBS[job.__name__] = job
+
+    @pytest.fixture(scope="session", name=job.__name__)
+    def fixture(background):
+        return background(job.__name__)
+
+    fixture.__doc__ = job.__doc__
+    return fixture
+
+
+class Background:
+    """The in_background fixtures' values, each computed once: on the background thread, or by the
+    first test that needs it before the thread has got to it."""
+
+    def __init__(self, tmp_path_factory):
+        self.tmp_path_factory, self.values = tmp_path_factory, {}
+        self.locks = {name: threading.Lock() for name in _JOBS}
+
+    def __call__(self, name: str):
+        with self.locks[name]:
+            if name not in self.values:
+                try:
+                    self.values[name] = True, _JOBS[name](self.tmp_path_factory, self)
+                except BaseException as e:  # raised to each test that needs it, as a fixture's
+                    self.values[name] = False, e
+        ok, value = self.values[name]
+        if not ok:
+            raise value
+        return value
+
+    def start(self, used: set[str]) -> None:
+        def run():
+            for name in [name for name in _JOBS if name in used]:
+                with contextlib.suppress(BaseException):
+                    self(name)
+
+        threading.Thread(target=run, daemon=True).start()

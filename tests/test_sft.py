@@ -20,6 +20,7 @@ import prepare_chat
 from launch import (
     SHARED,
     file_size_limit,
+    in_background,
     one_line_error,
     run_in_one_process,
     run_in_process,
@@ -133,12 +134,13 @@ def test_the_mask_is_exact_in_the_loss():
 
 # ---------------------------------------------------------------- the data
 
-@pytest.fixture(scope="module")
-def chat_data(tmp_path_factory) -> Path:
+@in_background
+def chat_data(tmp_path_factory, need) -> Path:
     """The HH-RLHF helpful-base test conversations and Chitchat, for config/sft_smoke.py's 128-token
     context."""
     out = tmp_path_factory.mktemp("chat") / "chat_smoke"
-    prepare_chat.main(["--input", *map(str, TRAIN_FILES), f"--data_dir={out}", "--block_size=128"])
+    run_script("prepare_chat.py", "--input", *map(str, TRAIN_FILES), f"--data_dir={out}",
+               "--block_size=128")
     return out
 
 
@@ -470,14 +472,15 @@ def test_init_from_must_be_a_checkpoint_of_this_project_and_shape(bad_init_from,
 
 # -------------------------------------------------- the chat-tuned model: eval, chat.py, the export
 
-@pytest.fixture(scope="module")
-def tuned(smoke_ckpt, chat_data, tmp_path_factory) -> Path:
+@in_background
+def tuned(tmp_path_factory, need) -> Path:
     """config/sft_smoke.py on conftest's smoke checkpoint (40 pretraining steps), made cheaper for
     CI: 60 steps of 512 tokens at smoke's pretraining learning rate (40 steps of 1,024 at
     sft_smoke's left every reply unfinished)."""
     out = tmp_path_factory.mktemp("sft-smoke")
-    run_script("train.py", "config/sft_smoke.py", f"--init_from={smoke_ckpt}",
-               f"--data_dir={chat_data}", f"--out_dir={out}", "--max_iters=60", "--batch_size=4",
+    run_script("train.py", "config/sft_smoke.py", f"--init_from={need('smoke_ckpt')}",
+               f"--data_dir={need('chat_data')}", f"--out_dir={out}", "--max_iters=60",
+               "--batch_size=4",
                "--batch_tokens=512", "--learning_rate=3e-3", "--min_lr=3e-4", "--warmup_iters=5",
                "--eval_interval=30", "--eval_iters=2")
     return out

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import common
-from launch import ROOT, forking_python
+from launch import ROOT, forking_python, in_background
 
 STEPS = 3
 FINISHED = f"| status | finished (max_iters) at step {STEPS} |"
@@ -29,14 +29,14 @@ def speedrun(*args: str) -> subprocess.CompletedProcess:
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+@in_background
+def pipeline(tmp_path_factory, need):
     out = tmp_path_factory.mktemp("speedrun")
     return out, speedrun("--demo", f"--steps={STEPS}", "--no_install", f"--out={out}")
 
 
-def test_every_stage_and_the_report(run):
-    out, r = run
+def test_every_stage_and_the_report(pipeline):
+    out, r = pipeline
     assert r.returncode == 0, r.stdout[-3000:]
     stages = [line.split("\t")[0] for line in (out / "stages.tsv").read_text().splitlines()]
     assert stages == ["install", "prepare", "pretrain", "sft", "eval", "sample", "report"]
@@ -73,8 +73,8 @@ def test_every_stage_and_the_report(run):
     assert f"python chat.py --out_dir={out}/sft" in r.stdout
 
 
-def test_rerun_skips_what_is_complete_and_resumes_what_was_cut_short(run):
-    out, first = run
+def test_rerun_skips_what_is_complete_and_resumes_what_was_cut_short(pipeline):
+    out, first = pipeline
     assert first.returncode == 0
     # the fine-tuning cut short after an eval: its report.md says "training", and ckpt.pt is there
     report = out / "sft" / "report.md"
