@@ -9,12 +9,13 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from launch import ROOT, forking_python, run_script
+from launch import ROOT, run_script
 
 # a tiny run: 1 layer of 16 wide, 2 micro-batches of 2 x 32 tokens per rank on 2 ranks
 TINY = ["config/smoke.py", "--n_layer=1", "--n_embd=16", "--n_head=1", "--block_size=32",
@@ -33,12 +34,11 @@ def test_preflight_goes_green_on_two_gloo_ranks_and_prints_the_command_that_pass
                                                                                    tmp_path):
     out = tmp_path / "out"
     args = [*TINY, f"--data_dir={owt_data}", f"--out_dir={out}"]
-    # torchrun and its workers forked from a zygote (launch.py)
-    python = forking_python({**os.environ, "OMP_NUM_THREADS": "1"})
-    r = subprocess.run([python, "-m", "torch.distributed.run", "--standalone",
+    # new interpreters, as a user's torchrun starts them: once, forked from a zygote (launch.py),
+    # a run hung after printing its table, and the cause is not yet known
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                         "--nproc_per_node=2", "preflight.py", *args], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHON_EXEC": python})
+                       text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stdout + r.stderr
     got = rows(out)
     report = got.pop("_report")
