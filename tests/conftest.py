@@ -2,11 +2,18 @@
 background thread from the session's start (in_background). Running scripts and the data's paths
 are launch.py's."""
 
+import os
 from pathlib import Path
 
 import pytest
 
-from launch import HELLASWAG, SHARED, Background, in_background, run_script
+from launch import HELLASWAG, SHARED, Background, forking_python, in_background, run_script
+
+
+def pytest_sessionstart(session):
+    """The zygotes (launch.py) import torch while pytest collects the tests, on the other core: the
+    one for the tests' own runs, and the one for torchrun's workers and speedrun.sh's runs."""
+    forking_python(), forking_python({**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="session", autouse=True)
