@@ -37,6 +37,7 @@ from common import (
     autocast,
     check_data,
     check_json_path,
+    check_optimizer,
     check_ranges,
     compile_default,
     die,
@@ -609,7 +610,9 @@ def check_settings(config: dict) -> None:
     0 tokens) are refused before any work."""
     check_ranges(config, {"batch_size": 1, "grad_accum": 1, "iters": 1, "repeats": 1, "warmup": 0,
                           "gen_tokens": 0, "gen_prompt": 1, "gen_repeats": 1, "loader_iters": 1,
-                          "find_batch_max": 1, "threads": 0, "peak_tflops": 0})
+                          "find_batch_max": 1, "threads": 0, "peak_tflops": 0,
+                          "weight_decay": 0, "grad_clip": 0})
+    check_optimizer(config)
     if not 0 < project_mfu <= 1:
         die(f"--project_mfu is a fraction of the peak, in (0, 1] (0.3 = 30%), got {project_mfu}")
     # --project and --find_batch each do one job and stop: what they would skip is refused, not

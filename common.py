@@ -190,6 +190,21 @@ def check_ranges(config: dict, lowest: dict[str, float]) -> None:
             die(f"--{name} must be {at_least}, got {config[name]} (--help explains each setting)")
 
 
+def check_optimizer(config: dict) -> None:
+    """The optimizer's settings, as train.py and bench.py take them: each a one-line error where
+    torch's own check would be a traceback, or where none would catch it."""
+    if config["learning_rate"] <= 0:
+        die(f"learning_rate must be positive, got {config['learning_rate']}")
+    if config["optimizer"] not in ("adamw", "muon"):
+        die(f"optimizer must be 'adamw' or 'muon', got '{config['optimizer']}'")
+    if config["muon_lr"] <= 0 or config["muon_weight_decay"] < 0:
+        die(f"muon_lr must be positive and muon_weight_decay 0 or more, got {config['muon_lr']} "
+            f"and {config['muon_weight_decay']}")
+    momenta = [config[k] for k in ("muon_momentum", "beta1", "beta2")]
+    if not all(0 <= m < 1 for m in momenta):
+        die("muon_momentum, beta1 and beta2 must be in [0, 1), got {}, {} and {}".format(*momenta))
+
+
 def check_sampling(temperature: float, top_k: int, top_p: float,
                    max_temperature: float = math.inf) -> None:
     """The sampling settings sample.py and chat.py share, each refused in one line naming it."""

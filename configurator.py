@@ -287,20 +287,23 @@ def make_folder(folder: str, what: str) -> None:
     check_writable(folder, what)
 
 
-def check_json_path(path: str) -> None:
-    """Refuse a --json path that cannot be written now, before the work, not after it."""
+def check_json_path(path: str, key: str = "json", example: str = "results.json") -> None:
+    """Refuse a file path (--json, or another key) that cannot be written now, before the work,
+    not after it."""
+    if not path:
+        die(f"--{key} is empty: give a file path")
     if os.path.isdir(path):
-        die(f"--json={path} is a folder: give a file path, "
-            f"e.g. --json={os.path.join(path, 'results.json')}")
+        die(f"--{key}={path} is a folder: give a file path, "
+            f"e.g. --{key}={os.path.join(path, example)}")
     folder = os.path.dirname(os.path.abspath(path))
     blocker = file_in_the_way(folder)
     if blocker:
-        die(f"--json={path}: '{blocker}' is a file, not a folder: give a path in an existing "
+        die(f"--{key}={path}: '{blocker}' is a file, not a folder: give a path in an existing "
             f"folder")
     if not os.path.isdir(folder):
-        die(f"--json={path}: folder '{os.path.dirname(path)}' does not exist: create it, or give "
+        die(f"--{key}={path}: folder '{os.path.dirname(path)}' does not exist: create it, or give "
             f"a path in an existing folder")
-    check_writable(folder, f"--json path (--json={path})")
+    check_writable(folder, f"--{key} path (--{key}={path})")
 
 
 def write_json(path: str, payload: dict) -> None:

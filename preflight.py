@@ -79,6 +79,9 @@ if not (0 <= headroom < 1 and timed_steps >= 1 and numerics_tolerance > 0 and sc
     common.die("headroom must be in [0, 1), timed_steps at least 1, numerics_tolerance positive "
                f"and scaler_warmup 0 or more; got {headroom}, {timed_steps}, {numerics_tolerance} "
                f"and {scaler_warmup}")
+if numerics_steps < WINDOW:
+    common.die(f"numerics_steps must be at least {WINDOW} (one window of the comparison), got "
+               f"{numerics_steps}")
 if faults - {"nan", "scaler", "compile", "resume"}:
     common.die("inject_fault takes nan, scaler, compile and resume (testing only), "
                f"got '{inject_fault}'")

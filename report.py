@@ -9,6 +9,7 @@ pretraining, fine-tuning and evaluation on one page at the end:
         --texts out-demo/sample.txt out-demo/chat.txt --stages=out-demo/stages.tsv
 """
 
+import contextlib
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import torch
 import common
 import compare
 from common import die, read_metrics
-from configurator import configure
+from configurator import check_json_path, configure, named
 
 # -----------------------------------------------------------------------------
 out = "report.md"  # the page to write
@@ -33,9 +34,16 @@ stages = ""  # a tab-separated file: stage, time, what it did
 
 
 def write_atomic(path: str, text: str) -> None:
-    with open(f"{path}.tmp", "w") as f:
-        f.write(text)
-    os.replace(f"{path}.tmp", path)
+    """Written whole, then renamed: never a half-written page; a path that cannot be written (too
+    long a name, a full disk) is one line."""
+    try:
+        with open(f"{path}.tmp", "w") as f:
+            f.write(text)
+        os.replace(f"{path}.tmp", path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(f"{path}.tmp")
+        die(f"cannot write {named(path)}: {e.strerror}")
 
 
 def hardware(device: str, world_size: int) -> str:
@@ -127,9 +135,16 @@ def final_report(out: str, runs: list[str], evals: list[str], texts: list[str], 
 def main(argv: list[str] | None = None) -> None:
     # a copy of the module's globals, so the defaults stay for the next call
     a = configure(dict(globals()), sys.argv[1:] if argv is None else argv, verbose=False)
+    check_json_path(a["out"], "out", "report.md")
     for path in [os.path.join(r, "report.md") for r in a["runs"]] + a["evals"] + a["texts"]:
         if not os.path.isfile(path):
             die(f"{path} not found: run the stage that writes it first")
+    for path in a["evals"]:
+        try:
+            with open(path) as f:
+                json.load(f)["results"].items()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            die(f"{named(path)} is not a file eval.py --json wrote: give those files to --evals")
     write_atomic(a["out"], final_report(a["out"], a["runs"], a["evals"], a["texts"], a["stages"]))
     print(f"report: {a['out']}")
 

@@ -162,18 +162,9 @@ common.check_ranges(config, dict.fromkeys(
 common.check_ranges(config, dict.fromkeys(
     ("max_iters", "lr_decay_iters", "time_budget_hours", "warmup_iters", "weight_decay",
      "grad_clip", "loss_chunk", "hellaswag_every_eval", "seed"), 0))
-if learning_rate <= 0:
-    die(f"learning_rate must be positive, got {learning_rate}")
+common.check_optimizer(config)
 if not 0 <= min_lr <= learning_rate:
     die(f"min_lr must be between 0 and learning_rate={learning_rate}, got {min_lr}")
-if optimizer not in ("adamw", "muon"):
-    die(f"optimizer must be 'adamw' or 'muon', got '{optimizer}'")
-if muon_lr <= 0 or muon_weight_decay < 0:
-    die(f"muon_lr must be positive and muon_weight_decay 0 or more, got {muon_lr} and "
-        f"{muon_weight_decay}")
-if not (0 <= muon_momentum < 1 and 0 <= beta1 < 1 and 0 <= beta2 < 1):
-    die(f"muon_momentum, beta1 and beta2 must be in [0, 1), got {muon_momentum}, {beta1} and "
-        f"{beta2}")
 if not 0 < decay_fraction <= 1:
     die(f"decay_fraction (the final share of training spent decaying, wsd) must be in (0, 1], "
         f"got {decay_fraction}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from launch import ROOT, run_script
+from launch import ROOT, run_in_process, run_script
 
 # a tiny run: 1 layer of 16 wide, 2 micro-batches of 2 x 32 tokens per rank on 2 ranks
 TINY = ["config/smoke.py", "--n_layer=1", "--n_embd=16", "--n_head=1", "--block_size=32",
@@ -102,3 +102,16 @@ def test_write_reference_reproduces_the_committed_curve(tmp_path, monkeypatch):
                    "print(p.windows(p.numerics_curve('float32', 'cpu')[0]))")
     assert (json.loads(r.stdout.strip().splitlines()[-1])
             == pytest.approx(REFERENCE["window_means"][:1], abs=1e-4))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("--numerics_steps=5",
+     "numerics_steps must be at least 20 (one window of the comparison), got 5"),
+    ("--headroom=1", "headroom must be in [0, 1), timed_steps at least 1"),
+    ("--inject_fault=typo", "inject_fault takes nan, scaler, compile and resume"),
+])
+def test_bad_settings_are_one_line_before_any_check_runs(bad, message):
+    r = run_in_process("preflight.py", bad)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and message in lines[0], r.stderr
+    assert "preflight:" not in r.stdout  # stopped before the table
