@@ -46,6 +46,7 @@ LAMBADA = str(SHARED / "data" / "lambada" / "lambada_test.jsonl")
 ZYGOTE = r"""
 import json, os, select, signal, socket, sys
 started_with = dict(os.environ)  # what the imports saw (inductor's sets TORCHINDUCTOR_CACHE_DIR)
+parent = os.dup(0)  # a pipe from the tests' process: its end (even by SIGKILL) ends this one
 devnull = os.open(os.devnull, os.O_RDWR)
 os.dup2(devnull, 0), os.dup2(devnull, 1)  # a run's stdin, stdout and stderr are its caller's
 # the 4-5 s: torch._dynamo is what an optimizer's first construction imports (2.4 s of a tiny
@@ -57,6 +58,8 @@ listener = socket.socket(fileno=int(sys.argv[1]))  # listening already: callers 
 read_at_import, read_later = (tuple(prefixes) for prefixes in json.loads(sys.argv[2]))
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the watchers
 while True:
+    if parent in select.select([listener, parent], [], [])[0]:
+        sys.exit(0)
     conn = listener.accept()[0]
     if os.fork() == 0:
         break
@@ -64,7 +67,7 @@ while True:
 # A watcher, one a run: it takes the request (its length, then JSON) with the caller's stdin,
 # stdout and stderr, forks the run, and answers the run's pid, then its wait status. A caller that
 # goes away (a killed stand-in, a test's timeout) takes its run with it.
-listener.close()
+listener.close(), os.close(parent)
 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 head, fds, _, _ = socket.recv_fds(conn, 10, 3)
 data = b""
@@ -192,7 +195,7 @@ def _zygote(env: dict) -> Path:
             own = {k: v for k, v in os.environ.items() if k not in _import_time_env(os.environ)}
             zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE, str(listener.fileno()),
                                        prefixes], cwd=ROOT, env={**own, **_import_time_env(env)},
-                                      pass_fds=[listener.fileno()])
+                                      pass_fds=[listener.fileno()], stdin=subprocess.PIPE)
         fresh = os.environ.get("FRESH_INTERPRETERS") == "1"
         python = path.parent / "python"
         python.write_text(STAND_IN.format(python=sys.executable, path=str(path), fresh=fresh))
