@@ -20,7 +20,7 @@ def pytest_sessionstart(session):
 def background(request, tmp_path_factory) -> Background:
     """Starts the in_background fixtures that the selected tests use."""
     jobs = Background(tmp_path_factory)
-    jobs.start({name for item in request.session.items for name in item.fixturenames})
+    jobs.start([name for item in request.session.items for name in item.fixturenames])
     return jobs
 
 

@@ -420,9 +420,11 @@ class Background:
             raise value
         return value
 
-    def start(self, used: set[str]) -> None:
+    def start(self, needed: list[str]) -> None:
+        """Computes the jobs among needed (fixture names, in the order the tests need them) in that
+        order, so that the thread keeps ahead of the tests."""
         def run():
-            for name in [name for name in _JOBS if name in used]:
+            for name in dict.fromkeys(name for name in needed if name in _JOBS):
                 with contextlib.suppress(BaseException):
                     self(name)
 

@@ -26,7 +26,14 @@ from test_sample import make_checkpoint
 
 import chat
 from common import get_tokenizer, load_checkpoint, model_from_checkpoint, save_checkpoint
-from launch import ROOT, forking_python, run_in_one_process, run_in_process, run_script
+from launch import (
+    ROOT,
+    forking_python,
+    in_background,
+    run_in_one_process,
+    run_in_process,
+    run_script,
+)
 from model import EOT_TOKEN, GPTConfig
 from tokenizer import chat_template
 
@@ -225,16 +232,18 @@ SAMPLING_ARGS = [f"--{k}={v}" for k, v in SAMPLING.items()] + ["--seed=1234",
                                                                 f"--max_new_tokens={MAX_NEW}"]
 
 
-@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)],
-                         ids=["eager", "compiled"])
-def test_repl_through_piped_stdin(smoke_ckpt, compile):
-    # starts greedy; /temp switches to sampling, from one generator seeded once per session.
-    # Compiled, the warm-up at startup must not draw from that generator,
-    # and the replies must not change.
-    lines = ["/temp 0.9", "Hello!", "What is your name?", "/reset", "What is your name?", "/quit",
-             "never read"]
-    result = run_script("chat.py", f"--out_dir={smoke_ckpt}", *SAMPLING_ARGS, "--temperature=0",
-                        f"--compile={compile}", input="\n".join(lines) + "\n", timeout=120)
+REPL_LINES = ["/temp 0.9", "Hello!", "What is your name?", "/reset", "What is your name?", "/quit",
+              "never read"]
+
+
+def repl(smoke_ckpt, compile: bool) -> subprocess.CompletedProcess:
+    """chat.py's terminal, greedy at first, with REPL_LINES piped to its stdin."""
+    return run_script("chat.py", f"--out_dir={smoke_ckpt}", *SAMPLING_ARGS, "--temperature=0",
+                      f"--compile={compile}", input="\n".join(REPL_LINES) + "\n", timeout=120)
+
+
+def check_repl(smoke_ckpt, result: subprocess.CompletedProcess) -> None:
+    """/temp switches to sampling, from one generator seeded once per session."""
     model, g = load(smoke_ckpt), torch.Generator().manual_seed(1234)
     r1 = ref_reply(model, [], "Hello!", g, **SAMPLING)
     r2 = ref_reply(model, [("Hello!", r1.strip())], "What is your name?", g,
@@ -248,6 +257,10 @@ def test_repl_through_piped_stdin(smoke_ckpt, compile):
         "User: /reset\n(new conversation)\n"
         f"User: What is your name?\nAssistant: {r3}\n"
         "User: /quit\n")
+
+
+def test_repl_through_piped_stdin(smoke_ckpt):
+    check_repl(smoke_ckpt, repl(smoke_ckpt, compile=False))
 
 
 def test_blank_ids_are_the_whitespace_tokens_and_eot():
@@ -922,3 +935,19 @@ def test_browser_chat(smoke_ckpt, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- the compiled terminal
+# last in this file: its run is made on the background thread while the tests above run
+
+@in_background
+def compiled_repl(tmp_path_factory, need) -> subprocess.CompletedProcess:
+    """The REPL with --compile=True, run on the background thread: a cold compilation takes the
+    suite's tests half a minute."""
+    return repl(need("smoke_ckpt"), compile=True)
+
+
+@pytest.mark.slow
+def test_compiled_repl_replies_as_the_eager_one(smoke_ckpt, compiled_repl):
+    # the warm-up compilation at startup must not draw from the session's generator
+    check_repl(smoke_ckpt, compiled_repl)

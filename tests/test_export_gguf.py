@@ -12,6 +12,8 @@ matches to ~3e-5 (LOGIT_ATOL 1e-4) and gpt2 to ~3e-3 (1e-2); with the default ca
 logits by ~9."""
 
 import os
+import struct
+from pathlib import Path
 
 import gguf
 import llama_cpp  # requirements-dev.txt: llama.cpp itself, built from PyPI's source
@@ -54,6 +56,51 @@ def file_logits(path, tokens, fp32_cache=True) -> np.ndarray:
         return logits_of(llm, tokens)
     finally:
         llm.close()
+
+
+# bytes of each GGUF scalar value type (the spec's numbering: 8 is a string, 9 an array)
+VALUE_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def tensor_types(path) -> dict[str, str]:
+    """{tensor name: its type}, read by the GGUF spec: the header, the key-value pairs stepped over,
+    then each tensor's name, dimensions, type and offset. gguf's GGUFReader first makes a view of
+    each of the vocabulary's 100,000 strings: seconds a file."""
+    data, pos = Path(path).read_bytes(), 24
+    n_tensors, n_kv = struct.unpack_from("<QQ", data, 8)
+
+    def read(fmt: str, skip_after: int = 0):
+        """The value at pos; pos moves past it, and skip_after bytes per unit of it more."""
+        nonlocal pos
+        value = struct.unpack_from(fmt, data, pos)[0]
+        pos += struct.calcsize(fmt) + skip_after * value
+        return value
+
+    def skip(value_type: int) -> None:
+        nonlocal pos
+        if value_type == 8:  # a string: its length, then its bytes
+            read("<Q", skip_after=1)
+        elif value_type == 9:  # an array: its items' type, their count, then the items
+            item_type, n = read("<I"), read("<Q")
+            if item_type in VALUE_BYTES:
+                pos += n * VALUE_BYTES[item_type]
+            else:
+                for _ in range(n):
+                    skip(item_type)
+        else:
+            pos += VALUE_BYTES[value_type]
+
+    for _ in range(n_kv):
+        read("<Q", skip_after=1)  # the key
+        skip(read("<I"))
+    types = {}
+    for _ in range(n_tensors):
+        start = pos + 8
+        name = data[start:start + read("<Q", skip_after=1)].decode()
+        read("<I", skip_after=8)  # the dimensions, 8 bytes each
+        types[name] = gguf.GGMLQuantizationType(read("<I")).name
+        pos += 8  # the data's offset
+    return types
 
 
 @pytest.mark.parametrize("option, arch", [("a", "llama"), ("b", "llama"), ("c", "gpt2")])
@@ -293,6 +340,8 @@ def test_file_contents(option, tmp_path):
 
     tensors = {t.name: t for t in r.tensors}
     assert "output.weight" not in tensors  # tied: llama.cpp reuses token_embd
+    # the quantized tests' reader reads what gguf's does
+    assert tensor_types(path) == {name: t.tensor_type.name for name, t in tensors.items()}
     # GGUF lists dims innermost first
     assert list(tensors["token_embd.weight"].shape) == [c.n_embd, 50257]
     sd = model.state_dict()
@@ -325,7 +374,7 @@ def test_quantized_file_computes_its_quantized_weights(option, dtype, tmp_path):
     model = tiny_model(option)
     path = tmp_path / "q.gguf"
     export_gguf.export(model, str(path), dtype)
-    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}
+    types = tensor_types(path)
     assert types["token_embd.weight"] == "Q8_0" and types["output_norm.weight"] == "F32"
     assert types["blk.0.attn_output.weight"] == dtype.upper()
     assert types["blk.0.ffn_down.weight"] == ("F16" if option == "a" else dtype.upper())

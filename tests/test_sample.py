@@ -11,6 +11,7 @@ learned positions + GELU + LayerNorm for C); sample.py runs end to end on the sm
 import math
 import os
 import pickle
+import subprocess
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ from common import (
     model_from_checkpoint,
     save_checkpoint,
 )
-from launch import one_line_error, run_in_process, run_script
+from launch import in_background, one_line_error, run_in_process, run_script
 from model import EOT_TOKEN, GPT, OPTIONS, GPTConfig, sample_logits, top_k_top_p_filter
 from sample import StreamDecoder, encode_prompt, read_prompt
 
@@ -142,8 +143,7 @@ def test_cache_processes_prompt_once_then_one_position_per_token():
     assert all(block.attn.kv_cache is None for block in model.transformer.h)  # freed when done
 
 
-@pytest.mark.slow
-def test_compiled_generation_matches_eager_without_recompiling():
+def check_compiled_generation() -> None:
     # n_head=2 and a first call of 2 tokens from 1 (chat.py's warm-up) once made a recompile: the
     # decoded token was a slice of the sequence, whose stride (2) the graph had fixed
     model = tiny_model("a", n_head=2)
@@ -162,6 +162,21 @@ def test_compiled_generation_matches_eager_without_recompiling():
         assert torch.equal(model.generate(idx2, 20, temperature=0, stop=()), expected2)
         assert torch.equal(model.generate(idx, 30, temperature=0, stop=(), use_cache=False),
                            expected[:, :38])
+    print("compiled generation matches eager")
+
+
+@in_background
+def compiled_generation(tmp_path_factory, need) -> subprocess.CompletedProcess:
+    """check_compiled_generation in a process of its own, on the background thread: a cold
+    compilation takes the suite's tests 20 s."""
+    return run_script("-c", "import sys; sys.path.insert(0, 'tests'); import test_sample; "
+                      "test_sample.check_compiled_generation()", check=False)
+
+
+@pytest.mark.slow
+def test_compiled_generation_matches_eager_without_recompiling(compiled_generation):
+    assert (compiled_generation.returncode == 0 and compiled_generation.stdout
+            == "compiled generation matches eager\n"), compiled_generation.stderr
 
 
 # ---------------------------------------------------------------- stopping

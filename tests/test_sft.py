@@ -359,19 +359,19 @@ TINY = ["--n_layer=1", "--n_embd=16", "--block_size=32", "--batch_size=4", "--ba
         "--eval_iters=2", "--log_interval=1", "--warmup_iters=2", "--loss_chunk=512"]
 
 
-@pytest.fixture(scope="module")
-def tiny_base(owt_data, tmp_path_factory) -> Path:
+@in_background
+def tiny_base(tmp_path_factory, need) -> Path:
     out = tmp_path_factory.mktemp("tiny-base")
-    run_script("train.py", "config/smoke.py", *TINY, f"--data_dir={owt_data}", f"--out_dir={out}",
-               "--max_iters=2")
+    run_script("train.py", "config/smoke.py", *TINY, f"--data_dir={need('owt_data')}",
+               f"--out_dir={out}", "--max_iters=2")
     return out
 
 
-@pytest.fixture(scope="module")
-def tiny_chat(tmp_path_factory) -> Path:
+@in_background
+def tiny_chat(tmp_path_factory, need) -> Path:
     out = tmp_path_factory.mktemp("tiny-chat") / "chat"
-    prepare_chat.main(["--input", str(CHAT / "chitchat.jsonl"), f"--data_dir={out}",
-                       "--block_size=32"])
+    run_script("prepare_chat.py", "--input", str(CHAT / "chitchat.jsonl"), f"--data_dir={out}",
+               "--block_size=32")
     return out
 
 
@@ -385,19 +385,27 @@ def records(out: Path) -> tuple[list[dict], list[dict]]:
     return [r for r in rows if "loss" in r], [r for r in rows if "val_loss" in r]
 
 
-def test_fine_tuning_resumes_exactly(tiny_base, tiny_chat, tmp_path):
+@in_background
+def sft_resume_runs(tmp_path_factory, need) -> Path:
+    """6 steps in one go (one/) and 3 steps + a resume to 6 (two/), on the background thread."""
+    out, base, data = tmp_path_factory.mktemp("sft-resume"), need("tiny_base"), need("tiny_chat")
+    args = ["--eval_interval=3", "--lr_decay_iters=6"]
+    sft(base, data, out / "one", *args, "--max_iters=6")
+    sft(base, data, out / "two", *args, "--max_iters=3")
+    sft(base, data, out / "two", *args, "--max_iters=6", "--init_from=resume")
+    return out
+
+
+def test_fine_tuning_resumes_exactly(tiny_base, tiny_chat, sft_resume_runs):
     """3 steps + resume + 3 steps == 6 steps from the base weights, float for float; the base
     model's weights start the run, its optimizer and step count do not."""
-    args = ["--eval_interval=3", "--lr_decay_iters=6"]
-    sft(tiny_base, tiny_chat, tmp_path / "one", *args, "--max_iters=6")
-    sft(tiny_base, tiny_chat, tmp_path / "two", *args, "--max_iters=3")
-    sft(tiny_base, tiny_chat, tmp_path / "two", *args, "--max_iters=6", "--init_from=resume")
-    (a_train, a_eval), (b_train, b_eval) = records(tmp_path / "one"), records(tmp_path / "two")
+    out = sft_resume_runs
+    (a_train, a_eval), (b_train, b_eval) = records(out / "one"), records(out / "two")
     assert [r["iter"] for r in a_train] == list(range(6))
     assert [(r["loss"], r["lr"]) for r in a_train] == [(r["loss"], r["lr"]) for r in b_train]
     assert [r["val_loss"] for r in a_eval] == [r["val_loss"] for r in b_eval]
-    a, b = (common.load_checkpoint(str(tmp_path / "one")),
-            common.load_checkpoint(str(tmp_path / "two")))
+    a, b = (common.load_checkpoint(str(out / "one")),
+            common.load_checkpoint(str(out / "two")))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["chat_template"] == chat_template.NAME and a["iter_num"] == 6
     # the first eval, before any step, scores the base model's own weights on the val conversations

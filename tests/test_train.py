@@ -1,7 +1,7 @@
 """Tests for train.py, run the way users run it: as a script (or under torchrun), on the CPU, with a
 model small enough for a fraction of a second per step. What they check comes from what the runs
-leave behind: the checkpoint, metrics.jsonl, the log and the exit status. The script's own helpers
-(the GPU check, the learning-rate schedule and the val batches' seeds) are taken from its source and
+leave behind: the checkpoint, metrics.jsonl, the log and the exit status. The helpers train.py
+takes from common.py (the GPU check, the learning-rate schedule and the val batches' seeds) are
 checked against the rules written out by hand."""
 
 import ast
@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import common
-from launch import ROOT, forking_python, run_script, torchrun_workers
+from launch import ROOT, forking_python, in_background, run_script, torchrun_workers
 from model import GPT, GPTConfig
 
 # a 1-layer, 16-wide model on 32-token windows: ~0.1-0.5 s a step on 2 busy cores
@@ -62,14 +62,18 @@ def same_state(x, y) -> bool:
     return x == y
 
 
-@pytest.fixture(scope="module")
-def small_data(owt_data, tmp_path_factory) -> Path:
+def write_small_data(owt_data: Path, out: Path) -> Path:
     """150 real train tokens and 300 val tokens: a few steps make several epochs."""
-    out = tmp_path_factory.mktemp("small")
+    out.mkdir()
     for split, n in (("train", 150), ("val", 300)):
         np.fromfile(owt_data / f"{split}.bin", dtype=np.uint16)[:n].tofile(out / f"{split}.bin")
     (out / "meta.json").write_text((owt_data / "meta.json").read_text())
     return out
+
+
+@pytest.fixture(scope="module")
+def small_data(owt_data, tmp_path_factory) -> Path:
+    return write_small_data(owt_data, tmp_path_factory.mktemp("small") / "data")
 
 
 # ---------------------------------------------------------------- the script's helpers
@@ -122,27 +126,24 @@ DDP = [*TINY, "--batch_size=2", "--batch_tokens=256", "--eval_interval=3",
        "--muon_lr=0.1"]  # Muon's step on 16-wide matrices is small
 
 
-@pytest.fixture(scope="module")
-def two_rank_run(owt_data, tmp_path_factory):
-    """two_rank_run(optimizer): (out_dir, result) of a 6-step --standalone run on 2 gloo ranks, made
-    once a module."""
+@in_background
+def two_rank_runs(tmp_path_factory, need) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """{optimizer: (out_dir, result)} of a 6-step --standalone run on 2 gloo ranks, made on the
+    background thread."""
     runs = {}
-
-    def run(optimizer: str) -> tuple[Path, subprocess.CompletedProcess]:
-        if optimizer not in runs:
-            out = tmp_path_factory.mktemp(f"ddp-{optimizer}")
-            runs[optimizer] = out, run_script(
-                "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
-                *DDP, f"--data_dir={owt_data}", f"--out_dir={out}", "--max_iters=6",
-                f"--optimizer={optimizer}")
-        return runs[optimizer]
-    return run
+    for optimizer in ("adamw", "muon"):
+        out = tmp_path_factory.mktemp(f"ddp-{optimizer}")
+        runs[optimizer] = out, run_script(
+            "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *DDP,
+            f"--data_dir={need('owt_data')}", f"--out_dir={out}", "--max_iters=6",
+            f"--optimizer={optimizer}")
+    return runs
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 @pytest.mark.slow
-def test_ddp_two_ranks_on_gloo(owt_data, two_rank_run, optimizer):
-    out, result = two_rank_run(optimizer)
+def test_ddp_two_ranks_on_gloo(owt_data, two_rank_runs, optimizer):
+    out, result = two_rank_runs[optimizer]
     assert "2 x cpu" in result.stdout and "2 micro-steps of 2x32" in result.stdout
     assert "stopped (max_iters) at step 6" in result.stdout
     checkpoint = common.load_checkpoint(str(out))
@@ -256,7 +257,7 @@ def test_sigterm_during_start_up_or_after_the_run_ends_is_not_a_failure(owt_data
 
 @pytest.mark.slow
 def test_two_nodes_meeting_at_a_c10d_rendezvous_train_and_resume_as_one_node_does(owt_data,
-                                                                                   two_rank_run,
+                                                                                   two_rank_runs,
                                                                                    tmp_path):
     """docs/training.md's multi-node recipe, as two nodes of one process each on this machine: two
     torchrun launchers meet at a c10d rendezvous, each node reading its own copy of the data (data
@@ -302,7 +303,7 @@ def test_two_nodes_meeting_at_a_c10d_rendezvous_train_and_resume_as_one_node_doe
     assert sum(out.count("stopped (max_iters) at step 6") for out in resumed) == 1
     # the same world size: each rank's own stream carries on
     assert "reseeded" not in "".join(resumed)
-    one_node_out, _ = two_rank_run("adamw")
+    one_node_out, _ = two_rank_runs["adamw"]
 
     def strip(rows: list[dict]) -> list[dict]:  # the clock's figures differ
         return [{k: v for k, v in r.items()
@@ -356,17 +357,29 @@ def test_smoke_config_runs_under_torchrun_and_errors_print_once(owt_data, tmp_pa
             and "batch_tokens=1000 is not a multiple" in errors[0])
 
 
+@in_background
+def exact_resume_runs(tmp_path_factory, need) -> dict[str, tuple]:
+    """For each optimizer, 6 steps in one go and 3 steps + a resume to 6, on the background thread:
+    six runs in fp16, which a CPU computes slowly. {optimizer: (folder, one_go, resumed)}."""
+    tmp = tmp_path_factory.mktemp("exact_resume")
+    data, runs = write_small_data(need("owt_data"), tmp / "data"), {}
+    for optimizer in ("adamw", "muon"):
+        args = ["--dtype=float16", "--dropout=0.1", "--eval_interval=3", "--lr_decay_iters=6",
+                f"--optimizer={optimizer}"]
+        one_go = train(data, tmp / optimizer / "one", *args, "--max_iters=6")
+        train(data, tmp / optimizer / "two", *args, "--max_iters=3")
+        resumed = train(data, tmp / optimizer / "two", *args, "--max_iters=6", "--init_from=resume")
+        runs[optimizer] = tmp / optimizer, one_go, resumed
+    return runs
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_exact_resume_with_fp16_scaler_and_dropout(small_data, tmp_path, optimizer):
+def test_exact_resume_with_fp16_scaler_and_dropout(exact_resume_runs, optimizer):
     """3 steps + resume + 3 steps == 6 steps, float for float: weights, optimizer(s) (Muon's and
     AdamW's states), GradScaler and the data and dropout random streams all come back. 6 steps of
     128 tokens are 5 epochs of this data: one warning."""
-    args = ["--dtype=float16", "--dropout=0.1", "--eval_interval=3", "--lr_decay_iters=6",
-            f"--optimizer={optimizer}"]
-    one_go = train(small_data, tmp_path / "one", *args, "--max_iters=6")
-    train(small_data, tmp_path / "two", *args, "--max_iters=3")
-    resumed = train(small_data, tmp_path / "two", *args, "--max_iters=6", "--init_from=resume")
-    (a_train, a_eval), (b_train, b_eval) = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    folder, one_go, resumed = exact_resume_runs[optimizer]
+    (a_train, a_eval), (b_train, b_eval) = metrics(folder / "one"), metrics(folder / "two")
     assert ([r["iter"] for r in a_train] == list(range(6))
             and all(r["loss_scale"] > 0 for r in a_train))
     # the last step runs at the smoke config's min_lr
@@ -375,8 +388,8 @@ def test_exact_resume_with_fp16_scaler_and_dropout(small_data, tmp_path, optimiz
         assert [r[key] for r in a_train] == [r[key] for r in b_train], key
     assert ([(r["iter"], r["val_loss"]) for r in a_eval]
             == [(r["iter"], r["val_loss"]) for r in b_eval])
-    a, b = (common.load_checkpoint(str(tmp_path / "one")),
-            common.load_checkpoint(str(tmp_path / "two")))
+    a, b = (common.load_checkpoint(str(folder / "one")),
+            common.load_checkpoint(str(folder / "two")))
     assert (a["model"].keys() == b["model"].keys()
             and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]))
     assert a["scaler"] == b["scaler"] and a["tokens_seen"] == b["tokens_seen"] == 6 * 128
@@ -392,40 +405,49 @@ def test_exact_resume_with_fp16_scaler_and_dropout(small_data, tmp_path, optimiz
         assert a["optimizer"][0]["param_groups"][0]["lr"] == pytest.approx(3e-4 * 0.02 / 3e-2)
 
 
+@in_background
+def compiled_runs(tmp_path_factory, need) -> tuple[Path, list[subprocess.CompletedProcess]]:
+    """4 eager steps, then 2 compiled steps and a compiled resume to 4, on the background thread: a
+    cold compilation takes the suite's tests half a minute. Returns (folder, [first, resumed])."""
+    tmp = tmp_path_factory.mktemp("compiled")
+    data = write_small_data(need("owt_data"), tmp / "data")
+    args = ["--eval_interval=2", "--lr_decay_iters=4",
+            "--batch_tokens=256"]  # 2 micro-steps: accumulation compiled
+    # dynamo logs each recompile and the guard that failed
+    env = {**os.environ, "TORCH_LOGS": "recompiles"}
+    train(data, tmp / "eager", *args, "--max_iters=4")
+    first = train(data, tmp / "compiled", *args, "--max_iters=2", "--compile=True", env=env)
+    resumed = train(data, tmp / "compiled", *args, "--max_iters=4", "--compile=True",
+                    "--init_from=resume", env=env)
+    return tmp, [first, resumed]
+
+
 @pytest.mark.slow
-def test_compiled_training_resumes_saves_plain_weights_and_recompiles_once(small_data, tmp_path):
+def test_compiled_training_resumes_saves_plain_weights_and_recompiles_once(compiled_runs):
     """compile is on by default on CUDA: here inductor compiles for the CPU. 2 compiled steps + a
     compiled resume to 4 follow 4 eager steps (fused kernels round differently: 1e-4), the
     checkpoint's names are the plain model's (never torch.compile's _orig_mod.) and load into an
     uncompiled GPT that reproduces the run's val loss, and dynamo compiles each mode (train, then
     eval under no_grad) once: one recompile a process, never one a step."""
-    args = ["--eval_interval=2", "--lr_decay_iters=4",
-            "--batch_tokens=256"]  # 2 micro-steps: accumulation compiled
-    # dynamo logs each recompile and the guard that failed
-    env = {**os.environ, "TORCH_LOGS": "recompiles"}
-    train(small_data, tmp_path / "eager", *args, "--max_iters=4")
-    first = train(small_data, tmp_path / "compiled", *args, "--max_iters=2", "--compile=True",
-                  env=env)
-    resumed = train(small_data, tmp_path / "compiled", *args, "--max_iters=4", "--compile=True",
-                    "--init_from=resume", env=env)
+    folder, (first, resumed) = compiled_runs
     for run in (first, resumed):
         assert ("compile True" in run.stdout
                 and run.stderr.count("Recompiling function") == 1), run.stderr
-    (a_train, a_eval), (b_train, b_eval) = (metrics(tmp_path / "eager"),
-                                            metrics(tmp_path / "compiled"))
+    (a_train, a_eval), (b_train, b_eval) = (metrics(folder / "eager"),
+                                            metrics(folder / "compiled"))
     assert ([r["iter"] for r in b_train] == list(range(4))
             and [r["iter"] for r in b_eval] == [0, 2, 4])
     assert [r["loss"] for r in b_train] == pytest.approx([r["loss"] for r in a_train], abs=1e-4)
     assert [r["val_loss"] for r in b_eval] == pytest.approx([r["val_loss"] for r in a_eval],
                                                             abs=1e-4)
-    checkpoint = common.load_checkpoint(str(tmp_path / "compiled"))
+    checkpoint = common.load_checkpoint(str(folder / "compiled"))
     assert not [k for k in checkpoint["model"] if "_orig_mod" in k or k.startswith("module.")]
     model = GPT(GPTConfig(**checkpoint["model_args"]))
     model.load_state_dict(checkpoint["model"])  # strict: every name is the plain model's
     model.eval()
     with torch.no_grad():  # train.py's val loss: eval_iters=2 batches, batch k from its own seed
         get_batch, seeded_generator = common.get_batch, common.seeded_generator
-        losses = [model(*get_batch(str(small_data), "val", 4, 32,
+        losses = [model(*get_batch(str(folder / "data"), "val", 4, 32,
                                    seeded_generator(k)))[1] for k in (0, 1)]
     assert checkpoint["iter_num"] == 4 and float(torch.stack(losses).mean()) == pytest.approx(
         b_eval[-1]["val_loss"], abs=1e-4)
