@@ -204,10 +204,18 @@ def _zygote(env: dict) -> Path:
         return path
 
 
+def environ() -> dict[str, str]:
+    """A copy of os.environ; on the background thread, of os.environ as the session's tests began:
+    a test's monkeypatch.setenv (WORLD_SIZE, LOCAL_RANK...) must not reach the runs made then."""
+    if threading.current_thread() is threading.main_thread() or not _SESSION_ENV:
+        return dict(os.environ)
+    return dict(_SESSION_ENV)
+
+
 def forking_python(env: dict | None = None) -> str:
     """The path of a stand-in for `python` that runs each command forked from the zygote for env
     (this process's by default): for speedrun.sh's PATH, or torchrun's PYTHON_EXEC."""
-    return str(_zygote(env or dict(os.environ)).parent / "python")
+    return str(_zygote(env or environ()).parent / "python")
 
 
 def _run_forked(args: tuple[str, ...], timeout: float, input: str | None,
@@ -263,7 +271,7 @@ def run_script(*args: str, check: bool = True, timeout: float = 300, input: str 
     file_size_limit: writes past it fail as on a full disk (limit_file_size); memory_limit: the
     bytes of address space the process may map (RLIMIT_AS), past which an allocation fails as a
     GPU's does when it is full."""
-    env = kwargs.pop("env", None) or dict(os.environ)
+    env = kwargs.pop("env", None) or environ()
     fresh = kwargs or os.environ.get("FRESH_INTERPRETERS") == "1"
     if args[:2] == ("-m", "torch.distributed.run") and "PYTHON_EXEC" not in env and not fresh:
         env = {**env, "PYTHON_EXEC": forking_python(torchrun_workers(env, args))}
@@ -385,6 +393,7 @@ def file_size_limit(nbytes: int):
 # session starts (in the order they are defined, if a selected test uses it), and its fixture
 # waits for it.
 _JOBS: dict[str, Callable] = {}
+_SESSION_ENV: dict[str, str] = {}
 
 
 def in_background(job: Callable) -> Callable:
@@ -423,6 +432,8 @@ class Background:
     def start(self, needed: list[str]) -> None:
         """Computes the jobs among needed (fixture names, in the order the tests need them) in that
         order, so that the thread keeps ahead of the tests."""
+        _SESSION_ENV.update(os.environ)
+
         def run():
             for name in dict.fromkeys(name for name in needed if name in _JOBS):
                 with contextlib.suppress(BaseException):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import common
-from launch import ROOT, forking_python, in_background
+from launch import ROOT, environ, forking_python, in_background
 
 STEPS = 3
 FINISHED = f"| status | finished (max_iters) at step {STEPS} |"
@@ -22,9 +22,9 @@ pytestmark = pytest.mark.slow  # the whole pipeline, stage by stage
 def speedrun(*args: str) -> subprocess.CompletedProcess:
     # `python` on PATH is this interpreter, as in an activated virtual environment, each run forked
     # from one that has imported torch (launch.py)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**environ(), "OMP_NUM_THREADS": "1"}
     python = os.path.dirname(forking_python(env))
-    env["PATH"] = f"{python}:{os.path.dirname(sys.executable)}:{os.environ['PATH']}"
+    env["PATH"] = f"{python}:{os.path.dirname(sys.executable)}:{env['PATH']}"
     return subprocess.run(["bash", str(ROOT / "speedrun.sh"), *args], cwd=ROOT, env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import common
-from launch import ROOT, forking_python, in_background, run_script, torchrun_workers
+from launch import ROOT, environ, forking_python, in_background, run_script, torchrun_workers
 from model import GPT, GPTConfig
 
 # a 1-layer, 16-wide model on 32-token windows: ~0.1-0.5 s a step on 2 busy cores
@@ -414,7 +414,7 @@ def compiled_runs(tmp_path_factory, need) -> tuple[Path, list[subprocess.Complet
     args = ["--eval_interval=2", "--lr_decay_iters=4",
             "--batch_tokens=256"]  # 2 micro-steps: accumulation compiled
     # dynamo logs each recompile and the guard that failed
-    env = {**os.environ, "TORCH_LOGS": "recompiles"}
+    env = {**environ(), "TORCH_LOGS": "recompiles"}
     train(data, tmp / "eager", *args, "--max_iters=4")
     first = train(data, tmp / "compiled", *args, "--max_iters=2", "--compile=True", env=env)
     resumed = train(data, tmp / "compiled", *args, "--max_iters=4", "--compile=True",
