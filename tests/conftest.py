@@ -9,6 +9,8 @@ import pytest
 
 from launch import HELLASWAG, SHARED, Background, forking_python, in_background, run_script
 
+JOBS = pytest.StashKey[Background]()
+
 
 def pytest_sessionstart(session):
     """The zygotes (launch.py) import torch while pytest collects the tests, on the other core: the
@@ -16,12 +18,18 @@ def pytest_sessionstart(session):
     forking_python(), forking_python({**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-@pytest.fixture(scope="session", autouse=True)
-def background(request, tmp_path_factory) -> Background:
-    """Starts the in_background fixtures that the selected tests use."""
-    jobs = Background(tmp_path_factory)
-    jobs.start([name for item in request.session.items for name in item.fixturenames])
-    return jobs
+def pytest_collection_finish(session):
+    """Starts the in_background fixtures that the selected tests use, as soon as the tests are
+    known: before test_model.py's, which this folder's fixtures do not reach. The jobs make their
+    folders with the session's own tmp_path_factory (pytest's tmpdir plugin keeps it on config)."""
+    session.config.stash[JOBS] = jobs = Background(session.config._tmp_path_factory)
+    if not session.config.option.collectonly:
+        jobs.start([name for item in session.items for name in item.fixturenames])
+
+
+@pytest.fixture(scope="session")
+def background(request) -> Background:
+    return request.config.stash[JOBS]
 
 
 @pytest.fixture(scope="session")
