@@ -677,25 +677,37 @@ OUT_OF_RANGE = {
 }
 
 
-@pytest.fixture(scope="module")
-def failures(owt_data, small_data, tmp_path_factory) -> dict:
-    """Runs train.py in one process (torch imported once) for each case and returns
-    {case: (message, out_dir)}.
-    Order matters: 'nan' leaves the checkpoint that the two cases after it find."""
-    tmp = tmp_path_factory.mktemp("failures")
-    big_vocab = tmp / "big_vocab"
-    big_vocab.mkdir()
-    for name in ("train.bin", "val.bin"):
-        (big_vocab / name).write_bytes((small_data / name).read_bytes())
-    (big_vocab / "meta.json").write_text(json.dumps(
-        {**json.loads((small_data / "meta.json").read_text()), "vocab_size": 60000}))
-    short = tmp / "short"  # 20 tokens, fewer than a 32-token window
-    short.mkdir()
-    for name in ("train.bin", "val.bin"):
-        (short / name).write_bytes((small_data / name).read_bytes()[:40])
-    (short / "meta.json").write_text((small_data / "meta.json").read_text())
-    (tmp / "a_file").write_text("")
-    # a data folder broken one way each: refused before the first eval, so no step-0 checkpoint
+# Runs train.py once per case in one process (torch imported once): {case: exit message}
+FAILURES_DRIVER = (
+    "import json, runpy, sys, torch\n"
+    "cases, results = json.loads(sys.argv[1]), {}\n"
+    "for name, argv in cases.items():\n"
+    "    if name == 'v100':"
+    "  # a V100 under a torch build without sm_70 (the cu128 wheels from 2.11 on)\n"
+    "        torch.cuda.is_available = lambda: True\n"
+    "        torch.cuda.get_device_capability = lambda device=None: (7, 0)\n"
+    "        torch.cuda.get_device_name = lambda device=None: 'Tesla V100-SXM2-32GB'\n"
+    "        torch.cuda.get_arch_list = lambda: "
+    "['sm_75', 'sm_80', 'sm_86', 'sm_90', 'sm_100', 'sm_120']\n"
+    "    if name == 'one gpu':"
+    "  # an H100 without torchrun: set_device gets what torch's own index check takes\n"
+    "        torch.cuda.get_device_capability = lambda device=None: (9, 0)\n"
+    "        torch.cuda.set_device = lambda d: "
+    "sys.exit(f'set_device {torch._utils._get_device_index(d)}')\n"
+    "    sys.argv = ['train.py', *argv]\n"
+    "    try:\n"
+    "        runpy.run_path('train.py', run_name='__main__')\n"
+    "        results[name] = 'finished'\n"
+    "    except SystemExit as e:\n"
+    "        results[name] = str(e.code)\n"
+    "    except Exception as e:  # a traceback: this case fails, the others still run\n"
+    "        results[name] = f'{type(e).__name__}: {e}'\n"
+    "print('RESULTS ' + json.dumps(results))\n")
+
+
+def damaged_data(small_data: Path, tmp: Path) -> dict[str, list[str]]:
+    """{case: train.py's arguments} for data folders broken one way each: each is refused before the
+    first eval, so no step-0 checkpoint."""
     damaged = {}
     meta_text, train_ids = ((small_data / "meta.json").read_text(),
                             np.fromfile(small_data / "train.bin", np.uint16))
@@ -722,6 +734,27 @@ def failures(owt_data, small_data, tmp_path_factory) -> dict:
     (missing_val / "train.bin").write_bytes((small_data / "train.bin").read_bytes())
     (missing_val / "meta.json").write_text(meta_text)
     damaged["missing val"] = [f"--data_dir={missing_val}", f"--out_dir={tmp / 'out_missing_val'}"]
+    return damaged
+
+
+@pytest.fixture(scope="module")
+def failures(owt_data, small_data, tmp_path_factory) -> dict:
+    """Runs train.py in one process (torch imported once) for each case and returns
+    {case: (message, out_dir)}.
+    Order matters: 'nan' leaves the checkpoint that the two cases after it find."""
+    tmp = tmp_path_factory.mktemp("failures")
+    big_vocab = tmp / "big_vocab"
+    big_vocab.mkdir()
+    for name in ("train.bin", "val.bin"):
+        (big_vocab / name).write_bytes((small_data / name).read_bytes())
+    (big_vocab / "meta.json").write_text(json.dumps(
+        {**json.loads((small_data / "meta.json").read_text()), "vocab_size": 60000}))
+    short = tmp / "short"  # 20 tokens, fewer than a 32-token window
+    short.mkdir()
+    for name in ("train.bin", "val.bin"):
+        (short / name).write_bytes((small_data / name).read_bytes()[:40])
+    (short / "meta.json").write_text((small_data / "meta.json").read_text())
+    (tmp / "a_file").write_text("")
     data, nan_out = f"--data_dir={owt_data}", tmp / "nan"
     cases = {
         "missing data": [f"--data_dir={tmp / 'nowhere'}", f"--out_dir={tmp / 'o1'}"],
@@ -740,38 +773,13 @@ def failures(owt_data, small_data, tmp_path_factory) -> dict:
         "spike": [data, f"--out_dir={tmp / 'o8'}", "--divergence_ratio=0.5", "--divergence_steps=2",
                   "--max_iters=100"],
         **{arg: [data, f"--out_dir={tmp / arg[2:]}", "--max_iters=1", arg] for arg in OUT_OF_RANGE},
-        **damaged,
+        **damaged_data(small_data, tmp),
         # last: these two leave torch.cuda patched
         "v100": [data, f"--out_dir={tmp / 'o7'}", "--device=cuda"],
         "one gpu": [data, f"--out_dir={tmp / 'o9'}", "--device=cuda"],
     }
-    driver = (
-        "import json, runpy, sys, torch\n"
-        "cases, results = json.loads(sys.argv[1]), {}\n"
-        "for name, argv in cases.items():\n"
-        "    if name == 'v100':"
-        "  # a V100 under a torch build without sm_70 (the cu128 wheels from 2.11 on)\n"
-        "        torch.cuda.is_available = lambda: True\n"
-        "        torch.cuda.get_device_capability = lambda device=None: (7, 0)\n"
-        "        torch.cuda.get_device_name = lambda device=None: 'Tesla V100-SXM2-32GB'\n"
-        "        torch.cuda.get_arch_list = lambda: "
-        "['sm_75', 'sm_80', 'sm_86', 'sm_90', 'sm_100', 'sm_120']\n"
-        "    if name == 'one gpu':"
-        "  # an H100 without torchrun: set_device gets what torch's own index check takes\n"
-        "        torch.cuda.get_device_capability = lambda device=None: (9, 0)\n"
-        "        torch.cuda.set_device = lambda d: "
-        "sys.exit(f'set_device {torch._utils._get_device_index(d)}')\n"
-        "    sys.argv = ['train.py', *argv]\n"
-        "    try:\n"
-        "        runpy.run_path('train.py', run_name='__main__')\n"
-        "        results[name] = 'finished'\n"
-        "    except SystemExit as e:\n"
-        "        results[name] = str(e.code)\n"
-        "    except Exception as e:  # a traceback: this case fails, the others still run\n"
-        "        results[name] = f'{type(e).__name__}: {e}'\n"
-        "print('RESULTS ' + json.dumps(results))\n")
     cases = {name: [*TINY, *argv] for name, argv in cases.items()}
-    result = run_script("-c", driver, json.dumps(cases))
+    result = run_script("-c", FAILURES_DRIVER, json.dumps(cases))
     line = next(line for line in result.stdout.splitlines() if line.startswith("RESULTS "))
     return {name: (message, nan_out)
             for name, message in json.loads(line[len("RESULTS "):]).items()}
