@@ -242,25 +242,27 @@ def repl(smoke_ckpt, compile: bool) -> subprocess.CompletedProcess:
                       f"--compile={compile}", input="\n".join(REPL_LINES) + "\n", timeout=120)
 
 
-def check_repl(smoke_ckpt, result: subprocess.CompletedProcess) -> None:
-    """/temp switches to sampling, from one generator seeded once per session."""
+def ref_repl(smoke_ckpt) -> tuple[str, bool]:
+    """The REPL_LINES session's expected output, and whether its replies are sampled (three
+    distinct replies, the first not the greedy one): /temp switches to sampling, from one generator
+    seeded once per session."""
     model, g = load(smoke_ckpt), torch.Generator().manual_seed(1234)
     r1 = ref_reply(model, [], "Hello!", g, **SAMPLING)
     r2 = ref_reply(model, [("Hello!", r1.strip())], "What is your name?", g,
                    **SAMPLING)  # the first turn is in it
     r3 = ref_reply(model, [], "What is your name?", g, **SAMPLING)  # after /reset it is not
-    assert len({r1, r2, r3}) == 3 and r1 != ref_reply(model, [], "Hello!")  # sampled, not greedy
-    assert result.stdout == (
-        "User: /temp 0.9\n(temperature 0.9)\n"
-        f"User: Hello!\nAssistant: {r1}\n"
-        f"User: What is your name?\nAssistant: {r2}\n"
-        "User: /reset\n(new conversation)\n"
-        f"User: What is your name?\nAssistant: {r3}\n"
-        "User: /quit\n")
+    sampled = len({r1, r2, r3}) == 3 and r1 != ref_reply(model, [], "Hello!")
+    return ("User: /temp 0.9\n(temperature 0.9)\n"
+            f"User: Hello!\nAssistant: {r1}\n"
+            f"User: What is your name?\nAssistant: {r2}\n"
+            "User: /reset\n(new conversation)\n"
+            f"User: What is your name?\nAssistant: {r3}\n"
+            "User: /quit\n"), sampled
 
 
 def test_repl_through_piped_stdin(smoke_ckpt):
-    check_repl(smoke_ckpt, repl(smoke_ckpt, compile=False))
+    expected, sampled = ref_repl(smoke_ckpt)
+    assert sampled and repl(smoke_ckpt, compile=False).stdout == expected
 
 
 def test_blank_ids_are_the_whitespace_tokens_and_eot():
@@ -950,4 +952,5 @@ def compiled_repl(tmp_path_factory, need) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_compiled_repl_replies_as_the_eager_one(smoke_ckpt, compiled_repl):
     # the warm-up compilation at startup must not draw from the session's generator
-    check_repl(smoke_ckpt, compiled_repl)
+    expected, sampled = ref_repl(smoke_ckpt)
+    assert sampled and compiled_repl.stdout == expected
